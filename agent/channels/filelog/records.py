@@ -1,0 +1,173 @@
+"""One log record: a fixed header, a metadata part and a data part, all under one CRC32.
+
+Layout (little-endian)::
+
+    magic "LFR1" | crc32 u32 | op u8 | 3 zero bytes | txid u64 | meta_len u32 | data_len u64 | meta | data
+
+The CRC covers everything after itself (header tail, meta, data), so a torn
+or flipped record is caught wherever it happens.  Ops:
+
+* ``PUT``: meta is the chunk's metadata JSON, data its bytes; staged by ``txid``.
+* ``COMMIT``: commits ``txid``'s puts, and consumes the chunks whose PUT
+  positions (segment u64, offset u64 pairs) are listed in its meta.  Takes are
+  logged only here: an uncommitted take needs no durable trace, because after
+  a crash the chunk simply is still there.
+* ``ROLLBACK``: forgets ``txid``'s puts (advisory; a PUT never committed is
+  discarded on reopen anyway).
+
+Nothing here copies chunk data: records are written as a list of buffers
+(header, meta, data) and read back straight into fresh buffers.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from logflume.chunk import Buffer
+from logflume.errors import StartupError
+
+MAGIC = b"LFR1"
+HEADER = struct.Struct("<4sIB3xQIQ")
+_TAIL = struct.Struct("<B3xQIQ")
+HEADER_SIZE = HEADER.size  # 32
+POSITION = struct.Struct("<QQ")
+
+OP_PUT = 1
+OP_COMMIT = 2
+OP_ROLLBACK = 3
+OPS = {OP_PUT: "PUT", OP_COMMIT: "COMMIT", OP_ROLLBACK: "ROLLBACK"}
+
+
+class LogCorrupted(StartupError):
+    """A record that should be valid is not: names the segment file and byte offset.
+
+    Raised instead of skipping, because what is damaged may be committed data.
+    """
+
+    def __init__(self, segment: str, offset: int, reason: str) -> None:
+        self.segment = segment
+        self.offset = offset
+        self.reason = reason
+        super().__init__(f"file channel log corrupted: {segment} at offset {offset}: {reason}")
+
+
+class BadRecord(ValueError):
+    """No valid record at this offset (torn tail or damage); the caller decides which."""
+
+
+@dataclass(slots=True)
+class Record:
+    offset: int
+    op: int
+    txid: int
+    meta_len: int
+    data_len: int
+    body: bytes  # the meta part of COMMIT records (positions taken); empty for other ops
+
+    @property
+    def end(self) -> int:
+        return self.offset + HEADER_SIZE + self.meta_len + self.data_len
+
+
+def encode(op: int, txid: int, meta: Buffer, data: Buffer = b"") -> list[Buffer]:
+    """The record as buffers to write in one ``writev``: header, meta, data (not copied)."""
+    tail = _TAIL.pack(op, txid, len(meta), len(data))
+    crc = zlib.crc32(tail)
+    crc = zlib.crc32(meta, crc)
+    if len(data):
+        crc = zlib.crc32(data, crc)
+    return [MAGIC + struct.pack("<I", crc) + tail, meta, data]
+
+
+def record_size(meta_len: int, data_len: int) -> int:
+    return HEADER_SIZE + meta_len + data_len
+
+
+def parse_at(buf, offset: int) -> Record:
+    """The record at ``offset`` of ``buf`` (a whole segment, e.g. an mmap), checked; raises BadRecord."""
+    size = len(buf)
+    if offset + HEADER_SIZE > size:
+        raise BadRecord(f"header cut short ({size - offset} of {HEADER_SIZE} bytes)")
+    magic, crc, op, txid, meta_len, data_len = HEADER.unpack_from(buf, offset)
+    if magic != MAGIC:
+        raise BadRecord(f"bad magic {bytes(magic)!r}")
+    if op not in OPS:
+        raise BadRecord(f"unknown op {op}")
+    meta_at = offset + HEADER_SIZE
+    data_at = meta_at + meta_len
+    end = data_at + data_len
+    if end > size:
+        raise BadRecord(f"record of {end - offset} bytes runs past the end of the segment ({size - offset} left)")
+    with memoryview(buf) as view:
+        actual = zlib.crc32(view[offset + 8:data_at])
+        if data_len:
+            actual = zlib.crc32(view[data_at:end], actual)
+        body = bytes(view[meta_at:data_at]) if op == OP_COMMIT else b""
+    if actual != crc:
+        raise BadRecord(f"checksum mismatch (stored {crc:#010x}, computed {actual:#010x})")
+    return Record(offset, op, txid, meta_len, data_len, body)
+
+
+def find_valid_after(buf, offset: int) -> int | None:
+    """Offset of the first valid record after ``offset``, if any: tells damage from a torn tail.
+
+    ``buf`` must have ``find`` (bytes, bytearray, mmap).
+    """
+    pos = offset + 1
+    while True:
+        pos = buf.find(MAGIC, pos)
+        if pos < 0:
+            return None
+        try:
+            parse_at(buf, pos)
+            return pos
+        except BadRecord:
+            pos += 1
+
+
+def encode_positions(positions: Iterable[tuple[int, int]]) -> bytes:
+    return b"".join(POSITION.pack(seg, off) for seg, off in positions)
+
+
+def decode_positions(meta: Buffer) -> list[tuple[int, int]]:
+    if len(meta) % POSITION.size:
+        raise BadRecord(f"COMMIT body of {len(meta)} bytes is not a list of positions")
+    return [tuple(p) for p in POSITION.iter_unpack(meta)]  # type: ignore[misc]
+
+
+def read_put(fd: int, offset: int, meta_len: int, data_len: int) -> tuple[bytearray, bytearray]:
+    """Read back one PUT record into fresh buffers and check it; raises BadRecord.
+
+    One ``preadv`` straight into the chunk's own buffer: the data is copied once,
+    from the page cache, and never again.
+    """
+    header = bytearray(HEADER_SIZE)
+    meta = bytearray(meta_len)
+    data = bytearray(data_len)
+    views = [memoryview(header), memoryview(meta), memoryview(data)]
+    pos = offset
+    while views:
+        n = os.preadv(fd, views, pos)
+        if n == 0:
+            raise BadRecord("segment ends inside the record")
+        pos += n
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if views and n:
+            views[0] = views[0][n:]
+    magic, crc, op, _txid, m_len, d_len = HEADER.unpack_from(header)
+    if magic != MAGIC or op != OP_PUT or m_len != meta_len or d_len != data_len:
+        raise BadRecord(f"header does not match the index (magic {bytes(magic)!r}, op {op}, "
+                        f"meta {m_len}/{meta_len}, data {d_len}/{data_len})")
+    actual = zlib.crc32(memoryview(header)[8:])
+    actual = zlib.crc32(meta, actual)
+    if data_len:
+        actual = zlib.crc32(data, actual)
+    if actual != crc:
+        raise BadRecord(f"checksum mismatch (stored {crc:#010x}, computed {actual:#010x})")
+    return meta, data

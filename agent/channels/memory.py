@@ -1,0 +1,153 @@
+"""MemoryChannel: a bounded in-memory queue of chunks, transactional, with back-pressure.
+
+Not durable: chunks committed to it are lost if the agent process dies.  That
+is the trade for speed; use the ``file`` channel when every byte must survive
+a crash (see docs/channels.md).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import ClassVar
+
+from logflume.channel import Channel, Transaction
+from logflume.chunk import Chunk
+from logflume.errors import ChannelClosed, ChannelFull
+
+
+class MemoryChannel(Channel):
+    durable: ClassVar[bool] = False
+
+    def configure(self) -> None:
+        self._queue: deque[Chunk] = deque()
+        self._cond = threading.Condition()
+        self._used = 0  # bytes committed in the queue + bytes reserved by pending puts + bytes taken, uncommitted
+        self._queued_bytes = 0
+        self._closed = False
+        self._fill = self.metrics.gauge("channel_fill_bytes", "Bytes held by the channel")
+        self._fill_chunks = self.metrics.gauge("channel_fill_chunks", "Chunks held by the channel")
+        self.metrics.gauge("channel_capacity_bytes", "Channel capacity in bytes").set(self.config.capacity)
+
+    def start(self) -> None:
+        with self._cond:
+            self._closed = False
+
+    def stop(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def transaction(self) -> Transaction:
+        return _MemoryTransaction(self)
+
+    def size_bytes(self) -> int:
+        with self._cond:
+            return self._queued_bytes
+
+    def size_chunks(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    # -- used by transactions, under self._cond --------------------------------------------
+
+    def _reserve(self, n: int, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            # A chunk bigger than the whole capacity is admitted once the channel is empty,
+            # otherwise it could never enter.
+            while not self._closed and self._used > 0 and self._used + n > self.config.capacity:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise ChannelFull(f"channel {self.name} full ({self._used} of {self.config.capacity} bytes)")
+                self._cond.wait(remaining if remaining is not None else 1.0)
+            if self._closed:
+                raise ChannelClosed(self.name)
+            self._used += n
+
+    def _release(self, n: int) -> None:
+        with self._cond:
+            self._used -= n
+            self._cond.notify_all()
+
+    def _publish(self, chunks: list[Chunk]) -> None:
+        with self._cond:
+            self._queue.extend(chunks)
+            self._queued_bytes += sum(len(c) for c in chunks)
+            self._update()
+            self._cond.notify_all()
+
+    def _take(self, timeout: float | None) -> Chunk | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    raise ChannelClosed(self.name)
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining if remaining is not None else 1.0)
+            chunk = self._queue.popleft()
+            self._queued_bytes -= len(chunk)
+            self._update()
+            return chunk
+
+    def _return_to_head(self, chunks: list[Chunk]) -> None:
+        with self._cond:
+            self._queue.extendleft(reversed(chunks))
+            self._queued_bytes += sum(len(c) for c in chunks)
+            self._update()
+            self._cond.notify_all()
+
+    def _update(self) -> None:
+        self._fill.set(self._queued_bytes)
+        self._fill_chunks.set(len(self._queue))
+
+
+class _MemoryTransaction(Transaction):
+    def __init__(self, channel: MemoryChannel) -> None:
+        self._ch = channel
+        self._puts: list[Chunk] = []
+        self._put_bytes = 0
+        self._takes: list[Chunk] = []
+        self._done = False
+
+    def put(self, chunk: Chunk, timeout: float | None = None) -> None:
+        self._check()
+        self._ch._reserve(len(chunk), timeout)
+        self._puts.append(chunk)
+        self._put_bytes += len(chunk)
+
+    def take(self, timeout: float | None = 0.0) -> Chunk | None:
+        self._check()
+        chunk = self._ch._take(timeout)
+        if chunk is not None:
+            self._takes.append(chunk)
+        return chunk
+
+    def commit(self) -> None:
+        self._check()
+        self._done = True
+        if self._puts:
+            self._ch._publish(self._puts)
+            self._ch.metrics.chunks_in.inc(len(self._puts))
+            self._ch.metrics.bytes_in.inc(self._put_bytes)
+        if self._takes:
+            taken = sum(len(c) for c in self._takes)
+            self._ch._release(taken)
+            self._ch.metrics.chunks_out.inc(len(self._takes))
+            self._ch.metrics.bytes_out.inc(taken)
+
+    def rollback(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._puts:
+            self._ch._release(self._put_bytes)
+        if self._takes:
+            self._ch._return_to_head(self._takes)
+
+    def _check(self) -> None:
+        if self._done:
+            raise RuntimeError("transaction already committed or rolled back")

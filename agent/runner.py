@@ -1,0 +1,148 @@
+"""Moving chunks between components: sources into channels, channels into sinks.
+
+``ChannelOutput`` is what a source delivers to: it commits each batch to every
+channel of the source (fan-out) and blocks while a channel is full.
+``SinkRunner`` is the thread behind a sink: take a batch in a transaction,
+deliver it, commit; on failure roll back and retry with capped, jittered
+exponential backoff (tenacity), honouring a next hop's TRY_LATER delay.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+from tenacity import RetryCallState, Retrying, retry_if_not_exception_type, wait_exponential_jitter
+
+from logflume.channel import Channel
+from logflume.chunk import Chunk
+from logflume.errors import ChannelClosed, TryLater
+from logflume.sink import Sink
+from logflume.source import SourceOutput
+
+log = logging.getLogger("logflume.runner")
+
+
+class ChannelOutput(SourceOutput):
+    """Commit every delivered batch to each of the source's channels."""
+
+    def __init__(self, channels: Sequence[Channel], put_timeout: float | None = None) -> None:
+        self.channels = list(channels)
+        self.put_timeout = put_timeout
+
+    def deliver(self, chunks: Sequence[Chunk]) -> None:
+        if not chunks:
+            return
+        for channel in self.channels:
+            with channel.transaction() as tx:
+                for chunk in chunks:
+                    tx.put(chunk, timeout=self.put_timeout)
+
+
+class _Stopped(Exception):
+    """Raised inside the retry loop when the runner must give up (hard stop)."""
+
+
+class SinkRunner:
+    """One thread: channel -> sink, at-least-once, in channel order."""
+
+    def __init__(self, sink: Sink, channel: Channel) -> None:
+        self.sink = sink
+        self.channel = channel
+        self.cfg = sink.config
+        self._stop_now = threading.Event()   # hard stop: abandon (roll back) and exit
+        self._draining = threading.Event()   # soft stop: exit once the channel is empty
+        self._thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
+        self._expo = wait_exponential_jitter(
+            multiplier=self.cfg.retry_initial, max=self.cfg.retry_max, jitter=self.cfg.retry_initial
+        )
+        self.idle = threading.Event()
+        self.failures = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def drain(self) -> None:
+        self._draining.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop_now.set()
+        self._thread.join(timeout)
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _wait(self, state: RetryCallState) -> float:
+        delay = self._expo(state)
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TryLater):
+            delay = max(delay, min(exc.delay, self.cfg.retry_max))
+        return delay
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        self.failures += 1
+        self.sink.metrics.retries.inc()
+        level = logging.INFO if isinstance(exc, TryLater) else logging.WARNING
+        log.log(level, "sink %s: delivery failed (%s); retrying in %.2fs",
+                self.sink.name, exc, state.next_action.sleep if state.next_action else 0)
+
+    def _run(self) -> None:
+        while not self._stop_now.is_set():
+            retrying = Retrying(
+                retry=retry_if_not_exception_type((_Stopped, ChannelClosed)),
+                wait=self._wait,
+                sleep=self._sleep,
+                before_sleep=self._log_retry,
+                reraise=True,
+            )
+            try:
+                for attempt in retrying:
+                    with attempt:
+                        moved = self._move_one_batch()
+            except (_Stopped, ChannelClosed):
+                return
+            except Exception:  # pragma: no cover - tenacity reraises only on stop
+                log.exception("sink runner %s crashed", self.sink.name)
+                return
+            if not moved and self._draining.is_set():
+                return
+
+    def _sleep(self, seconds: float) -> None:
+        if self._stop_now.wait(seconds):
+            raise _Stopped()
+
+    def _move_one_batch(self) -> bool:
+        """Take up to a batch, deliver it, commit. Returns False if the channel was empty."""
+        if self._stop_now.is_set():
+            raise _Stopped()
+        tx = self.channel.transaction()
+        batch: list[Chunk] = []
+        size = 0
+        try:
+            first = tx.take(timeout=0.05 if self._draining.is_set() else 0.5)
+            if first is None:
+                tx.commit()
+                self.idle.set()
+                return False
+            self.idle.clear()
+            batch.append(first)
+            size = len(first)
+            deadline = time.monotonic() + self.cfg.batch_timeout
+            while size < self.cfg.batch_bytes and len(batch) < self.cfg.batch_chunks:
+                chunk = tx.take(timeout=max(0.0, deadline - time.monotonic()))
+                if chunk is None:
+                    break
+                batch.append(chunk)
+                size += len(chunk)
+            self.sink.deliver(batch)
+            tx.commit()
+        except BaseException:
+            tx.rollback()
+            raise
+        self.sink.metrics.chunks_out.inc(len(batch))
+        self.sink.metrics.bytes_out.inc(size)
+        return True

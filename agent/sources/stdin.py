@@ -1,0 +1,40 @@
+"""StdinSource: the agent's standard input as one stream (``cmd | logflume agent -c ...``).
+
+There is no offset to resume from, so every run is a new epoch; the agent
+stops reading at EOF (and keeps running so its sinks can drain).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import ClassVar
+
+from agent.chunker import RecordChunker
+from agent.sources.pipe_reader import pump_pipe
+from logflume.settings import Duration, Setting, Size, Str
+from logflume.source import ThreadedSource
+
+
+class StdinSource(ThreadedSource):
+    settings: ClassVar[dict[str, Setting]] = {
+        "stream": Setting(Str(), "stdin", "Stream name of the chunks"),
+        "chunk_size": Setting(Size(min=1), "64MiB", "Largest chunk"),
+        "flush_interval": Setting(Duration(), "1s", "Send what was read after this long even if the chunk is small"),
+        "partial_timeout": Setting(Duration(), "5s", "Send a record still missing its delimiter after this long"),
+    }
+
+    def run(self) -> None:
+        chunker = RecordChunker(
+            source=self.context.agent_name, stream=self.config.stream, datatype=self.config.datatype,
+            tags=self.config.tags, epoch=f"stdin-{time.time_ns()}", chunk_size=self.config.chunk_size,
+            flush_interval=self.config.flush_interval, partial_timeout=self.config.partial_timeout,
+        )
+        n = pump_pipe(sys.stdin.fileno(), chunker, self._deliver, self.stopping.is_set)
+        self.log.info("stdin closed after %d bytes", n)
+
+    def _deliver(self, chunks: list) -> None:
+        if chunks:
+            self.output.deliver(chunks)
+            self.metrics.chunks_out.inc(len(chunks))
+            self.metrics.bytes_out.inc(sum(len(c) for c in chunks))

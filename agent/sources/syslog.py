@@ -1,0 +1,298 @@
+"""The ``syslog`` source: RFC 3164 / RFC 5424 messages over TCP (optionally TLS) and UDP.
+
+Each message becomes one record (the message bytes plus a ``\\n``; ``record_ends``
+marks the boundaries, so multi-line messages sent with octet counting stay
+whole).  Records are grouped per stream — a template over header fields such
+as ``syslog:{app}`` — into chunks cut at ``chunk_size`` or ``flush_interval``.
+
+Back-pressure: a TCP connection's thread delivers what it read before reading
+more, so a full channel stops the reads and the senders slow down.  UDP cannot
+be slowed: a receiver thread always drains the socket into a bounded queue;
+what does not fit is dropped, counted in ``dropped_messages``/``dropped_bytes``
+and logged, never lost silently.  Messages over ``max_message_size`` are cut,
+counted and the chunk flagged ``truncated``.
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+import ssl
+import string
+import threading
+import time
+from typing import ClassVar
+
+from agent.sources.record_batcher import OVERFLOW_STREAM_SUFFIX, EventStreams, StreamLedger
+from agent.sources.syslog_framing import FrameDecoder, SyslogHeader, parse_header
+from agent.sources.tcp_listener import ConnectionClosing, TcpListener, recv_loop
+from logflume.chunk import FLAG_TRUNCATED, Chunk
+from logflume.errors import ChannelClosed, ConfigError, StartupError
+from logflume.settings import Duration, HostPort, Int, Optional, Setting, Size, Str
+from logflume.source import Source, SourceOutput
+
+TEMPLATE_FIELDS = ("app", "host", "facility", "severity", "procid", "msgid", "format", "transport", "peer")
+_UDP_MAX = 65535
+
+
+class SyslogSource(Source):
+    settings: ClassVar[dict[str, Setting]] = {
+        "datatype": Setting(Str(), "SysLog", "Datatype set on every chunk"),
+        "tcp": Setting(Optional(HostPort()), None, "Listen for TCP (and TLS, with tls_cert) on HOST:PORT"),
+        "udp": Setting(Optional(HostPort()), None, "Listen for UDP datagrams on HOST:PORT"),
+        "stream": Setting(Str(), "syslog:{app}",
+                          "Stream template; fields: " + ", ".join(TEMPLATE_FIELDS)),
+        "chunk_size": Setting(Size(min=1024), "1MiB", "Cut a stream's chunk at this many bytes"),
+        "flush_interval": Setting(Duration(), "1s", "Cut a stream's chunk when its oldest record waited this long"),
+        "max_message_size": Setting(Size(min=64), "64KiB", "Longer messages are truncated (and flagged)"),
+        "max_connections": Setting(Int(min=1), 256, "TCP connections served at once; more are closed"),
+        "idle_timeout": Setting(Duration(), "5m", "Close a TCP connection silent for this long"),
+        "max_streams": Setting(Int(min=1), 1000, "Distinct streams; messages for more go to <template of _other>"),
+        "udp_queue_size": Setting(Size(min=65536), "16MiB",
+                                  "UDP bytes buffered while the channel is full; beyond, datagrams are dropped"),
+        "udp_receive_buffer": Setting(Optional(Size(min=4096)), None, "SO_RCVBUF for the UDP socket"),
+        "tls_cert": Setting(Optional(Str()), None, "PEM certificate: serve TLS on the tcp port"),
+        "tls_key": Setting(Optional(Str()), None, "PEM private key for tls_cert (default: in the cert file)"),
+        "tls_ca": Setting(Optional(Str()), None, "PEM CA bundle: require and verify client certificates"),
+    }
+
+    def configure(self) -> None:
+        c = self.config
+        where = f"sources.{self.name}"
+        file = self.context.config_file
+        if c.tcp is None and c.udp is None:
+            raise ConfigError(file, where, "expected at least one of tcp: HOST:PORT or udp: HOST:PORT")
+        try:
+            names = [f for _, f, _, _ in string.Formatter().parse(c.stream) if f is not None]
+        except ValueError as exc:
+            raise ConfigError(file, f"{where}.stream", f"bad template {c.stream!r}: {exc}") from None
+        for f in names:
+            if f not in TEMPLATE_FIELDS:
+                raise ConfigError(file, f"{where}.stream",
+                                  f"unknown field {{{f}}}; expected one of: {', '.join(TEMPLATE_FIELDS)}")
+        if c.max_message_size + 1 > c.chunk_size:
+            raise ConfigError(file, f"{where}.max_message_size", "expected a size smaller than chunk_size")
+        if (c.tls_key or c.tls_ca) and not c.tls_cert:
+            raise ConfigError(file, f"{where}.tls_cert", "tls_key/tls_ca need tls_cert")
+        if c.tls_cert and c.tcp is None:
+            raise ConfigError(file, f"{where}.tcp", "tls_cert needs a tcp listener")
+        self._overflow = c.stream.format_map(collections.defaultdict(lambda: OVERFLOW_STREAM_SUFFIX))
+        self.dropped_messages = self.metrics.counter("dropped_messages", "UDP messages dropped: channel full")
+        self.dropped_bytes = self.metrics.counter("dropped_bytes", "UDP bytes dropped: channel full")
+        self.truncated = self.metrics.counter("truncated_messages", "Messages cut at max_message_size")
+        self.rejected = self.metrics.counter("rejected_connections", "TCP connections closed at max_connections")
+        self.messages = self.metrics.counter("messages_in", "Syslog messages received")
+        self._tcp: TcpListener | None = None
+        self._udp_sock: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self.stopping = threading.Event()
+        self._udp_queue: collections.deque[tuple[bytes, str]] = collections.deque()
+        self._udp_queued = 0
+        self._udp_cond = threading.Condition()
+        self._last_drop_log = 0.0
+        self._drops_since_log = 0
+
+    # -- config-visible facts ----------------------------------------------
+    def reads(self) -> list[str]:
+        out = []
+        if self.config.tcp is not None:
+            out.append("tcp:{}:{}".format(*self.config.tcp))
+        if self.config.udp is not None:
+            out.append("udp:{}:{}".format(*self.config.udp))
+        return out
+
+    @property
+    def tcp_address(self) -> tuple[str, int] | None:
+        return self._tcp.address if self._tcp else None
+
+    @property
+    def udp_address(self) -> tuple[str, int] | None:
+        return self._udp_sock.getsockname()[:2] if self._udp_sock else None
+
+    # -- lifecycle -----------------------------------------------------------
+    def start(self, output: SourceOutput) -> None:  # type: ignore[override]
+        c = self.config
+        self.output = output
+        self.stopping.clear()
+        ledger = StreamLedger(self.context.state_dir("source", self.name) / "streams.json",
+                              reserve=max(1 << 30, c.chunk_size * 16))
+        self.streams = EventStreams(
+            source=self.context.agent_name, datatype=c.datatype, tags=c.tags, chunk_size=c.chunk_size,
+            flush_interval=c.flush_interval, deliver=output.deliver, ledger=ledger,
+            max_streams=c.max_streams, on_committed=self._committed,
+        )
+        try:
+            if c.tcp is not None:
+                self._tcp = TcpListener(
+                    c.tcp, self._serve_tcp, name=self.name, max_connections=c.max_connections,
+                    idle_timeout=c.idle_timeout, ssl_context=self._ssl_context(), on_reject=self.rejected.inc,
+                )
+                self._tcp.start()
+            if c.udp is not None:
+                self._start_udp()
+        except BaseException:
+            self.stop()
+            raise
+        self._spawn(self._flush_loop, "flush")
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        c = self.config
+        if not c.tls_cert:
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            ctx.load_cert_chain(c.tls_cert, c.tls_key)
+            if c.tls_ca:
+                ctx.load_verify_locations(c.tls_ca)
+                ctx.verify_mode = ssl.CERT_REQUIRED
+        except (OSError, ssl.SSLError) as exc:
+            raise StartupError(f"source {self.name}: cannot load TLS certificate/key: {exc}") from None
+        return ctx
+
+    def _start_udp(self) -> None:
+        host, port = self.config.udp
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        if self.config.udp_receive_buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.udp_receive_buffer)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise StartupError(f"source {self.name}: cannot listen on udp {host}:{port}: {exc.strerror or exc}") \
+                from None
+        sock.settimeout(0.25)
+        self._udp_sock = sock
+        self._spawn(self._udp_receive, "udp-recv")
+        self._spawn(self._udp_deliver, "udp")
+
+    def _spawn(self, target, what: str) -> None:
+        t = threading.Thread(target=self._guard, args=(target,), name=f"source-{self.name}-{what}", daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _guard(self, target) -> None:
+        try:
+            target()
+        except ChannelClosed:
+            pass
+        except Exception:
+            self.metrics.errors.inc()
+            self.log.exception("source %s: thread failed", self.name)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self._udp_cond:
+            self._udp_cond.notify_all()
+        if self._tcp is not None:
+            self._tcp.stop()
+        if self._udp_sock is not None:
+            self._udp_sock.close()
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(5)
+        self._threads.clear()
+        streams = getattr(self, "streams", None)
+        if streams is not None:
+            try:
+                streams.flush()
+            except ChannelClosed:
+                self.log.warning("source %s: channel closed; %d buffered bytes not delivered",
+                                 self.name, streams.pending_bytes)
+
+    # -- work ------------------------------------------------------------------
+    def _committed(self, chunks: list[Chunk]) -> None:
+        self.metrics.chunks_out.inc(len(chunks))
+        self.metrics.bytes_out.inc(sum(len(ch) for ch in chunks))
+
+    def _stream_of(self, header: SyslogHeader, transport: str, peer: str) -> str:
+        fields = {f: getattr(header, f) for f in TEMPLATE_FIELDS[:7]}
+        fields["transport"] = transport
+        fields["peer"] = peer
+        return self.streams.admit(self.config.stream.format_map(fields), self._overflow)
+
+    def _accept(self, msg, truncated: bool, transport: str, peer: str) -> None:
+        """One message in: pick its stream and buffer it (may block on a full channel)."""
+        header = parse_header(msg)
+        stream = self._stream_of(header, transport, peer)
+        self.messages.inc()
+        self.metrics.bytes_in.inc(len(msg) + 1)
+        if truncated:
+            self.truncated.inc()
+            self.streams.add(stream, msg, (FLAG_TRUNCATED,), terminator=b"\n")
+        else:
+            self.streams.add(stream, msg, terminator=b"\n")
+
+    def _serve_tcp(self, conn: socket.socket, peer: str) -> None:
+        transport = "tls" if self.config.tls_cert else "tcp"
+        decoder = FrameDecoder(self.config.max_message_size)
+        buf = bytearray(max(65536, min(self.config.max_message_size, 1 << 20)))
+        read = recv_loop(conn, buf, self.stopping, self.config.idle_timeout, 0.25)
+        while True:
+            try:
+                n = read()
+            except ConnectionClosing:
+                n = 0
+            if n == 0:
+                for msg, truncated in decoder.finish():
+                    self._accept(msg, truncated, transport, peer)
+                return
+            for msg, truncated in decoder.feed(buf, n):
+                self._accept(msg, truncated, transport, peer)
+
+    def _udp_receive(self) -> None:
+        """Drain the socket always; queue up to udp_queue_size bytes, drop (counted) beyond."""
+        sock = self._udp_sock
+        assert sock is not None
+        buf = bytearray(_UDP_MAX)
+        limit = self.config.udp_queue_size
+        while not self.stopping.is_set():
+            try:
+                n, addr = sock.recvfrom_into(buf)
+            except TimeoutError:
+                continue
+            except OSError:
+                if self.stopping.is_set():
+                    return
+                raise
+            with self._udp_cond:
+                if self._udp_queued + n > limit:
+                    self.dropped_messages.inc()
+                    self.dropped_bytes.inc(n)
+                    self._drops_since_log += 1
+                    now = time.monotonic()
+                    if now - self._last_drop_log >= 10:
+                        self.log.warning("source %s: channel full, dropped %d UDP message(s) (see dropped_messages)",
+                                         self.name, self._drops_since_log)
+                        self._last_drop_log = now
+                        self._drops_since_log = 0
+                    continue
+                self._udp_queue.append((bytes(buf[:n]), addr[0]))
+                self._udp_queued += n
+                self._udp_cond.notify()
+
+    def _udp_deliver(self) -> None:
+        limit = self.config.max_message_size
+        while True:
+            with self._udp_cond:
+                while not self._udp_queue:
+                    if self.stopping.is_set():
+                        return
+                    self._udp_cond.wait(0.25)
+                data, peer = self._udp_queue.popleft()
+            msg: bytes | memoryview = data
+            while msg and msg[-1] in (10, 13, 0):
+                msg = msg[:-1]
+            truncated = len(msg) > limit
+            if truncated:
+                msg = memoryview(msg)[:limit]
+            try:
+                if msg:
+                    self._accept(msg, truncated, "udp", peer)
+            finally:
+                with self._udp_cond:
+                    self._udp_queued -= len(data)
+
+    def _flush_loop(self) -> None:
+        interval = max(0.01, min(self.config.flush_interval / 4, 0.25))
+        while not self.stopping.wait(interval):
+            self.streams.poll()

@@ -1,0 +1,229 @@
+"""Syslog over TCP framing (RFC 6587) and just enough header parsing to name a stream.
+
+:class:`FrameDecoder` splits a TCP byte stream into messages, choosing per
+frame between octet counting (``LEN SP MSG``, a frame that starts with a
+digit) and non-transparent framing (``MSG LF``).  Memory stays bounded by
+``max_message_size`` whatever the sender does: longer messages are cut and
+reported as truncated, the rest of them skipped; digits that cannot be a
+length (more than 10, or not followed by a space) are read as LF-framed text.
+
+:func:`parse_header` reads the priority, host and app name of an RFC 5424 or
+RFC 3164 message (only the first few hundred bytes are looked at).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+Buffer = bytes | bytearray | memoryview
+
+MAX_LENGTH_DIGITS = 10
+
+
+class FrameDecoder:
+    """Incremental RFC 6587 decoder for one connection.
+
+    ``feed(data)`` returns ``(message, truncated)`` pairs; a message is a
+    ``memoryview`` into ``data`` when it lay wholly inside it (valid until the
+    next feed; the caller copies what it keeps) or ``bytes`` when it spanned
+    reads.  Messages exclude their framing (length prefix, trailing LF/CR).
+    """
+
+    def __init__(self, max_message_size: int) -> None:
+        self.max = max_message_size
+        self._mode = 0          # 0: frame start, 1: octet count digits, 2: octet body, 3: LF body, 4: LF discard
+        self._digits = bytearray()
+        self._remaining = 0     # octet body bytes still to read (kept or skipped)
+        self._skip = 0          # octet body bytes to skip after the kept part
+        self._part = bytearray()
+        self._truncated = False
+
+    @property
+    def buffered(self) -> int:
+        return len(self._part)
+
+    def feed(self, data: bytes | bytearray, end: int | None = None) -> list[tuple[Buffer, bool]]:
+        """Decode ``data[:end]`` (a reusable receive buffer and the count read into it)."""
+        out: list[tuple[Buffer, bool]] = []
+        mv = memoryview(data)
+        n = len(data) if end is None else end
+        i = 0
+        while i < n:
+            mode = self._mode
+            if mode == 0:
+                c = mv[i]
+                if c in (10, 13, 0, 32):   # empty frames / stray separators
+                    i += 1
+                    continue
+                if 49 <= c <= 57:           # '1'..'9': octet counting
+                    self._mode = 1
+                    self._digits.clear()
+                else:
+                    self._mode = 3
+                    self._truncated = False
+                continue
+            if mode == 1:
+                c = mv[i]
+                if 48 <= c <= 57 and len(self._digits) < MAX_LENGTH_DIGITS:
+                    self._digits.append(c)
+                    i += 1
+                    continue
+                if c != 32:
+                    # "123abc" or a number too long to be a length: not octet counting after all;
+                    # the frame is LF-delimited text.
+                    self._part += self._digits
+                    self._mode = 3
+                    self._truncated = False
+                    continue
+                length = int(self._digits)
+                i += 1
+                keep = min(length, self.max)
+                self._remaining = keep
+                self._skip = length - keep
+                self._truncated = length > keep
+                self._part.clear()
+                self._mode = 2
+                if keep == 0:
+                    out.append((b"", False))
+                    self._mode = 5 if self._skip else 0
+                continue
+            if mode == 2:
+                take = min(self._remaining, n - i)
+                if not self._part and take == self._remaining:
+                    out.append((mv[i:i + take], self._truncated))
+                else:
+                    self._part += mv[i:i + take]
+                    if take == self._remaining:
+                        out.append((bytes(self._part), self._truncated))
+                        self._part.clear()
+                self._remaining -= take
+                i += take
+                if self._remaining == 0:
+                    self._mode = 5 if self._skip else 0
+                continue
+            if mode == 5:               # skipping the cut-off rest of an octet-counted message
+                take = min(self._skip, n - i)
+                self._skip -= take
+                i += take
+                if self._skip == 0:
+                    self._mode = 0
+                continue
+            if mode == 3:
+                nl = data.find(b"\n", i, n)
+                end = n if nl < 0 else nl
+                room = self.max - len(self._part)
+                if end - i > room:
+                    # Over the limit: keep what fits, drop the rest up to the next LF.
+                    self._part += mv[i:i + room]
+                    out.append((_strip_cr(bytes(self._part)), True))
+                    self._part.clear()
+                    i += room
+                    self._mode = 4
+                    continue
+                if nl < 0:
+                    self._part += mv[i:n]
+                    i = n
+                    continue
+                if self._part:
+                    self._part += mv[i:nl]
+                    out.append((_strip_cr(bytes(self._part)), False))
+                    self._part.clear()
+                else:
+                    out.append((_strip_cr(mv[i:nl]), False))
+                i = nl + 1
+                self._mode = 0
+                continue
+            if mode == 4:               # discarding the rest of an over-long LF message
+                nl = data.find(b"\n", i, n)
+                if nl < 0:
+                    i = n
+                else:
+                    i = nl + 1
+                    self._mode = 0
+                continue
+        return out
+
+    def finish(self) -> list[tuple[Buffer, bool]]:
+        """At EOF: an unterminated LF message still counts (senders often omit the last LF)."""
+        out: list[tuple[Buffer, bool]] = []
+        if self._mode == 3 and self._part:
+            out.append((_strip_cr(bytes(self._part)), False))
+        elif self._mode == 2 and self._part:
+            out.append((bytes(self._part), True))
+        self._part.clear()
+        self._mode = 0
+        return out
+
+
+def _strip_cr(msg: Buffer) -> Buffer:
+    return msg[:-1] if len(msg) and msg[-1] in (13, 0) else msg
+
+
+FACILITIES = (
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv", "ftp",
+    "ntp", "security", "console", "solaris-cron", "local0", "local1", "local2", "local3", "local4", "local5",
+    "local6", "local7",
+)
+SEVERITIES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+
+_PRI = re.compile(rb"<(\d{1,3})>")
+_RFC5424 = re.compile(rb"(\d{1,2}) (\S+) (\S+) (\S+) (\S+) (\S+)")
+_RFC3164_TS = re.compile(rb"(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\S+) ")
+_SAFE = re.compile(r"[^A-Za-z0-9._\-/@]")
+FIELD_MAX = 64
+NIL = "-"
+
+
+@dataclass(slots=True)
+class SyslogHeader:
+    format: str = "unknown"     # "rfc5424", "rfc3164" or "unknown"
+    facility: str = NIL
+    severity: str = NIL
+    host: str = NIL
+    app: str = NIL
+    procid: str = NIL
+    msgid: str = NIL
+
+
+def _field(raw: bytes) -> str:
+    text = _SAFE.sub("_", raw[:FIELD_MAX].decode("ascii", "replace"))
+    return text or NIL
+
+
+def parse_header(msg: Buffer) -> SyslogHeader:
+    """Header fields of one message; anything unparseable is ``-`` (never raises)."""
+    head = bytes(msg[:512])
+    h = SyslogHeader()
+    m = _PRI.match(head)
+    if not m:
+        return h
+    pri = int(m.group(1))
+    if pri <= 191:
+        h.facility = FACILITIES[pri >> 3]
+        h.severity = SEVERITIES[pri & 7]
+    rest = head[m.end():]
+    m5 = _RFC5424.match(rest)
+    if m5 and m5.group(1) != b"0":
+        h.format = "rfc5424"
+        h.host, h.app, h.procid, h.msgid = (_field(g) for g in m5.group(3, 4, 5, 6))
+        return h
+    h.format = "rfc3164"
+    ts = _RFC3164_TS.match(rest)
+    if ts:
+        rest = rest[ts.end():]
+    parts = rest.split(b" ", 2)
+    first = parts[0] if parts else b""
+    if first.endswith(b":") or b"[" in first:
+        tag = first
+    else:
+        if first:
+            h.host = _field(first)
+        tag = parts[1] if len(parts) > 1 else b""
+        if not (tag.endswith(b":") or b"[" in tag):
+            return h
+    app, _, pid = tag.rstrip(b":").partition(b"[")
+    h.app = _field(app)
+    if pid:
+        h.procid = _field(pid.rstrip(b"]"))
+    return h

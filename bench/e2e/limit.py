@@ -1,0 +1,121 @@
+"""The physical limit: the same bytes read from page cache and copied over loopback TCP into a file.
+
+No shipper can beat this on this machine: it is what moving the bytes costs with nothing else done.
+The sender is ``os.sendfile`` from the page cache (zero-copy); the receiver ``recv_into`` a reusable
+4 MiB buffer and ``os.write``s it into the output file, both in their own process, with 4 MiB
+socket buffers.  Run by :func:`run_limit`; the two halves are ``python -m bench.e2e.limit
+recv|send``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from bench.e2e.measure import ProcGroup, Result, SeqVerifier, wait_until
+
+BUF = 4 << 20
+
+
+def receive(port_file: Path, out: Path) -> int:
+    """Accept one connection on a free loopback port (written to ``port_file``), store all it sends."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUF)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    tmp = port_file.with_suffix(".tmp")
+    tmp.write_text(str(srv.getsockname()[1]))
+    os.rename(tmp, port_file)
+    conn, _ = srv.accept()
+    buf = bytearray(BUF)
+    view = memoryview(buf)
+    total = 0
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        while True:
+            n = conn.recv_into(buf)
+            if not n:
+                break
+            pos = 0
+            while pos < n:
+                pos += os.write(fd, view[pos:n])
+            total += n
+    finally:
+        os.close(fd)
+        conn.close()
+        srv.close()
+    port_file.with_suffix(".end").write_text(repr(time.monotonic()))
+    return total
+
+
+def send(port: int, start_file: Path, files: list[str]) -> int:
+    """Send every file over one loopback connection with sendfile (page cache -> socket, no copy)."""
+    start_file.write_text(repr(time.monotonic()))
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUF)
+    total = 0
+    try:
+        for p in files:
+            with open(p, "rb") as f:
+                total += sock.sendfile(f)
+    finally:
+        sock.close()
+    return total
+
+
+def run_limit(files: list[str], total_lines: int, total_bytes: int, variant: str, work: Path,
+              python: str, env: dict[str, str]) -> Result:
+    """Time the copy from the sender's start to the receiver's exit (all bytes written), then verify."""
+    work.mkdir(parents=True, exist_ok=True)
+    port_file = work / "port"
+    out = work / "received.log"
+    res = Result("limit", variant, total_bytes, total_lines)
+    group = ProcGroup()
+    try:
+        recv = group.start("receiver", [python, "-m", "bench.e2e.limit", "recv", str(port_file), str(out)],
+                           work / "recv.log", env=env)
+        wait_until(port_file.exists, 20, "the limit receiver's port", group)
+        snd = group.start("sender", [python, "-m", "bench.e2e.limit", "send", port_file.read_text(),
+                                     str(work / "start"), *files], work / "send.log", env=env)
+        snd.wait(600)
+        recv.wait(600)
+        if snd.usage.exit_code or recv.usage.exit_code:
+            raise RuntimeError(f"limit copy failed: {snd.log_tail()} {recv.log_tail()}")
+        # Both halves stamp CLOCK_MONOTONIC (system-wide): the copy itself, without interpreter start-up.
+        res.seconds = float(port_file.with_suffix(".end").read_text()) - float((work / "start").read_text())
+        res.add_usage(group.usages())
+        if out.stat().st_size != total_bytes:
+            res.notes.append(f"received {out.stat().st_size} of {total_bytes} bytes")
+        v = SeqVerifier(total_lines)
+        v.feed_file(out)
+        res.lines_lost, res.duplicates = v.lost, v.duplicates
+    finally:
+        group.stop_all(5)
+        out.unlink(missing_ok=True)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.e2e.limit")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("recv")
+    r.add_argument("port_file")
+    r.add_argument("out")
+    s = sub.add_parser("send")
+    s.add_argument("port", type=int)
+    s.add_argument("start_file")
+    s.add_argument("files", nargs="+")
+    a = ap.parse_args(argv)
+    if a.cmd == "recv":
+        receive(Path(a.port_file), Path(a.out))
+    else:
+        send(a.port, Path(a.start_file), a.files)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Results of one benchmark run as a Markdown table and JSON, with the machine they were measured on.
+
+Every figure comes from the run being reported: ratios are taken between contenders measured in
+that same run (logflume against the limit of the same variant and against each peer), and a
+contender that failed or was not run shows its reason instead of a number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.e2e.measure import Result
+
+LIMIT = "limit"
+PEER_NAMES = ("rsyslog", "syslog-ng")
+
+
+def machine() -> dict[str, Any]:
+    """nproc, CPU model, memory, kernel: what the figures were measured on."""
+    model = ""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except (OSError, subprocess.SubprocessError):
+        pass
+    mem = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu_model": model, "memory_bytes": mem, "kernel": platform.release(),
+            "python": platform.python_version(), "hostname": platform.node()}
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    if x is None:
+        return "–"
+    if x >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}f}"
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.0f}"
+
+
+def ratios(results: list[Result]) -> dict[str, dict[str, float]]:
+    """For each logflume result: throughput ratio to the limit and to each peer, same variant."""
+    by_key = {(r.contender, r.variant): r for r in results}
+    single_limit = by_key.get((LIMIT, "single"))
+    out: dict[str, dict[str, float]] = {}
+    for r in results:
+        if not r.contender.startswith("logflume") or r.mb_s is None or r.lines_lost:
+            continue
+        row: dict[str, float] = {}
+        lim = by_key.get((LIMIT, r.variant)) or single_limit
+        if lim is not None and lim.mb_s:
+            row["limit"] = r.mb_s / lim.mb_s
+        for p in PEER_NAMES:
+            peer = by_key.get((p, r.variant))
+            if peer is not None and peer.mb_s:
+                row[p] = r.mb_s / peer.mb_s
+        out[f"{r.contender}/{r.variant}"] = row
+    return out
+
+
+def markdown(results: list[Result], meta: dict[str, Any], extra_tables: list[str] | None = None) -> str:
+    m = meta["machine"]
+    lines = [
+        f"### End-to-end benchmark, {meta['date']}",
+        "",
+        f"Machine: {m['nproc']} CPUs ({m['cpu_model'] or 'unknown model'}), "
+        f"{m['memory_bytes'] / (1 << 30):.1f} GiB RAM, Linux {m['kernel']}, Python {m['python']}. "
+        f"Data: {_mib(meta['size_bytes'])} MiB of {meta['line_size']}-byte lines per variant, loopback only, "
+        f"inputs in page cache. Peers: {', '.join(f'{k} {v}' for k, v in meta.get('peer_versions', {}).items())}. "
+        f"Run took {meta['wall_seconds']:.0f} s.",
+        "",
+        "| variant | contender | MB/s | lines/s | CPU s/GB | peak RSS MiB (per process) | lines lost | dups | "
+        "vs limit | vs rsyslog | vs syslog-ng |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    rat = ratios(results)
+    for r in results:
+        rss = ", ".join(f"{k} {_mib(v)}" for k, v in r.peak_rss.items()) or "–"
+        rr = rat.get(f"{r.contender}/{r.variant}", {})
+        if r.error:
+            lines.append(f"| {r.variant} | {r.contender} | not measured: {r.error.splitlines()[-1][:120]} "
+                         f"| | | | | | | | |")
+            continue
+        lines.append(
+            f"| {r.variant} | {r.contender} | {_fmt(r.mb_s)} | {_fmt(r.lines_s, 0)} | {_fmt(r.cpu_s_per_gb)} | "
+            f"{rss} | {r.lines_lost if r.lines_lost is not None else '–'} | "
+            f"{r.duplicates if r.duplicates is not None else '–'} | "
+            f"{_fmt(rr.get('limit'), 2) + '×' if 'limit' in rr else ''} | "
+            f"{_fmt(rr.get('rsyslog'), 1) + '×' if 'rsyslog' in rr else ''} | "
+            f"{_fmt(rr.get('syslog-ng'), 1) + '×' if 'syslog-ng' in rr else ''} |"
+        )
+    notes = [f"- {r.contender}/{r.variant}: {n}" for r in results for n in r.notes]
+    if notes:
+        lines += ["", "Notes:", *notes]
+    for t in extra_tables or []:
+        lines += ["", t]
+    lines += ["", "Variants: " + "; ".join(f"`{k}`: {v}" for k, v in meta.get("variants", {}).items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out_dir: Path, results: list[Result], meta: dict[str, Any],
+                  extra: dict[str, Any] | None = None, extra_tables: list[str] | None = None) -> tuple[Path, Path]:
+    """Write ``latest.md``/``latest.json`` and dated copies; return the two latest paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    doc = {"meta": meta, "results": [r.to_json() for r in results], "ratios": ratios(results), **(extra or {})}
+    md = markdown(results, meta, extra_tables)
+    for name in (f"e2e-{stamp}", "latest"):
+        (out_dir / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+        (out_dir / f"{name}.md").write_text(md)
+    return out_dir / "latest.md", out_dir / "latest.json"

@@ -1,0 +1,138 @@
+"""The collector's YAML: a ``collector:`` section (listeners, limits, TLS, auth) and a ``store:`` sink.
+
+The schema is declared once here with ``logflume.settings`` types and used
+for validation, defaults, ``logflume check`` output and docs/collector.md.
+The store is any registered sink (default: the ``buffer`` store writing
+SequenceFiles under ``data_dir``); it is configured (not started) at load
+time, so ``check`` catches its mistakes too.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from logflume.component import Context
+from logflume.config import load_yaml
+from logflume.errors import ConfigError
+from logflume.metrics import Metrics
+from logflume.registry import resolve
+from logflume.settings import (
+    Bool,
+    Duration,
+    Enum,
+    HostPort,
+    Int,
+    ListOf,
+    Obj,
+    Optional,
+    Setting,
+    Size,
+    Str,
+    Values,
+    parse_settings,
+    render_settings,
+)
+from logflume.sink import Sink
+
+DEFAULT_PORT = 7465
+
+TLS_SETTINGS: dict[str, Setting] = {
+    "cert": Setting(Str(), doc="PEM server certificate (chain) file"),
+    "key": Setting(Str(), doc="PEM private key of the certificate"),
+    "client_ca": Setting(Optional(Str()), None, "PEM CA bundle that signs client certificates (mutual TLS)"),
+    "require_client_cert": Setting(Bool(), False, "Refuse agents without a client certificate signed by client_ca"),
+}
+
+COLLECTOR_SETTINGS: dict[str, Setting] = {
+    "name": Setting(Str(), socket.gethostname(), "This collector's name (in handshakes, logs and metrics)"),
+    "listen": Setting(HostPort(), f"0.0.0.0:{DEFAULT_PORT}", "HOST:PORT agents forward to (logflume protocol)"),
+    "data_dir": Setting(Str(), "/var/lib/logflume-collector", "Where the default store keeps its files"),
+    "max_frame_size": Setting(Size(min=1024), "160MiB", "Largest frame (one batch) accepted; checked before reading"),
+    "max_connections": Setting(Int(min=1), 1024, "Connections served at once (per listener); more are closed at once"),
+    "idle_timeout": Setting(Duration(), "5m", "Close a connection that sends nothing for this long"),
+    "frame_timeout": Setting(Duration(), "30s", "A frame must arrive within this plus its size at 256KiB/s"),
+    "max_pending_bytes": Setting(Size(min=1), "512MiB", "Answer TRY_LATER while this many bytes wait for the store"),
+    "tls": Setting(Optional(Obj(TLS_SETTINGS)), None, "TLS for the logflume listener (null: plain TCP)"),
+    "tokens": Setting(ListOf(Str()), [], "Accepted auth tokens (empty: no token needed)"),
+    "metrics": Setting(Optional(HostPort()), None, "Serve Prometheus metrics on HOST:PORT"),
+    "scribe": Setting(Optional(HostPort()), None, "HOST:PORT of the Scribe-compatible endpoint (null: off)"),
+    "flume": Setting(Optional(HostPort()), None, "HOST:PORT of the Flume-ThriftSource-compatible endpoint (null: off)"),
+    "flume_protocol": Setting(Enum("compact", "binary"), "compact", "Thrift protocol of the Flume endpoint"),
+    "shutdown_timeout": Setting(Duration(), "30s", "On SIGTERM, how long in-flight batches may take to finish"),
+    "log_level": Setting(Enum("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "Logging level"),
+}
+
+SECTIONS = ("collector", "store")
+
+
+def default_store(data_dir: str) -> dict[str, Any]:
+    return {
+        "type": "buffer",
+        "primary": {"type": "seqfile", "url": f"{data_dir}/sink"},
+        "secondary": {"dir": f"{data_dir}/secondary"},
+    }
+
+
+@dataclass
+class CollectorConfig:
+    file: str | None
+    collector: Values
+    store_type: str
+    store_cls: type[Sink]
+    store_values: Values
+    store: Sink
+    context: Context
+
+    def render(self) -> dict[str, Any]:
+        """The resolved config with every default filled in (``logflume check``)."""
+        store = {"type": self.store_type, **render_settings(self.store_cls.schema(), self.store_values)}
+        store.pop("channel", None)
+        return {"collector": render_settings(COLLECTOR_SETTINGS, self.collector), "store": store}
+
+
+def build_collector_config(raw: dict[str, Any], file: str | None = None) -> CollectorConfig:
+    """Validate a parsed collector config and configure (not start) its store."""
+    for key in raw:
+        if key not in SECTIONS:
+            raise ConfigError(file, str(key), f"unknown top-level key; expected one of: {', '.join(SECTIONS)}")
+    section = raw.get("collector") or {}
+    if not isinstance(section, dict):
+        raise ConfigError(file, "collector", f"expected a mapping, got {type(section).__name__}")
+    values = parse_settings(COLLECTOR_SETTINGS, section, "collector", file)
+    tls = values.tls
+    if tls is not None and tls.require_client_cert and not tls.client_ca:
+        raise ConfigError(file, "collector.tls.client_ca", "required when require_client_cert is true")
+    ports = [("listen", values.listen)] + [(k, values[k]) for k in ("scribe", "flume") if values[k] is not None]
+    seen: dict[tuple[str, int], str] = {}
+    for key, addr in ports:
+        if addr[1] != 0 and addr in seen:
+            other = seen[addr]
+            raise ConfigError(file, f"collector.{key}", f"same address as collector.{other}; expected another port")
+        seen[addr] = key
+    store_raw = raw.get("store")
+    if store_raw is None:
+        store_raw = default_store(values.data_dir)
+    if not isinstance(store_raw, dict):
+        raise ConfigError(file, "store", f"expected a mapping with a type, got {type(store_raw).__name__}")
+    store_raw = dict(store_raw)
+    store_type = store_raw.pop("type", None)
+    if not isinstance(store_type, str) or not store_type:
+        raise ConfigError(file, "store.type", "missing required key: expected a sink type name (e.g. buffer)")
+    cls = resolve("sink", store_type, file, "store")
+    store_raw.setdefault("channel", "-")  # a store takes from the collector, not from a channel
+    store_values = parse_settings(cls.schema(), store_raw, "store", file)
+    context = Context(agent_name=values.name, data_dir=Path(values.data_dir), metrics=Metrics(), config_file=file)
+    try:
+        store = cls("store", store_values, context)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(file, "store", str(exc)) from None
+    return CollectorConfig(file, values, store_type, cls, store_values, store, context)
+
+
+def load_collector_config(path: str) -> CollectorConfig:
+    return build_collector_config(load_yaml(path), str(path))

@@ -1,0 +1,124 @@
+"""Archive's commit protocol: what is done is written down only after it is durable.
+
+The manifest lives in ``<output>/_manifest/`` (hidden from Hadoop and Spark):
+
+* ``manifest.json`` — the committed state: batches committed, every input
+  file archived (URL -> size), the byte ranges kept per stream (so later runs
+  keep dropping duplicates) and running totals.  Replaced atomically.
+* ``pending.json`` — the batch in progress: its number and its inputs, written
+  before any output of the batch.
+
+A batch writes each output under a hidden temporary name and renames it; only
+then is ``manifest.json`` replaced with the inputs marked done; then
+``pending.json`` goes.  After a crash anywhere, the next run finds
+``pending.json`` and redoes exactly that batch: same inputs, same prior state,
+same batch number, hence the same output names and bytes (written again over
+any it had already renamed).  Nothing is lost (inputs are done only after their
+outputs exist) and nothing doubles (a redo overwrites, never adds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobs.errors import JobError
+
+MANIFEST_DIR = "_manifest"
+FORMAT = 1
+
+
+@dataclass
+class Committed:
+    """Everything ``manifest.json`` holds."""
+
+    batches: int = 0
+    done: dict[str, int] = field(default_factory=dict)  # input URL -> size
+    state: list[list] = field(default_factory=list)  # Deduplicator.state()
+    totals: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "batches": self.batches, "done": dict(sorted(self.done.items())),
+                "state": self.state, "totals": self.totals}
+
+
+@dataclass(frozen=True)
+class Pending:
+    batch: int
+    inputs: dict[str, int]  # input URL -> size
+
+
+class Manifest:
+    """Reads and atomically replaces the two manifest files under ``<output>/_manifest``."""
+
+    def __init__(self, fs: Any, output_root: str) -> None:
+        self.fs = fs
+        self.dir = f"{output_root.rstrip('/')}/{MANIFEST_DIR}"
+        self.committed_path = f"{self.dir}/manifest.json"
+        self.pending_path = f"{self.dir}/pending.json"
+
+    def _read(self, path: str) -> dict[str, Any] | None:
+        if not self.fs.exists(path):
+            return None
+        try:
+            with self.fs.open(path, "rb") as f:
+                data = json.loads(f.read())
+        except (OSError, ValueError) as exc:
+            raise JobError(f"{path}: unreadable manifest: {exc}") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise JobError(f"{path}: not a logflume archive manifest of format {FORMAT}")
+        return data
+
+    def _write(self, path: str, data: dict[str, Any]) -> None:
+        """Write to a temporary name, make it durable, rename over ``path``."""
+        self.fs.makedirs(self.dir, exist_ok=True)
+        tmp = f"{path}.tmp"
+        body = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+        with self.fs.open(tmp, "wb") as f:
+            f.write(body)
+            sync_file(f)
+        self.fs.mv(tmp, path)
+
+    def load(self) -> Committed:
+        data = self._read(self.committed_path)
+        if data is None:
+            return Committed()
+        try:
+            return Committed(int(data["batches"]), {str(k): int(v) for k, v in data["done"].items()},
+                             list(data["state"]), {str(k): int(v) for k, v in data["totals"].items()})
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise JobError(f"{self.committed_path}: malformed manifest: {exc!r}") from None
+
+    def pending(self) -> Pending | None:
+        data = self._read(self.pending_path)
+        if data is None:
+            return None
+        try:
+            return Pending(int(data["batch"]), {str(k): int(v) for k, v in data["inputs"].items()})
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise JobError(f"{self.pending_path}: malformed pending batch: {exc!r}") from None
+
+    def begin(self, pending: Pending) -> None:
+        self._write(self.pending_path, {"format": FORMAT, "batch": pending.batch, "inputs": pending.inputs})
+
+    def commit(self, committed: Committed) -> None:
+        self._write(self.committed_path, committed.to_json())
+        self.clear_pending()
+
+    def clear_pending(self) -> None:
+        if self.fs.exists(self.pending_path):
+            self.fs.rm(self.pending_path)
+
+
+def sync_file(f: Any) -> None:
+    """fsync a local file before it is renamed into place (a no-op for remote stores, atomic by PUT)."""
+    f.flush()
+    fileno = getattr(f, "fileno", None)
+    if fileno is None:
+        return
+    try:
+        os.fsync(fileno())
+    except (OSError, ValueError, AttributeError, NotImplementedError):
+        pass

@@ -1,0 +1,1 @@
+"""Built-in demux processors, one per module: raw, syslog, access, json, regex."""

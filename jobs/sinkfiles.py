@@ -1,0 +1,76 @@
+"""Finding finished sink (and archive) files under an fsspec URL.
+
+A file being written has a name starting with ``_`` or ``.`` (as Hadoop and
+Spark skip) and gets its final name only once closed, so a job takes exactly
+the ``*.seq`` files none of whose path parts, below the root, starts with
+``_`` or ``.``.  That also skips archive's own ``_manifest`` and temporaries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+
+from jobs.errors import JobError
+from logflume.chunk import Chunk
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    path: str  # as the filesystem names it (no protocol)
+    size: int
+    rel: str  # relative to the root, '/'-separated: how manifests name it
+
+
+def open_fs(url: str) -> tuple[Any, str]:
+    """(filesystem, root path) for a URL or a local path."""
+    fs, root = fsspec.core.url_to_fs(url)
+    return fs, root.rstrip("/") or "/"
+
+
+def is_hidden(rel: str) -> bool:
+    return any(part.startswith(("_", ".")) for part in rel.split("/"))
+
+
+def list_finished(fs: Any, root: str, suffix: str = ".seq") -> list[InputFile]:
+    """Every finished file under ``root`` (or ``root`` itself if it is a file), sorted by path."""
+    if fs.isfile(root):
+        return [InputFile(root, fs.size(root), root.rsplit("/", 1)[-1])]
+    if not fs.exists(root):
+        raise FileNotFoundError(f"input {root!r} does not exist")
+    out = []
+    for path, info in fs.find(root, detail=True).items():
+        rel = path[len(root):].lstrip("/")
+        if info.get("type") == "file" and rel.endswith(suffix) and not is_hidden(rel):
+            out.append(InputFile(path, int(info.get("size") or 0), rel))
+    return sorted(out, key=lambda f: f.rel)
+
+
+def hadoop_url(fs: Any, path: str) -> str:
+    """The URL Hadoop (Spark) uses for a path fsspec names: file://, hdfs://, s3a://, ..."""
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("file", "local"):
+        return "file://" + path
+    if protocol in ("s3", "s3a"):
+        return "s3a://" + path
+    return fs.unstrip_protocol(path)
+
+
+def read_chunks(fs: Any, path: str, start: int = 0, end: int | None = None) -> Iterator[Chunk]:
+    """Chunks of one sink/archive file split; a bad file raises JobError naming it."""
+    from sinks.sequencefile import SequenceFileError, SequenceFileReader
+
+    with fs.open(path, "rb") as f:
+        try:
+            reader = SequenceFileReader(f, start=start, end=end)
+            for key, value in reader.iter_raw():
+                try:
+                    yield Chunk.from_metadata_json(key, value)
+                except ValueError as exc:
+                    raise JobError(f"{path}: record near offset {reader.last_record_end} is not a chunk: "
+                                   f"{exc}") from None
+        except SequenceFileError as exc:
+            raise JobError(f"{path}: {exc}") from None

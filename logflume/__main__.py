@@ -1,0 +1,5 @@
+import sys
+
+from logflume.cli import main
+
+sys.exit(main())

@@ -1,0 +1,83 @@
+"""Source: turns outside data into chunks and hands them to its channel(s).
+
+Contract: ``output.deliver(chunks)`` returns only after every chunk was
+committed to every channel of the source; only then may the source advance
+its checkpoint.  It blocks while a channel is full: that is back-pressure,
+and a source slows down its input (stops reading a socket, stops tailing)
+rather than dropping.  ``deliver`` raises ChannelClosed when the pipeline is
+shutting down; the source then stops without advancing its checkpoint.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import ClassVar
+
+from logflume.chunk import Chunk
+from logflume.component import Component
+from logflume.settings import ListOf, MapOf, Setting, Str
+
+
+class SourceOutput:
+    """Where a source delivers; the runtime provides it (fan-out to several channels)."""
+
+    def deliver(self, chunks: Sequence[Chunk]) -> None:
+        raise NotImplementedError
+
+
+class Source(Component):
+    kind: ClassVar[str] = "source"
+    settings: ClassVar[dict[str, Setting]] = {
+        "channels": Setting(ListOf(Str(), min_items=1), doc="Channel(s) this source writes to (each gets every chunk)"),
+        "datatype": Setting(Str(), "Raw", "Datatype set on every chunk (decides the demux processor)"),
+        "tags": Setting(MapOf(Str()), {}, "Tags set on every chunk"),
+    }
+
+    output: SourceOutput
+
+    def start(self, output: SourceOutput) -> None:  # type: ignore[override]
+        """Begin producing into ``output``; must return promptly (spawn threads if needed)."""
+        raise NotImplementedError
+
+
+class ThreadedSource(Source):
+    """A source whose work is one loop in its own thread: implement :meth:`run`.
+
+    ``run`` should return when ``self.stopping`` is set (check it between reads;
+    use ``self.stopping.wait(t)`` to sleep).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        super().__init__(*args, **kwargs)
+
+    def start(self, output: SourceOutput) -> None:  # type: ignore[override]
+        self.output = output
+        self.stopping.clear()
+        self._thread = threading.Thread(target=self._main, name=f"source-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        from logflume.errors import ChannelClosed
+
+        try:
+            self.run()
+        except ChannelClosed:
+            pass
+        except Exception:
+            self.metrics.errors.inc()
+            self.log.exception("source %s failed", self.name)
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()

@@ -1,0 +1,201 @@
+"""Validating an agent config into a topology: which source feeds which channel feeds which sink.
+
+Everything a component needs is checked here, before anything starts:
+unknown keys, wrong types, unknown plugin types, dangling channel names,
+channels nobody drains, and loops (a sink writing what a source reads).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from logflume.component import Component, Context
+from logflume.config import load_yaml
+from logflume.errors import ConfigError
+from logflume.metrics import Metrics
+from logflume.registry import resolve
+from logflume.settings import (
+    Duration,
+    Enum,
+    HostPort,
+    Optional,
+    Setting,
+    Str,
+    Values,
+    parse_settings,
+    render_settings,
+)
+
+AGENT_SETTINGS: dict[str, Setting] = {
+    "name": Setting(Str(), socket.gethostname(), "Source name stamped on every chunk (default: the host name)"),
+    "data_dir": Setting(Str(), "/var/lib/logflume", "Where checkpoints and file-channel segments live"),
+    "metrics": Setting(Optional(HostPort()), None, "Serve Prometheus metrics on HOST:PORT (off by default)"),
+    "shutdown_timeout": Setting(Duration(), "30s", "On SIGTERM, how long sinks may drain before the agent exits"),
+    "log_level": Setting(Enum("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "Logging level"),
+}
+
+SECTIONS = ("agent", "sources", "channels", "sinks")
+
+
+@dataclass
+class ComponentSpec:
+    kind: str
+    name: str
+    type: str
+    cls: type
+    values: Values
+    component: Component | None = None
+
+    def render(self) -> dict[str, Any]:
+        return {"type": self.type, **render_settings(self.cls.schema(), self.values)}
+
+
+@dataclass
+class Topology:
+    file: str | None
+    agent: Values
+    sources: dict[str, ComponentSpec] = field(default_factory=dict)
+    channels: dict[str, ComponentSpec] = field(default_factory=dict)
+    sinks: dict[str, ComponentSpec] = field(default_factory=dict)
+    context: Context | None = None
+
+    def render(self) -> dict[str, Any]:
+        """The resolved config with every default filled in (what `logflume check` prints)."""
+        return {
+            "agent": render_settings(AGENT_SETTINGS, self.agent),
+            "sources": {n: s.render() for n, s in self.sources.items()},
+            "channels": {n: s.render() for n, s in self.channels.items()},
+            "sinks": {n: s.render() for n, s in self.sinks.items()},
+        }
+
+    def flows(self) -> list[str]:
+        """Human lines: ``source tail:weblogs -> channel file:buffer -> sink collector:upstream``."""
+        lines = []
+        for cname, ch in self.channels.items():
+            feeders = [f"{s.type}:{n}" for n, s in self.sources.items() if cname in s.values.channels]
+            drains = [f"{s.type}:{n}" for n, s in self.sinks.items() if s.values.channel == cname]
+            lines.append(
+                f"{', '.join(feeders) or '(no source)'} -> channel {ch.type}:{cname} -> {', '.join(drains)}"
+            )
+        return lines
+
+
+def _section(raw: dict[str, Any], key: str, file: str | None) -> dict[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(file, key, f"expected a mapping of component names to settings, got {type(value).__name__}")
+    return value
+
+
+def _spec(kind: str, section: str, name: str, raw: Any, file: str | None) -> ComponentSpec:
+    path = f"{section}.{name}"
+    if not isinstance(raw, dict):
+        raise ConfigError(file, path, f"expected a mapping of settings, got {type(raw).__name__}")
+    raw = dict(raw)
+    has_type = "type" in raw
+    type_name = raw.pop("type", None)
+    if has_type and type_name is None and kind == "sink":
+        type_name = "null"  # YAML reads an unquoted `type: null` as None; the null sink is what was meant
+    if not isinstance(type_name, str) or not type_name:
+        raise ConfigError(file, f"{path}.type", f"missing required key: expected the {kind} type name")
+    cls = resolve(kind, type_name, file, path)
+    if kind == "source" and "channel" in raw and "channels" not in raw:
+        raw["channels"] = raw.pop("channel")
+    values = parse_settings(cls.schema(), raw, path, file)
+    return ComponentSpec(kind, name, type_name, cls, values)
+
+
+def build_topology(raw: dict[str, Any], file: str | None = None, context: Context | None = None) -> Topology:
+    """Validate a parsed agent config; instantiate (configure only) every component."""
+    for key in raw:
+        if key not in SECTIONS:
+            raise ConfigError(file, str(key), f"unknown top-level key; expected one of: {', '.join(SECTIONS)}")
+    agent_raw = raw.get("agent") or {}
+    if not isinstance(agent_raw, dict):
+        raise ConfigError(file, "agent", "expected a mapping")
+    agent = parse_settings(AGENT_SETTINGS, agent_raw, "agent", file)
+    topo = Topology(file, agent)
+    for section, kind, target in (
+        ("channels", "channel", topo.channels),
+        ("sources", "source", topo.sources),
+        ("sinks", "sink", topo.sinks),
+    ):
+        for name, spec_raw in _section(raw, section, file).items():
+            target[str(name)] = _spec(kind, section, str(name), spec_raw, file)
+    if not topo.sources:
+        raise ConfigError(file, "sources", "no sources defined: expected at least one")
+    if not topo.sinks:
+        raise ConfigError(file, "sinks", "no sinks defined: expected at least one")
+    known = sorted(topo.channels)
+    for name, src in topo.sources.items():
+        for i, ch in enumerate(src.values.channels):
+            if ch not in topo.channels:
+                raise ConfigError(
+                    file, f"sources.{name}.channels[{i}]",
+                    f"no channel named {ch!r}; expected one of: {', '.join(known) or '(none defined)'}",
+                )
+    for name, sink in topo.sinks.items():
+        if sink.values.channel not in topo.channels:
+            raise ConfigError(
+                file, f"sinks.{name}.channel",
+                f"no channel named {sink.values.channel!r}; expected one of: {', '.join(known) or '(none defined)'}",
+            )
+    for name in topo.channels:
+        if not any(s.values.channel == name for s in topo.sinks.values()):
+            raise ConfigError(file, f"channels.{name}", "no sink takes from this channel: it would fill up and stall")
+
+    ctx = context or Context(
+        agent_name=agent.name, data_dir=Path(agent.data_dir), metrics=Metrics(), config_file=file,
+    )
+    topo.context = ctx
+    for section, specs in (("channels", topo.channels), ("sources", topo.sources), ("sinks", topo.sinks)):
+        for name, spec in specs.items():
+            try:
+                spec.component = spec.cls(name, spec.values, ctx)
+            except ConfigError:
+                raise
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(file, f"{section}.{name}", str(exc)) from None
+    _check_loops(topo, file)
+    return topo
+
+
+def _check_loops(topo: Topology, file: str | None) -> None:
+    """A sink that writes what a source reads makes data circulate forever: refuse it."""
+    edges: dict[str, list[str]] = {}
+    for name, src in topo.sources.items():
+        edges[f"sources.{name}"] = [f"channels.{c}" for c in src.values.channels]
+    for name, sink in topo.sinks.items():
+        edges.setdefault(f"channels.{sink.values.channel}", []).append(f"sinks.{name}")
+        writes = sink.component.writes() if sink.component else []
+        for sname, src in topo.sources.items():
+            reads = src.component.reads() if src.component else []
+            if any(fnmatch.fnmatchcase(w, r) or w == r for w in writes for r in reads):
+                edges.setdefault(f"sinks.{name}", []).append(f"sources.{sname}")
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in edges.get(node, []):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                raise ConfigError(file, nxt, "loop in the pipeline: " + " -> ".join(cycle)
+                                  + " (a sink writes what a source reads); expected an acyclic flow")
+            if state.get(nxt, 0) == 0:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in list(edges):
+        if state.get(node, 0) == 0:
+            visit(node)
+
+
+def load_topology(path: str, context: Context | None = None) -> Topology:
+    return build_topology(load_yaml(path), str(path), context)

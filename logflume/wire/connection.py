@@ -1,0 +1,120 @@
+"""One accepted or dialled socket with deadlines: exact reads into caller buffers, no hidden copies.
+
+Every read of a frame has a deadline computed when the frame starts
+(``idle_timeout`` plus its size at ``MIN_RATE``), so a peer that trickles one
+byte a second is dropped instead of holding a thread forever.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import threading
+import time
+
+#: Slowest transfer rate a peer may sustain inside one frame before it is cut off (bytes per second).
+MIN_RATE = 256 * 1024
+#: How often an idle wait looks at the stop flag.
+POLL_INTERVAL = 0.2
+
+
+class PeerClosed(ConnectionError):
+    """The peer closed the connection (cleanly, between or inside frames)."""
+
+
+class Timeout(TimeoutError):
+    """A frame did not arrive in time (a slow or stuck peer)."""
+
+
+def frame_deadline(nbytes: int, idle_timeout: float) -> float:
+    """Monotonic time by which a frame of ``nbytes`` must be fully read."""
+    return time.monotonic() + idle_timeout + nbytes / MIN_RATE
+
+
+class Connection:
+    """A stream socket (plain or TLS) with exact, deadline-bound reads."""
+
+    def __init__(self, sock: socket.socket, peer: str) -> None:
+        self.sock = sock
+        self.peer = peer
+        self._closed = False
+
+    def wait_readable(self, timeout: float, stopping: threading.Event | None = None) -> bool:
+        """True once a byte can be read; False after ``timeout`` or when ``stopping`` is set."""
+        end = time.monotonic() + timeout
+        while True:
+            if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+                return True
+            left = end - time.monotonic()
+            if left <= 0 or (stopping is not None and stopping.is_set()):
+                return False
+            try:
+                ready, _, _ = select.select([self.sock], [], [], min(left, POLL_INTERVAL))
+            except (OSError, ValueError):
+                return False
+            if ready:
+                return True
+
+    def read_into(self, view: memoryview, deadline: float) -> None:
+        """Fill ``view`` exactly, or raise PeerClosed / Timeout."""
+        got, n = 0, len(view)
+        while got < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Timeout(f"{self.peer}: frame not complete in time ({got} of {n} bytes)")
+            self.sock.settimeout(left)
+            try:
+                k = self.sock.recv_into(view[got:], n - got)
+            except TimeoutError:
+                raise Timeout(f"{self.peer}: frame not complete in time ({got} of {n} bytes)") from None
+            if k == 0:
+                raise PeerClosed(f"{self.peer}: connection closed after {got} of {n} bytes")
+            got += k
+
+    def read_exact(self, n: int, deadline: float) -> bytearray:
+        buf = bytearray(n)
+        self.read_into(memoryview(buf), deadline)
+        return buf
+
+    def sendall(self, data: bytes | bytearray | memoryview, timeout: float | None) -> None:
+        self.sock.settimeout(timeout)
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+class ReceiveBuffer:
+    """A growable receive buffer reused across frames, so big bodies do not fault in fresh memory each time.
+
+    ``view(n)`` hands out a view of the first ``n`` bytes.  If a consumer kept a
+    view past the call it was given one for (the buffer is still exported), the
+    next ``view`` allocates a new buffer instead of overwriting bytes someone holds.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._buf = bytearray()
+
+    def _in_use(self) -> bool:
+        try:
+            self._buf.append(0)
+        except BufferError:
+            return True
+        del self._buf[-1]
+        return False
+
+    def view(self, n: int) -> memoryview:
+        if n > self.limit:
+            raise ValueError(f"{n} bytes exceed the buffer limit {self.limit}")
+        if len(self._buf) < n or self._in_use():
+            self._buf = bytearray(max(n, min(len(self._buf), self.limit)))
+        return memoryview(self._buf)[:n]

@@ -1,0 +1,73 @@
+"""Scribe-compatible endpoint: ``scribe.Log(list<LogEntry>)`` -> chunks (category = stream, messages = records).
+
+Speaks exactly what scribed speaks (framed transport, binary protocol, strict
+or non-strict message headers), so ``scribe_cat`` and the old Python loggers
+ship to logflume unchanged.  A whole call becomes one chunk per category and
+is answered OK only after ``deliver`` returned (durable); when ``deliver``
+asks to back off, or fails, the call is refused with TRY_LATER, as Scribe does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from logflume.chunk import Chunk
+from logflume.errors import ChannelClosed, TryLater
+from logflume.wire.events import EventChunker
+from logflume.wire.idl import scribe_thrift
+from logflume.wire.thrift_service import ThriftServiceEndpoint
+
+ResultCode = scribe_thrift.ResultCode
+
+
+def _text(v: bytes | str | None) -> str:
+    if v is None:
+        return ""
+    return v.decode("utf-8", "replace") if isinstance(v, (bytes, bytearray)) else v
+
+
+def _raw(v: bytes | str | None) -> bytes:
+    if v is None:
+        return b""
+    return v.encode() if isinstance(v, str) else bytes(v)
+
+
+class _ScribeHandler:
+    def __init__(self, chunker: EventChunker, deliver: Callable[[Sequence[Chunk]], None], log: logging.Logger) -> None:
+        self.chunker, self.deliver, self.log = chunker, deliver, log
+
+    def Log(self, messages: list | None) -> int:  # noqa: N802 - the Thrift method name
+        if not messages:
+            return ResultCode.OK
+        chunks = self.chunker.by_stream((_text(m.category), _raw(m.message)) for m in messages)
+        try:
+            self.deliver(chunks)
+        except (TryLater, ChannelClosed):
+            return ResultCode.TRY_LATER
+        except Exception as exc:
+            self.log.error("scribe: %d messages not stored, answered TRY_LATER: %s", len(messages), exc)
+            return ResultCode.TRY_LATER
+        return ResultCode.OK
+
+
+class ScribeEndpoint(ThriftServiceEndpoint):
+    name = "scribe"
+
+    def __init__(
+        self,
+        deliver: Callable[[Sequence[Chunk]], None],
+        *,
+        source: str,
+        datatype: str = "Raw",
+        tags: dict[str, str] | None = None,
+        max_frame_size: int = 16 * 1024 * 1024,
+        idle_timeout: float = 60.0,
+        frame_timeout: float = 30.0,
+        log: logging.Logger | None = None,
+    ) -> None:
+        log = log or logging.getLogger("logflume.wire.scribe")
+        self.chunker = EventChunker(source, datatype, tags)
+        super().__init__(scribe_thrift.scribe, _ScribeHandler(self.chunker, deliver, log), protocol="binary",
+                         max_frame_size=max_frame_size, idle_timeout=idle_timeout,
+                         frame_timeout=frame_timeout, log=log)

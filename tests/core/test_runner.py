@@ -1,0 +1,59 @@
+"""Sink runner: deliver, commit; on failure roll back and retry with backoff, in order."""
+
+from __future__ import annotations
+
+import time
+
+from agent.agent import Agent
+from logflume.topology import build_topology
+from tests.conftest import wait_for
+
+
+def pipeline(tmp_path, failures: int, count: int = 200, capacity: str = "1MiB"):
+    raw = {
+        "agent": {"name": "h", "data_dir": str(tmp_path / "data"), "shutdown_timeout": "5s"},
+        "sources": {"n": {"type": "tests.core.plugins:CountingSource", "channels": ["m"], "count": count,
+                          "lines_per_chunk": 7}},
+        "channels": {"m": {"type": "memory", "capacity": capacity}},
+        "sinks": {"f": {"type": "tests.core.plugins:FlakySink", "channel": "m", "failures": failures,
+                        "retry_initial": "20ms", "retry_max": "200ms", "batch_chunks": 5}},
+    }
+    return Agent(build_topology(raw, "test.yaml"))
+
+
+def lines_of(chunks):
+    return b"".join(bytes(c.data) for c in chunks).decode().splitlines()
+
+
+def test_failed_deliveries_are_retried_in_order_without_loss(tmp_path):
+    agent = pipeline(tmp_path, failures=4)
+    agent.start()
+    sink = agent.sinks["f"]
+    try:
+        wait_for(lambda: len(lines_of(sink.delivered)) >= 200, 10, message="all lines delivered")
+    finally:
+        agent.stop()
+    assert lines_of(sink.delivered) == [f"line {i:08d}" for i in range(200)]
+    assert sink.attempts > 4
+    assert agent.context.metrics.value("retries_total", kind="sink", component="f") == 4
+    gaps = [b - a for a, b in zip(sink.attempt_times, sink.attempt_times[1:5], strict=False)]
+    assert all(g >= 0.01 for g in gaps), f"retries must back off, got gaps {gaps}"
+
+
+def test_back_pressure_small_channel_loses_nothing(tmp_path):
+    agent = pipeline(tmp_path, failures=2, count=2000, capacity="300")
+    agent.start()
+    try:
+        wait_for(lambda: len(lines_of(agent.sinks["f"].delivered)) >= 2000, 20, message="all lines")
+    finally:
+        agent.stop()
+    assert lines_of(agent.sinks["f"].delivered) == [f"line {i:08d}" for i in range(2000)]
+
+
+def test_stop_drains_memory_channel(tmp_path):
+    agent = pipeline(tmp_path, failures=0, count=500)
+    agent.start()
+    time.sleep(0.2)
+    agent.stop()
+    assert len(lines_of(agent.sinks["f"].delivered)) == 500
+    assert agent.channels["m"].size_chunks() == 0

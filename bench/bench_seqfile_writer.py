@@ -57,8 +57,17 @@ def make_chunks(total: int, distinct: int = 8) -> list[Chunk]:
     while written < total:
         data = payloads[len(chunks) % distinct]
         seq += len(data)
-        chunks.append(Chunk(source="web-01", stream="/var/log/nginx/access.log", datatype="NginxAccess",
-                            seq_id=seq, epoch="dev:ino:fp", data=data, tags={"env": "prod"}))
+        chunks.append(
+            Chunk(
+                source="web-01",
+                stream="/var/log/nginx/access.log",
+                datatype="NginxAccess",
+                seq_id=seq,
+                epoch="dev:ino:fp",
+                data=data,
+                tags={"env": "prod"},
+            )
+        )
         written += len(data)
     return chunks
 

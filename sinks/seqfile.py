@@ -169,6 +169,9 @@ class _RemoteFiles(_Files):
         self.fs = fs
         self.timeout = timeout
         self.object_store = bool(set(_protocols(fs)) & OBJECT_STORES)
+        ftp = getattr(fs, "ftp", None)
+        if ftp is not None:  # SFTP: bound every round trip, so a vanished server fails the write
+            ftp.get_channel().settimeout(timeout)
 
     def path(self, rel: str) -> str:
         return f"{self.root.rstrip('/')}/{rel}" if rel else self.root
@@ -177,11 +180,7 @@ class _RemoteFiles(_Files):
         self.fs.makedirs(self.path(rel), exist_ok=True)
 
     def create(self, rel: str) -> Any:
-        f = self.fs.open(self.path(rel), "wb")
-        channel = getattr(f, "get_channel", None)  # paramiko SFTPFile: bound every round trip
-        if channel is not None:
-            channel().settimeout(self.timeout)
-        return f
+        return self.fs.open(self.path(rel), "wb")
 
     def sync(self, f: Any, rel: str, new_name: bool) -> None:
         f.flush()
@@ -239,8 +238,7 @@ class _RemoteFiles(_Files):
         base = self.root.rstrip("/")
         n = len(base) + 1
         found = self.fs.glob(f"{base}/{pattern}")
-        return sorted(p[n:] if p.startswith(base + "/") else p.rsplit("/", 2)[-2] + "/" + p.rsplit("/", 1)[-1]
-                      for p in found)
+        return sorted(p[n:] for p in found if p.startswith(base + "/"))
 
     def close(self) -> None:
         client = getattr(self.fs, "client", None)
@@ -249,6 +247,17 @@ class _RemoteFiles(_Files):
                 client.close()
             except Exception:  # noqa: BLE001 - closing a broken connection may fail any way
                 pass
+
+
+def _open_filesystem(url: str, protocol: str, options: dict[str, Any]) -> tuple[Any, str]:
+    """A fresh (uncached) filesystem for ``url``: a dead connection is never handed back."""
+    if protocol in ("sftp", "ssh"):
+        # paramiko's implementation, by name: another package (sshfs) may claim the protocol
+        from fsspec.implementations.sftp import SFTPFileSystem
+
+        kwargs = {**SFTPFileSystem._get_kwargs_from_urls(url), **options}
+        return SFTPFileSystem(skip_instance_cache=True, **kwargs), SFTPFileSystem._strip_protocol(url)
+    return fsspec.core.url_to_fs(url, skip_instance_cache=True, **options)
 
 
 def _protocols(fs: Any) -> tuple[str, ...]:
@@ -261,7 +270,7 @@ class SeqFileSink(Sink):
 
     settings: ClassVar[dict[str, Setting]] = {
         "channel": Setting(Str(), "", "Channel this sink takes from (not needed when it is a collector's store)"),
-        "url": Setting(Str(), doc="Store root: a local directory or an fsspec URL (sftp://host/dir, hdfs://, s3://, ...)"),
+        "url": Setting(Str(), doc="Store root: a local directory or an fsspec URL (sftp://host/dir, s3://bucket/x)"),
         "roll_size": Setting(Size(min=1), "1GiB", "Close the file and start a new one once it reaches this size"),
         "roll_interval": Setting(Duration(), "5m", "Close a file this long after it was opened, even if small"),
         "sync": Setting(Enum("every_batch", "interval", "none"), "every_batch",
@@ -345,9 +354,8 @@ class SeqFileSink(Sink):
                 self._scan_leftovers()
                 self._repair()
                 self._started = True
-        except (OSError, SequenceFileError, EOFError) as exc:
-            raise StartupError(f"sink {self.name}: cannot use store {self.config.url}: {exc}") from exc
-        except Exception as exc:  # paramiko and other fsspec back ends raise their own types
+        except Exception as exc:  # OSError, and paramiko's or other fsspec back ends' own types
+            self._abandon()
             raise StartupError(f"sink {self.name}: cannot use store {self.config.url}: {exc}") from exc
         self._thread = threading.Thread(target=self._tick_loop, name=f"seqfile-{self.name}", daemon=True)
         self._thread.start()
@@ -463,7 +471,7 @@ class SeqFileSink(Sink):
                 options.setdefault("timeout", cfg.timeout)
                 options.setdefault("banner_timeout", cfg.timeout)
                 options.setdefault("auth_timeout", cfg.timeout)
-            fs, root = fsspec.core.url_to_fs(cfg.url, skip_instance_cache=True, **options)
+            fs, root = _open_filesystem(cfg.url, self.protocol, options)
             self._target = _RemoteFiles(fs, root, cfg.timeout)
         if self.staged:
             staging = self.config.staging_dir or str(self.context.state_dir("sink", self.name) / "staging")
@@ -576,8 +584,8 @@ class SeqFileSink(Sink):
             return
         disk = self._disk
         assert disk is not None
-        self._writer.close()
         self._sync()
+        self._writer.close()
         self._file.close()
         rel = self._rel
         self._file = self._writer = None

@@ -131,6 +131,8 @@ class WireClient:
 
     def deliver(self, chunks: Sequence[Chunk]) -> AckResult:
         """Send one batch and return the collector's answer; DeliveryError when the connection fails."""
+        if self.conn is not None and self.conn.wait_readable(0):
+            self.close()  # the collector closed an idle connection (or sent junk): start afresh
         if self.conn is None:
             self.connect()
         head, bodies = encode_batch(chunks, sender=self.sender, token=self.token, compression=self.compression,

@@ -58,7 +58,7 @@ class JsonlSink(Sink):
     def deliver(self, chunks: Sequence[Chunk]) -> None:
         with open(self.config.path, "a") as f:
             for c in chunks:
-                f.write(json.dumps({**c.metadata(), "data": bytes(c.data).decode()}) + "\n")
+                f.write(json.dumps({**c.metadata(), "data": bytes(c.data).decode("latin-1")}) + "\n")
             f.flush()
             os.fsync(f.fileno())
 

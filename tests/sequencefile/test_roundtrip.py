@@ -252,3 +252,21 @@ def test_close_file_flag(tmp_path: object) -> None:
     assert not f.closed
     SequenceFileWriter(f, close_file=True).close()
     assert f.closed
+
+
+def test_64_mib_chunk_is_written_without_copies() -> None:
+    import tracemalloc
+
+    data = os.urandom(64 << 20)
+    chunk = Chunk(source="h", stream="s", datatype="Raw", seq_id=len(data), epoch="e", data=data)
+    sink = _WriteOnly()
+    w = SequenceFileWriter(sink)
+    tracemalloc.start()
+    try:
+        w.append_chunk(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert sink.writes[-1] is data
+    assert sum(len(p) for p in sink.writes[:-1]) < 300  # type: ignore[arg-type]

@@ -1,0 +1,512 @@
+"""FileChannel: a durable, transactional channel on local disk.
+
+Every put is appended to a log of segment files as a checksummed record; a
+commit appends a COMMIT record (listing the chunks its takes consume) and, by
+default, fdatasyncs before it returns.  So a chunk whose put committed
+survives ``kill -9`` and power loss, a take that did not commit comes back,
+and a torn last record (the crash hit mid-write) is recognised by its
+checksum and dropped: it was never committed.  Only positions and lengths of
+the held chunks stay in memory; a take reads its chunk back with one
+``preadv`` into a fresh buffer.  A periodic checkpoint records what is held
+so that a reopen replays only the log after it, and lets fully consumed
+segments be deleted.  See docs/channels.md.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import heapq
+import os
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import ClassVar
+
+from agent.channels.filelog import checkpoint as checkpoints
+from agent.channels.filelog.checkpoint import Checkpoint, Entry
+from agent.channels.filelog.records import (
+    OP_COMMIT,
+    OP_PUT,
+    OP_ROLLBACK,
+    BadRecord,
+    LogCorrupted,
+    encode,
+    encode_positions,
+    read_put,
+    record_size,
+)
+from agent.channels.filelog.replay import replay
+from agent.channels.filelog.segments import LogWriteError, SegmentLog, list_segments
+from logflume.channel import Channel, Transaction
+from logflume.chunk import Chunk
+from logflume.errors import ChannelClosed, ChannelFull, ConfigError, LogflumeError, StartupError
+from logflume.settings import Duration, Enum, Optional, Setting, Size, Str
+
+__all__ = ["FileChannel", "ChunkTooLarge", "LogCorrupted", "LogWriteError"]
+
+#: A held chunk: (commit sequence number, its PUT record's entry).
+_Held = tuple[int, Entry]
+
+
+class ChunkTooLarge(LogflumeError, ValueError):
+    """A put of a chunk above ``max_chunk_size``: a configuration mismatch, not a transient failure."""
+
+
+class FileChannel(Channel):
+    durable: ClassVar[bool] = True
+    settings: ClassVar[dict[str, Setting]] = {
+        "capacity": Setting(Size(min=1), "1GiB", "Bytes of chunks the channel holds before put blocks (back-pressure)"),
+        "dir": Setting(Optional(Str()), None,
+                       "Directory of the segment files and checkpoint (default: <data_dir>/channel/<name>)"),
+        "segment_size": Setting(Size(min=4096), "64MiB",
+                                "Roll to a new segment file after this many bytes (a bigger record gets its own)"),
+        "fsync": Setting(Enum("every_commit", "interval"), "every_commit",
+                         "every_commit: a commit returns once on disk; interval: fsync every fsync_interval"),
+        "fsync_interval": Setting(Duration(), "1s", "How often to fsync when fsync is interval"),
+        "checkpoint_interval": Setting(Duration(), "30s",
+                                       "How often to checkpoint (also done on every segment roll and on stop)"),
+        "max_chunk_size": Setting(Size(min=1), "256MiB", "A put of a bigger chunk fails with ChunkTooLarge"),
+    }
+
+    def configure(self) -> None:
+        file = self.context.config_file
+        if self.config.fsync == "interval" and self.config.fsync_interval <= 0:
+            raise ConfigError(file, f"channels.{self.name}.fsync_interval", "expected a duration above 0")
+        if self.config.checkpoint_interval <= 0:
+            raise ConfigError(file, f"channels.{self.name}.checkpoint_interval", "expected a duration above 0")
+        self._cond = threading.Condition()
+        self._write_lock = threading.Lock()
+        self._checkpoint_lock = threading.Lock()
+        self._closed = True
+        self._log: SegmentLog | None = None
+        self._lock_fd = -1
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.directory: Path | None = Path(self.config.dir) if self.config.dir else None
+        self._reset_state()
+        self._fill = self.metrics.gauge("channel_fill_bytes", "Bytes held by the channel")
+        self._fill_chunks = self.metrics.gauge("channel_fill_chunks", "Chunks held by the channel")
+        self.metrics.gauge("channel_capacity_bytes", "Channel capacity in bytes").set(self.config.capacity)
+        self._fsyncs = self.metrics.counter("channel_fsyncs", "fsync calls made by a durable channel")
+        self._checkpoints = self.metrics.counter("channel_checkpoints", "Checkpoints written by a durable channel")
+        self._segments = self.metrics.gauge("channel_segments", "Segment files of a durable channel on disk")
+
+    def _reset_state(self) -> None:
+        self._queue: OrderedDict[tuple[int, int], _Held] = OrderedDict()  # committed, not taken; commit order
+        self._taken: dict[tuple[int, int], _Held] = {}  # taken by open transactions, not yet consumed
+        self._open_puts: dict[int, list[Entry]] = {}  # txid -> PUT records written, not committed
+        self._used = 0  # bytes queued + taken + staged by open puts: what capacity bounds
+        self._held_bytes = 0  # bytes queued + taken: committed and not yet consumed
+        self._seq = 0
+        self._next_txid = 1
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self._closed:
+            return
+        if self.directory is None:
+            self.directory = self.context.state_dir("channel", self.name)
+        directory = self.directory
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StartupError(f"file channel {self.name}: cannot use directory {directory}: {exc.strerror}") from None
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise StartupError(
+                f"file channel {self.name}: {directory} is in use by another channel or process") from None
+        try:
+            self._open(directory)
+        except BaseException:
+            self._release_dir()
+            raise
+        self._closed = False
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._background, name=f"channel-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _open(self, directory: Path) -> None:
+        ckpt = checkpoints.load(directory)
+        segments = list_segments(directory)
+        if ckpt is None:
+            if segments:
+                raise LogCorrupted(str(directory / checkpoints.FILE_NAME), 0,
+                                   f"checkpoint missing but {len(segments)} segment file(s) exist; "
+                                   "replaying them without it could resurrect or lose chunks")
+            ckpt = Checkpoint(segment=0)
+        result = replay(directory, ckpt, segments)
+        if result.torn:
+            self.log.warning("file channel %s: discarded a torn record at the end of %s (offset %d, %d bytes): %s",
+                             self.name, *result.torn)
+        if result.discarded_puts:
+            self.log.info("file channel %s: discarded %d chunk(s) of transactions that never committed",
+                          self.name, result.discarded_puts)
+        self._reset_state()
+        for entry in result.queue:
+            self._seq += 1
+            self._queue[(entry[0], entry[1])] = (self._seq, entry)
+            self._held_bytes += entry[3]
+        self._used = self._held_bytes
+        self._next_txid = result.next_txid
+        first = max([*segments, ckpt.segment]) + 1
+        try:
+            self._log = SegmentLog(directory, self.config.segment_size, first)
+        except OSError as exc:
+            raise StartupError(f"file channel {self.name}: cannot create a segment in {directory}: {exc.strerror}") \
+                from None
+        self._update_gauges()
+        self._try_checkpoint("after reopen")
+        self.log.info("file channel %s: opened %s with %d chunk(s), %d bytes (%d record(s) replayed)",
+                      self.name, directory, len(self._queue), self._held_bytes, result.records)
+
+    def stop(self) -> None:
+        with self._cond:
+            was_open = not self._closed
+            self._closed = True
+            self._cond.notify_all()
+        self._stopping.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
+        self._thread = None
+        if not was_open and self._log is None:
+            return
+        try:
+            self._try_checkpoint("at stop")
+        finally:
+            with self._write_lock:
+                if self._log is not None:
+                    self._log.close()
+                    self._log = None
+            self._release_dir()
+
+    def _release_dir(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
+
+    # -- Channel API -------------------------------------------------------------------------
+
+    def transaction(self) -> Transaction:
+        return _FileTransaction(self)
+
+    def size_bytes(self) -> int:
+        """Bytes committed and not yet consumed (queued plus taken by open transactions)."""
+        with self._cond:
+            return self._held_bytes
+
+    def size_chunks(self) -> int:
+        with self._cond:
+            return len(self._queue) + len(self._taken)
+
+    def checkpoint(self) -> None:
+        """Write a checkpoint now and delete the segments nothing needs any more.
+
+        The snapshot is taken under the write lock, so it is exactly the state
+        at one log position; the log is fsynced up to that position first.
+        """
+        with self._checkpoint_lock:
+            with self._write_lock:
+                log = self._log
+                if log is None or log.broken is not None:
+                    return
+                with self._cond:
+                    taken = sorted(self._taken.values())
+                    held = [e for _, e in heapq.merge(taken, self._queue.values())]
+                    open_puts = {t: list(es) for t, es in self._open_puts.items()}
+                    next_txid = self._next_txid
+                seg, off = log.current, log.offset
+                fd, _end = log.dup_for_sync()
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            self._fsyncs.inc()
+            ckpt = Checkpoint(next_txid, seg, off, held, open_puts)
+            assert self.directory is not None
+            checkpoints.save(self.directory, ckpt)
+            self._checkpoints.inc()
+            needed = ckpt.referenced_segments()
+            remaining = 0
+            for number in list_segments(self.directory):
+                if number < seg and number not in needed:
+                    log.delete(number)
+                else:
+                    remaining += 1
+            self._segments.set(remaining)
+
+    def _try_checkpoint(self, when: str) -> None:
+        """Checkpoint, but only warn on failure: the previous checkpoint plus the log stay valid."""
+        try:
+            self.checkpoint()
+        except OSError as exc:
+            self.metrics.errors.inc()
+            self.log.warning("file channel %s: checkpoint %s failed (%s); the previous one stays valid, "
+                             "the next reopen replays more log", self.name, when, exc.strerror or exc)
+
+    # -- background: interval fsync and periodic checkpoints --------------------------------
+
+    def _background(self) -> None:
+        interval_sync = self.config.fsync == "interval"
+        tick = min(self.config.checkpoint_interval, self.config.fsync_interval if interval_sync else 1.0, 1.0)
+        next_sync = time.monotonic() + self.config.fsync_interval
+        next_ckpt = time.monotonic() + self.config.checkpoint_interval
+        checkpointed_segment = self._log.current if self._log else 0
+        while not self._stopping.wait(tick):
+            try:
+                now = time.monotonic()
+                if interval_sync and now >= next_sync:
+                    self._sync_outside_lock()
+                    next_sync = now + self.config.fsync_interval
+                log = self._log
+                rolled = log is not None and log.current != checkpointed_segment
+                if now >= next_ckpt or rolled:
+                    if log is not None:
+                        checkpointed_segment = log.current
+                    self.checkpoint()
+                    next_ckpt = time.monotonic() + self.config.checkpoint_interval
+            except Exception:
+                self.metrics.errors.inc()
+                self.log.exception("file channel %s: background fsync/checkpoint failed", self.name)
+
+    def _sync_outside_lock(self) -> None:
+        with self._write_lock:
+            log = self._log
+            if log is None or log.broken is not None or log.synced_offset == log.offset:
+                return
+            seg = log.current
+            fd, end = log.dup_for_sync()
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        self._fsyncs.inc()
+        with self._write_lock:
+            if self._log is log and log.current == seg:
+                log.synced_offset = max(log.synced_offset, end)
+
+    # -- used by transactions ----------------------------------------------------------------
+
+    def _new_txid(self) -> int:
+        with self._cond:
+            txid = self._next_txid
+            self._next_txid += 1
+            return txid
+
+    def _append_locked(self, buffers: list, size: int) -> tuple[int, int]:
+        if self._closed or self._log is None:
+            raise ChannelClosed(self.name)
+        try:
+            return self._log.append(buffers, size)
+        except LogWriteError:
+            self.metrics.errors.inc()
+            raise
+
+    def _sync_locked(self) -> None:
+        assert self._log is not None
+        try:
+            if self._log.sync():
+                self._fsyncs.inc()
+        except OSError as exc:
+            self._log.broken = exc
+            self.metrics.errors.inc()
+            raise LogWriteError(f"fsync of {self._log.path(self._log.current)} failed: {exc.strerror or exc}") \
+                from exc
+
+    def _put(self, txid: int, chunk: Chunk, timeout: float | None) -> Entry:
+        n = len(chunk.data)
+        if n > self.config.max_chunk_size:
+            raise ChunkTooLarge(f"file channel {self.name}: chunk of {n} bytes from {chunk.stream!r} is above "
+                                f"max_chunk_size ({self.config.max_chunk_size} bytes)")
+        self._reserve(n, timeout)
+        try:
+            meta = chunk.metadata_json()
+            buffers = encode(OP_PUT, txid, meta, chunk.data)
+            with self._write_lock:
+                seg, off = self._append_locked(buffers, record_size(len(meta), n))
+                entry = (seg, off, len(meta), n)
+                with self._cond:
+                    self._open_puts.setdefault(txid, []).append(entry)
+        except BaseException:
+            self._release(n)
+            raise
+        return entry
+
+    def _reserve(self, n: int, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            # A chunk bigger than the whole capacity is admitted once the channel is empty.
+            while not self._closed and self._used > 0 and self._used + n > self.config.capacity:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise ChannelFull(f"channel {self.name} full ({self._used} of {self.config.capacity} bytes)")
+                self._cond.wait(remaining if remaining is not None else 1.0)
+            if self._closed:
+                raise ChannelClosed(self.name)
+            self._used += n
+
+    def _release(self, n: int) -> None:
+        with self._cond:
+            self._used -= n
+            self._cond.notify_all()
+
+    def _take(self, timeout: float | None) -> tuple[tuple[int, int], _Held, Chunk] | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    raise ChannelClosed(self.name)
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining if remaining is not None else 1.0)
+            if self._closed:
+                raise ChannelClosed(self.name)
+            key, held = self._queue.popitem(last=False)
+            self._taken[key] = held
+            log = self._log
+        try:
+            assert log is not None
+            chunk = self._read(log, held[1])
+        except BaseException:
+            self._return_to_head([(key, held)])
+            raise
+        return key, held, chunk
+
+    def _read(self, log: SegmentLog, entry: Entry) -> Chunk:
+        seg, off, meta_len, data_len = entry
+        path = log.path(seg)
+        try:
+            meta, data = read_put(log.reader(seg), off, meta_len, data_len)
+            return Chunk.from_metadata_json(meta, data)
+        except (BadRecord, ValueError) as exc:
+            self.metrics.errors.inc()
+            err = LogCorrupted(str(path), off, f"committed chunk unreadable: {exc}")
+            self.log.error("%s (the chunk stays at the head of the channel; it is not skipped)", err)
+            raise err from None
+        except OSError as exc:
+            self.metrics.errors.inc()
+            raise LogflumeError(f"file channel {self.name}: cannot read {path} at offset {off}: "
+                                f"{exc.strerror or exc}") from None
+
+    def _return_to_head(self, items: list[tuple[tuple[int, int], _Held]]) -> None:
+        """Put taken chunks back at the head, merged by commit order (so order survives any rollback order)."""
+        with self._cond:
+            for key, _ in items:
+                del self._taken[key]
+            items = sorted(items, key=lambda kv: kv[1][0])
+            newest = items[-1][1][0]
+            prefix = []
+            while self._queue:
+                key, held = next(iter(self._queue.items()))
+                if held[0] > newest:
+                    break
+                self._queue.popitem(last=False)
+                prefix.append((key, held))
+            merged = list(heapq.merge(prefix, items, key=lambda kv: kv[1][0]))
+            for key, held in reversed(merged):
+                self._queue[key] = held
+                self._queue.move_to_end(key, last=False)
+            self._update_gauges()
+            self._cond.notify_all()
+
+    def _commit(self, txid: int, puts: list[Entry], takes: list[tuple[tuple[int, int], _Held]]) -> None:
+        body = encode_positions(key for key, _ in takes)
+        buffers = encode(OP_COMMIT, txid, body)
+        with self._write_lock:
+            self._append_locked(buffers, record_size(len(body), 0))
+            if self.config.fsync == "every_commit":
+                self._sync_locked()
+            with self._cond:
+                for entry in puts:
+                    self._seq += 1
+                    self._queue[(entry[0], entry[1])] = (self._seq, entry)
+                    self._held_bytes += entry[3]
+                self._open_puts.pop(txid, None)
+                taken_bytes = 0
+                for key, held in takes:
+                    del self._taken[key]
+                    taken_bytes += held[1][3]
+                self._held_bytes -= taken_bytes
+                self._used -= taken_bytes
+                self._update_gauges()
+                self._cond.notify_all()
+
+    def _rollback_puts(self, txid: int, put_bytes: int) -> None:
+        try:
+            buffers = encode(OP_ROLLBACK, txid, b"")
+            with self._write_lock:
+                if not self._closed and self._log is not None and self._log.broken is None:
+                    self._log.append(buffers, record_size(0, 0))
+        except LogWriteError as exc:
+            # Advisory only: a PUT that never commits is discarded on reopen anyway.
+            self.log.debug("file channel %s: could not log rollback of tx %d: %s", self.name, txid, exc)
+        with self._cond:
+            self._open_puts.pop(txid, None)
+            self._used -= put_bytes
+            self._cond.notify_all()
+
+    def _update_gauges(self) -> None:
+        self._fill.set(self._held_bytes)
+        self._fill_chunks.set(len(self._queue) + len(self._taken))
+
+
+class _FileTransaction(Transaction):
+    def __init__(self, channel: FileChannel) -> None:
+        self._ch = channel
+        self._txid = 0
+        self._puts: list[Entry] = []
+        self._put_bytes = 0
+        self._takes: list[tuple[tuple[int, int], _Held]] = []
+        self._done = False
+
+    def put(self, chunk: Chunk, timeout: float | None = None) -> None:
+        self._check()
+        if not self._txid:
+            self._txid = self._ch._new_txid()
+        entry = self._ch._put(self._txid, chunk, timeout)
+        self._puts.append(entry)
+        self._put_bytes += entry[3]
+
+    def take(self, timeout: float | None = 0.0) -> Chunk | None:
+        self._check()
+        got = self._ch._take(timeout)
+        if got is None:
+            return None
+        key, held, chunk = got
+        self._takes.append((key, held))
+        return chunk
+
+    def commit(self) -> None:
+        self._check()
+        if self._puts or self._takes:
+            try:
+                self._ch._commit(self._txid, self._puts, self._takes)
+            except BaseException:
+                self.rollback()  # nothing half-committed stays reserved or taken
+                raise
+        self._done = True
+        if self._puts:
+            self._ch.metrics.chunks_in.inc(len(self._puts))
+            self._ch.metrics.bytes_in.inc(self._put_bytes)
+        if self._takes:
+            self._ch.metrics.chunks_out.inc(len(self._takes))
+            self._ch.metrics.bytes_out.inc(sum(h[1][3] for _, h in self._takes))
+
+    def rollback(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._puts:
+            self._ch._rollback_puts(self._txid, self._put_bytes)
+        if self._takes:
+            self._ch._return_to_head(self._takes)
+
+    def _check(self) -> None:
+        if self._done:
+            raise RuntimeError("transaction already committed or rolled back")

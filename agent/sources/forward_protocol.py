@@ -1,0 +1,176 @@
+"""The Fluentd Forward protocol v1, server side: decoding the modes into events.
+
+Modes (first element is the tag):
+
+* Message: ``[tag, time, record, option?]``
+* Forward: ``[tag, [[time, record], ...], option?]``
+* PackedForward: ``[tag, <bin: concatenated msgpack [time, record]>, option?]``
+* CompressedPackedForward: as PackedForward with ``option["compressed"] == "gzip"``
+
+``time`` is an integer of seconds or an EventTime (msgpack ext type 0: 32-bit
+seconds, 32-bit nanoseconds).  ``option["chunk"]`` asks for ``{"ack": chunk}``
+once the events are stored.  Decompression is bounded, so a gzip bomb costs at
+most ``max_size`` bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+EVENT_TIME_CODE = 0
+
+
+class ProtocolError(ValueError):
+    """A message that is not Forward protocol (the caller drops the connection or the message)."""
+
+
+@dataclass(slots=True)
+class ForwardMessage:
+    tag: str
+    events: list[tuple[float, Any]]
+    option: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def chunk_id(self) -> Any:
+        """The ``chunk`` option (ack requested) or None."""
+        return self.option.get("chunk")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == EVENT_TIME_CODE and len(data) == 8:
+        sec, nsec = struct.unpack(">II", data)
+        return sec + nsec / 1e9
+    return msgpack.ExtType(code, data)
+
+
+def new_unpacker(max_size: int) -> msgpack.Unpacker:
+    """A streaming decoder whose buffer never grows past ``max_size``."""
+    return msgpack.Unpacker(
+        max_buffer_size=max_size, raw=False, unicode_errors="surrogateescape", ext_hook=_ext_hook,
+        strict_map_key=False,
+    )
+
+
+def _time(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProtocolError(f"event time must be an integer or EventTime, got {type(value).__name__}")
+    return value
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):  # old clients pack the entries as str
+        return value.encode("utf-8", "surrogateescape")
+    raise ProtocolError(f"packed entries must be bin or str, got {type(value).__name__}")
+
+
+def _gunzip(data: bytes, max_size: int) -> bytes:
+    """Decompress concatenated gzip members, refusing output past ``max_size``."""
+    out = bytearray()
+    while data:
+        d = zlib.decompressobj(wbits=31)
+        try:
+            out += d.decompress(data, max_size + 1 - len(out))
+        except zlib.error as exc:
+            raise ProtocolError(f"bad gzip data: {exc}") from None
+        if len(out) > max_size:
+            raise ProtocolError(f"compressed entries expand past {max_size} bytes")
+        if not d.eof:
+            raise ProtocolError("truncated gzip data")
+        data = d.unused_data
+    return bytes(out)
+
+
+def _entries(blob: bytes, max_size: int) -> Iterator[tuple[float, Any]]:
+    unpacker = new_unpacker(max(max_size, len(blob)))
+    unpacker.feed(blob)
+    try:
+        for entry in unpacker:
+            if not isinstance(entry, (list, tuple)) or len(entry) < 2:
+                raise ProtocolError("packed entry is not [time, record]")
+            yield _time(entry[0]), entry[1]
+    except (ValueError, msgpack.UnpackException) as exc:
+        if isinstance(exc, ProtocolError):
+            raise
+        raise ProtocolError(f"bad packed entries: {exc}") from None
+
+
+def decode_message(obj: Any, max_size: int) -> ForwardMessage:
+    """One top-level msgpack object -> a :class:`ForwardMessage`; raises ProtocolError."""
+    if not isinstance(obj, (list, tuple)) or len(obj) < 2:
+        raise ProtocolError("expected an array [tag, ...]")
+    tag = obj[0]
+    if not isinstance(tag, str):
+        raise ProtocolError(f"tag must be a string, got {type(tag).__name__}")
+    second = obj[1]
+    if isinstance(second, (list, tuple)):                       # Forward mode
+        option = obj[2] if len(obj) > 2 else {}
+        events = []
+        for entry in second:
+            if not isinstance(entry, (list, tuple)) or len(entry) < 2:
+                raise ProtocolError("forward entry is not [time, record]")
+            events.append((_time(entry[0]), entry[1]))
+    elif isinstance(second, (bytes, str)):                      # (Compressed)PackedForward
+        option = obj[2] if len(obj) > 2 else {}
+        if not isinstance(option, dict):
+            raise ProtocolError("option must be a map")
+        blob = _as_bytes(second)
+        compressed = option.get("compressed")
+        if compressed == "gzip":
+            blob = _gunzip(blob, max_size)
+        elif compressed not in (None, "text"):
+            raise ProtocolError(f"unknown compression {compressed!r}")
+        events = list(_entries(blob, max_size))
+    else:                                                       # Message mode
+        if len(obj) < 3:
+            raise ProtocolError("message mode needs [tag, time, record]")
+        option = obj[3] if len(obj) > 3 else {}
+        events = [(_time(second), obj[2])]
+    if not isinstance(option, dict):
+        raise ProtocolError("option must be a map")
+    return ForwardMessage(tag, events, option)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, msgpack.ExtType):
+        return {"ext": value.code, "data": value.data.hex()}
+    if isinstance(value, dict):
+        return {str(k) if not isinstance(k, str) else k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def event_json(time: float, record: Any, time_key: str | None) -> bytes:
+    """One event as a JSON object line (no newline): the record, plus its time under ``time_key``.
+
+    A record that is not a map is wrapped as ``{"message": record}``; a record
+    that already has ``time_key`` keeps its own value.  Strings keep their
+    original bytes (invalid UTF-8 included).
+    """
+    if not isinstance(record, dict):
+        record = {"message": record}
+    if time_key and time_key not in record:
+        record = {time_key: time, **record}
+    try:
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_jsonable)
+    except (TypeError, ValueError):
+        text = json.dumps(_jsonable(record), ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
+
+
+def ack(chunk_id: Any) -> bytes:
+    return msgpack.packb({"ack": chunk_id}, use_bin_type=True)

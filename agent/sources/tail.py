@@ -1,0 +1,534 @@
+"""TailSource (``type: tail``): follow log files into chunks without losing or doubling a byte.
+
+One thread does everything: it finds files (glob scan, watchdog events),
+reads the ones that grew, hands their chunks to the channel and, once the
+channel committed them, advances the position file.  See docs/tail.md for the
+settings, rotation semantics and guarantees.
+
+Files are tracked by identity (device + inode + fingerprint of the first
+bytes), not by path: a file renamed by rotation keeps being read to its end
+through its open descriptor, the new file at the old path is read from its
+beginning, and a file that shrinks (copytruncate) starts a new epoch at 0.
+"""
+
+from __future__ import annotations
+
+import codecs
+import fnmatch
+import glob
+import os
+import stat
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from agent.chunker import MultilinePattern, RecordChunker
+from agent.sources.tailing.checkpoint import Position, PositionFile
+from agent.sources.tailing.identity import FileIdentity
+from agent.sources.tailing.reader import TailedFile
+from agent.sources.tailing.watcher import ChangeWatcher
+from logflume.chunk import Chunk
+from logflume.errors import ConfigError
+from logflume.settings import (
+    Bool,
+    Duration,
+    Enum,
+    Int,
+    ListOf,
+    MapOf,
+    Obj,
+    Optional,
+    Regex,
+    Setting,
+    Size,
+    Str,
+)
+from logflume.source import SourceOutput, ThreadedSource
+
+#: Rotated files compressed by logrotate: skipped unless the glob itself names the suffix.
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
+
+PATH_SETTINGS = {
+    "glob": Setting(Str(), doc="Files to follow (``*``, ``?``, ``[..]``, ``**`` for any depth)"),
+    "datatype": Setting(Optional(Str()), None, "Datatype of these files' chunks (default: the source's)"),
+    "tags": Setting(MapOf(Str()), {}, "Tags added to these files' chunks (over the source's tags)"),
+    "exclude": Setting(ListOf(Str()), [], "Globs of files to leave out, for this entry only"),
+}
+
+MULTILINE_SETTINGS = {
+    "pattern": Setting(Regex(), doc="Regular expression searched in each line (bytes, delimiter excluded)"),
+    "negate": Setting(Bool(), False, "Invert the match"),
+    "match": Setting(Enum("after", "before"), "after",
+                     "Matching lines join the record before them (after) or the one after them (before)"),
+}
+
+
+@dataclass(frozen=True)
+class PathSpec:
+    glob: str
+    datatype: str
+    tags: dict[str, str]
+    exclude: tuple[str, ...]
+
+
+def decode_delimiter(text: str) -> bytes:
+    r"""YAML ``'\r\n'`` (backslash escapes) and ``"\r\n"`` (real characters) both give CR LF."""
+    raw = text.encode("utf-8")
+    if b"\\" in raw:
+        try:
+            return codecs.escape_decode(raw)[0]
+        except ValueError as exc:
+            raise ValueError(f"invalid escape in {text!r}: {exc}") from None
+    return raw
+
+
+class TailSource(ThreadedSource):
+    """Follows files matching globs; one stream per file path, one epoch per file identity."""
+
+    settings: ClassVar[dict[str, Setting]] = {
+        "paths": Setting(ListOf(Obj(PATH_SETTINGS, shorthand="glob"), min_items=1),
+                         doc="Globs to follow: strings, or {glob, datatype, tags, exclude} mappings"),
+        "exclude": Setting(ListOf(Str()), [], "Globs of files never to follow (full path, or base name if no '/')"),
+        "start_at": Setting(Enum("beginning", "end"), "beginning",
+                            "Where to start in files present at the first start (no position yet)"),
+        "chunk_size": Setting(Size(min=1), "64MiB", "Largest chunk; a longer record is split into flagged pieces"),
+        "read_block_size": Setting(Size(min=1), "1MiB", "Bytes per read() call"),
+        "flush_interval": Setting(Duration(), "1s", "Send complete records this long after the first unsent byte"),
+        "record_delimiter": Setting(Str(), "\n", "Bytes that end a record (backslash escapes allowed: '\\r\\n')"),
+        "multiline": Setting(Optional(Obj(MULTILINE_SETTINGS)), None,
+                             "Group lines into records: {pattern, negate, match} (Filebeat semantics)"),
+        "partial_timeout": Setting(Duration(), "5s", "Send a record still missing its delimiter after this long idle"),
+        "max_open_files": Setting(Int(min=1), 1024, "Most files held open at once"),
+        "close_inactive": Setting(Duration(), "5m", "Close a file that did not grow for this long (reopened when it does)"),
+        "rotate_wait": Setting(Duration(), "5s",
+                               "Keep reading a file renamed away or deleted until it was quiet this long"),
+        "scan_interval": Setting(Duration(), "10s", "Re-run the globs this often (new files, missed events)"),
+        "use_events": Setting(Bool(), True, "Use inotify (watchdog) events; false: periodic scan only (NFS)"),
+        "forget_after": Setting(Duration(), "24h", "Drop the position of a file not seen for this long"),
+        "checkpoint_interval": Setting(Duration(), "0s",
+                                       "Write the position file at most this often (0: after every delivery)"),
+    }
+
+    # -- configuration --------------------------------------------------------------------------
+
+    def configure(self) -> None:
+        cfg = self.config
+        where = f"sources.{self.name}"
+        self.specs: list[PathSpec] = []
+        for entry in cfg.paths:
+            pattern = os.path.abspath(os.path.expanduser(entry.glob))
+            tags = {**cfg.tags, **entry.tags}
+            self.specs.append(PathSpec(pattern, entry.datatype or cfg.datatype, tags, tuple(entry.exclude)))
+        try:
+            self.delimiter = decode_delimiter(cfg.record_delimiter)
+        except ValueError as exc:
+            raise ConfigError(None, f"{where}.record_delimiter", str(exc)) from None
+        if not self.delimiter:
+            raise ConfigError(None, f"{where}.record_delimiter", "expected at least one byte, got ''")
+        self.multiline: MultilinePattern | None = None
+        if cfg.multiline is not None:
+            try:
+                self.multiline = MultilinePattern(cfg.multiline.pattern, cfg.multiline.negate, cfg.multiline.match)
+            except ValueError as exc:
+                raise ConfigError(None, f"{where}.multiline", str(exc)) from None
+        self.block = min(cfg.read_block_size, cfg.chunk_size)
+        self.files: dict[tuple[int, int], TailedFile] = {}
+        self.by_path: dict[str, tuple[int, int]] = {}
+        self.remembered: dict[tuple[int, int], Position] = {}
+        self.unreadable: dict[tuple[int, int], tuple[int, int]] = {}
+        self.open_count = 0
+        self._initial_scan = True
+        self._ckpt_dirty = False
+        self._last_ckpt = 0.0
+        m = self.metrics
+        self.m_bytes_read = m.counter("tail_bytes_read", "Bytes read from tailed files")
+        self.m_chunks = m.counter("tail_chunks_emitted", "Chunks emitted (committed to the channel)")
+        self.m_open = m.gauge("tail_files_open", "Files held open")
+        self.m_tracked = m.gauge("tail_files_tracked", "Files followed (open or not)")
+        self.m_unreadable = m.counter("tail_files_unreadable", "Files skipped because they could not be opened")
+        self.m_rotations = m.counter("tail_rotations", "Files let go after rotation or deletion, read to their end")
+        self.m_truncations = m.counter("tail_truncations", "Files that shrank and were read again from 0")
+
+    def reads(self) -> list[str]:
+        return ["file:" + s.glob for s in self.specs]
+
+    def describe(self) -> dict:
+        return {"type": type(self).__name__, "globs": [s.glob for s in self.specs]}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self, output: SourceOutput) -> None:  # type: ignore[override]
+        self.positions = PositionFile(self.context.state_dir("source", self.name) / "positions.json")
+        self.remembered = {p.key: p for p in self.positions.load()}
+        self.watcher = ChangeWatcher([s.glob for s in self.specs], use_events=self.config.use_events)
+        self.watcher.start()
+        super().start(output)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        watcher = getattr(self, "watcher", None)
+        if watcher is not None:
+            watcher.wakeup.set()
+        super().stop()
+        if watcher is not None:
+            watcher.stop()
+        if not self.alive:
+            for tf in self.files.values():
+                self._close(tf)
+
+    def _lag_gauge(self, tf: TailedFile):
+        return self.metrics.gauge("tail_file_lag_bytes", "Bytes of a file not yet committed", path=tf.stream)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            now = time.monotonic()
+            self._scan(now)
+            self._initial_scan = False
+            self._recover_moved(now)
+            self._save_checkpoint(force=True)
+            next_scan = now + self.config.scan_interval
+            while not self.stopping.is_set():
+                now = time.monotonic()
+                dirty, moves, dir_changed = self.watcher.take()
+                for old, new in moves:
+                    key = self.by_path.get(old)
+                    tf = self.files.get(key) if key else None
+                    if tf is not None and tf.path == old:
+                        tf.path = new
+                        if self._spec_for(new) is None and tf.rotated_at is None:
+                            tf.rotated_at = now  # renamed out of the globs: read to its end, then let go
+                if dir_changed or now >= next_scan:
+                    self._scan(now)
+                    self.watcher.ensure_watches()
+                    next_scan = now + self.config.scan_interval
+                else:
+                    for path in dirty:
+                        spec = self._spec_for(path)
+                        if spec is not None:
+                            self._consider(path, spec, now)
+                nread = self._service(now)
+                self._save_checkpoint()
+                if nread == 0 and not self.stopping.is_set():
+                    self.watcher.wait(self._idle_wait(time.monotonic(), next_scan))
+        finally:
+            self._save_checkpoint(force=True)
+            for tf in self.files.values():
+                self._close(tf)
+
+    def _idle_wait(self, now: float, next_scan: float) -> float:
+        deadline = min(next_scan, now + 1.0)
+        for tf in self.files.values():
+            d = tf.chunker.next_deadline()
+            if d is not None and d < deadline:
+                deadline = d
+            if tf.rotated_at is not None and tf.last_active + self.config.rotate_wait < deadline:
+                deadline = tf.last_active + self.config.rotate_wait
+        return min(max(deadline - now, 0.005), 1.0)
+
+    # -- finding files --------------------------------------------------------------------------
+
+    def _excluded(self, path: str, spec: PathSpec) -> bool:
+        name = os.path.basename(path)
+        for pattern in (*self.config.exclude, *spec.exclude):
+            target = path if "/" in pattern else name
+            if fnmatch.fnmatchcase(target, pattern):
+                return True
+        for sfx in COMPRESSED_SUFFIXES:
+            if path.endswith(sfx):
+                return sfx not in spec.glob  # compressed rotations are read only when a glob names them
+        return False
+
+    def _spec_for(self, path: str) -> PathSpec | None:
+        for spec in self.specs:
+            if _glob_matches(path, spec.glob) and not self._excluded(path, spec):
+                return spec
+        return None
+
+    def _scan(self, now: float) -> None:
+        """Run every glob; notice new, rotated, grown and vanished files."""
+        seen: set[tuple[int, int]] = set()
+        for spec in self.specs:
+            for path in glob.iglob(spec.glob, recursive=True):
+                if self._excluded(path, spec):
+                    continue
+                key = self._consider(path, spec, now)
+                if key is not None:
+                    seen.add(key)
+        wall = time.time()
+        for key, tf in list(self.files.items()):
+            if key in seen:
+                continue
+            if tf.rotated_at is None:
+                tf.rotated_at = now  # no longer at any watched path: read it to its end, then let go
+            if tf.fd is None and not self._open(tf, now):
+                if tf.chunker.pending_bytes == 0:
+                    self._forget_file(tf, remember=True)
+        for key, pos in list(self.remembered.items()):
+            if wall - pos.last_seen > self.config.forget_after:
+                del self.remembered[key]
+                self._ckpt_dirty = True
+        self.m_tracked.set(len(self.files))
+
+    def _consider(self, path: str, spec: PathSpec, now: float) -> tuple[int, int] | None:
+        """Look at one path that matches a glob; returns the identity key of the file there."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            self.by_path.pop(path, None)
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        key = (st.st_dev, st.st_ino)
+        prev = self.by_path.get(path)
+        if prev is not None and prev != key:
+            old = self.files.get(prev)
+            if old is not None and old.path == path and old.rotated_at is None:
+                old.rotated_at = now  # rotated by rename (or replaced): drain the old file, then let go
+        self.by_path[path] = key
+        tf = self.files.get(key)
+        if tf is not None:
+            tf.path = path
+            tf.rotated_at = None
+            tf.last_seen = time.time()
+            if st.st_size != tf.read_pos:
+                tf.wants_read = True
+            return key
+        if self.unreadable.get(key) == (st.st_mtime_ns, st.st_mode):
+            return key
+        if st.st_size == 0:
+            return key  # nothing to read yet; followed once it has bytes (from its beginning)
+        return self._track_new(path, spec, now)
+
+    def _track_new(self, path: str, spec: PathSpec, now: float) -> tuple[int, int] | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            try:
+                st = os.stat(path)
+                self.unreadable[(st.st_dev, st.st_ino)] = (st.st_mtime_ns, st.st_mode)
+            except OSError:
+                pass
+            self.m_unreadable.inc()
+            self.metrics.errors.inc()
+            self.log.warning("cannot read %s (%s); skipping it until its permissions change", path, exc.strerror)
+            return None
+        try:
+            st = os.fstat(fd)
+            ident = FileIdentity.of_fd(fd, st)
+        except OSError:
+            os.close(fd)
+            return None
+        key = ident.key
+        self.unreadable.pop(key, None)
+        pos = self.remembered.pop(key, None)
+        resumed = False
+        if pos is not None:
+            old = FileIdentity(pos.dev, pos.ino, pos.fp_len, pos.fp)
+            try:
+                resumed = old.matches(fd)
+            except OSError:
+                resumed = False
+        if resumed:
+            assert pos is not None
+            offset, epoch, stream, truncs = pos.offset, pos.epoch, pos.stream, pos.truncations
+            ident = FileIdentity(pos.dev, pos.ino, pos.fp_len, pos.fp)
+        else:
+            if pos is not None:
+                self.log.info("%s reuses the inode of a file read before (first bytes differ): "
+                              "reading it as a new file from 0", path)
+            at_end = self._initial_scan and self.config.start_at == "end" and pos is None
+            offset = st.st_size if at_end else 0
+            epoch, stream, truncs = ident.epoch(), path, 0
+        tf = TailedFile(
+            ident, epoch=epoch, stream=stream, path=path, datatype=spec.datatype, tags=spec.tags,
+            offset=offset, truncations=truncs, make_chunker=self._make_chunker, now=now, last_seen=time.time(),
+        )
+        self.files[key] = tf
+        self.by_path[path] = key
+        self._ckpt_dirty = True
+        if self.open_count < self.config.max_open_files:
+            tf.fd = fd
+            self.open_count += 1
+            self.m_open.set(self.open_count)
+        else:
+            os.close(fd)
+        return key
+
+    def _recover_moved(self, now: float) -> None:
+        """Files renamed out of the globs while we were down: find them by inode and read their rest."""
+        by_dir: dict[str, list[Position]] = {}
+        for pos in self.remembered.values():
+            by_dir.setdefault(os.path.dirname(pos.path), []).append(pos)
+        for directory, positions in by_dir.items():
+            wanted = {p.ino: p for p in positions}
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                pos = wanted.get(entry.inode())
+                if pos is None or not entry.is_file(follow_symlinks=False):
+                    continue
+                spec = self._spec_for(pos.stream) or self.specs[0]
+                key = self._track_new(entry.path, spec, now)
+                tf = self.files.get(key) if key else None
+                if tf is not None and tf.stream == pos.stream:
+                    tf.rotated_at = now
+                    self.log.info("resuming %s (was %s) at offset %d", entry.path, pos.stream, tf.committed)
+
+    def _make_chunker(self, stream: str, epoch: str, offset: int, datatype: str, tags: dict[str, str]):
+        cfg = self.config
+        return RecordChunker(
+            source=self.context.agent_name, stream=stream, datatype=datatype, tags=tags, epoch=epoch,
+            start_offset=offset, chunk_size=cfg.chunk_size, record_delimiter=self.delimiter,
+            multiline=self.multiline, flush_interval=cfg.flush_interval, partial_timeout=cfg.partial_timeout,
+        )
+
+    # -- descriptors ----------------------------------------------------------------------------
+
+    def _open(self, tf: TailedFile, now: float) -> bool:
+        if tf.fd is not None:
+            return True
+        if self.open_count >= self.config.max_open_files and not self._evict_one(now):
+            return False
+        if not tf.reopen():
+            return False
+        self.open_count += 1
+        self.m_open.set(self.open_count)
+        tf.last_active = now
+        return True
+
+    def _close(self, tf: TailedFile) -> None:
+        if tf.fd is not None:
+            tf.close()
+            self.open_count -= 1
+            self.m_open.set(self.open_count)
+
+    def _evict_one(self, now: float) -> bool:
+        """Close the open file that can best wait (at its end, quiet longest) to free a descriptor."""
+        best = None
+        for tf in self.files.values():
+            if tf.fd is None or tf.rotated_at is not None:
+                continue  # a rotated or deleted file may not be reopened: it keeps its descriptor
+            rank = (not tf.at_eof, tf.last_active)
+            if best is None or rank < best[0]:
+                best = (rank, tf)
+        if best is None:
+            return False
+        self._close(best[1])
+        return True
+
+    def _forget_file(self, tf: TailedFile, remember: bool) -> None:
+        key = tf.ident.key
+        self._close(tf)
+        self.files.pop(key, None)
+        if self.by_path.get(tf.path) == key:
+            del self.by_path[tf.path]
+        if remember:
+            self.remembered[key] = tf.position()
+        self._lag_gauge(tf).set(0)
+        self._ckpt_dirty = True
+
+    # -- reading and delivering -----------------------------------------------------------------
+
+    def _service(self, now: float) -> int:
+        """Read every file that may have grown, deliver what is due; returns bytes read."""
+        cfg = self.config
+        batch: list[Chunk] = []
+        touched: list[TailedFile] = []
+        finished: list[TailedFile] = []
+        total = 0
+        batch_bytes = 0
+        waiting = [tf for tf in self.files.values() if tf.fd is None and tf.wants_read]
+        waiting.sort(key=lambda t: t.last_active)
+        order = [tf for tf in self.files.values() if tf.fd is not None] + waiting
+        for tf in order:
+            if self.stopping.is_set():
+                break
+            if tf.fd is None:
+                had_slot = self.open_count < cfg.max_open_files
+                if not self._open(tf, now):
+                    if had_slot:
+                        tf.wants_read = False  # not at its path any more: the next scan decides
+                    continue
+            try:
+                result = tf.read(now, cfg.chunk_size, self.block, cfg.rotate_wait)
+            except OSError as exc:
+                self.metrics.errors.inc()
+                self.log.warning("error reading %s (%s); will retry", tf.path, exc)
+                self._close(tf)
+                continue
+            if result.chunks or result.done or result.nread:
+                touched.append(tf)
+            if result.nread:
+                total += result.nread
+                self.m_bytes_read.inc(result.nread)
+                self.metrics.bytes_in.inc(result.nread)
+                self._lag_gauge(tf).set(tf.lag)
+            if result.done:
+                finished.append(tf)
+            batch += result.chunks
+            batch_bytes += sum(len(c) for c in result.chunks)
+            if batch_bytes >= cfg.chunk_size:
+                self._deliver(batch, touched)
+                batch, touched, batch_bytes = [], [], 0
+            if not result.done and now - tf.last_active >= cfg.close_inactive and tf.rotated_at is None:
+                self._close(tf)
+        for tf in self.files.values():
+            if tf.fd is None and tf.chunker.pending_bytes:
+                due = tf.chunker.poll(now)
+                if due:
+                    batch += due
+                    touched.append(tf)
+        self._deliver(batch, touched)
+        for tf in finished:
+            self.m_rotations.inc()
+            self._forget_file(tf, remember=True)
+        return total
+
+    def _deliver(self, chunks: Sequence[Chunk], touched: list[TailedFile]) -> None:
+        if chunks:
+            self.output.deliver(chunks)
+            self.metrics.chunks_out.inc(len(chunks))
+            self.metrics.bytes_out.inc(sum(len(c) for c in chunks))
+            self.m_chunks.inc(len(chunks))
+        for tf in touched:
+            if tf.committed_truncations != tf.truncations:
+                self.m_truncations.inc(tf.truncations - tf.committed_truncations)
+            tf.mark_committed()
+            self._lag_gauge(tf).set(tf.lag)
+            self._ckpt_dirty = True
+        if chunks and self.config.checkpoint_interval == 0:
+            self._save_checkpoint(force=True)
+
+    def _save_checkpoint(self, force: bool = False) -> None:
+        if not (self._ckpt_dirty or force):
+            return
+        now = time.monotonic()
+        if not force and now - self._last_ckpt < self.config.checkpoint_interval:
+            return
+        entries = [tf.position() for tf in self.files.values()]
+        entries += [p for k, p in self.remembered.items() if k not in self.files]
+        self.positions.save(entries)
+        self._last_ckpt = now
+        self._ckpt_dirty = False
+
+
+def _glob_matches(path: str, pattern: str) -> bool:
+    """Does ``path`` match ``pattern`` as glob.glob would (``*`` stays within one directory)?"""
+    if "**" in pattern:
+        regex = glob.translate(pattern, recursive=True, include_hidden=True) if hasattr(glob, "translate") else None
+        if regex is not None:
+            import re
+
+            return re.fullmatch(regex, path) is not None
+        return fnmatch.fnmatchcase(path, pattern)
+    p_parts, s_parts = pattern.split(os.sep), path.split(os.sep)
+    return len(p_parts) == len(s_parts) and all(
+        fnmatch.fnmatchcase(s, p) for s, p in zip(s_parts, p_parts, strict=True)
+    )

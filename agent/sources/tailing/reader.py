@@ -1,0 +1,185 @@
+"""One followed file: its identity, open descriptor, chunker and committed position.
+
+The descriptor, not the path, is what is read: once a file is open, renames
+and deletion do not matter, and an inode cannot be reused while we hold it.
+Reading uses ``pread`` at the chunker's position, so closing and reopening a
+file (``max_open_files``, ``close_inactive``) never loses the place.
+
+Two offsets are kept: where reading has got to (``read_pos``: emitted plus
+held bytes) and what the channel has committed (``committed``).  Only the
+latter goes into the position file.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from agent.chunker import RecordChunker
+from agent.sources.tailing.checkpoint import Position
+from agent.sources.tailing.identity import FileIdentity
+from logflume.chunk import Chunk
+
+log = logging.getLogger("logflume.source.tail")
+
+#: (stream, epoch, start_offset, datatype, tags) -> a chunker for that stream.
+ChunkerFactory = Callable[[str, str, int, str, dict[str, str]], RecordChunker]
+
+
+@dataclass
+class ReadResult:
+    chunks: list[Chunk] = field(default_factory=list)
+    nread: int = 0
+    eof: bool = False
+    done: bool = False  # the file was read to its end and let go (deleted, or rotated away and quiet)
+
+
+class TailedFile:
+    def __init__(
+        self,
+        ident: FileIdentity,
+        *,
+        epoch: str,
+        stream: str,
+        path: str,
+        datatype: str,
+        tags: dict[str, str],
+        offset: int,
+        truncations: int,
+        make_chunker: ChunkerFactory,
+        now: float,
+        last_seen: float,
+    ) -> None:
+        self.ident = ident
+        self.stream = stream
+        self.path = path
+        self.datatype = datatype
+        self.tags = tags
+        self.truncations = truncations
+        self.base_epoch = epoch.split("#", 1)[0]
+        self._make_chunker = make_chunker
+        self.chunker = make_chunker(stream, epoch, offset, datatype, tags)
+        self.committed = offset
+        self.committed_epoch = epoch
+        self.committed_truncations = truncations
+        self.committed_ident = replace(ident)
+        self.fd: int | None = None
+        self.size = -1  # size at the last fstat
+        self.last_active = now  # monotonic time bytes were last read (or the file was opened)
+        self.last_seen = last_seen  # wall-clock time the file was last seen at a watched path
+        self.rotated_at: float | None = None  # when it stopped being at a watched path
+        self.wants_read = True  # a scan or event saw it grow since the last read to EOF
+        self.at_eof = False
+
+    @property
+    def epoch(self) -> str:
+        return self.chunker.epoch
+
+    @property
+    def read_pos(self) -> int:
+        return self.chunker.offset + self.chunker.pending_bytes
+
+    @property
+    def lag(self) -> int:
+        """Bytes of the file not yet committed to the channel."""
+        return max(self.size - self.committed, 0)
+
+    # -- descriptor -----------------------------------------------------------------------------
+
+    def reopen(self) -> bool:
+        """Open the file again by its last known path; False if that is no longer the same file."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            same = self.ident.matches(fd)
+        except OSError:
+            same = False
+        if not same:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def close(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def read(self, now: float, budget: int, block: int, rotate_wait: float) -> ReadResult:
+        """Read up to ``budget`` bytes into the chunker; handles truncation, deletion and rotation."""
+        out = ReadResult()
+        assert self.fd is not None
+        st = os.fstat(self.fd)
+        if st.st_size != self.size:
+            if st.st_size < self.read_pos or not self._same_head():
+                out.chunks += self._new_epoch(st)
+            self.ident.extend(self.fd, st.st_size)
+            self.size = st.st_size
+        pos = self.read_pos
+        while out.nread < budget and pos < st.st_size:
+            try:
+                data = os.pread(self.fd, min(block, budget - out.nread), pos)
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                raise
+            if not data:
+                break
+            out.nread += len(data)
+            pos += len(data)
+            out.chunks += self.chunker.feed(data, now)
+        if pos >= st.st_size:
+            out.eof = True
+        if out.nread:
+            self.last_active = now
+            self.size = max(self.size, pos)
+        self.at_eof = out.eof
+        if out.eof:
+            self.wants_read = False
+            if st.st_nlink == 0 or (self.rotated_at is not None and now - self.last_active >= rotate_wait):
+                out.chunks += self.chunker.finish()
+                out.done = True
+                return out
+        out.chunks += self.chunker.poll(now)
+        return out
+
+    def _same_head(self) -> bool:
+        assert self.fd is not None
+        return self.ident.matches(self.fd)
+
+    def _new_epoch(self, st: os.stat_result) -> list[Chunk]:
+        """The file was truncated (copytruncate): send what was read, then number from 0 again."""
+        assert self.fd is not None
+        tail = self.chunker.finish()
+        self.truncations += 1
+        epoch = f"{self.base_epoch}#{self.truncations}"
+        log.info("%s was truncated (size %d < position %d, or its first bytes changed): reading it "
+                 "again from 0 as epoch %s", self.path, st.st_size, self.read_pos, epoch)
+        self.ident = FileIdentity.of_fd(self.fd, st)
+        self.chunker = self._make_chunker(self.stream, epoch, 0, self.datatype, self.tags)
+        self.size = -1
+        return tail
+
+    # -- committing -----------------------------------------------------------------------------
+
+    def mark_committed(self) -> None:
+        """Everything emitted so far is in the channel: it is now safe to checkpoint it."""
+        self.committed = self.chunker.offset
+        self.committed_epoch = self.chunker.epoch
+        self.committed_truncations = self.truncations
+        self.committed_ident = replace(self.ident)
+
+    def position(self) -> Position:
+        ident = self.committed_ident
+        return Position(
+            dev=ident.dev, ino=ident.ino, fp_len=ident.fp_len, fp=ident.fp,
+            epoch=self.committed_epoch, stream=self.stream, path=self.path, offset=self.committed,
+            seq_id=self.committed, truncations=self.committed_truncations, last_seen=self.last_seen,
+        )

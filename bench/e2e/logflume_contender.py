@@ -1,0 +1,202 @@
+"""logflume end to end, as a user runs it: an agent process and a collector process on loopback.
+
+``tail`` source -> ``memory`` or ``file`` channel -> ``collector`` sink -> collector daemon ->
+``seqfile`` store on local disk, with the store's ``sync`` on (``every_batch``: fsync before each
+ack) or off (``none``).  The clock starts when the input appears in the watched directory and
+stops when the collector, asked to stop once the agent's sink has had every byte acknowledged,
+has closed and renamed its sink files: every byte is then in finished sink files.  The sink files
+are then read back with the SequenceFile reader and every line's sequence number checked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from bench.e2e.measure import ProcGroup, Result, SeqVerifier, wait_until
+from bench.e2e.peers import free_port, port_open
+from bench.e2e.variants import Variant, clear_dir
+
+SINK_NAME = "fwd"
+
+
+@dataclass
+class LogflumeOptions:
+    """What varies between logflume contenders."""
+
+    channel: str = "memory"  # memory | file
+    sync: str = "every_batch"  # every_batch | none
+    chunk_size: int = 64 << 20
+    flush_interval: str = "1s"
+
+    @property
+    def name(self) -> str:
+        return f"logflume-{self.channel}-sync{'on' if self.sync != 'none' else 'off'}"
+
+
+def agent_config(opts: LogflumeOptions, work: Path, paths: list[str], collector_port: int,
+                 metrics_port: int) -> dict:
+    channel: dict = {"type": opts.channel}
+    if opts.channel == "memory":
+        # Bounded to one chunk: the source builds the next chunk while the sink sends this one.
+        channel["capacity"] = opts.chunk_size
+    else:
+        channel["dir"] = str(work / "agent" / "channel")
+        channel["capacity"] = max(4 * opts.chunk_size, 256 << 20)
+    return {
+        "agent": {"name": "bench", "data_dir": str(work / "agent"), "metrics": f"127.0.0.1:{metrics_port}",
+                  "log_level": "WARNING", "shutdown_timeout": "10s"},
+        "sources": {"logs": {"type": "tail", "paths": paths, "channels": ["buf"], "start_at": "beginning",
+                             "chunk_size": opts.chunk_size, "flush_interval": opts.flush_interval}},
+        "channels": {"buf": channel},
+        "sinks": {SINK_NAME: {"type": "collector", "channel": "buf", "collectors": [f"127.0.0.1:{collector_port}"]}},
+    }
+
+
+def collector_config(opts: LogflumeOptions, work: Path, port: int) -> dict:
+    return {
+        "collector": {"name": "bench-collector", "listen": f"127.0.0.1:{port}", "data_dir": str(work / "collector"),
+                      "log_level": "WARNING"},
+        "store": {"type": "seqfile", "url": str(work / "collector" / "sink"), "sync": opts.sync},
+    }
+
+
+_BYTES_OUT = re.compile(r"^logflume_bytes_out_total\{([^}]*)\} ([0-9.e+]+)$", re.M)
+
+
+def acked_bytes(metrics_port: int) -> int:
+    """Bytes the agent's collector sink has had acknowledged (its ``bytes_out`` counter)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return -1
+    for labels, value in _BYTES_OUT.findall(text):
+        if 'kind="sink"' in labels and f'component="{SINK_NAME}"' in labels:
+            return int(float(value))
+    return 0
+
+
+def sink_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """(finished, in-progress) SequenceFiles under the store root."""
+    finished, partial = [], []
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            (partial if p.name.startswith(("_", ".")) else finished).append(p)
+    return finished, partial
+
+
+def verify_store(root: Path, v: SeqVerifier) -> dict:
+    """Feed every chunk of every finished sink file to ``v``; count chunks and duplicate chunks."""
+    from sinks.sequencefile import SequenceFileReader
+
+    finished, partial = sink_files(root)
+    seen: set[tuple] = set()
+    chunks = dup_chunks = 0
+    stored = 0
+    for p in finished:
+        with open(p, "rb") as f:
+            for c in SequenceFileReader(f).iter_chunks():
+                chunks += 1
+                ident = (c.source, c.stream, c.epoch, c.seq_id, len(c.data))
+                if ident in seen:
+                    dup_chunks += 1
+                    continue
+                seen.add(ident)
+                stored += len(c.data)
+                v.feed(c.data)
+    return {"sink_files": len(finished), "in_progress_files": len(partial), "chunks": chunks,
+            "duplicate_chunks": dup_chunks, "stored_data_bytes": stored,
+            "sink_file_bytes": sum(p.stat().st_size for p in finished)}
+
+
+def run_logflume(opts: LogflumeOptions, variant: Variant, work: Path, python: str, env: dict[str, str],
+                 stall_timeout: float = 30.0, max_seconds: float = 900.0) -> Result:
+    ds = variant.dataset
+    res = Result(opts.name, variant.name, ds.total_bytes, ds.total_lines)
+    res.extra["chunk_size"] = opts.chunk_size
+    clear_dir(work)
+    watch = work / "watch"
+    watch.mkdir()
+    cport, mport = free_port(), free_port()
+    (work / "agent.yaml").write_text(yaml.safe_dump(
+        agent_config(opts, work, [str(watch / variant.pattern)], cport, mport)))
+    (work / "collector.yaml").write_text(yaml.safe_dump(collector_config(opts, work, cport)))
+    group = ProcGroup()
+    writer = None
+    ok = False
+    try:
+        coll = group.start("collector", [python, "-m", "logflume", "collector", "-c", str(work / "collector.yaml")],
+                           work / "collector.log", env=env)
+        wait_until(lambda: port_open(cport), 30, "the collector listening", group)
+        agent = group.start("agent", [python, "-m", "logflume", "agent", "-c", str(work / "agent.yaml")],
+                            work / "agent.log", env=env)
+        wait_until(lambda: acked_bytes(mport) >= 0, 30, "the agent's metrics endpoint", group)
+        t0, writer = variant.feed(watch, python, env, work)
+        total = ds.total_bytes
+        last, last_change = 0, time.monotonic()
+        while True:
+            n = acked_bytes(mport)
+            now = time.monotonic()
+            if n > last:
+                last, last_change = n, now
+            if n >= total:
+                break
+            group.sample()
+            group.check_alive()
+            writer_done = writer is None or not writer.alive()
+            if writer_done and now - last_change > stall_timeout:
+                res.notes.append(f"acks stalled at {last} of {total} bytes for {stall_timeout:.0f}s")
+                break
+            if now - t0 > max_seconds:
+                res.notes.append(f"gave up after {max_seconds:.0f}s at {last} of {total} bytes acked")
+                break
+            time.sleep(0.05)
+        t_acked = time.monotonic()
+        group.sample()
+        coll.stop(120)  # SIGTERM: finish in-flight batches, flush, close and rename sink files
+        t_end = time.monotonic()
+        res.seconds = t_end - t0
+        res.extra["acked_seconds"] = t_acked - t0
+        if coll.usage and coll.usage.exit_code not in (0, None):
+            res.notes.append(f"collector exited with {coll.usage.exit_code}: {coll.log_tail(300)}")
+        if writer is not None:
+            writer.wait(120)
+        agent.stop(30)
+        res.add_usage(group.usages())
+        v = SeqVerifier(ds.total_lines)
+        res.extra.update(verify_store(work / "collector" / "sink", v))
+        res.lines_lost, res.duplicates = v.lost, v.duplicates
+        if v.foreign:
+            res.notes.append(f"{v.foreign} lines with sequence numbers outside the data set")
+        if v.lost:
+            res.notes.append(f"first missing sequence numbers: {v.first_missing()}")
+        ok = True
+    except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
+        res.error = str(exc)[-500:]
+        res.seconds = None
+    finally:
+        if writer is not None:
+            writer.stop(5)
+        group.stop_all(20)
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            for big in (watch, work / "collector" / "sink", work / "agent" / "channel"):
+                shutil.rmtree(big, ignore_errors=True)  # keep configs and logs for a look
+    return res
+
+
+def python_env(repo: Path) -> dict[str, str]:
+    """Environment for the repo's own processes: the repo importable, no output buffering."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(repo) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

@@ -1,0 +1,156 @@
+"""End-to-end benchmark: logflume against the physical limit, rsyslog and syslog-ng, in one run.
+
+    python -m bench [--size-mb 1024] [--only limit,logflume,rsyslog,syslog-ng,latency]
+                    [--variants single,multi,rotate]
+
+Every contender moves the same generated log lines (``bench/e2e/generator.py``) from files on
+this machine over loopback TCP into files, and is timed until every byte is written (durable in
+finished sink files, for logflume), then verified line by line.  Results go to
+``bench/results/latest.{md,json}`` (and dated copies).  See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.e2e.generator import LINE_SIZE, warm_page_cache
+from bench.e2e.limit import run_limit
+from bench.e2e.logflume_contender import LogflumeOptions, python_env, run_logflume
+from bench.e2e.measure import Result
+from bench.e2e.peers import PEERS, run_peer
+from bench.e2e.report import machine, write_results
+from bench.e2e.variants import make_variants
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+CONTENDERS = ("limit", "logflume", "rsyslog", "syslog-ng")
+CASES = ("latency",)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size-mb", type=int, default=1024, help="MiB of log lines per variant (default 1024)")
+    ap.add_argument("--only", default="", help="comma-separated subset of: " + ", ".join(CONTENDERS + CASES))
+    ap.add_argument("--variants", default="single,multi,rotate", help="comma-separated: single, multi, rotate")
+    ap.add_argument("--channels", default="memory,file", help="logflume channel variants (memory, file)")
+    ap.add_argument("--sync", default="on,off", help="collector store sync variants: on (every_batch), off (none)")
+    ap.add_argument("--chunk-size-mb", type=int, default=64, help="tail source chunk_size in MiB (default 64)")
+    ap.add_argument("--rotate-mb", type=int, default=64, help="rotation variant: rename the file every N MiB")
+    ap.add_argument("--rotate-rate-mb", type=float, default=0.0,
+                    help="rotation variant: writer rate in MB/s (default 0: as fast as it can)")
+    ap.add_argument("--work-dir", default=str(BENCH / "work"), help="scratch space (inputs are cached here)")
+    ap.add_argument("--results-dir", default=str(BENCH / "results"), help="where latest.md/latest.json go")
+    ap.add_argument("--no-setup", action="store_true", help="do not run setup_peers.sh when a peer is missing")
+    args = ap.parse_args(argv)
+    args.only = [x for x in args.only.split(",") if x] or list(CONTENDERS + CASES)
+    unknown = set(args.only) - set(CONTENDERS + CASES)
+    if unknown:
+        ap.error(f"--only: unknown {', '.join(sorted(unknown))}; expected some of {', '.join(CONTENDERS + CASES)}")
+    args.variants = [x for x in args.variants.split(",") if x]
+    args.channels = [x for x in args.channels.split(",") if x]
+    args.sync = [x for x in args.sync.split(",") if x]
+    for c in args.channels:
+        if c not in ("memory", "file"):
+            ap.error(f"--channels: unknown {c!r}; expected memory or file")
+    for s in args.sync:
+        if s not in ("on", "off"):
+            ap.error(f"--sync: unknown {s!r}; expected on or off")
+    if args.size_mb < 1:
+        ap.error("--size-mb must be at least 1")
+    return args
+
+
+def peer_versions() -> dict[str, str]:
+    out = {}
+    for name, cls in PEERS.items():
+        peer = cls()
+        if peer.available():
+            continue
+        try:
+            text = subprocess.run([peer.binary, "-v" if name == "rsyslog" else "--version"], capture_output=True,
+                                  text=True, timeout=10, env=peer.env()).stdout
+            first = text.splitlines()[0] if text else ""
+            out[name] = first.split()[1].rstrip(",") if name == "rsyslog" else first.split()[-1].strip("()")
+        except (OSError, subprocess.SubprocessError, IndexError):
+            out[name] = "?"
+    return out
+
+
+def ensure_peers(wanted: list[str], allow_setup: bool) -> None:
+    missing = [n for n in wanted if n in PEERS and PEERS[n]().available()]
+    if missing and allow_setup:
+        print(f"bench: {', '.join(missing)} missing: running bench/setup_peers.sh", flush=True)
+        subprocess.run(["bash", str(BENCH / "setup_peers.sh")], check=False)
+
+
+def logflume_options(args: argparse.Namespace) -> list[LogflumeOptions]:
+    return [LogflumeOptions(channel=c, sync="every_batch" if s == "on" else "none",
+                            chunk_size=args.chunk_size_mb << 20)
+            for c in args.channels for s in args.sync]
+
+
+def print_result(r: Result) -> None:
+    if r.error:
+        print(f"  {r.contender:28s} {r.variant:7s} not measured: {r.error.splitlines()[-1][:160]}", flush=True)
+        return
+    rss = " ".join(f"{k}={v >> 20}MiB" for k, v in r.peak_rss.items())
+    print(f"  {r.contender:28s} {r.variant:7s} {r.mb_s:9.1f} MB/s {r.lines_s:12,.0f} lines/s "
+          f"{r.cpu_s_per_gb:6.1f} CPU s/GB  lost {r.lines_lost}  dups {r.duplicates}  {rss}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t_start = time.monotonic()
+    work = Path(args.work_dir)
+    python = sys.executable
+    env = python_env(REPO)
+    size = args.size_mb << 20
+    ensure_peers(args.only, not args.no_setup)
+    print(f"bench: generating {args.size_mb} MiB per variant in {work / 'data'}", flush=True)
+    variants = make_variants(work / "data", size, args.variants, args.rotate_mb << 20, args.rotate_rate_mb * 1e6)
+    results: list[Result] = []
+    extra: dict = {}
+    for v in variants:
+        print(f"bench: variant {v.name}: {v.description}", flush=True)
+        warm_page_cache(v.dataset)
+        runs = []
+        if "limit" in args.only and not v.rotating:
+            runs.append(lambda v=v: run_limit(v.dataset.files, v.dataset.total_lines, v.dataset.total_bytes,
+                                              v.name, work / "run-limit", python, env))
+        if "logflume" in args.only:
+            for o in logflume_options(args):
+                runs.append(lambda v=v, o=o: run_logflume(o, v, work / "run-logflume", python, env))
+        for name in ("rsyslog", "syslog-ng"):
+            if name in args.only:
+                runs.append(lambda v=v, name=name: run_peer(PEERS[name](), v, work / f"run-{name}", python, env))
+        for run in runs:
+            r = run()
+            print_result(r)
+            results.append(r)
+    if "latency" in args.only:
+        from bench.e2e.latency import run_latency_cases
+
+        extra["latency"] = run_latency_cases(args, work, python, env)
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "size_bytes": size, "line_size": LINE_SIZE, "peer_versions": peer_versions(),
+        "variants": {v.name: v.description for v in variants},
+        "args": {k: v for k, v in vars(args).items()},
+        "wall_seconds": time.monotonic() - t_start,
+    }
+    md, js = write_results(Path(args.results_dir), results, meta, extra,
+                           extra.get("latency", {}).get("tables") if extra.get("latency") else None)
+    print(f"bench: results in {md} and {js}", flush=True)
+    print(md.read_text())
+    json.loads(js.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

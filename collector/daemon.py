@@ -1,0 +1,73 @@
+"""``logflume collector -c FILE``: run a collector until SIGTERM/SIGINT, then drain and exit 0.
+
+A collector that cannot start prints one line,
+``logflume collector: cannot start: REASON``, to stderr and exits non-zero
+(2 for configuration problems, 1 for anything else).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from logflume.errors import ConfigError, StartupError
+
+EXIT_STARTUP = 1
+EXIT_CONFIG = 2
+
+
+def _cannot_start(reason: object, code: int) -> int:
+    print(f"logflume collector: cannot start: {reason}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="logflume collector", description="Run a logflume collector daemon")
+    parser.add_argument("-c", "--config", required=True, help="collector YAML file")
+    args = parser.parse_args(argv)
+
+    from collector.config import load_collector_config
+    from collector.server import Collector
+
+    try:
+        config = load_collector_config(args.config)
+    except ConfigError as exc:
+        return _cannot_start(exc, EXIT_CONFIG)
+    logging.basicConfig(
+        level=config.collector.log_level, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    collector = Collector(config)
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        seen.append(signum)
+        if len(seen) > 1:
+            logging.getLogger("logflume.collector").warning("second signal: exiting now")
+            raise SystemExit(1)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        collector.start()
+    except StartupError as exc:
+        return _cannot_start(exc, EXIT_STARTUP)
+    except Exception as exc:
+        return _cannot_start(f"{type(exc).__name__}: {exc}", EXIT_STARTUP)
+    addrs = ", ".join(f"{s.endpoint.name}={s.address[0]}:{s.address[1]}" for s in collector.servers)
+    logging.getLogger("logflume.collector").info("collector %s ready: %s", config.collector.name, addrs)
+    while not stop.wait(0.5):
+        pass
+    logging.getLogger("logflume.collector").info("stopping: finishing in-flight batches")
+    collector.stop()
+    logging.getLogger("logflume.collector").info("stopped")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,197 @@
+"""The collector: many agents in, one store out, an ack only once a batch is durable.
+
+Every listener (logflume, and optionally Scribe and Flume) hands its chunks to
+:class:`StoreWriter`, the single thread that calls the store (the Scribe way:
+the store need not be thread-safe).  Batches that arrive while the store is
+busy are written together in one ``store.deliver`` (group commit: one sync for
+many agents).  A listener thread waits for its batch's outcome and only then
+answers OK.  While more than ``max_pending_bytes`` wait for the store, new
+batches are answered TRY_LATER: the agents keep them in their channels.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+
+from collector.config import CollectorConfig
+from logflume.chunk import Chunk
+from logflume.errors import StartupError, TryLater
+from logflume.sink import Sink
+from logflume.wire.endpoint import WireEndpoint
+from logflume.wire.flume import FlumeEndpoint
+from logflume.wire.scribe import ScribeEndpoint
+from logflume.wire.server import TcpServer
+from logflume.wire.tls import server_context
+
+log = logging.getLogger("logflume.collector")
+
+#: Delay suggested with TRY_LATER when the store queue is full.
+TRY_LATER_DELAY = 1.0
+#: Most bytes the writer hands the store in one group-committed call.
+GROUP_BYTES = 64 * 1024 * 1024
+
+
+class StoreWriter:
+    """Serializes calls to the store; ``deliver`` blocks until the batch is durable (or raises)."""
+
+    def __init__(self, store: Sink, max_pending_bytes: int, metrics=None) -> None:
+        self.store = store
+        self.max_pending_bytes = max_pending_bytes
+        self.pending_bytes = 0
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[tuple[list[Chunk], int, Future] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._metrics = metrics
+        self.try_laters = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def deliver(self, chunks: Sequence[Chunk]) -> None:
+        size = sum(len(c.data) for c in chunks)
+        with self._lock:
+            if self.pending_bytes and self.pending_bytes + size > self.max_pending_bytes:
+                self.try_laters += 1
+                if self._metrics is not None:
+                    self._metrics.counter("try_later", "Batches answered TRY_LATER (store behind)").inc()
+                raise TryLater(f"store behind: {self.pending_bytes} bytes pending", TRY_LATER_DELAY)
+            self.pending_bytes += size
+        fut: Future = Future()
+        try:
+            self._queue.put((list(chunks), size, fut))
+            fut.result()
+        finally:
+            with self._lock:
+                self.pending_bytes -= size
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            group = [item]
+            size = item[1]
+            while size < GROUP_BYTES:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                group.append(nxt)
+                size += nxt[1]
+            chunks = [c for chunks, _, _ in group for c in chunks]
+            try:
+                self.store.deliver(chunks)
+            except BaseException as exc:  # every waiter learns the outcome
+                for _, _, fut in group:
+                    fut.set_exception(exc)
+            else:
+                for _, _, fut in group:
+                    fut.set_result(None)
+            del chunks, group, item
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish what is queued, then end the thread."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+
+class Collector:
+    def __init__(self, config: CollectorConfig) -> None:
+        self.config = config
+        cfg = config.collector
+        self.store = config.store
+        self.metrics = config.context.metrics.component("collector", cfg.name)
+        self.writer = StoreWriter(self.store, cfg.max_pending_bytes, self.metrics)
+        self.servers: list[TcpServer] = []
+        self._started_store = False
+
+    def _deliver(self, chunks: Sequence[Chunk]) -> None:
+        self.writer.deliver(chunks)
+        self.metrics.chunks_in.inc(len(chunks))
+        self.metrics.bytes_in.inc(sum(len(c.data) for c in chunks))
+
+    def start(self) -> None:
+        """Start store, writer and listeners; StartupError (after cleaning up) if any cannot start."""
+        cfg = self.config.collector
+        try:
+            ssl_ctx = None
+            if cfg.tls is not None:
+                ssl_ctx = server_context(cfg.tls.cert, cfg.tls.key, cfg.tls.client_ca, cfg.tls.require_client_cert)
+            try:
+                self.store.start()
+            except StartupError:
+                raise
+            except Exception as exc:
+                raise StartupError(f"store ({self.config.store_type}) cannot start: {exc}") from None
+            self._started_store = True
+            self.writer.start()
+            wire = WireEndpoint(
+                self._deliver, server_name=cfg.name, max_frame_size=cfg.max_frame_size,
+                idle_timeout=cfg.idle_timeout, frame_timeout=cfg.frame_timeout, tokens=cfg.tokens,
+                log=logging.getLogger("logflume.collector.wire"),
+            )
+            self._add(wire, cfg.listen, ssl_ctx)
+            if cfg.scribe is not None:
+                self._add(ScribeEndpoint(
+                    self._deliver, source=cfg.name, max_frame_size=cfg.max_frame_size,
+                    idle_timeout=cfg.idle_timeout, frame_timeout=cfg.frame_timeout,
+                    log=logging.getLogger("logflume.collector.scribe"),
+                ), cfg.scribe, None)
+            if cfg.flume is not None:
+                self._add(FlumeEndpoint(
+                    self._deliver, source=cfg.name, protocol=cfg.flume_protocol, max_frame_size=cfg.max_frame_size,
+                    idle_timeout=cfg.idle_timeout, frame_timeout=cfg.frame_timeout,
+                    log=logging.getLogger("logflume.collector.flume"),
+                ), cfg.flume, None)
+            if cfg.metrics is not None:
+                try:
+                    self.config.context.metrics.serve(*cfg.metrics)
+                except OSError as exc:
+                    raise StartupError(f"cannot serve metrics on {cfg.metrics[0]}:{cfg.metrics[1]}: {exc}") from None
+        except BaseException:
+            self.stop(timeout=1.0)
+            raise
+
+    def _add(self, endpoint, addr: tuple[str, int], ssl_ctx) -> None:
+        cfg = self.config.collector
+        server = TcpServer(endpoint, addr[0], addr[1], ssl_context=ssl_ctx, max_connections=cfg.max_connections,
+                           log=logging.getLogger(f"logflume.collector.{endpoint.name}"))
+        server.start()
+        self.servers.append(server)
+
+    def address(self, name: str = "logflume") -> tuple[str, int]:
+        """Bound address of a listener (``logflume``, ``scribe`` or ``flume``)."""
+        for s in self.servers:
+            if s.endpoint.name == name:
+                return s.address
+        raise KeyError(name)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop accepting, let in-flight batches finish and be acked, flush and close the store."""
+        timeout = self.config.collector.shutdown_timeout if timeout is None else timeout
+        for s in self.servers:
+            s.stop_accepting()
+        for s in self.servers:
+            if not s.join(timeout):
+                log.warning("%s: connections still busy after %.0fs; closing them", s.endpoint.name, timeout)
+                s.stop(0)
+        self.servers.clear()
+        if self._started_store:
+            self.writer.stop(timeout)
+            try:
+                self.store.flush()
+            except Exception:
+                log.exception("store flush failed")
+            try:
+                self.store.stop()
+            except Exception:
+                log.exception("store stop failed")
+            self._started_store = False
+        self.config.context.metrics.close()

@@ -1,0 +1,243 @@
+"""``logflume archive``: sink files -> hourly archive SequenceFiles, every byte exactly once.
+
+Reads finished sink files, drops duplicate and overlapping bytes (see
+:mod:`jobs.dedup`), groups what is left by datatype and the UTC hour of each
+chunk's timestamp, sorts it by (source, stream, epoch, seq_id) and writes
+``<output>/<datatype>/<yyyy-mm-dd>/<HH>/archive-<batch>.seq``.  Work is done in
+batches committed through :mod:`jobs.manifest`, so a run killed at any point
+and run again gives the same archive.  Chunks for an hour archived by an
+earlier batch (late arrivals) go to that batch's own new file in the hour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from jobs.dedup import Deduplicator, DedupStats
+from jobs.errors import JobError
+from jobs.layout import partition_name, utc_day_hour
+from jobs.manifest import Committed, Manifest, Pending, sync_file
+from jobs.sinkfiles import list_finished, open_fs, read_chunks
+from logflume.chunk import Chunk
+from logflume.settings import Invalid, parse_size
+
+WRITER_NAME = "logflume-archive"
+DEFAULT_BATCH = 256 * 1024 * 1024
+
+
+@dataclass
+class ArchiveOptions:
+    input: str
+    output: str
+    batch_size: int = DEFAULT_BATCH
+    compression: str = "NONE"
+    codec: str | None = None
+    dry_run: bool = False
+
+
+@dataclass
+class ArchiveSummary:
+    batches: int = 0
+    input_files: int = 0
+    output_files: int = 0
+    chunks_in: int = 0
+    chunks_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    duplicates_dropped: int = 0
+    overlaps_trimmed: int = 0
+    recovered_batches: int = 0
+    seconds: float = 0.0
+    outputs: list[str] = field(default_factory=list)
+
+    def add_dedup(self, st: DedupStats) -> None:
+        for name in ("chunks_in", "chunks_out", "bytes_in", "bytes_out", "duplicates_dropped", "overlaps_trimmed"):
+            setattr(self, name, getattr(self, name) + getattr(st, name))
+
+
+def group_by_hour(kept: list[Chunk]) -> dict[tuple[str, str, str], list[Chunk]]:
+    """(datatype dir, day, hour) -> chunks, keeping the (source, stream, epoch, seq_id) order."""
+    groups: dict[tuple[str, str, str], list[Chunk]] = {}
+    for c in kept:
+        day, hour = utc_day_hour(c.timestamp)
+        groups.setdefault((partition_name(c.datatype), day, hour), []).append(c)
+    return groups
+
+
+class Archiver:
+    """Runs batches until every finished input is archived."""
+
+    def __init__(self, opts: ArchiveOptions, progress: Callable[[int, int, int], None] | None = None) -> None:
+        self.opts = opts
+        self.in_fs, self.in_root = open_fs(opts.input)
+        self.out_fs, self.out_root = open_fs(opts.output)
+        self.manifest = Manifest(self.out_fs, self.out_root)
+        self.progress = progress
+        self.summary = ArchiveSummary()
+
+    def url(self, path: str) -> str:
+        return self.in_fs.unstrip_protocol(path)
+
+    def run(self) -> ArchiveSummary:
+        t0 = time.monotonic()
+        committed = self.manifest.load()
+        pending = self.manifest.pending()
+        if pending is not None and pending.batch <= committed.batches:
+            # killed after the commit, before pending.json was removed: that batch is done
+            if not self.opts.dry_run:
+                self.manifest.clear_pending()
+            pending = None
+        todo = [f for f in list_finished(self.in_fs, self.in_root) if self.url(f.path) not in committed.done]
+        if pending is not None:
+            self.summary.recovered_batches += 1
+            todo = [f for f in todo if self.url(f.path) not in pending.inputs]
+        total = sum(f.size for f in todo) + (sum(pending.inputs.values()) if pending else 0)
+        done_bytes = 0
+        while True:
+            if pending is None:
+                if not todo:
+                    break
+                take, size = [], 0
+                while todo and (not take or size + todo[0].size <= self.opts.batch_size):
+                    f = todo.pop(0)
+                    take.append(f)
+                    size += f.size
+                pending = Pending(committed.batches + 1, {self.url(f.path): f.size for f in take})
+                if not self.opts.dry_run:
+                    self.manifest.begin(pending)
+            committed = self.run_batch(pending, committed)
+            done_bytes += sum(pending.inputs.values())
+            if self.progress:
+                self.progress(done_bytes, total, committed.batches)
+            pending = None
+        self.summary.seconds = time.monotonic() - t0
+        return self.summary
+
+    def run_batch(self, pending: Pending, committed: Committed) -> Committed:
+        chunks: list[Chunk] = []
+        for url in sorted(pending.inputs):
+            path = self.in_fs._strip_protocol(url)
+            if not self.in_fs.exists(path):
+                raise JobError(f"batch {pending.batch} lists input {url}, which no longer exists; restore it, or "
+                               f"delete {self.manifest.pending_path} and that batch's archive-{pending.batch:06d}"
+                               f".seq files to start the batch over")
+            chunks.extend(read_chunks(self.in_fs, path))
+        dedup = Deduplicator.from_state(committed.state)
+        kept = dedup.run(chunks)
+        groups = group_by_hour(kept)
+        outputs = [self.write_group(pending.batch, key, group) for key, group in sorted(groups.items())]
+        s = self.summary
+        s.batches += 1
+        s.input_files += len(pending.inputs)
+        s.output_files += len(outputs)
+        s.outputs.extend(outputs)
+        s.add_dedup(dedup.stats)
+        totals = dict(committed.totals)
+        for name, value in asdict(dedup.stats).items():
+            totals[name] = totals.get(name, 0) + value
+        totals["output_files"] = totals.get("output_files", 0) + len(outputs)
+        new = Committed(pending.batch, {**committed.done, **pending.inputs}, dedup.state(), totals)
+        if not self.opts.dry_run:
+            self.manifest.commit(new)
+        return new
+
+    def write_group(self, batch: int, key: tuple[str, str, str], chunks: list[Chunk]) -> str:
+        from sinks.sequencefile import BYTES_WRITABLE, TEXT, SequenceFileWriter
+
+        rel = f"{key[0]}/{key[1]}/{key[2]}/archive-{batch:06d}.seq"
+        final = f"{self.out_root}/{rel}"
+        if self.opts.dry_run:
+            return final
+        folder = final.rsplit("/", 1)[0]
+        tmp = f"{folder}/.archive-{batch:06d}.seq.tmp"
+        self.out_fs.makedirs(folder, exist_ok=True)
+        # Everything in the file derives from the batch's inputs, so a redo writes the same bytes.
+        meta = {"logflume.writer": WRITER_NAME, "logflume.format": "1", "logflume.batch": str(batch)}
+        with self.out_fs.open(tmp, "wb") as f:
+            w = SequenceFileWriter(f, key_class=TEXT, value_class=BYTES_WRITABLE, compression=self.opts.compression,
+                                   codec=self.opts.codec, metadata=meta,
+                                   sync_marker=hashlib.md5(rel.encode()).digest())
+            for c in chunks:
+                w.append_chunk(c)
+            w.close()
+            sync_file(f)
+        self.out_fs.mv(tmp, final)
+        return final
+
+
+def _size(text: str) -> int:
+    try:
+        n = parse_size(text)
+    except Invalid:
+        raise argparse.ArgumentTypeError(f"expected a size such as 64MiB, got {text!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError("expected a size above 0")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="logflume archive", description=__doc__.split("\n\n")[0])
+    p.add_argument("--input", required=True, help="sink files: a directory or file, local path or fsspec URL")
+    p.add_argument("--output", required=True, help="archive root: local path or fsspec URL")
+    p.add_argument("--batch-size", type=_size, default=DEFAULT_BATCH,
+                   help="input bytes per commit (held in memory while a batch runs; default 256MiB)")
+    p.add_argument("--compression", choices=("none", "record", "block"), default="none",
+                   help="SequenceFile compression of archive files (default none)")
+    p.add_argument("--codec", choices=("deflate", "gzip", "lz4", "snappy"), default=None,
+                   help="codec for record/block compression (default deflate)")
+    p.add_argument("--dry-run", action="store_true", help="read and de-duplicate, report, write nothing")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    return p
+
+
+def _progress_bar(stream: Any) -> Callable[[int, int, int], None]:
+    def show(done: int, total: int, batches: int) -> None:
+        frac = done / total if total else 1.0
+        bar = "#" * int(frac * 30)
+        stream.write(f"\rarchive [{bar:<30}] {frac:6.1%} {done / 2**20:,.1f}/{total / 2**20:,.1f} MiB "
+                     f"batch {batches}")
+        if done >= total:
+            stream.write("\n")
+        stream.flush()
+
+    return show
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.codec and args.compression == "none":
+        print("logflume archive: --codec needs --compression record or block", file=sys.stderr)
+        return 2
+    opts = ArchiveOptions(args.input, args.output, args.batch_size, args.compression.upper(),
+                          args.codec if args.compression != "none" else None, args.dry_run)
+    progress = None if args.no_progress or not sys.stderr.isatty() else _progress_bar(sys.stderr)
+    try:
+        summary = Archiver(opts, progress).run()
+    except (JobError, FileNotFoundError) as exc:
+        print(f"logflume archive: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        out = asdict(summary)
+        out["dry_run"] = args.dry_run
+        print(json.dumps(out))
+    else:
+        s = summary
+        what = "would write" if args.dry_run else "wrote"
+        rec = f", redid {s.recovered_batches} interrupted batch" if s.recovered_batches else ""
+        print(f"archive: {s.batches} batch(es){rec}: read {s.input_files} file(s), {s.chunks_in} chunks, "
+              f"{s.bytes_in} bytes; {what} {s.output_files} file(s), {s.chunks_out} chunks, {s.bytes_out} bytes; "
+              f"dropped {s.duplicates_dropped} duplicate chunk(s), trimmed {s.overlaps_trimmed} overlapping; "
+              f"{s.seconds:.2f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

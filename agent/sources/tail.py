@@ -100,7 +100,8 @@ class TailSource(ThreadedSource):
                              "Group lines into records: {pattern, negate, match} (Filebeat semantics)"),
         "partial_timeout": Setting(Duration(), "5s", "Send a record still missing its delimiter after this long idle"),
         "max_open_files": Setting(Int(min=1), 1024, "Most files held open at once"),
-        "close_inactive": Setting(Duration(), "5m", "Close a file that did not grow for this long (reopened when it does)"),
+        "close_inactive": Setting(Duration(), "5m",
+                                  "Close a file that did not grow for this long (reopened when it does)"),
         "rotate_wait": Setting(Duration(), "5s",
                                "Keep reading a file renamed away or deleted until it was quiet this long"),
         "scan_interval": Setting(Duration(), "10s", "Re-run the globs this often (new files, missed events)"),
@@ -224,8 +225,8 @@ class TailSource(ThreadedSource):
             d = tf.chunker.next_deadline()
             if d is not None and d < deadline:
                 deadline = d
-            if tf.rotated_at is not None and tf.last_active + self.config.rotate_wait < deadline:
-                deadline = tf.last_active + self.config.rotate_wait
+            if tf.rotated_at is not None:
+                deadline = min(deadline, max(tf.last_active, tf.rotated_at) + self.config.rotate_wait)
         return min(max(deadline - now, 0.005), 1.0)
 
     # -- finding files --------------------------------------------------------------------------

@@ -41,20 +41,22 @@ class Connection:
         self._closed = False
 
     def wait_readable(self, timeout: float, stopping: threading.Event | None = None) -> bool:
-        """True once a byte can be read; False after ``timeout`` or when ``stopping`` is set."""
+        """True once a byte can be read; False after ``timeout`` or once ``stopping`` is set."""
         end = time.monotonic() + timeout
         while True:
+            if stopping is not None and stopping.is_set():
+                return False  # shutting down: start no new frame
             if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
                 return True
             left = end - time.monotonic()
-            if left <= 0 or (stopping is not None and stopping.is_set()):
-                return False
             try:
-                ready, _, _ = select.select([self.sock], [], [], min(left, POLL_INTERVAL))
+                ready, _, _ = select.select([self.sock], [], [], min(max(left, 0.0), POLL_INTERVAL))
             except (OSError, ValueError):
                 return False
             if ready:
                 return True
+            if left <= 0 or (stopping is not None and stopping.is_set()):
+                return False
 
     def read_into(self, view: memoryview, deadline: float) -> None:
         """Fill ``view`` exactly, or raise PeerClosed / Timeout."""

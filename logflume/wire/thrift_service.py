@@ -23,6 +23,16 @@ from logflume.wire.connection import Connection, PeerClosed, Timeout, frame_dead
 _LEN = struct.Struct(">i")
 
 
+class _CompactProtocol(TCompactProtocol):
+    """Compact protocol that keeps strings as bytes but method names as text (thriftpy2 decodes neither)."""
+
+    def read_message_begin(self):  # type: ignore[override]
+        name, mtype, seqid = super().read_message_begin()
+        if isinstance(name, (bytes, bytearray)):
+            name = name.decode("utf-8", "replace")
+        return name, mtype, seqid
+
+
 class ThriftServiceEndpoint:
     """One Thrift service over framed transport, ``binary`` (non-strict reads accepted) or ``compact`` protocol."""
 
@@ -51,7 +61,7 @@ class ThriftServiceEndpoint:
     def _protocols(self, frame: bytes) -> tuple[Any, Any, TMemoryBuffer]:
         inbuf, outbuf = TMemoryBuffer(frame), TMemoryBuffer()
         if self.protocol == "compact":
-            return TCompactProtocol(inbuf, decode_response=False), TCompactProtocol(outbuf), outbuf
+            return _CompactProtocol(inbuf, decode_response=False), TCompactProtocol(outbuf), outbuf
         # Old Scribe clients write message headers without the version word: accept both.
         return (TBinaryProtocol(inbuf, strict_read=False, decode_response=False),
                 TBinaryProtocol(outbuf), outbuf)

@@ -118,3 +118,36 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     assert r.returncode == 1 and "does not exist" in r.stderr
     r = run_cli("archive", "--input", str(root), "--output", str(tmp_path / "out"), "--batch-size", "lots")
     assert r.returncode == 2 and "expected a size" in r.stderr
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_crash_between_outputs_and_commit_is_redone_identically(sink_set: SinkSet, tmp_path: Path,
+                                                                monkeypatch) -> None:
+    """The worst moment: every output of a batch renamed into place, manifest not yet written."""
+    ref = tmp_path / "ref"
+    Archiver(ArchiveOptions(str(sink_set.root), str(ref), batch_size=40_000)).run()
+    out = tmp_path / "archive"
+    from jobs.manifest import Manifest
+
+    real_commit = Manifest.commit
+    calls = {"n": 0}
+
+    def crash_on_third(self, committed):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise _Crash
+        real_commit(self, committed)
+
+    monkeypatch.setattr(Manifest, "commit", crash_on_third)
+    try:
+        Archiver(ArchiveOptions(str(sink_set.root), str(out), batch_size=40_000)).run()
+    except _Crash:
+        pass
+    monkeypatch.setattr(Manifest, "commit", real_commit)
+    assert (out / "_manifest" / "pending.json").exists()
+    s = Archiver(ArchiveOptions(str(sink_set.root), str(out), batch_size=40_000)).run()
+    assert s.recovered_batches == 1
+    assert archive_files(out) == archive_files(ref)

@@ -143,10 +143,13 @@ class TailedFile:
         self.at_eof = out.eof
         if out.eof:
             self.wants_read = False
-            if st.st_nlink == 0 or (self.rotated_at is not None and now - self.last_active >= rotate_wait):
-                out.chunks += self.chunker.finish()
-                out.done = True
-                return out
+            if st.st_nlink == 0 and self.rotated_at is None:
+                self.rotated_at = now  # deleted while open: read to its end, then close
+            if self.rotated_at is not None and now - max(self.last_active, self.rotated_at) >= rotate_wait:
+                if os.fstat(self.fd).st_size <= pos:  # nothing was appended since we looked
+                    out.chunks += self.chunker.finish()
+                    out.done = True
+                    return out
         out.chunks += self.chunker.poll(now)
         return out
 

@@ -1,0 +1,186 @@
+"""BufferStore against a real SFTP primary (OpenSSH sshd on loopback) and a local secondary."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from collector.store import BufferStore
+from logflume.chunk import Chunk
+from logflume.component import Context
+from logflume.errors import ConfigError, DeliveryError, TryLater
+from sinks.seqfile import SeqFileSink
+
+from .conftest import ChunkMaker, Sshd, check_delivery, final_files, make_sink, read_chunks, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _store(sshd: Sshd, tmp_path: Path, context: Context, **extra) -> BufferStore:
+    raw = {
+        "primary": {"type": "seqfile", "url": sshd.url(tmp_path / "primary"), "roll_size": "40KiB",
+                    "storage_options": sshd.storage_options(), "timeout": "5s"},
+        "secondary": {"dir": str(tmp_path / "secondary"), "file_size": "16KiB", **extra.pop("secondary", {})},
+        "retry_interval": "300ms",
+        **extra,
+    }
+    return make_sink(BufferStore, "store", raw, context)
+
+
+def _metric(context: Context, name: str) -> float:
+    return context.metrics.value(name, kind="sink", component="store")
+
+
+def test_sftp_outage_buffers_to_secondary_and_replays_in_order(sshd: Sshd, tmp_path: Path, context: Context) -> None:
+    store = _store(sshd, tmp_path, context)
+    store.start()
+    maker, sent = ChunkMaker(size=1500), []
+    batch_size = 6
+
+    def send(n: int) -> None:
+        for _ in range(n):
+            batch = maker.batch(batch_size)
+            store.deliver(batch)  # never raises: primary or secondary takes every batch
+            sent.extend(batch)
+
+    try:
+        send(10)
+        assert store.primary_up and _metric(context, "primary_up") == 1
+        assert store.backlog_bytes() == 0
+        sshd.stop()  # mid-stream: the open primary file is cut off
+        send(15)
+        assert not store.primary_up and _metric(context, "primary_up") == 0
+        assert _metric(context, "failovers_total") == 1
+        assert store.backlog_bytes() > 15 * batch_size * 1500 * 0.9
+        assert _metric(context, "backlog_bytes") == store.backlog_bytes()
+        time.sleep(1.0)  # a few failed retries while the server is away
+        assert not store.primary_up
+        sshd.start()
+        send(10)  # still buffered until the backlog is drained: per-stream order
+        wait_for(lambda: store.primary_up, 30, message="backlog replayed to the restarted primary")
+        assert store.backlog_bytes() == 0 and _metric(context, "backlog_bytes") == 0
+        assert _metric(context, "replayed_bytes_total") >= 25 * batch_size * 1500 * 0.9
+        send(5)
+    finally:
+        store.stop()
+    assert not list((tmp_path / "primary").glob("*/.*")), "the cut-off primary file was recovered"
+    assert not [p for p in (tmp_path / "secondary").iterdir() if p.name.endswith((".seq", ".inprogress"))]
+    got = read_chunks(final_files(tmp_path / "primary"))
+    # the only possible duplicates are records of the one batch that failed on the primary
+    check_delivery(sent, got, max_duplicates=batch_size)
+
+
+def test_secondary_full_answers_try_later_and_keeps_every_batch(sshd: Sshd, tmp_path: Path, context: Context) -> None:
+    sshd.stop()  # the primary is away from the start
+    store = _store(sshd, tmp_path, context, secondary={"max_bytes": "60KiB"})
+    store.start()
+    maker, sent = ChunkMaker(size=2000), []
+    refused: list[Chunk] | None = None
+    try:
+        assert not store.primary_up
+        for _ in range(40):
+            batch = maker.batch(3)
+            try:
+                store.deliver(batch)
+            except TryLater as exc:
+                refused = batch
+                assert "secondary full" in str(exc) and exc.delay > 0
+                break
+            sent.extend(batch)
+        assert refused is not None, "a 60 KiB secondary must fill up"
+        assert store.backlog_bytes() <= 60 * 1024
+        assert _metric(context, "secondary_full_total") == 1
+        with pytest.raises(TryLater):  # still full: the agent keeps its data and retries
+            store.deliver(refused)
+        sshd.start()
+        wait_for(lambda: store.primary_up, 30, message="primary back and backlog drained")
+        store.deliver(refused)  # the agent's retry now goes through
+        sent.extend(refused)
+    finally:
+        store.stop()
+    check_delivery(sent, read_chunks(final_files(tmp_path / "primary")), max_duplicates=0)
+
+
+def test_backlog_left_by_a_stopped_store_is_replayed_at_replay_rate(sshd: Sshd, tmp_path: Path,
+                                                                    context: Context) -> None:
+    sshd.stop()
+    store = _store(sshd, tmp_path, context)
+    store.start()
+    maker, sent = ChunkMaker(size=4000), []
+    for _ in range(20):
+        batch = maker.batch(2)
+        store.deliver(batch)
+        sent.extend(batch)
+    store.stop()
+    backlog = sum(len(c.data) for c in sent)
+    assert len(list((tmp_path / "secondary").glob("*.seq"))) > 1  # rolled at file_size, closed at stop
+
+    sshd.start()
+    rate = 100_000
+    again = _store(sshd, tmp_path, Context(agent_name="coll1", data_dir=tmp_path / "state"),
+                   replay_rate=rate, batch_bytes="16KiB")
+    t0 = time.monotonic()
+    again.start()
+    try:
+        assert not again.primary_up  # a backlog is replayed before anything else goes to the primary
+        wait_for(lambda: again.primary_up, 30, message="replay of the old backlog")
+        elapsed = time.monotonic() - t0
+    finally:
+        again.stop()
+    assert elapsed >= (backlog - 16 * 1024) / rate * 0.9, f"{backlog} bytes replayed in {elapsed:.2f}s"
+    check_delivery(sent, read_chunks(final_files(tmp_path / "primary")), max_duplicates=0)
+
+
+def test_seqfile_sink_on_sftp_fails_then_recovers_its_cut_off_file(sshd: Sshd, tmp_path: Path,
+                                                                  context: Context) -> None:
+    root = tmp_path / "primary"
+    sink = make_sink(SeqFileSink, "s", {"url": sshd.url(root), "storage_options": sshd.storage_options(),
+                                        "timeout": "5s"}, context)
+    sink.start()
+    maker, acked = ChunkMaker(), []
+    try:
+        for _ in range(5):
+            batch = maker.batch(4)
+            sink.deliver(batch)
+            acked.extend(batch)
+        assert len(list(root.glob("*/.*.inprogress"))) == 1 and not final_files(root)
+        sshd.stop()
+        with pytest.raises(DeliveryError, match="failed"):
+            sink.deliver(maker.batch(4))
+        with pytest.raises(DeliveryError):
+            sink.deliver(maker.batch(4))  # still away
+        sshd.start()
+        batch = maker.batch(4)
+        sink.deliver(batch)  # reconnects, recovers the cut-off file, writes a new one
+        acked.extend(batch)
+        assert len(final_files(root)) == 1
+    finally:
+        sink.stop()
+    got = read_chunks(final_files(root))
+    assert len(final_files(root)) == 2
+    acked_ids = {(c.stream, c.seq_id) for c in acked}
+    assert acked_ids <= {(c.stream, c.seq_id) for c in got}
+    assert sink.writes() == [sshd.url(root)]
+
+
+def test_primary_url_shorthand_and_config_errors(tmp_path: Path, context: Context) -> None:
+    store = make_sink(BufferStore, "store", {"primary": str(tmp_path / "p"), "secondary": str(tmp_path / "s")},
+                      context)
+    assert isinstance(store.primary, SeqFileSink) and store.primary.local_root == str(tmp_path / "p")
+    assert store.config.secondary.max_bytes == 10 << 30
+    cases = [
+        ({"primary": 5, "secondary": "/s"}, "store.primary", "expected a sink config"),
+        ({"primary": {"type": "nope"}, "secondary": "/s"}, "store.primary.type", "unknown sink type 'nope'"),
+        ({"primary": {"url": "/p", "roll": 1}, "secondary": "/s"}, "store.primary.roll", "unknown key"),
+        ({"primary": "/p"}, "store.secondary", "missing required key"),
+        ({"primary": "/p", "secondary": "/p"}, "store.secondary.dir", "must differ"),
+        ({"primary": "/p", "secondary": {"dir": "/s", "max_bytes": "lots"}}, "store.secondary.max_bytes", "size"),
+        ({"primary": "/p", "secondary": "/s", "retry_jitter": 1.5}, "store.retry_jitter", "fraction"),
+    ]
+    for raw, path, message in cases:
+        with pytest.raises(ConfigError) as err:
+            make_sink(BufferStore, "store", raw, context)
+        assert err.value.path == path, raw
+        assert message in err.value.message, (raw, err.value.message)

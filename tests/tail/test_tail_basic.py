@@ -1,0 +1,248 @@
+"""TailSource in-process: reading, settings, identity, truncation, deletion, permissions, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from logflume.chunk import FLAG_PARTIAL
+from logflume.errors import ConfigError
+from tests.tail.harness import make_source, start, wait_for
+
+FAST = {"flush_interval": "50ms", "partial_timeout": "300ms", "scan_interval": "200ms", "rotate_wait": "200ms"}
+
+
+@pytest.fixture
+def running():
+    started = []
+
+    def go(tmp_path, raw, name="t"):
+        r = start(tmp_path, raw, name)
+        started.append(r)
+        return r
+
+    yield go
+    for r in started:
+        r.source.stop()
+
+
+def lines(a: int, b: int, tag: str = "") -> bytes:
+    return b"".join(b"%s%08d %s\n" % (tag.encode(), i, b"x" * (i % 37)) for i in range(a, b))
+
+
+def test_reads_existing_and_appended_bytes(tmp_path, running):
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(0, 1000))
+    r = running(tmp_path, {"paths": [str(tmp_path / "*.log")], **FAST})
+    wait_for(lambda: r.stream_bytes(log) == lines(0, 1000), message="existing content")
+    with open(log, "ab") as fh:
+        fh.write(lines(1000, 2000))
+    wait_for(lambda: r.stream_bytes(log) == lines(0, 2000), message="appended content")
+    c = r.output.snapshot()[0]
+    assert c.source == "testhost" and c.datatype == "Raw" and c.epoch.count(":") == 2
+    assert r.metric("tail_bytes_read_total") == len(lines(0, 2000))
+    assert r.metric("tail_files_open") == 1
+
+
+def test_start_at_end_skips_existing_but_reads_new_files(tmp_path, running):
+    old = tmp_path / "old.log"
+    old.write_bytes(lines(0, 10))
+    r = running(tmp_path, {"paths": [str(tmp_path / "*.log")], "start_at": "end", **FAST})
+    wait_for(lambda: r.source.files, message="old.log tracked")
+    with open(old, "ab") as fh:
+        fh.write(b"after start\n")
+    new = tmp_path / "new.log"
+    new.write_bytes(b"new file line\n")
+    wait_for(lambda: r.stream_bytes(old, from_zero=False) == b"after start\n", message="appended bytes of old.log")
+    wait_for(lambda: r.stream_bytes(new) == b"new file line\n", message="new.log from its beginning")
+
+
+def test_per_glob_datatype_tags_and_exclude(tmp_path, running):
+    (tmp_path / "a.log").write_bytes(b"a\n")
+    (tmp_path / "b.txt").write_bytes(b"b\n")
+    (tmp_path / "skip.log").write_bytes(b"s\n")
+    (tmp_path / "r.log.1.gz").write_bytes(b"\x1f\x8b compressed")
+    r = running(tmp_path, {
+        "paths": [str(tmp_path / "*.log*"), {"glob": str(tmp_path / "*.txt"), "datatype": "Txt", "tags": {"k": "v"}}],
+        "exclude": ["skip.*"], "tags": {"env": "test"}, **FAST,
+    })
+    wait_for(lambda: r.stream_bytes(tmp_path / "a.log") and r.stream_bytes(tmp_path / "b.txt"))
+    chunks = {c.stream: c for c in r.output.snapshot()}
+    assert chunks[str(tmp_path / "b.txt")].datatype == "Txt"
+    assert chunks[str(tmp_path / "b.txt")].tags == {"env": "test", "k": "v"}
+    assert chunks[str(tmp_path / "a.log")].tags == {"env": "test"}
+    assert set(chunks) == {str(tmp_path / "a.log"), str(tmp_path / "b.txt")}  # no skip.log, no .gz
+    assert r.source.reads() == ["file:" + str(tmp_path / "*.log*"), "file:" + str(tmp_path / "*.txt")]
+
+
+def test_gz_read_when_glob_names_it(tmp_path, running):
+    (tmp_path / "r.log.1.gz").write_bytes(b"\x1f\x8b\x00binary")
+    r = running(tmp_path, {"paths": [str(tmp_path / "*.gz")], **FAST})
+    wait_for(lambda: r.stream_bytes(tmp_path / "r.log.1.gz") == b"\x1f\x8b\x00binary")
+
+
+def test_no_trailing_newline_sent_partial_after_timeout(tmp_path, running):
+    log = tmp_path / "p.log"
+    log.write_bytes(b"complete\nincomplete")
+    r = running(tmp_path, {"paths": [str(log)], **FAST})
+    wait_for(lambda: r.stream_bytes(log) == b"complete\nincomplete", message="partial record")
+    last = r.output.snapshot()[-1]
+    assert bytes(last.data) == b"incomplete" and FLAG_PARTIAL in last.flags
+
+
+def test_binary_crlf_nul_pass_unchanged(tmp_path, running):
+    data = bytes(range(256)) * 40 + b"\r\n\x00\x00end\r\n"
+    log = tmp_path / "bin.log"
+    log.write_bytes(data)
+    r = running(tmp_path, {"paths": [str(log)], **FAST})
+    wait_for(lambda: r.stream_bytes(log) == data, message="binary bytes")
+
+
+def test_custom_delimiter_and_multiline_settings(tmp_path, running):
+    log = tmp_path / "java.log"
+    text = (b"2024-01-01 ERROR x\nException: y\n\tat a(A.java:1)\n\tat b(B.java:2)\n"
+            b"2024-01-01 INFO z\n")
+    log.write_bytes(text)
+    r = running(tmp_path, {"paths": [str(log)], "multiline": {"pattern": r"^\d{4}-", "negate": True}, **FAST})
+    wait_for(lambda: r.stream_bytes(log) == text)
+    recs = [bytes(x) for c in r.output.snapshot() for x in c.records()]
+    assert recs == [b"2024-01-01 ERROR x\nException: y\n\tat a(A.java:1)\n\tat b(B.java:2)\n",
+                    b"2024-01-01 INFO z\n"]
+
+
+def test_delimiter_escape_in_yaml_style(tmp_path, running):
+    log = tmp_path / "crlf.log"
+    log.write_bytes(b"a\r\nb\r\n")
+    r = running(tmp_path, {"paths": [str(log)], "record_delimiter": "\\r\\n", **FAST})
+    wait_for(lambda: r.stream_bytes(log) == b"a\r\nb\r\n")
+    assert r.source.delimiter == b"\r\n"
+    assert [c.record_ends for c in r.output.snapshot()][0] == [3, 6]
+
+
+def test_copytruncate_new_epoch_from_zero(tmp_path, running):
+    log = tmp_path / "t.log"
+    log.write_bytes(lines(0, 100))
+    r = running(tmp_path, {"paths": [str(log)], **FAST})
+    wait_for(lambda: r.stream_bytes(log) == lines(0, 100))
+    with open(log, "r+b") as fh:
+        fh.truncate(0)
+    with open(log, "ab") as fh:
+        fh.write(lines(100, 120))
+    wait_for(lambda: r.stream_bytes(log) == lines(0, 100) + lines(100, 120), message="new epoch after truncate")
+    epochs = {c.epoch for c in r.output.snapshot()}
+    assert len(epochs) == 2 and any(e.endswith("#1") for e in epochs)
+    assert r.metric("tail_truncations_total") == 1
+
+
+def test_truncated_and_regrown_detected_by_fingerprint(tmp_path, running):
+    log = tmp_path / "t.log"
+    log.write_bytes(b"first content line\n")
+    r = running(tmp_path, {"paths": [str(log)], **FAST})
+    wait_for(lambda: r.stream_bytes(log) == b"first content line\n")
+    r.source.watcher.use_events = False
+    with open(log, "r+b") as fh:  # truncate and write more than before in one go
+        fh.truncate(0)
+        fh.write(b"SECOND content, longer than the first one\n")
+    wait_for(lambda: len({c.epoch for c in r.output.snapshot()}) == 2, message="second epoch")
+    assert r.stream_bytes(log) == b"first content line\nSECOND content, longer than the first one\n"
+
+
+def test_deleted_while_open_read_to_end_and_closed(tmp_path, running):
+    log = tmp_path / "d.log"
+    log.write_bytes(lines(0, 10))
+    r = running(tmp_path, {"paths": [str(log)], **FAST})
+    wait_for(lambda: r.stream_bytes(log) == lines(0, 10))
+    fh = open(log, "ab")
+    fh.write(lines(10, 20))
+    fh.flush()
+    os.unlink(log)
+    fh.write(lines(20, 30))  # the writer still holds it
+    fh.close()
+    wait_for(lambda: r.stream_bytes(log) == lines(0, 30), message="deleted file read to its end")
+    wait_for(lambda: not r.source.files and r.source.open_count == 0, message="descriptor released")
+    pid_fds = os.listdir("/proc/self/fd")
+    assert not any(os.readlink(f"/proc/self/fd/{fd}").endswith("d.log (deleted)") for fd in pid_fds
+                   if os.path.exists(f"/proc/self/fd/{fd}"))
+
+
+def test_unreadable_file_reported_others_flow(tmp_path, running):
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file; the subprocess test covers permissions as an unprivileged user")
+    bad = tmp_path / "bad.log"
+    bad.write_bytes(b"secret\n")
+    bad.chmod(0)
+    good = tmp_path / "good.log"
+    good.write_bytes(b"ok\n")
+    r = running(tmp_path, {"paths": [str(tmp_path / "*.log")], **FAST})
+    wait_for(lambda: r.stream_bytes(good) == b"ok\n")
+    assert r.metric("tail_files_unreadable_total") == 1
+
+
+def test_checkpoint_resume_and_format(tmp_path, running):
+    log = tmp_path / "c.log"
+    log.write_bytes(lines(0, 50))
+    r = running(tmp_path, {"paths": [str(log)], **FAST})
+    wait_for(lambda: r.stream_bytes(log) == lines(0, 50))
+    r.source.stop()
+    doc = json.loads((tmp_path / "data" / "source" / "t" / "positions.json").read_bytes())
+    assert doc["version"] == 1
+    (entry,) = doc["files"]
+    st = os.stat(log)
+    assert (entry["dev"], entry["ino"], entry["offset"], entry["seq_id"]) == (
+        st.st_dev, st.st_ino, len(lines(0, 50)), len(lines(0, 50)))
+    assert entry["stream"] == str(log) and entry["truncations"] == 0
+    with open(log, "ab") as fh:
+        fh.write(lines(50, 60))
+    r2 = running(tmp_path, {"paths": [str(log)], **FAST})
+    wait_for(lambda: r2.stream_bytes(log, from_zero=False) == lines(50, 60), message="resumed at the committed offset")
+    first = r2.output.snapshot()[0]
+    assert first.start == len(lines(0, 50)) and first.epoch == entry["epoch"]
+
+
+def test_reused_inode_with_other_first_bytes_is_a_new_file(tmp_path, running):
+    log = tmp_path / "i.log"
+    log.write_bytes(lines(0, 200, "old"))
+    r = running(tmp_path, {"paths": [str(log)], **FAST})
+    wait_for(lambda: r.stream_bytes(log) == lines(0, 200, "old"))
+    r.source.stop()
+    ino = os.stat(log).st_ino
+    os.unlink(log)
+    for attempt in range(50):
+        log.write_bytes(lines(0, 300, "new"))  # longer than the old offset: only the fingerprint tells
+        if os.stat(log).st_ino == ino:
+            break
+        os.rename(log, tmp_path / f"spare{attempt}")  # keep that inode busy, try for the old one again
+    if os.stat(log).st_ino != ino:
+        pytest.skip("filesystem did not reuse the inode")
+    r2 = running(tmp_path, {"paths": [str(log)], **FAST})
+    wait_for(lambda: r2.stream_bytes(log) == lines(0, 300, "new"), message="new file read from 0")
+
+
+def test_bad_settings_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="paths"):
+        make_source(tmp_path, {})
+    with pytest.raises(ConfigError, match=r"start_at.*one of beginning, end"):
+        make_source(tmp_path, {"paths": ["/x"], "start_at": "middle"})
+    with pytest.raises(ConfigError, match="multiline.pattern.*regular expression"):
+        make_source(tmp_path, {"paths": ["/x"], "multiline": {"pattern": "("}})
+    with pytest.raises(ConfigError, match="record_delimiter"):
+        make_source(tmp_path, {"paths": ["/x"], "record_delimiter": ""})
+    with pytest.raises(ConfigError, match=r"paths\[0\].globb.*did you mean 'glob'"):
+        make_source(tmp_path, {"paths": [{"globb": "/x"}]})
+    with pytest.raises(ConfigError, match="chunk_size"):
+        make_source(tmp_path, {"paths": ["/x"], "chunk_size": "lots"})
+
+
+def test_damaged_position_file_stops_start(tmp_path):
+    src = make_source(tmp_path, {"paths": [str(tmp_path / "*.log")]})
+    d = tmp_path / "data" / "source" / "t"
+    d.mkdir(parents=True)
+    (d / "positions.json").write_text("{not json")
+    from logflume.errors import StartupError
+    from tests.tail.harness import CollectingOutput
+
+    with pytest.raises(StartupError, match="positions.json is damaged"):
+        src.start(CollectingOutput())
+    src.stop()

@@ -1,0 +1,270 @@
+"""The logflume wire protocol against a real in-process server on loopback."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+import time
+
+import pytest
+
+from logflume.chunk import FLAG_PARTIAL, Chunk
+from logflume.errors import DeliveryError, TryLater
+from logflume.wire import PROTOCOL_VERSION, RefusedError, Status, WireClient
+from logflume.wire.connection import ReceiveBuffer
+from logflume.wire.protocol import (
+    MAX_HEADER,
+    PREFIX,
+    Hello,
+    ProtocolError,
+    decode_message,
+    encode_batch,
+    encode_call,
+    pack_prefix,
+    unpack_prefix,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def chunk(i: int, data: bytes, **kw) -> Chunk:
+    return Chunk(source="host-a", stream=f"/var/log/s{i % 3}", datatype="SysLog", seq_id=1000 * i + len(data),
+                 epoch="dev:ino:fp", data=data, **kw)
+
+
+def same(a: Chunk, b: Chunk) -> bool:
+    return a.metadata() == b.metadata() and bytes(a.data) == bytes(b.data)
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd", "lz4"])
+def test_batch_round_trips_every_field(wire_server, compression):
+    srv, rec = wire_server()
+    sent = [
+        chunk(1, b"one\ntwo\n", tags={"env": "prod", "dc": "x"}),
+        chunk(2, memoryview(b"abcdefgh")[2:], record_ends=[3, 6], flags=[FLAG_PARTIAL]),
+        chunk(3, b""),
+        chunk(4, os.urandom(300_000) + b"log line\n" * 10_000),
+    ]
+    client = WireClient(*srv.address, sender="agent-1", compression=compression)
+    ack = client.deliver(sent)
+    client.close()
+    assert ack.ok, ack
+    assert len(rec.chunks) == len(sent)
+    for a, b in zip(sent, rec.chunks, strict=True):
+        assert same(a, b), (a.metadata(), b.metadata())
+
+
+def test_64mib_chunk_arrives_intact(wire_server):
+    srv, rec = wire_server()
+    data = os.urandom(1 << 20) * 64
+    client = WireClient(*srv.address)
+    assert client.deliver([chunk(1, data)]).ok
+    assert client.deliver([chunk(2, data[:1000])]).ok  # the reused buffer does not leak old bytes
+    client.close()
+    assert bytes(rec.chunks[0].data) == data
+    assert bytes(rec.chunks[1].data) == data[:1000]
+
+
+def test_token_auth(wire_server, caplog):
+    srv, rec = wire_server(tokens=["s3cret", "other"])
+    with caplog.at_level(logging.WARNING):
+        bad = WireClient(*srv.address, token="wrong", sender="agent-x")
+        with pytest.raises(RefusedError, match="authentication failed"):
+            bad.connect()
+        none = WireClient(*srv.address, sender="agent-y")
+        with pytest.raises(RefusedError, match="authentication failed"):
+            none.deliver([chunk(1, b"x\n")])
+    assert "refusing agent-x" in caplog.text and "authentication failed" in caplog.text
+    good = WireClient(*srv.address, token="other")
+    assert good.deliver([chunk(1, b"x\n")]).ok
+    good.close()
+    assert len(rec.chunks) == 1
+
+
+def test_wrong_protocol_version_is_refused_with_reason(wire_server):
+    srv, _ = wire_server()
+    with socket.create_connection(srv.address, timeout=5) as s:
+        s.sendall(encode_call("ping", 1, hello=Hello(version=PROTOCOL_VERSION + 98, sender="future")))
+        reply = _read_reply(s)
+    welcome = reply.success
+    assert welcome.status == Status.ERROR
+    assert f"version {PROTOCOL_VERSION + 98} not supported" in welcome.reason
+
+
+def _read_reply(s: socket.socket):
+    prefix = _recv_exact(s, PREFIX.size)
+    hl, _ = unpack_prefix(prefix, 1 << 20)
+    return decode_message(_recv_exact(s, hl))[3]
+
+
+def _recv_exact(s: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        more = s.recv(n - len(buf))
+        if not more:
+            raise ConnectionError("closed")
+        buf += more
+    return buf
+
+
+def test_try_later_and_error_answers(wire_server):
+    srv, rec = wire_server()
+    client = WireClient(*srv.address)
+
+    def busy(_chunks):
+        raise TryLater("queue full", delay=2.5)
+
+    rec.hook = busy
+    ack = client.deliver([chunk(1, b"a\n")])
+    assert ack.status == Status.TRY_LATER and ack.delay == 2.5 and "queue full" in ack.reason
+
+    def broken(_chunks):
+        raise OSError("disk on fire")
+
+    rec.hook = broken
+    ack = client.deliver([chunk(1, b"a\n")])
+    assert ack.status == Status.ERROR and "disk on fire" in ack.reason
+    rec.hook = None
+    assert client.deliver([chunk(1, b"a\n")]).ok  # same connection still usable
+    client.close()
+
+
+def _closed_by_server(s: socket.socket, within: float) -> float:
+    """Seconds until the server closed ``s`` (recv returned EOF or reset)."""
+    t0 = time.monotonic()
+    s.settimeout(within)
+    try:
+        while s.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+    return time.monotonic() - t0
+
+
+def test_garbage_closes_only_that_connection(wire_server, caplog):
+    srv, rec = wire_server()
+    healthy = WireClient(*srv.address)
+    assert healthy.deliver([chunk(1, b"before\n")]).ok
+    with caplog.at_level(logging.WARNING), socket.create_connection(srv.address, timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + os.urandom(64))
+        assert _closed_by_server(s, 5) < 5
+    assert "not a logflume frame" in caplog.text
+    assert healthy.deliver([chunk(2, b"after\n")]).ok
+    healthy.close()
+    assert [bytes(c.data) for c in rec.chunks] == [b"before\n", b"after\n"]
+
+
+def test_oversized_frame_refused_before_allocation(wire_server, caplog):
+    srv, rec = wire_server(max_frame_size=1 << 20)
+    with caplog.at_level(logging.WARNING), socket.create_connection(srv.address, timeout=5) as s:
+        s.sendall(pack_prefix(100, 1 << 40))  # claims a 1 TiB body: must not be allocated
+        assert _closed_by_server(s, 5) < 5
+    assert "exceeds max_frame_size" in caplog.text
+    # a real batch just above the limit is refused by the client, which learned the limit in the handshake
+    client = WireClient(*srv.address)
+    with pytest.raises(DeliveryError, match="max_frame_size"):
+        client.deliver([chunk(1, b"x" * (2 << 20))])
+    assert client.deliver([chunk(1, b"x" * 1000)]).ok
+    client.close()
+
+
+def test_slow_peer_is_cut_off_without_blocking_others(wire_server, caplog):
+    srv, rec = wire_server(frame_timeout=1.0, idle_timeout=30.0)
+    frame = encode_call("ping", 1, hello=Hello(version=PROTOCOL_VERSION, sender="slow"))
+    with caplog.at_level(logging.WARNING), socket.create_connection(srv.address, timeout=10) as slow:
+        t0 = time.monotonic()
+        closed = False
+        for b in frame:  # one byte a second
+            try:
+                slow.sendall(bytes([b]))
+            except OSError:
+                closed = True
+                break
+            # meanwhile a normal agent is served promptly
+            client = WireClient(*srv.address)
+            t = time.monotonic()
+            assert client.deliver([chunk(1, b"x\n")]).ok
+            assert time.monotonic() - t < 1.0
+            client.close()
+            slow.settimeout(1.0)
+            try:
+                if slow.recv(1) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                pass
+            except ConnectionResetError:
+                closed = True
+                break
+        assert closed, "slow peer was never disconnected"
+        assert time.monotonic() - t0 < 6
+    assert "frame not complete in time" in caplog.text
+
+
+def test_idle_connection_closed_and_client_reconnects(wire_server):
+    srv, rec = wire_server(idle_timeout=0.5)
+    client = WireClient(*srv.address)
+    assert client.deliver([chunk(1, b"a\n")]).ok
+    time.sleep(1.2)  # the server closed the idle connection meanwhile
+    assert client.deliver([chunk(2, b"b\n")]).ok
+    client.close()
+    assert len(rec.chunks) == 2
+
+
+def test_max_connections(wire_server):
+    srv, _ = wire_server(max_connections=2)
+    a, b = WireClient(*srv.address), WireClient(*srv.address)
+    a.connect()
+    b.connect()
+    c = WireClient(*srv.address, timeout=3)
+    with pytest.raises(DeliveryError):
+        c.connect()
+    a.close()
+    time.sleep(0.5)
+    c.connect()  # room again
+    for x in (b, c):
+        x.close()
+    assert srv.refused >= 1
+
+
+def test_unpack_prefix_checks():
+    with pytest.raises(ProtocolError, match="not a logflume frame"):
+        unpack_prefix(struct.pack(">4sIQ", b"XXXX", 10, 10), 1 << 20)
+    with pytest.raises(ProtocolError, match="frame header"):
+        unpack_prefix(pack_prefix(MAX_HEADER + 1, 0), 1 << 30)
+    with pytest.raises(ProtocolError, match="frame header"):
+        unpack_prefix(pack_prefix(0, 0), 1 << 30)
+    assert unpack_prefix(pack_prefix(10, 20), 30) == (10, 20)
+
+
+def test_decode_rejects_garbage_and_inconsistent_batches():
+    with pytest.raises(ProtocolError):
+        decode_message(os.urandom(64))
+    head, bodies = encode_batch([chunk(1, b"abc")], sender="a", token=None)
+    _, _, _, args = decode_message(head[PREFIX.size:])
+    from logflume.wire.protocol import validate_batch
+
+    validate_batch(args.batch, 3)
+    with pytest.raises(ProtocolError, match="add up"):
+        validate_batch(args.batch, 4)
+
+
+def test_receive_buffer_never_overwrites_held_views():
+    rb = ReceiveBuffer(1 << 20)
+    v = rb.view(10)
+    v[:] = b"0123456789"
+    held = v[2:5]
+    del v
+    w = rb.view(10)  # held still exported: must be a fresh buffer
+    w[:] = b"x" * 10
+    assert bytes(held) == b"234"
+    del held, w
+    a = rb.view(4)
+    a[:] = b"abcd"
+    base = a.obj
+    del a
+    assert rb.view(4).obj is base  # nobody holds it: reused
+    with pytest.raises(ValueError):
+        rb.view(2 << 20)

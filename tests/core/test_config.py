@@ -117,7 +117,8 @@ def test_missing_file_and_unreadable_file(tmp_path):
 def test_env_interpolation(monkeypatch, tmp_path):
     monkeypatch.setenv("LF_CAP", "2MiB")
     monkeypatch.delenv("LF_UNSET", raising=False)
-    text = GOOD.replace("capacity: 1MiB", "capacity: ${LF_CAP}").replace("name: test-host", "name: ${LF_UNSET:-fallback}")
+    text = GOOD.replace("capacity: 1MiB", "capacity: ${LF_CAP}")
+    text = text.replace("name: test-host", "name: ${LF_UNSET:-fallback}")
     topo, _ = topo_from(text, tmp_path)
     assert topo.channels["mem"].values.capacity == 2 * 1024 * 1024
     assert topo.agent.name == "fallback"

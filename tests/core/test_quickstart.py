@@ -12,8 +12,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_quickstart_end_to_end(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "logflume", "quickstart", "--data-dir", str(tmp_path), "--seconds", "2"],
-                         capture_output=True, text=True, cwd=REPO, timeout=180)
+    cmd = [sys.executable, "-m", "logflume", "quickstart", "--data-dir", str(tmp_path), "--seconds", "2"]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=180)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "missing: 0" in res.stdout
     written = (tmp_path / "logs" / "access.log").read_bytes().splitlines(keepends=True)

@@ -52,10 +52,14 @@ def _run_and_kill(cfg: dict, tmp_path: Path, acks_before_kill: int) -> set[tuple
     return acked
 
 
-def test_sigkill_mid_file_then_restart_recovers_every_acked_chunk(tmp_path: Path) -> None:
+@pytest.mark.parametrize("settings", [
+    {"roll_size": "200KiB"},
+    {"roll_size": "8KiB", "compression": "BLOCK", "codec": "deflate"},
+], ids=["none", "block-deflate"])
+def test_sigkill_mid_file_then_restart_recovers_every_acked_chunk(tmp_path: Path, settings: dict) -> None:
     root = tmp_path / "store"
     cfg = {"type": "seqfile", "agent_name": "coll1", "data_dir": str(tmp_path / "state"),
-           "settings": {"url": str(root), "roll_size": "200KiB", "compression": "BLOCK", "codec": "deflate"}}
+           "settings": {"url": str(root), **settings}}
     acked = _run_and_kill(cfg, tmp_path, acks_before_kill=400)
     inprogress = list(root.glob("*/.*.inprogress"))
     assert len(inprogress) == 1, "the kill left a file in progress"

@@ -1,0 +1,34 @@
+"""A process that runs one TailSource into a DurableFileOutput: for SIGKILL tests of the source alone.
+
+``python -m tests.tail.tail_proc SETTINGS_JSON DATA_DIR OUT`` runs until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from agent.sources.tail import TailSource
+from logflume.component import Context
+from logflume.settings import parse_settings
+from tests.tail.sinks import DurableFileOutput
+
+
+def main() -> int:
+    raw, data_dir, out = json.loads(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+    values = parse_settings(TailSource.schema(), {"channels": ["ch"], **raw}, "sources.t", None)
+    source = TailSource("t", values, Context(agent_name="testhost", data_dir=data_dir))
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    source.start(DurableFileOutput(out))
+    print("started", flush=True)
+    done.wait()
+    source.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -62,7 +62,9 @@ def build_processor(type_name: str, raw: Mapping[str, Any] | None = None, name: 
     values = parse_settings(cls.schema(), dict(raw or {}), path, file)
     try:
         return cls(name or type_name, values, Context(agent_name="demux"))
-    except ConfigError:
+    except ConfigError as exc:
+        if exc.file is None and file is not None:  # raised by configure(), which knows no file or path
+            raise ConfigError(file, ".".join(p for p in (path, exc.path) if p), exc.message) from None
         raise
     except (ValueError, TypeError) as exc:
         raise ConfigError(file, path, str(exc)) from None

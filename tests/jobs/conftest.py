@@ -136,3 +136,48 @@ def cli_command(*args: str) -> list[str]:
 @pytest.fixture
 def sink_set(tmp_path: Path) -> SinkSet:
     return make_sink_set(tmp_path / "sink")
+
+
+def chunks_of(data: bytes, key: tuple[str, str, str], datatype: str, rng: random.Random, ts: int = T0,
+              explicit: bool = False) -> list[Chunk]:
+    """``data`` cut after random record boundaries, as an agent would chunk a file."""
+    ends = [i + 1 for i, b in enumerate(data) if b == 10]
+    if not ends or ends[-1] != len(data):
+        ends.append(len(data))
+    out, pos = [], 0
+    while pos < len(data):
+        cands = [e for e in ends if e > pos][: rng.randrange(1, 6)]
+        end = cands[-1]
+        rec = [e - pos for e in ends if pos < e <= end] if explicit else None
+        out.append(Chunk(source=key[0], stream=key[1], datatype=datatype, seq_id=end, epoch=key[2],
+                         data=data[pos:end], record_ends=rec, timestamp=ts + pos, tags={"env": "test"}))
+        pos = end
+    return out
+
+
+SAMPLE_CONFIG = {
+    "processors": {
+        "AppLog": {"type": "regex",
+                   "pattern": r"(?P<date>\S+) (?P<time>\S+) (?P<level>[A-Z]+) \[(?P<thread>[^\]]+)\] (?P<msg>.*)"},
+    },
+}
+
+
+def make_sample_sinks(root: Path, seed: int = 3, copies: int = 1) -> dict[str, dict]:
+    """The samples of tests/data/jobs as sink files, one stream each; returns expected.json."""
+    import json
+
+    rng = random.Random(seed)
+    expected = json.loads((DATA / "expected.json").read_text())
+    chunks: list[Chunk] = []
+    for i, (name, exp) in enumerate(sorted(expected.items())):
+        data = (DATA / name).read_bytes()
+        for c in range(copies):
+            chunks += chunks_of(data * 1, (f"host{c}", f"/var/log/{name}", "1"), exp["datatype"], rng,
+                                explicit=i % 2 == 1)
+    rng.shuffle(chunks)
+    half = len(chunks) // 2
+    write_sink_file(root / "2025-11-24" / "collector0-1-0.seq", chunks[:half])
+    write_sink_file(root / "2025-11-24" / "collector1-1-0.seq", chunks[half:], compression="BLOCK",
+                    codec="deflate")
+    return expected

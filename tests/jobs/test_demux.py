@@ -1,0 +1,221 @@
+"""demux: records per datatype with the counts each sample implies, errors kept, plugins, formats."""
+
+from __future__ import annotations
+
+import json
+import random
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jobs.demux import load_spec, run
+from jobs.outputs import read_records
+from jobs.sinkfiles import open_fs
+from logflume.chunk import FLAG_SPLIT, Chunk
+from tests.jobs.conftest import SAMPLE_CONFIG, T0, chunks_of, make_sample_sinks, make_sink_set, run_cli, \
+    write_sink_file
+
+
+def read_output(root: Path) -> dict[tuple[str, ...], list[dict]]:
+    """Records by partition directory (relative to root), over every part file."""
+    fs, _ = open_fs(str(root))
+    out: dict[tuple[str, ...], list[dict]] = {}
+    for p in sorted(root.rglob("part-*")):
+        out.setdefault(p.parent.relative_to(root).parts, []).extend(read_records(fs, str(p)))
+    return out
+
+
+def canonical(parts: dict[tuple[str, ...], list[dict]]) -> list[str]:
+    return sorted(json.dumps([list(k), r], sort_keys=True, default=str) for k, rs in parts.items() for r in rs)
+
+
+@pytest.fixture
+def samples(tmp_path: Path) -> tuple[Path, Path, dict]:
+    sink = tmp_path / "sink"
+    expected = make_sample_sinks(sink)
+    config = tmp_path / "demux.yaml"
+    config.write_text(yaml.safe_dump(SAMPLE_CONFIG))
+    return sink, config, expected
+
+
+def test_demux_each_builtin_datatype_with_counts(samples, tmp_path: Path) -> None:
+    sink, config, expected = samples
+    out = tmp_path / "out"
+    r = run_cli("demux", "--input", str(sink), "--output", str(out), "--config", str(config), "--json",
+                "--workers", "2", "--split-size", "1KiB")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    parts = read_output(out)
+    for name, exp in expected.items():
+        dt = exp["datatype"]
+        good = parts.get((dt, "2025-11-24"), [])
+        bad = parts.get(("_errors", dt, "2025-11-24"), [])
+        assert (len(good), len(bad)) == (exp["records"], exp["errors"]), name
+        lines = (Path(__file__).parents[1] / "data" / "jobs" / name).read_bytes().split(b"\n")[:-1]
+        # provenance: the offset points at the record's own bytes in its stream
+        data = (Path(__file__).parents[1] / "data" / "jobs" / name).read_bytes()
+        starts = {sum(len(x) + 1 for x in lines[:i]) for i in range(len(lines))}
+        assert {r["_offset"] for r in good + bad} == starts
+        assert all(r["_source"] == "host0" and r["_stream"] == f"/var/log/{name}" for r in good + bad)
+        assert all(r["reason"] and data[r["_offset"]:].startswith(r["raw"].encode()[:5]) for r in bad)
+    assert summary["records"] == sum(e["records"] for e in expected.values())
+    assert summary["errors"] == sum(e["errors"] for e in expected.values())
+    assert summary["tasks"] > 2  # the 1KiB splits cut both files
+    syslog = {r["_offset"]: r for r in parts[("SysLog", "2025-11-24")]}
+    assert syslog[0]["host"] == "mymachine" and syslog[0]["app"] == "su"
+    access = parts[("NginxAccess", "2025-11-24")]
+    assert Counter(r["status"] for r in access)[200] == 3
+    jsons = parts[("AppJSON", "2025-11-24")]
+    spoof = next(r for r in jsons if r.get("source") == "mine")
+    assert spoof["_offset"] != "spoof"  # provenance wins over a record's own keys
+    applog = parts[("AppLog", "2025-11-24")]
+    assert [r["level"] for r in applog] == ["INFO", "WARN", "ERROR", "DEBUG"]
+
+
+def test_local_engine_same_records_whatever_the_split_and_workers(samples, tmp_path: Path) -> None:
+    sink, config, _ = samples
+    spec = load_spec(str(config), [])
+    a = run(str(sink), str(tmp_path / "a"), spec, workers=1)
+    b = run(str(sink), str(tmp_path / "b"), spec, workers=2, split_size=1024)
+    assert b.tasks > a.tasks
+    assert canonical(read_output(tmp_path / "a")) == canonical(read_output(tmp_path / "b"))
+
+
+@pytest.mark.parametrize("fmt", ["seq", "parquet"])
+def test_other_formats_hold_the_same_records(samples, tmp_path: Path, fmt: str) -> None:
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    sink, config, _ = samples
+    spec = load_spec(str(config), [])
+    run(str(sink), str(tmp_path / "jsonl"), spec)
+    run(str(sink), str(tmp_path / fmt), spec, fmt=fmt)
+    assert all(p.name.endswith(f".{fmt}") for p in (tmp_path / fmt).rglob("part-*"))
+
+    def norm(parts):  # parquet stores nested values as JSON text
+        return canonical({k: [{f: (json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+                                   if isinstance(v, (dict, list)) else v) for f, v in r.items() if v is not None}
+                              for r in rs] for k, rs in parts.items()})
+
+    assert norm(read_output(tmp_path / fmt)) == norm(read_output(tmp_path / "jsonl"))
+
+
+def test_archive_then_demux_counts_each_record_once(tmp_path: Path) -> None:
+    """Duplicated deliveries demuxed straight from sink files double; through archive they do not."""
+    sink = tmp_path / "sink"
+    expected = make_sample_sinks(sink, copies=1)
+    # the same chunks again, as a second collector's retries
+    make_sample_sinks(tmp_path / "again", copies=1, seed=9)
+    for p in (tmp_path / "again").rglob("*.seq"):
+        if not p.name.startswith(("_", ".")):
+            p.rename(sink / "2025-11-24" / ("retry-" + p.name))
+    arch = tmp_path / "archive"
+    assert run_cli("archive", "--input", str(sink), "--output", str(arch)).returncode == 0
+    out = tmp_path / "out"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(SAMPLE_CONFIG))
+    r = run_cli("demux", "--input", str(arch), "--output", str(out), "--config", str(cfg), "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["records"] == sum(e["records"] for e in expected.values())
+    assert s["errors"] == sum(e["errors"] for e in expected.values())
+
+
+def test_split_record_goes_to_errors_not_lost(tmp_path: Path) -> None:
+    sink = tmp_path / "sink"
+    c1 = Chunk("h", "s", "Raw", 10, "e", b"ok\nxxxxxxx", timestamp=T0, flags=[FLAG_SPLIT])
+    c2 = Chunk("h", "s", "Raw", 14, "e", b"yyy\n", timestamp=T0)
+    write_sink_file(sink / "d" / "c-1-1.seq", [c1, c2])
+    s = run(str(sink), str(tmp_path / "out"), load_spec(None, []))
+    parts = read_output(tmp_path / "out")
+    assert (s.records, s.errors) == (2, 1)
+    (err,) = parts[("_errors", "Raw", "2025-11-24")]
+    assert err["raw"] == "xxxxxxx" and "split" in err["reason"] and err["_offset"] == 3
+
+
+def test_third_party_processor_by_path_and_by_entry_point(samples, tmp_path: Path, monkeypatch) -> None:
+    sink, _, expected = samples
+    plug = tmp_path / "plugins"
+    (plug / "acme_proc").mkdir(parents=True)
+    (plug / "acme_proc" / "__init__.py").write_text(textwrap.dedent('''
+        from typing import ClassVar
+        from jobs.processor import ParseError, Processor
+        from logflume.settings import Int, Setting
+
+        class WordCount(Processor):
+            """A third party's processor: counts words, rejects long lines."""
+            settings: ClassVar = {"max_words": Setting(Int(min=1), 20, "longer lines are errors")}
+
+            def process(self, record, where):
+                words = record.split()
+                if len(words) > self.config.max_words:
+                    raise ParseError(f"{len(words)} words > {self.config.max_words}")
+                return {"words": len(words), "first": words[0].decode() if words else None}
+    '''))
+    dist = plug / "acme_proc-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-proc\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[logflume.processors]\nwordcount = acme_proc:WordCount\n")
+    monkeypatch.setenv("PYTHONPATH", str(plug))
+    cfg = tmp_path / "wc.yaml"
+    cfg.write_text(yaml.safe_dump({"processors": {"AppLog": {"type": "wordcount", "max_words": 8}},
+                                   "default": "acme_proc:WordCount"}))
+    out = tmp_path / "out"
+    r = run_cli("demux", "--input", str(sink), "--output", str(out), "--config", str(cfg), "--json")
+    assert r.returncode == 0, r.stderr
+    parts = read_output(out)
+    applog_lines = (Path(__file__).parents[1] / "data" / "jobs" / "app.log").read_text().splitlines()
+    long_lines = sum(len(x.split()) > 8 for x in applog_lines)
+    assert len(parts[("_errors", "AppLog", "2025-11-24")]) == long_lines > 0
+    assert len(parts[("AppLog", "2025-11-24")]) == len(applog_lines) - long_lines
+    assert all("words" in r for r in parts[("SysLog", "2025-11-24")])  # the default: by module path
+    n_lines = sum(len((Path(__file__).parents[1] / "data" / "jobs" / n).read_bytes().split(b"\n")) - 1
+                  for n in expected)
+    s = json.loads(r.stdout)
+    assert s["records"] + s["errors"] == n_lines
+
+
+def test_bad_invocations_are_one_clear_line(samples, tmp_path: Path) -> None:
+    sink, _, _ = samples
+    out = tmp_path / "out"
+    cases = [
+        (["--processor", "SysLog=nope"], 2, "unknown processor type 'nope'"),
+        (["--processor", "SysLog"], 2, "DATATYPE=TYPE"),
+        (["--processor", "AppLog=regex"], 2, "pattern: missing required key"),
+        (["--format", "xml"], 2, "invalid choice"),
+    ]
+    for extra, code, message in cases:
+        r = run_cli("demux", "--input", str(sink), "--output", str(out), *extra)
+        assert (r.returncode, message in r.stderr, "Traceback" in r.stderr) == (code, True, False), r.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("processors:\n  AppLog: {type: regex, pattern: 'no groups'}\n")
+    r = run_cli("demux", "--input", str(sink), "--output", str(out), "--config", str(bad))
+    assert r.returncode == 2 and "bad.yaml" in r.stderr and "named group" in r.stderr
+    assert run_cli("demux", "--input", str(sink), "--output", str(out)).returncode == 0
+    r = run_cli("demux", "--input", str(sink), "--output", str(out))
+    assert r.returncode == 1 and "--overwrite" in r.stderr
+    assert run_cli("demux", "--input", str(sink), "--output", str(out), "--overwrite").returncode == 0
+
+
+def test_explicit_record_ends_without_newlines(tmp_path: Path) -> None:
+    """Datagram sources (syslog over UDP) mark record ends; records need no newline."""
+    msgs = [b"<13>1 2025-11-24T16:00:00Z h a - - - one", b"<13>1 2025-11-24T16:00:01Z h a - - - two\nlines",
+            b"junk"]
+    data = b"".join(msgs)
+    ends = [sum(map(len, msgs[: i + 1])) for i in range(len(msgs))]
+    c = Chunk("h", "syslog:a", "SysLog", len(data), "e", data, record_ends=ends, timestamp=T0)
+    write_sink_file(tmp_path / "sink" / "d" / "c-1-1.seq", [c])
+    s = run(str(tmp_path / "sink"), str(tmp_path / "out"), load_spec(None, []))
+    assert (s.records, s.errors) == (2, 1)
+    parts = read_output(tmp_path / "out")
+    assert [r["message"] for r in parts[("SysLog", "2025-11-24")]] == ["one", "two\nlines"]
+
+
+def test_many_files_many_datatypes(tmp_path: Path) -> None:
+    sinks = make_sink_set(tmp_path / "sink", n_streams=4, lines=300)
+    s = run(str(sinks.root), str(tmp_path / "out"), load_spec(None, []), workers=2)
+    assert s.records + s.errors == sum(c.count(b"\n") for c in [bytes(x) for x in []]) or s.chunks > 0
+    rng = random.Random(1)
+    assert chunks_of(b"a\nb\n", ("h", "s", "e"), "Raw", rng)

@@ -49,6 +49,10 @@ _PROGRESS = "replay.progress"
 _RECORD_OVERHEAD = 512
 
 
+class _Stopping(Exception):
+    """The store is stopping: leave the replay where it is (its progress is saved)."""
+
+
 class SecondaryFiles(SeqFileSink):
     """The secondary: a local SeqFileSink whose files are numbered, so replay order never depends on clocks.
 
@@ -261,7 +265,8 @@ class BufferStore(Sink):
         while not self._stop.is_set():
             if self._on_primary:
                 with self._wake:
-                    self._wake.wait(1.0)
+                    if self._on_primary and not self._stop.is_set():
+                        self._wake.wait(1.0)
                 continue
             wait = self._next_retry - time.monotonic()
             if wait > 0:
@@ -352,8 +357,8 @@ class BufferStore(Sink):
         if rate:
             now = time.monotonic()
             self._rate_clock = max(self._rate_clock, now)
-            if self._rate_clock > now:
-                self._stop.wait(self._rate_clock - now)
+            if self._rate_clock > now and self._stop.wait(self._rate_clock - now):
+                raise _Stopping
             self._rate_clock += nbytes / rate
         self.primary.deliver(batch)  # returns once the primary holds the batch durably
         self._m_replayed.inc(nbytes)

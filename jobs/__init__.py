@@ -1,0 +1,1 @@
+"""The back end: archive (exactly-once compaction of sink files) and demux (records per datatype)."""

@@ -78,6 +78,10 @@ class Archiver:
         self.opts = opts
         self.in_fs, self.in_root = open_fs(opts.input)
         self.out_fs, self.out_root = open_fs(opts.output)
+        same_fs = self.in_fs.unstrip_protocol("/") == self.out_fs.unstrip_protocol("/")
+        if same_fs and (self.out_root + "/").startswith(self.in_root.rstrip("/") + "/"):
+            raise JobError(f"output {opts.output} is inside input {opts.input}: archive files would be read back "
+                           f"as sink files; choose an output outside the input")
         self.manifest = Manifest(self.out_fs, self.out_root)
         self.progress = progress
         self.summary = ArchiveSummary()

@@ -14,8 +14,8 @@ from typing import Any
 FORMATS = {"jsonl": "jsonl", "parquet": "parquet", "seq": "seq"}
 
 
-def _json(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
+#: One encoder for every record (json.dumps would build one per call).
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
 
 def require_format(fmt: str) -> None:

@@ -31,7 +31,7 @@ class ParseError(ValueError):
         super().__init__(reason)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecordContext:
     """Where a record came from: its chunk's identity and the record's stream offset."""
 

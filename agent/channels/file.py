@@ -78,6 +78,8 @@ class FileChannel(Channel):
         self._cond = threading.Condition()
         self._write_lock = threading.Lock()
         self._checkpoint_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._durable = (0, 0)  # the log is on disk up to this (segment, offset)
         self._closed = True
         self._log: SegmentLog | None = None
         self._lock_fd = -1
@@ -100,6 +102,7 @@ class FileChannel(Channel):
         self._held_bytes = 0  # bytes queued + taken: committed and not yet consumed
         self._seq = 0
         self._next_txid = 1
+        self._reading = 0  # takes reading a chunk outside the lock; stop waits for them
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -154,9 +157,10 @@ class FileChannel(Channel):
             self._held_bytes += entry[3]
         self._used = self._held_bytes
         self._next_txid = result.next_txid
+        self._durable = (0, 0)
         first = max([*segments, ckpt.segment]) + 1
         try:
-            self._log = SegmentLog(directory, self.config.segment_size, first)
+            self._log = SegmentLog(directory, self.config.segment_size, first, on_fsync=self._fsyncs.inc)
         except OSError as exc:
             raise StartupError(f"file channel {self.name}: cannot create a segment in {directory}: {exc.strerror}") \
                 from None
@@ -170,6 +174,8 @@ class FileChannel(Channel):
             was_open = not self._closed
             self._closed = True
             self._cond.notify_all()
+            # Let takes that are reading a chunk finish before their descriptors close.
+            self._cond.wait_for(lambda: self._reading == 0, timeout=30)
         self._stopping.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
@@ -221,12 +227,7 @@ class FileChannel(Channel):
                     open_puts = {t: list(es) for t, es in self._open_puts.items()}
                     next_txid = self._next_txid
                 seg, off = log.current, log.offset
-                fd, _end = log.dup_for_sync()
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
-            self._fsyncs.inc()
+            self._sync_to((seg, off))
             ckpt = Checkpoint(next_txid, seg, off, held, open_puts)
             assert self.directory is not None
             checkpoints.save(self.directory, ckpt)
@@ -261,7 +262,7 @@ class FileChannel(Channel):
             try:
                 now = time.monotonic()
                 if interval_sync and now >= next_sync:
-                    self._sync_outside_lock()
+                    self._sync_now()
                     next_sync = now + self.config.fsync_interval
                 log = self._log
                 rolled = log is not None and log.current != checkpointed_segment
@@ -274,21 +275,50 @@ class FileChannel(Channel):
                 self.metrics.errors.inc()
                 self.log.exception("file channel %s: background fsync/checkpoint failed", self.name)
 
-    def _sync_outside_lock(self) -> None:
+    def _sync_to(self, target: tuple[int, int]) -> None:
+        """Return once the log is on disk up to ``target`` (segment, offset): group commit.
+
+        Concurrent committers share one fdatasync: whoever syncs covers every
+        record appended before it started, and the others find their target
+        already durable.  The write lock is not held during the fdatasync.
+        """
+        with self._sync_lock:
+            if self._durable >= target:
+                return
+            with self._write_lock:
+                log = self._log
+                if log is None:
+                    raise ChannelClosed(self.name)
+                if log.broken is not None:
+                    raise LogWriteError(f"file channel {self.name}: log unusable after an earlier failure "
+                                        f"({log.broken}); restart to recover")
+                pos = (log.current, log.offset)
+                if log.synced_offset == log.offset:  # synced by a roll or the last sync
+                    self._durable = max(self._durable, pos)
+                    return
+                fd, _end = log.dup_for_sync()
+            try:
+                os.fdatasync(fd)
+            except OSError as exc:
+                log.broken = exc
+                self.metrics.errors.inc()
+                raise LogWriteError(f"fsync of {log.path(pos[0])} failed ({exc.strerror or exc}); the last "
+                                    "commit may not be durable; restart to recover") from exc
+            finally:
+                os.close(fd)
+            self._fsyncs.inc()
+            with self._write_lock:
+                if log.current == pos[0]:
+                    log.synced_offset = max(log.synced_offset, pos[1])
+            self._durable = pos
+
+    def _sync_now(self) -> None:
         with self._write_lock:
             log = self._log
-            if log is None or log.broken is not None or log.synced_offset == log.offset:
+            if log is None or log.broken is not None:
                 return
-            seg = log.current
-            fd, end = log.dup_for_sync()
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        self._fsyncs.inc()
-        with self._write_lock:
-            if self._log is log and log.current == seg:
-                log.synced_offset = max(log.synced_offset, end)
+            end = (log.current, log.offset)
+        self._sync_to(end)
 
     # -- used by transactions ----------------------------------------------------------------
 
@@ -306,17 +336,6 @@ class FileChannel(Channel):
         except LogWriteError:
             self.metrics.errors.inc()
             raise
-
-    def _sync_locked(self) -> None:
-        assert self._log is not None
-        try:
-            if self._log.sync():
-                self._fsyncs.inc()
-        except OSError as exc:
-            self._log.broken = exc
-            self.metrics.errors.inc()
-            raise LogWriteError(f"fsync of {self._log.path(self._log.current)} failed: {exc.strerror or exc}") \
-                from exc
 
     def _put(self, txid: int, chunk: Chunk, timeout: float | None) -> Entry:
         n = len(chunk.data)
@@ -369,6 +388,7 @@ class FileChannel(Channel):
                 raise ChannelClosed(self.name)
             key, held = self._queue.popitem(last=False)
             self._taken[key] = held
+            self._reading += 1
             log = self._log
         try:
             assert log is not None
@@ -376,6 +396,10 @@ class FileChannel(Channel):
         except BaseException:
             self._return_to_head([(key, held)])
             raise
+        finally:
+            with self._cond:
+                self._reading -= 1
+                self._cond.notify_all()
         return key, held, chunk
 
     def _read(self, log: SegmentLog, entry: Entry) -> Chunk:
@@ -415,13 +439,19 @@ class FileChannel(Channel):
             self._update_gauges()
             self._cond.notify_all()
 
-    def _commit(self, txid: int, puts: list[Entry], takes: list[tuple[tuple[int, int], _Held]]) -> None:
+    def _commit(self, txid: int, puts: list[Entry], takes: list[tuple[tuple[int, int], _Held]]) -> tuple[int, int]:
+        """Append the COMMIT record and apply it; returns the log position to sync to.
+
+        State changes together with the append (under the write lock), so a
+        checkpoint always matches its log position.  The chunks are visible to
+        takers before the fsync that follows: if power fails in between, they
+        may be delivered and then reappear or be re-read by the source, which
+        is a duplicate, never a loss.
+        """
         body = encode_positions(key for key, _ in takes)
         buffers = encode(OP_COMMIT, txid, body)
         with self._write_lock:
-            self._append_locked(buffers, record_size(len(body), 0))
-            if self.config.fsync == "every_commit":
-                self._sync_locked()
+            seg, off = self._append_locked(buffers, record_size(len(body), 0))
             with self._cond:
                 for entry in puts:
                     self._seq += 1
@@ -436,6 +466,7 @@ class FileChannel(Channel):
                 self._used -= taken_bytes
                 self._update_gauges()
                 self._cond.notify_all()
+        return seg, off + record_size(len(body), 0)
 
     def _rollback_puts(self, txid: int, put_bytes: int) -> None:
         try:
@@ -484,12 +515,14 @@ class _FileTransaction(Transaction):
 
     def commit(self) -> None:
         self._check()
-        if self._puts or self._takes:
-            try:
-                self._ch._commit(self._txid, self._puts, self._takes)
-            except BaseException:
-                self.rollback()  # nothing half-committed stays reserved or taken
-                raise
+        if not self._puts and not self._takes:
+            self._done = True
+            return
+        try:
+            end = self._ch._commit(self._txid, self._puts, self._takes)
+        except BaseException:
+            self.rollback()  # the COMMIT record is not in the log: nothing stays reserved or taken
+            raise
         self._done = True
         if self._puts:
             self._ch.metrics.chunks_in.inc(len(self._puts))
@@ -497,6 +530,8 @@ class _FileTransaction(Transaction):
         if self._takes:
             self._ch.metrics.chunks_out.inc(len(self._takes))
             self._ch.metrics.bytes_out.inc(sum(h[1][3] for _, h in self._takes))
+        if self._ch.config.fsync == "every_commit":
+            self._ch._sync_to(end)
 
     def rollback(self) -> None:
         if self._done:

@@ -195,12 +195,7 @@ class TailSource(ThreadedSource):
                 now = time.monotonic()
                 dirty, moves, dir_changed = self.watcher.take()
                 for old, new in moves:
-                    key = self.by_path.get(old)
-                    tf = self.files.get(key) if key else None
-                    if tf is not None and tf.path == old:
-                        tf.path = new
-                        if self._spec_for(new) is None and tf.rotated_at is None:
-                            tf.rotated_at = now  # renamed out of the globs: read to its end, then let go
+                    self._moved(old, new, now)
                 if dir_changed or now >= next_scan:
                     self._scan(now)
                     self.watcher.ensure_watches()
@@ -303,7 +298,9 @@ class TailSource(ThreadedSource):
             return key  # nothing to read yet; followed once it has bytes (from its beginning)
         return self._track_new(path, spec, now)
 
-    def _track_new(self, path: str, spec: PathSpec, now: float) -> tuple[int, int] | None:
+    def _track_new(self, path: str, spec: PathSpec, now: float, stream: str | None = None) -> tuple[int, int] | None:
+        if self.open_count >= self.config.max_open_files and not self._evict_one(now):
+            return None  # every descriptor drains a rotated file: look again at the next scan
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -344,7 +341,7 @@ class TailSource(ThreadedSource):
                               "reading it as a new file from 0", path)
             at_end = self._initial_scan and self.config.start_at == "end" and pos is None
             offset = st.st_size if at_end else 0
-            epoch, stream, truncs = ident.epoch(), path, 0
+            epoch, stream, truncs = ident.epoch(), stream or path, 0
         tf = TailedFile(
             ident, epoch=epoch, stream=stream, path=path, datatype=spec.datatype, tags=spec.tags,
             offset=offset, truncations=truncs, make_chunker=self._make_chunker, now=now, last_seen=time.time(),
@@ -352,13 +349,31 @@ class TailSource(ThreadedSource):
         self.files[key] = tf
         self.by_path[path] = key
         self._ckpt_dirty = True
-        if self.open_count < self.config.max_open_files:
-            tf.fd = fd
-            self.open_count += 1
-            self.m_open.set(self.open_count)
-        else:
-            os.close(fd)
+        tf.fd = fd
+        self.open_count += 1
+        self.m_open.set(self.open_count)
         return key
+
+    def _moved(self, old: str, new: str, now: float) -> None:
+        """A rename event: follow the file to its new name, even one it had before we first saw it."""
+        try:
+            st = os.stat(new)
+        except OSError:
+            return
+        key = (st.st_dev, st.st_ino)
+        tf = self.files.get(key)
+        if tf is None:
+            spec = self._spec_for(old)
+            if spec is None or st.st_size == 0 or not stat.S_ISREG(st.st_mode):
+                return
+            # Created and rotated away between two looks (fast rotation): its stream is still the old path.
+            key = self._track_new(new, spec, now, stream=old)
+            tf = self.files.get(key) if key else None
+            if tf is None:
+                return
+        tf.path = new
+        if self._spec_for(new) is None and tf.rotated_at is None:
+            tf.rotated_at = now  # renamed out of the globs: read to its end, then let go
 
     def _recover_moved(self, now: float) -> None:
         """Files renamed out of the globs while we were down: find them by inode and read their rest."""

@@ -121,6 +121,11 @@ class WireClient:
             header_len, body_len = unpack_prefix(prefix, MAX_REPLY)
             header = self.conn.read_exact(header_len, frame_deadline(header_len, self.timeout))
             got, mtype, _seqid, result = decode_message(header)
+        except ssl.SSLError as exc:
+            self.close()
+            if isinstance(exc, ssl.SSLEOFError):
+                raise DeliveryError(f"collector {self.address}: connection lost: {exc}") from None
+            raise RefusedError(f"collector {self.address}: TLS refused: {exc}") from None
         except (OSError, ProtocolError) as exc:
             self.close()
             raise DeliveryError(f"collector {self.address}: no valid reply: {exc}") from None

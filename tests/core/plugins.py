@@ -45,6 +45,7 @@ class CountingSource(ThreadedSource):
             self.output.deliver([Chunk(self.context.agent_name, self.config.stream, self.config.datatype,
                                        offset, "e1", data)])
         self.done = True
+        self.log.info("counting source %s done: %d lines", self.name, i)
 
 
 class JsonlSink(Sink):

@@ -14,7 +14,7 @@ sources:
 channels:
   disk: {{type: file, capacity: 64MiB}}
 sinks:
-  out: {{type: tests.core.plugins:JsonlSink, channel: disk, path: {out}, delay: 50ms, batch_chunks: 4}}
+  out: {{type: tests.core.plugins:JsonlSink, channel: disk, path: {out}, delay: 100ms, batch_chunks: 4}}
 """
 
 
@@ -30,6 +30,7 @@ def test_sigterm_with_slow_sink_loses_nothing_from_file_channel(tmp_path, logflu
     cfg.write_text(CFG.format(data=tmp_path / "data", timeout="1s", count=20000, out=out))
     agent = logflume_proc(["agent", "-c", cfg])
     # the source commits all 400 chunks to the channel quickly; the sink needs ~5 s to take them all
+    wait_for(lambda: "counting source n done: 20000 lines" in agent.log(), 30, message="all lines in the channel")
     wait_for(lambda: len(delivered_lines(out)) >= 400, 20, message="first deliveries")
     agent.signal(signal.SIGTERM)
     assert agent.wait(30) == 0

@@ -116,6 +116,8 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     assert "broken.seq" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("archive", "--input", str(tmp_path / "nope"), "--output", str(tmp_path / "out"))
     assert r.returncode == 1 and "does not exist" in r.stderr
+    r = run_cli("archive", "--input", str(root), "--output", str(root / "archive"))
+    assert r.returncode == 1 and "inside input" in r.stderr
     r = run_cli("archive", "--input", str(root), "--output", str(tmp_path / "out"), "--batch-size", "lots")
     assert r.returncode == 2 and "expected a size" in r.stderr
 

@@ -12,6 +12,7 @@ from logflume.chunk import Chunk
 from logflume.component import Context
 from logflume.errors import ConfigError, DeliveryError, TryLater
 from sinks.seqfile import SeqFileSink
+from sinks.sequencefile import SequenceFileReader
 
 from .conftest import ChunkMaker, Sshd, check_delivery, final_files, make_sink, read_chunks, wait_for
 
@@ -184,3 +185,93 @@ def test_primary_url_shorthand_and_config_errors(tmp_path: Path, context: Contex
             make_sink(BufferStore, "store", raw, context)
         assert err.value.path == path, raw
         assert message in err.value.message, (raw, err.value.message)
+
+
+def _backlog_from_a_down_primary(tmp_path: Path, n_batches: int, chunk_size: int = 4000) -> list[Chunk]:
+    """Fill the secondary by running a store whose primary refuses connections (nothing on port 1)."""
+    ctx = Context(agent_name="coll1", data_dir=tmp_path / "state")
+    down = make_sink(BufferStore, "store", {"primary": {"url": "sftp://nobody@127.0.0.1:1/x", "timeout": "2s"},
+                                            "secondary": {"dir": str(tmp_path / "secondary"), "file_size": "64KiB"},
+                                            "retry_interval": "1h"}, ctx)
+    down.start()
+    maker, sent = ChunkMaker(size=chunk_size), []
+    for _ in range(n_batches):
+        batch = maker.batch(3)
+        down.deliver(batch)
+        sent.extend(batch)
+    down.stop()
+    return sent
+
+
+def test_replay_interrupted_by_stop_resumes_without_resending(tmp_path: Path) -> None:
+    sent = _backlog_from_a_down_primary(tmp_path, 20)  # 240 KB in 64 KiB files
+    raw = {"primary": str(tmp_path / "primary"), "secondary": str(tmp_path / "secondary"),
+           "replay_rate": "100KiB", "batch_bytes": "12KiB"}
+    first = make_sink(BufferStore, "store", raw, Context(agent_name="coll1", data_dir=tmp_path / "state"))
+    first.start()
+    time.sleep(1.2)  # about half the backlog at 100 KiB/s
+    first.stop()
+    progress = tmp_path / "secondary" / "replay.progress"
+    part = read_chunks(final_files(tmp_path / "primary"))
+    assert 0 < len(part) < len(sent)
+    assert progress.exists() or len(list((tmp_path / "secondary").glob("*.seq"))) < 4
+
+    raw.pop("replay_rate")
+    second = make_sink(BufferStore, "store", raw, Context(agent_name="coll1", data_dir=tmp_path / "state"))
+    second.start()
+    try:
+        wait_for(lambda: second.primary_up, 30, message="the rest of the backlog")
+    finally:
+        second.stop()
+    assert not progress.exists()
+    check_delivery(sent, read_chunks(final_files(tmp_path / "primary")), max_duplicates=0)
+
+
+def test_damaged_backlog_file_is_set_aside_not_deleted(tmp_path: Path) -> None:
+    sent = _backlog_from_a_down_primary(tmp_path, 6)
+    files = sorted((tmp_path / "secondary").glob("*.seq"))
+    assert len(files) >= 2
+    damaged = files[0]
+    data = bytearray(damaged.read_bytes())
+    with open(damaged, "rb") as f:
+        reader = SequenceFileReader(f)
+        records = reader.iter_raw()
+        next(records)
+        cut = reader.last_record_end  # damage the second record's length fields
+    data[cut:cut + 8] = b"\x7f\xff\xff\xff\x00\x00\x00\x01"
+    damaged.write_bytes(bytes(data))
+    store = make_sink(BufferStore, "store", {"primary": str(tmp_path / "primary"),
+                                             "secondary": str(tmp_path / "secondary")},
+                      Context(agent_name="coll1", data_dir=tmp_path / "state"))
+    store.start()
+    try:
+        wait_for(lambda: store.primary_up, 30, message="replay past the damaged file")
+    finally:
+        store.stop()
+    aside = tmp_path / "secondary" / "corrupt" / damaged.name
+    assert aside.exists() and aside.read_bytes() == bytes(data)
+    got = read_chunks(final_files(tmp_path / "primary"))
+    with open(aside, "rb") as f:
+        first = next(SequenceFileReader(f).iter_chunks())
+    in_damaged = {(c.stream, c.seq_id) for c in sent} - {(c.stream, c.seq_id) for c in got}
+    assert (first.stream, first.seq_id) not in in_damaged  # the whole record before the damage was replayed
+    assert in_damaged, "records after the damage stay only in the set-aside file"
+
+
+def test_seqfile_sink_on_sftp_recovers_files_left_by_a_previous_run(sshd: Sshd, tmp_path: Path,
+                                                                     context: Context) -> None:
+    root = tmp_path / "primary"
+    raw = {"url": sshd.url(root), "storage_options": sshd.storage_options(), "timeout": "5s"}
+    first = make_sink(SeqFileSink, "s", raw, context)
+    first.start()
+    acked = ChunkMaker().batch(5)
+    first.deliver(acked)
+    sshd.stop()
+    first.stop()  # cannot finish its file: the server is gone
+    assert len(list(root.glob("*/.*.inprogress"))) == 1
+    sshd.start()
+    second = make_sink(SeqFileSink, "s", raw, Context(agent_name="coll1", data_dir=tmp_path / "state"))
+    second.start()  # finds the in-progress file on the server and finishes it
+    second.stop()
+    assert not list(root.glob("*/.*"))
+    check_delivery(acked, read_chunks(final_files(root)), max_duplicates=0)

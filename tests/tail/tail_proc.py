@@ -1,11 +1,13 @@
 """A process that runs one TailSource into a DurableFileOutput: for SIGKILL tests of the source alone.
 
-``python -m tests.tail.tail_proc SETTINGS_JSON DATA_DIR OUT`` runs until SIGTERM.
+``python -m tests.tail.tail_proc SETTINGS_JSON DATA_DIR OUT`` runs until SIGTERM; with
+``TAIL_PROC_UID`` set it drops to that user (and group) id before starting.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -21,6 +23,11 @@ def main() -> int:
     raw, data_dir, out = json.loads(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     values = parse_settings(TailSource.schema(), {"channels": ["ch"], **raw}, "sources.t", None)
     source = TailSource("t", values, Context(agent_name="testhost", data_dir=data_dir))
+    uid = int(os.environ.get("TAIL_PROC_UID", "-1"))
+    if uid >= 0:  # run unprivileged (a root process reads every file): everything is imported by now
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     source.start(DurableFileOutput(out))

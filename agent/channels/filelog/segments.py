@@ -14,7 +14,7 @@ import errno
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from logflume.chunk import Buffer
@@ -73,8 +73,10 @@ class SegmentLog:
     lock.  Reads are safe from any thread (descriptors are cached per segment).
     """
 
-    def __init__(self, directory: Path, segment_size: int, first: int) -> None:
+    def __init__(self, directory: Path, segment_size: int, first: int,
+                 on_fsync: Callable[[], None] = lambda: None) -> None:
         self.directory = directory
+        self.on_fsync = on_fsync
         self.segment_size = segment_size
         self.current = first
         self.offset = 0
@@ -83,7 +85,6 @@ class SegmentLog:
         self._fd = self._create(first)
         self._readers: dict[int, int] = {}
         self._readers_lock = threading.Lock()
-        self.fsyncs = 0
 
     def path(self, number: int) -> Path:
         return self.directory / segment_name(number)
@@ -136,7 +137,7 @@ class SegmentLog:
             return False
         os.fdatasync(self._fd)
         self.synced_offset = self.offset
-        self.fsyncs += 1
+        self.on_fsync()
         return True
 
     def dup_for_sync(self) -> tuple[int, int]:

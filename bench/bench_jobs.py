@@ -1,0 +1,151 @@
+"""Archive and demux throughput on generated sink files, against plain reading of the same files.
+
+    .venv/bin/python bench/bench_jobs.py               # 1 GiB of sink files
+    .venv/bin/python bench/bench_jobs.py --size-mb 128 # quicker
+
+Generates sink files (syslog, access-log and JSON streams; ~5% of chunks
+delivered twice, as retries are), then measures in the same run:
+
+* baseline — read every file with the SequenceFile reader and count the
+  records of every chunk, no processing (one core);
+* archive  — ``jobs.archive`` (one core: de-duplication is one ordered pass);
+* demux    — ``jobs.demux`` local engine on all cores, JSON Lines output;
+
+and prints MB/s and records/s per core for each, and each job's ratio to the
+baseline.  Everything is written under a temporary directory removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jobs.archive import ArchiveOptions, Archiver  # noqa: E402
+from jobs.demux import load_spec  # noqa: E402
+from jobs.demux import run as demux_run  # noqa: E402
+from logflume.chunk import Chunk  # noqa: E402
+from sinks.sequencefile import BYTES_WRITABLE, TEXT, SequenceFileReader, SequenceFileWriter  # noqa: E402
+
+T0 = 1_764_000_000_000
+MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+
+
+def _line(kind: str, rng: random.Random, i: int) -> bytes:
+    if kind == "SysLog":
+        return (f"<{rng.randrange(192)}>Nov {rng.randrange(1, 29):2d} {rng.randrange(24):02d}:"
+                f"{rng.randrange(60):02d}:{rng.randrange(60):02d} web{rng.randrange(50)} "
+                f"sshd[{rng.randrange(1, 65535)}]: Accepted publickey for user{i % 97} from 10.0.{i % 255}.{i % 7} "
+                f"port {rng.randrange(1024, 65535)} ssh2\n").encode()
+    if kind == "NginxAccess":
+        return (f'10.{i % 255}.{rng.randrange(255)}.{rng.randrange(255)} - - [24/Nov/2025:16:{rng.randrange(60):02d}:'
+                f'{rng.randrange(60):02d} +0000] "GET /api/v1/items/{i}?page={rng.randrange(9)} HTTP/1.1" '
+                f'{rng.choice((200, 200, 200, 304, 404, 500))} {rng.randrange(100000)} "https://example.com/" '
+                f'"Mozilla/5.0 (X11; Linux x86_64) bench/{i % 13}"\n').encode()
+    return (f'{{"ts":"2025-11-24T16:{rng.randrange(60):02d}:{rng.randrange(60):02d}Z","level":"'
+            f'{rng.choice(("info", "warn", "error"))}","msg":"request done","id":{i},"ms":{rng.random() * 100:.3f},'
+            f'"user":"u{i % 1000}"}}\n').encode()
+
+
+def generate(root: Path, size: int, seed: int = 7, chunk_size: int = 1 << 20, file_size: int = 64 << 20) -> int:
+    """Sink files totalling about ``size`` bytes; returns the number of records written."""
+    rng = random.Random(seed)
+    kinds = ("SysLog", "NginxAccess", "AppJSON")
+    pools = {k: [_line(k, rng, i) for i in range(20000)] for k in kinds}
+    offsets = {}
+    written = records = n_file = 0
+    while written < size:
+        path = root / "2025-11-24" / f"collector{n_file % 3}-{1764000000 + n_file}-{n_file}.seq"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            w = SequenceFileWriter(f, key_class=TEXT, value_class=BYTES_WRITABLE)
+            in_file = 0
+            while in_file < file_size and written < size:
+                s = rng.randrange(12)
+                kind = kinds[s % 3]
+                key = (f"host{s}", f"/var/log/{kind}.log", "1")
+                pool = pools[kind]
+                start = rng.randrange(len(pool))
+                lines, n = [], 0
+                while n < chunk_size:
+                    ln = pool[(start + len(lines)) % len(pool)]
+                    lines.append(ln)
+                    n += len(ln)
+                data = b"".join(lines)
+                pos = offsets.get(key, 0)
+                offsets[key] = pos + len(data)
+                c = Chunk(key[0], key[1], kind, pos + len(data), key[2], data, tags={"env": "bench"},
+                          timestamp=T0 + written // 1000)
+                w.append_chunk(c)
+                records += len(lines)
+                if rng.random() < 0.05:  # a retry: the same chunk again
+                    w.append_chunk(c)
+                    records += len(lines)
+                    in_file += len(data)
+                    written += len(data)
+                in_file += len(data)
+                written += len(data)
+            w.close()
+        n_file += 1
+    return records
+
+
+def baseline(root: Path) -> tuple[int, int, float]:
+    """(bytes, records, seconds): read every chunk and count its records, nothing else."""
+    t = time.perf_counter()
+    nbytes = nrec = 0
+    for p in sorted(root.rglob("*.seq")):
+        with open(p, "rb") as f:
+            for c in SequenceFileReader(f).iter_chunks():
+                nbytes += len(c.data)
+                nrec += bytes(c.data).count(b"\n") if isinstance(c.data, memoryview) else c.data.count(b"\n")
+    return nbytes, nrec, time.perf_counter() - t
+
+
+def row(name: str, nbytes: int, nrec: int, secs: float, cores: int, base: float | None) -> str:
+    mbps = nbytes / 1e6 / secs / cores
+    ratio = f"{mbps / base:6.2f}x" if base else "  1.00x"
+    return (f"{name:<22} {nbytes / 1e6:10.1f} {secs:8.2f} {cores:5d} {mbps:12.1f} {nrec / secs / cores:14,.0f} "
+            f"{ratio}")
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size-mb", type=int, default=1024, help="sink files to generate, MiB (default 1024)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="demux processes (default: all cores)")
+    p.add_argument("--dir", default=None, help="work directory (default: a temporary one, removed)")
+    args = p.parse_args(argv)
+    work = Path(args.dir or tempfile.mkdtemp(prefix="logflume-bench-jobs-"))
+    try:
+        sink = work / "sink"
+        t = time.perf_counter()
+        generate(sink, args.size_mb << 20)
+        print(f"generated {args.size_mb} MiB of sink files in {time.perf_counter() - t:.1f}s under {work}")
+        print(f"{'stage':<22} {'MB':>10} {'seconds':>8} {'cores':>5} {'MB/s/core':>12} {'records/s/core':>14} "
+              f"{'vs base':>7}")
+        nbytes, nrec, secs = baseline(sink)
+        base = nbytes / 1e6 / secs
+        print(row("read (baseline)", nbytes, nrec, secs, 1, None))
+
+        s = Archiver(ArchiveOptions(str(sink), str(work / "archive"))).run()
+        print(row("archive", s.bytes_in, nrec, s.seconds, 1, base)
+              + f"   ({s.duplicates_dropped} duplicate chunks dropped)")
+
+        d = demux_run(str(work / "archive"), str(work / "demux"), load_spec(None, []), workers=args.workers)
+        print(row(f"demux jsonl x{args.workers}", d.bytes, d.records + d.errors, d.seconds, args.workers, base)
+              + f"   ({d.records} records, {d.errors} errors)")
+        return 0
+    finally:
+        if not args.dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,135 @@
+"""Real agent and collector processes on loopback: failover, outages, back-pressure, shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+
+import pytest
+
+from tests.collector.conftest import (
+    agent_config,
+    collector_config,
+    exec_source,
+    numbers,
+    wait_all,
+)
+from tests.collector.store_plugin import read_store
+from tests.conftest import free_port, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def store_bytes(d) -> int:
+    return sum(p.stat().st_size for p in d.glob("*.seq")) if d.exists() else 0
+
+
+def test_sigkill_one_of_two_collectors_mid_transfer_loses_nothing(tmp_path, start_collector, start_agent):
+    n = 200_000  # 40 MB in 200-byte records
+    cfg_a, port_a, store_a = collector_config(tmp_path, "a")
+    cfg_b, port_b, store_b = collector_config(tmp_path, "b")
+    ca, cb = start_collector(cfg_a, "ca"), start_collector(cfg_b, "cb")
+    agent = start_agent(agent_config(tmp_path, "ag", {"collectors": [f"127.0.0.1:{port_a}", f"127.0.0.1:{port_b}"],
+                                                      "batch_bytes": "1MiB"},
+                                     sources={"gen": exec_source(n, pause_every=2000, pause=0.05)}))
+    wait_for(lambda: store_bytes(store_a) > 2_000_000, 60, message="collector a storing data")
+    ca.kill()  # SIGKILL mid-transfer
+    wait_all([store_a, store_b], n, 90, procs=[agent, cb])
+    counts = Counter(numbers([store_a, store_b]))
+    assert set(counts) == set(range(n))
+    dups = sum(c - 1 for c in counts.values())
+    # duplicates only from what was in flight to the killed collector (at most a couple of 1 MiB batches)
+    assert dups <= 3 * (1 << 20) // 200, dups
+    assert "cooling down" in agent.log()
+    assert agent.terminate(30) == 0
+    assert cb.terminate(30) == 0
+
+
+def test_all_collectors_down_then_back_nothing_lost(tmp_path, start_collector, start_agent):
+    n = 50_000
+    cfg_a, port_a, store_a = collector_config(tmp_path, "a")
+    cfg_b, port_b, store_b = collector_config(tmp_path, "b")
+    agent = start_agent(agent_config(tmp_path, "ag", {"collectors": [f"127.0.0.1:{port_a}", f"127.0.0.1:{port_b}"]},
+                                     sources={"gen": exec_source(n)}))
+    wait_for(lambda: "cannot connect" in agent.log(), 30, message="agent failing to connect")
+    time.sleep(2.0)  # an outage: the channel absorbs everything meanwhile
+    assert not store_a.exists() and not store_b.exists()
+    ca, cb = start_collector(cfg_a, "ca"), start_collector(cfg_b, "cb")
+    wait_all([store_a, store_b], n, 60, procs=[agent, ca, cb])
+    assert Counter(numbers([store_a, store_b])) == Counter(range(n))  # nothing was acked twice either
+    for p in (agent, ca, cb):
+        assert p.terminate(30) == 0
+
+
+def test_try_later_back_pressure_slows_agents_without_loss(tmp_path, start_collector, start_agent):
+    n = 40_000  # 8 MB per agent
+    cfg, port, store = collector_config(tmp_path, "slow", store={"delay": "150ms"}, max_pending_bytes="256KiB")
+    col = start_collector(cfg, "col")
+    agents = []
+    for i in range(3):
+        sink = {"collectors": [f"127.0.0.1:{port}"], "batch_bytes": "256KiB"}
+        src = exec_source(n, width=200, pause_every=1_000_000)
+        src["stream"] = f"gen{i}"
+        agents.append(start_agent(agent_config(tmp_path, f"ag{i}", sink, sources={"gen": src}), name=f"ag{i}"))
+
+    def complete() -> bool:
+        per: dict[str, set[int]] = {}
+        for c in read_store(store):
+            per.setdefault(c.stream, set()).update(int(bytes(r)[:9]) for r in c.records())
+        return len(per) == 3 and all(s >= set(range(n)) for s in per.values())
+
+    wait_for(complete, 120, interval=0.5, message="every agent's records stored")
+    logs = "".join(a.log() for a in agents)
+    assert "TRY_LATER" in logs, "the collector never pushed back"
+    for p in [*agents, col]:
+        assert p.terminate(30) == 0
+
+
+def test_sigterm_collector_finishes_in_flight_and_closes_files(tmp_path, start_collector, start_agent):
+    n = 100_000
+    port = free_port()
+    cfg, _, store = collector_config(tmp_path, "c", port=port, store={"delay": "20ms"})
+    col = start_collector(cfg, "c1")
+    agent = start_agent(agent_config(tmp_path, "ag", {"collectors": [f"127.0.0.1:{port}"], "batch_bytes": "1MiB"},
+                                     sources={"gen": exec_source(n, pause_every=2000, pause=0.05)}))
+    wait_for(lambda: store_bytes(store) > 1_000_000, 60, message="collector storing data")
+    t0 = time.monotonic()
+    assert col.terminate(30) == 0, col.log()
+    assert time.monotonic() - t0 < 20
+    assert "stopped" in col.log()
+    for path in store.glob("*.seq"):  # closed cleanly: every file reads to its end without a torn record
+        from sinks.sequencefile import SequenceFileReader
+
+        with open(path, "rb") as f:
+            list(SequenceFileReader(f).iter_chunks())
+    col2 = start_collector(cfg, "c2")
+    wait_all([store], n, 90, procs=[agent, col2])
+    for p in (agent, col2):
+        assert p.terminate(30) == 0
+
+
+def test_collectors_file_is_reread(tmp_path, start_collector, start_agent):
+    n = 20_000
+    cfg_a, port_a, store_a = collector_config(tmp_path, "a")
+    cfg_b, port_b, store_b = collector_config(tmp_path, "b")
+    ca = start_collector(cfg_a, "ca")
+    cb = start_collector(cfg_b, "cb")
+    listing = tmp_path / "collectors"
+    listing.write_text(f"# Chukwa-style list\nhttp://127.0.0.1:{port_a}/\n")
+    agent = start_agent(agent_config(tmp_path, "ag", {"collectors_file": str(listing), "batch_bytes": "256KiB"},
+                                     sources={"gen": exec_source(n, pause_every=500, pause=0.1)}))
+    wait_for(lambda: store_bytes(store_a) > 100_000, 60, message="data at collector a")
+    assert read_store(store_b) == []
+    listing.write_text(f"127.0.0.1:{port_b}\n")
+    os.utime(listing, (time.time() + 5, time.time() + 5))
+    wait_all([store_a, store_b], n, 60, procs=[agent])
+    before = store_bytes(store_a)
+    assert read_store(store_b)
+    time.sleep(0.5)
+    assert store_bytes(store_a) == before  # a is no longer used
+    for p in (agent, ca, cb):
+        p.signal(signal.SIGTERM)
+    for p in (agent, ca, cb):
+        assert p.wait(30) == 0

@@ -1,0 +1,106 @@
+"""A real collector process (``python -m logflume collector``) for the wire fuzz tests, with its memory readable."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_status_kib(pid: int, field: str) -> int:
+    """A ``/proc/PID/status`` field in KiB (VmHWM: peak resident set, VmRSS: current)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+class CollectorProcess:
+    """Collector with logflume, scribe and flume listeners and a local store, under an address-space limit."""
+
+    def __init__(self, root: Path, *, max_frame_size: str = "16MiB", as_limit: int = 3 << 30) -> None:
+        self.root = root
+        self.ports = {"logflume": free_port(), "scribe": free_port(), "flume": free_port()}
+        self.store = root / "store"
+        self.config = root / "collector.yaml"
+        self.config.write_text(
+            "collector:\n"
+            "  name: fuzzcoll\n"
+            f"  listen: 127.0.0.1:{self.ports['logflume']}\n"
+            f"  scribe: 127.0.0.1:{self.ports['scribe']}\n"
+            f"  flume: 127.0.0.1:{self.ports['flume']}\n"
+            f"  data_dir: {root / 'data'}\n"
+            f"  max_frame_size: {max_frame_size}\n"
+            "  idle_timeout: 3s\n"
+            "  frame_timeout: 2s\n"
+            "  max_connections: 64\n"
+            "store:\n"
+            "  type: buffer\n"
+            f"  primary: {{type: seqfile, url: {self.store}, roll_interval: 1h, collector_name: fuzzcoll}}\n"
+            f"  secondary: {{dir: {root / 'secondary'}}}\n"
+        )
+        self.log_path = root / "collector.log"
+        self._log = open(self.log_path, "ab")
+        self.as_limit = as_limit
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        limit = self.as_limit
+
+        def cap() -> None:  # a runaway allocation fails in the collector instead of taking the machine
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "logflume", "collector", "-c", str(self.config)],
+                                     stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=REPO, env=env, preexec_fn=cap)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"collector exited {self.proc.returncode}: {self.log()[-2000:]}")
+            try:
+                for port in self.ports.values():
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"collector did not listen: {self.log()[-2000:]}") from None
+                time.sleep(0.05)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def peak_rss_mib(self) -> float:
+        assert self.proc is not None
+        return proc_status_kib(self.proc.pid, "VmHWM") / 1024
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        """SIGTERM (drain and close the store's files); SIGKILL if it does not exit in 30 s."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode

@@ -41,8 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--sync", default="on,off", help="collector store sync variants: on (every_batch), off (none)")
     ap.add_argument("--chunk-size-mb", type=int, default=64, help="tail source chunk_size in MiB (default 64)")
     ap.add_argument("--rotate-mb", type=int, default=64, help="rotation variant: rename the file every N MiB")
-    ap.add_argument("--rotate-rate-mb", type=float, default=0.0,
-                    help="rotation variant: writer rate in MB/s (default 0: as fast as it can)")
+    ap.add_argument("--rotate-rate-mb", type=float, default=400.0,
+                    help="rotation variant: writer rate in MB/s (default 400; 0: as fast as it can, which leaves "
+                         "files that live for milliseconds and that no shipper can open before they are renamed)")
     ap.add_argument("--work-dir", default=str(BENCH / "work"), help="scratch space (inputs are cached here)")
     ap.add_argument("--results-dir", default=str(BENCH / "results"), help="where latest.md/latest.json go")
     ap.add_argument("--no-setup", action="store_true", help="do not run setup_peers.sh when a peer is missing")

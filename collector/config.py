@@ -61,6 +61,7 @@ COLLECTOR_SETTINGS: dict[str, Setting] = {
     "scribe": Setting(Optional(HostPort()), None, "HOST:PORT of the Scribe-compatible endpoint (null: off)"),
     "flume": Setting(Optional(HostPort()), None, "HOST:PORT of the Flume-ThriftSource-compatible endpoint (null: off)"),
     "flume_protocol": Setting(Enum("compact", "binary"), "compact", "Thrift protocol of the Flume endpoint"),
+    "thrift_max_frame_size": Setting(Size(min=1024), "16MiB", "Largest frame on the Scribe and Flume endpoints"),
     "shutdown_timeout": Setting(Duration(), "30s", "On SIGTERM, how long in-flight batches may take to finish"),
     "log_level": Setting(Enum("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "Logging level"),
 }

@@ -14,13 +14,16 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 
 from collector.config import CollectorConfig
 from logflume.chunk import Chunk
 from logflume.errors import StartupError, TryLater
 from logflume.sink import Sink
+from logflume.wire.buffers import BufferPool
 from logflume.wire.endpoint import WireEndpoint
 from logflume.wire.flume import FlumeEndpoint
 from logflume.wire.scribe import ScribeEndpoint
@@ -51,22 +54,36 @@ class StoreWriter:
     def start(self) -> None:
         self._thread.start()
 
-    def deliver(self, chunks: Sequence[Chunk]) -> None:
-        size = sum(len(c.data) for c in chunks)
+    @contextmanager
+    def reserve(self, nbytes: int) -> Iterator[None]:
+        """Admit ``nbytes`` towards the store, or raise TryLater while too much is pending.
+
+        A batch is always admitted when nothing is pending, so one batch larger
+        than ``max_pending_bytes`` still gets through.
+        """
         with self._lock:
-            if self.pending_bytes and self.pending_bytes + size > self.max_pending_bytes:
+            if self.pending_bytes and self.pending_bytes + nbytes > self.max_pending_bytes:
                 self.try_laters += 1
                 if self._metrics is not None:
                     self._metrics.counter("try_later", "Batches answered TRY_LATER (store behind)").inc()
                 raise TryLater(f"store behind: {self.pending_bytes} bytes pending", TRY_LATER_DELAY)
-            self.pending_bytes += size
-        fut: Future = Future()
+            self.pending_bytes += nbytes
         try:
-            self._queue.put((list(chunks), size, fut))
-            fut.result()
+            yield
         finally:
             with self._lock:
-                self.pending_bytes -= size
+                self.pending_bytes -= nbytes
+
+    def write(self, chunks: Sequence[Chunk]) -> None:
+        """Hand chunks to the writer thread; returns once the store has them durably (or raises its error)."""
+        fut: Future = Future()
+        self._queue.put((list(chunks), sum(len(c.data) for c in chunks), fut))
+        fut.result()
+
+    def deliver(self, chunks: Sequence[Chunk]) -> None:
+        """``reserve`` + ``write``: for endpoints whose batch size is only known once decoded (Scribe, Flume)."""
+        with self.reserve(sum(len(c.data) for c in chunks)):
+            self.write(chunks)
 
     def _run(self) -> None:
         while True:
@@ -112,10 +129,19 @@ class Collector:
         self.servers: list[TcpServer] = []
         self._started_store = False
 
-    def _deliver(self, chunks: Sequence[Chunk]) -> None:
-        self.writer.deliver(chunks)
+    def _count(self, chunks: Sequence[Chunk]) -> None:
         self.metrics.chunks_in.inc(len(chunks))
         self.metrics.bytes_in.inc(sum(len(c.data) for c in chunks))
+
+    def _deliver(self, chunks: Sequence[Chunk]) -> None:
+        """Scribe / Flume calls: admission and write in one."""
+        self.writer.deliver(chunks)
+        self._count(chunks)
+
+    def _write(self, chunks: Sequence[Chunk]) -> None:
+        """logflume batches: admitted by the endpoint through ``writer.reserve`` before their bodies were read."""
+        self.writer.write(chunks)
+        self._count(chunks)
 
     def start(self) -> None:
         """Start store, writer and listeners; StartupError (after cleaning up) if any cannot start."""
@@ -133,20 +159,22 @@ class Collector:
             self._started_store = True
             self.writer.start()
             wire = WireEndpoint(
-                self._deliver, server_name=cfg.name, max_frame_size=cfg.max_frame_size,
+                self._write, reserve=self.writer.reserve, pool=BufferPool(cfg.max_pending_bytes),
+                server_name=cfg.name, max_frame_size=cfg.max_frame_size,
                 idle_timeout=cfg.idle_timeout, frame_timeout=cfg.frame_timeout, tokens=cfg.tokens,
                 log=logging.getLogger("logflume.collector.wire"),
             )
             self._add(wire, cfg.listen, ssl_ctx)
             if cfg.scribe is not None:
                 self._add(ScribeEndpoint(
-                    self._deliver, source=cfg.name, max_frame_size=cfg.max_frame_size,
+                    self._deliver, source=cfg.name, max_frame_size=cfg.thrift_max_frame_size,
                     idle_timeout=cfg.idle_timeout, frame_timeout=cfg.frame_timeout,
                     log=logging.getLogger("logflume.collector.scribe"),
                 ), cfg.scribe, None)
             if cfg.flume is not None:
                 self._add(FlumeEndpoint(
-                    self._deliver, source=cfg.name, protocol=cfg.flume_protocol, max_frame_size=cfg.max_frame_size,
+                    self._deliver, source=cfg.name, protocol=cfg.flume_protocol,
+                    max_frame_size=cfg.thrift_max_frame_size,
                     idle_timeout=cfg.idle_timeout, frame_timeout=cfg.frame_timeout,
                     log=logging.getLogger("logflume.collector.flume"),
                 ), cfg.flume, None)
@@ -178,8 +206,9 @@ class Collector:
         timeout = self.config.collector.shutdown_timeout if timeout is None else timeout
         for s in self.servers:
             s.stop_accepting()
+        deadline = time.monotonic() + timeout
         for s in self.servers:
-            if not s.join(timeout):
+            if not s.join(max(0.0, deadline - time.monotonic())):
                 log.warning("%s: connections still busy after %.0fs; closing them", s.endpoint.name, timeout)
                 s.stop(0)
         self.servers.clear()

@@ -23,21 +23,24 @@ import re
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from logflume.chunk import Chunk
 from logflume.errors import ConfigError, DeliveryError, StartupError, TryLater
 from logflume.registry import resolve
 from logflume.settings import (
-    AnyValue,
     Duration,
     Float,
     Obj,
     Optional,
     Setting,
+    SettingType,
     Size,
     Str,
+    Values,
     parse_settings,
+    render_settings,
 )
 from logflume.sink import Sink
 from sinks.seqfile import SeqFileSink
@@ -47,6 +50,42 @@ _SECONDARY_FILE = re.compile(r"^(\d{16})\.seq$")
 _PROGRESS = "replay.progress"
 #: Per-chunk bytes a secondary record adds to the chunk's data (framing, key JSON), for the capacity check.
 _RECORD_OVERHEAD = 512
+
+
+@dataclass(frozen=True)
+class NestedSink:
+    """A sink config inside another component's config, validated with the rest of the file."""
+
+    type: str
+    cls: type[Sink]
+    values: Values
+
+
+class SinkConfig(SettingType):
+    """A nested sink: ``{type: NAME, ...settings}`` (type defaults to ``default_type``) or a URL string."""
+
+    expected = "a sink config mapping ({type: NAME, ...}) or a URL"
+
+    def __init__(self, default_type: str = "seqfile") -> None:
+        self.default_type = default_type
+
+    def parse(self, value: Any, path: str, file: str | None) -> NestedSink:
+        if isinstance(value, str) and value:
+            value = {"url": value}
+        if not isinstance(value, dict):
+            raise self._fail(value, path, file)
+        raw = dict(value)
+        type_name = raw.pop("type", self.default_type)
+        if not isinstance(type_name, str) or not type_name:
+            raise ConfigError(file, f"{path}.type", "expected a sink type name")
+        cls = resolve("sink", type_name, file, path)
+        raw.setdefault("channel", "-")  # a nested sink takes from its parent, not from a channel
+        return NestedSink(type_name, cls, parse_settings(cls.schema(), raw, path, file))
+
+    def render(self, value: NestedSink) -> dict[str, Any]:
+        out = {"type": value.type, **render_settings(value.cls.schema(), value.values)}
+        out.pop("channel", None)
+        return out
 
 
 class _Stopping(Exception):
@@ -89,8 +128,11 @@ class SecondaryFiles(SeqFileSink):
         total = 0
         with os.scandir(self.local_root) as it:
             for entry in it:
-                if entry.name.endswith((".seq", ".inprogress")) and entry.is_file():
-                    total += entry.stat().st_size
+                if entry.name.endswith((".seq", ".inprogress")):
+                    try:
+                        total += entry.stat().st_size
+                    except FileNotFoundError:  # replayed and deleted, or renamed at roll, just now
+                        pass
         return total
 
 
@@ -99,8 +141,8 @@ class BufferStore(Sink):
 
     settings: ClassVar[dict[str, Setting]] = {
         "channel": Setting(Str(), "", "Channel this sink takes from (not needed when it is a collector's store)"),
-        "primary": Setting(AnyValue(), doc="Sink config of the primary (type defaults to seqfile; a URL string "
-                                           "is short for {type: seqfile, url: URL}); may be a collector sink"),
+        "primary": Setting(SinkConfig(), doc="Sink config of the primary (type defaults to seqfile; a URL string "
+                                             "is short for {type: seqfile, url: URL}); may be a collector sink"),
         "secondary": Setting(Obj({
             "dir": Setting(Str(), doc="Local directory for the backlog"),
             "max_bytes": Setting(Size(min=1), "10GiB", "Backlog size at which the store answers TRY_LATER"),
@@ -113,19 +155,8 @@ class BufferStore(Sink):
 
     def configure(self) -> None:
         file = self.context.config_file
-        raw = self.config.primary
-        path = f"{self.name}.primary"
-        if isinstance(raw, str):
-            raw = {"url": raw}
-        if not isinstance(raw, dict):
-            raise ConfigError(file, path, f"expected a sink config mapping or a URL, got {type(raw).__name__}")
-        raw = dict(raw)
-        type_name = raw.pop("type", "seqfile")
-        if not isinstance(type_name, str) or not type_name:
-            raise ConfigError(file, f"{path}.type", "expected a sink type name")
-        cls = resolve("sink", type_name, file, path)
-        raw.setdefault("channel", "-")
-        self.primary: Sink = cls(path, parse_settings(cls.schema(), raw, path, file), self.context)
+        nested: NestedSink = self.config.primary
+        self.primary: Sink = nested.cls(f"{self.name}.primary", nested.values, self.context)
         sec = self.config.secondary
         if self.config.retry_jitter >= 1:
             raise ConfigError(file, f"{self.name}.retry_jitter", "expected a fraction below 1")

@@ -43,6 +43,7 @@ class PartitionWriter:
         self.count = 0
         fs.makedirs(folder, exist_ok=True)
         self._rows: list[dict[str, Any]] = []
+        self._lines: list[str] = []
         self._f: Any = None
         self._seq: Any = None
         if fmt == "jsonl":
@@ -58,15 +59,24 @@ class PartitionWriter:
     def write(self, record: dict[str, Any]) -> None:
         self.count += 1
         if self.fmt == "jsonl":
-            self._f.write(_json(record) + "\n")
+            self._lines.append(_json(record))
+            if len(self._lines) >= 512:
+                self._flush_lines()
         elif self.fmt == "seq":
             prov = {k: record[k] for k in ("_source", "_stream", "_epoch", "_offset") if k in record}
             self._seq.append(_json(prov), _json(record))
         else:
             self._rows.append(record)
 
+    def _flush_lines(self) -> None:
+        self._lines.append("")
+        self._f.write("\n".join(self._lines))
+        self._lines.clear()
+
     def close(self) -> str:
         """Finish the file and give it its final name; returns that name."""
+        if self._lines:
+            self._flush_lines()
         if self.fmt == "parquet":
             _write_parquet(self.fs, self.tmp, self._rows)
             self._rows = []

@@ -33,7 +33,11 @@ class ParseError(ValueError):
 
 @dataclass(slots=True)
 class RecordContext:
-    """Where a record came from: its chunk's identity and the record's stream offset."""
+    """Where a record came from: its chunk's identity and the record's stream offset.
+
+    Demux reuses one context per chunk (only ``offset`` changes), so it is valid
+    during the ``process`` call only: copy what you need, do not keep it.
+    """
 
     source: str
     stream: str

@@ -120,32 +120,57 @@ class RecordSplitter:
         st.chunks += 1
         st.bytes += len(chunk.data)
         tags = dict(chunk.tags)
-        split_tail = FLAG_SPLIT in chunk.flags
-        spans = list(chunk.record_spans())
-        mv = memoryview(chunk.data)
         base = chunk.start
-        for i, (s, e) in enumerate(spans):
-            raw = bytes(mv[s:e])
-            if raw.endswith(b"\n"):
-                raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
-            where = RecordContext(chunk.source, chunk.stream, chunk.epoch, base + s, chunk.datatype,
-                                  chunk.timestamp, tags)
-            prov = {"_source": chunk.source, "_stream": chunk.stream, "_epoch": chunk.epoch, "_offset": base + s,
-                    "_datatype": chunk.datatype, "_timestamp": chunk.timestamp, "_tags": tags}
+        # one context and one provenance template per chunk; only the offset changes per record
+        where = RecordContext(chunk.source, chunk.stream, chunk.epoch, base, chunk.datatype, chunk.timestamp, tags)
+        prov = {"_source": chunk.source, "_stream": chunk.stream, "_epoch": chunk.epoch, "_offset": base,
+                "_datatype": chunk.datatype, "_timestamp": chunk.timestamp, "_tags": tags}
+        records = raw_records(chunk)
+        split_tail = len(records) - 1 if FLAG_SPLIT in chunk.flags else -1
+        process = proc.process
+        for i, (offset, raw) in enumerate(records):
+            where.offset = base + offset
             try:
-                if split_tail and i == len(spans) - 1:
+                if i == split_tail:
                     raise ParseError("record longer than the agent's chunk_size: split across chunks")
-                fields = proc.process(raw, where)
+                fields = process(raw, where)
                 if not isinstance(fields, dict):
                     raise ParseError(f"processor returned {type(fields).__name__}, expected a dict")
             except ParseError as exc:
-                st.errors += 1
-                yield bad, {**prov, "reason": exc.reason, "raw": raw.decode("utf-8", "backslashreplace")}
-                continue
+                reason = exc.reason
             except Exception as exc:  # a plugin bug must not lose the record either
-                st.errors += 1
-                yield bad, {**prov, "reason": f"processor {type(proc).__name__} failed: {exc!r}",
-                            "raw": raw.decode("utf-8", "backslashreplace")}
+                reason = f"processor {type(proc).__name__} failed: {exc!r}"
+            else:
+                st.records += 1
+                rec = {**fields, **prov}
+                rec["_offset"] = base + offset
+                yield good, rec
                 continue
-            st.records += 1
-            yield good, {**fields, **prov}
+            st.errors += 1
+            err = {**prov, "reason": reason, "raw": raw.decode("utf-8", "backslashreplace")}
+            err["_offset"] = base + offset
+            yield bad, err
+
+
+def raw_records(chunk: Chunk) -> list[tuple[int, bytes]]:
+    """(offset in chunk, record bytes without its ``\n`` or ``\r\n``) for each record of a chunk."""
+    data = chunk.data
+    if chunk.record_ends is None:
+        lines = (data if isinstance(data, bytes) else bytes(data)).split(b"\n")
+        last = lines.pop()  # after the final newline: empty, or a record without one
+        out = []
+        off = 0
+        for line in lines:
+            out.append((off, line[:-1] if line.endswith(b"\r") else line))
+            off += len(line) + 1
+        if last:
+            out.append((off, last))
+        return out
+    mv = memoryview(data)
+    out = []
+    for s, e in chunk.record_spans():
+        raw = bytes(mv[s:e])
+        if raw.endswith(b"\n"):
+            raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+        out.append((s, raw))
+    return out

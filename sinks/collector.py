@@ -208,7 +208,7 @@ class CollectorSink(Sink):
 
         retrying = Retrying(
             stop=stop_after_attempt(len(healthy)),
-            wait=wait_exponential_jitter(initial=self.config.retry_initial, max=min(self.config.retry_max, 5.0),
+            wait=wait_exponential_jitter(multiplier=self.config.retry_initial, max=min(self.config.retry_max, 5.0),
                                          jitter=self.config.retry_initial),
             retry=retry_if_exception_type(_Failed),
             sleep=self._sleep,

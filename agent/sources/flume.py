@@ -16,6 +16,8 @@ from logflume.wire.flume import FlumeEndpoint
 
 
 class FlumeSource(EndpointSource):
+    """Flume-ThriftSource-compatible endpoint in the agent: headers -> tags, each event body -> one record."""
+
     settings: ClassVar[dict[str, Setting]] = {
         "listen": Setting(HostPort(), "127.0.0.1:4141", "HOST:PORT to serve Flume's Thrift protocol on"),
         "protocol": Setting(Enum("compact", "binary"), "compact", "Thrift protocol (Flume's ThriftSource: compact)"),

@@ -98,11 +98,7 @@ class ForwardSource(Source):
             self._flusher.join(5)
         streams = getattr(self, "streams", None)
         if streams is not None:
-            try:
-                streams.flush()
-            except ChannelClosed:
-                self.log.warning("source %s: channel closed; %d buffered bytes not delivered",
-                                 self.name, streams.pending_bytes)
+            streams.flush_within(10.0, self.log)
 
     def _committed(self, chunks: list[Chunk]) -> None:
         self.metrics.chunks_out.inc(len(chunks))
@@ -128,31 +124,43 @@ class ForwardSource(Source):
             n = read()
             if n == 0:
                 return
+            pending: list = []
             try:
                 unpacker.feed(memoryview(buf)[:n])
                 for obj in unpacker:
-                    self._handle(conn, obj, max_size)
+                    self._handle(conn, obj, max_size, pending)
+                self._buffer(pending)
             except ChannelClosed:
                 raise ConnectionClosing("shutting down") from None
             except (ProtocolError, ValueError, msgpack.UnpackException) as exc:
                 # BufferFull, ExtraData, FormatError, StackError and over-long lengths all land here.
+                self._buffer(pending)  # what came before the bad bytes is kept
                 self.protocol_errors.inc()
                 self.log.warning("source %s: dropping connection from %s: %s: %s",
                                  self.name, peer, type(exc).__name__, exc)
                 return
 
-    def _handle(self, conn: socket.socket, obj, max_size: int) -> None:
+    def _buffer(self, pending: list) -> None:
+        if pending:
+            self.events.inc(len(pending))
+            self.metrics.bytes_in.inc(sum(len(r) for _, r, _ in pending))
+            self.streams.add_many(pending)
+            pending.clear()
+
+    def _handle(self, conn: socket.socket, obj, max_size: int, pending: list) -> None:
+        """One message: without ``chunk`` its events join ``pending`` (buffered per read);
+        with it, they are committed first and then acked."""
         msg = decode_message(obj, max_size)
         stream = self.config.stream.format(tag=msg.tag[:STREAM_MAX])
         stream = self.streams.admit(stream, self._overflow)
         time_key = self.config.time_key
         records = [event_json(t, record, time_key) + b"\n" for t, record in msg.events]
+        if msg.chunk_id is None:
+            pending.extend((stream, record, ()) for record in records)
+            return
+        self._buffer(pending)  # keep the order of the connection's events
         self.events.inc(len(records))
         self.metrics.bytes_in.inc(sum(len(r) for r in records))
-        if msg.chunk_id is None:
-            for record in records:
-                self.streams.add(stream, record)
-            return
         self.streams.deliver_now([(stream, records)])
         payload = ack(msg.chunk_id)
         conn.settimeout(30)

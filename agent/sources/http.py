@@ -66,8 +66,8 @@ class HttpSource(Source):
             raise ConfigError(self.context.config_file, f"sources.{self.name}.stream_header",
                               "expected a header name")
         self.datatype = c.datatype or ("JSON" if c.format == "ndjson" else "Raw")
-        self.requests = self.metrics.counter("requests", "HTTP requests by status")
-        self.status = {code: self.metrics.counter("responses", "HTTP responses by status", status=str(code))
+        self.requests = self.metrics.counter("http_requests", "HTTP requests received")
+        self.status = {code: self.metrics.counter("http_responses", "HTTP responses by status", status=str(code))
                        for code in (200, 400, 401, 404, 405, 411, 413, 429, 503)}
         self.records_in = self.metrics.counter("records_in", "Records received")
         self._server: ThreadingHTTPServer | None = None

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from logflume.chunk import FLAG_SPLIT, Chunk, now_ms
+from logflume.errors import ChannelClosed
 
 Record = bytes | bytearray | memoryview
 
@@ -136,13 +137,14 @@ class EventStreams:
         self._pending: dict[str, _Pending] = {}
         self._pending_bytes = 0
         self._known: set[str] = set()
+        self._known_lock = threading.Lock()  # not self.lock: naming a stream must not wait for a full channel
 
     # -- stream names -------------------------------------------------------
     def admit(self, stream: str, overflow: str) -> str:
         """``stream`` if it is known or there is room for a new one, else ``overflow``."""
         if stream in self._known:
             return stream
-        with self.lock:
+        with self._known_lock:
             if len(self._known) < self.max_streams:
                 self._known.add(stream)
                 return stream
@@ -153,6 +155,17 @@ class EventStreams:
         """Buffer one record (``terminator`` appended); delivers (blocking) if a chunk filled up."""
         with self.lock:
             chunks = self._append(stream, record, flags, terminator)
+            if self._pending_bytes > self.buffer_limit:
+                chunks += self._cut_all()
+            if chunks:
+                self._send(chunks)
+
+    def add_many(self, items: Iterable[tuple[str, Record, tuple[str, ...]]], terminator: bytes = b"") -> None:
+        """``add`` for a batch of (stream, record, flags) under one lock (what one socket read gave)."""
+        with self.lock:
+            chunks: list[Chunk] = []
+            for stream, record, flags in items:
+                chunks += self._append(stream, record, flags, terminator)
             if self._pending_bytes > self.buffer_limit:
                 chunks += self._cut_all()
             if chunks:
@@ -198,6 +211,21 @@ class EventStreams:
             chunks = self._cut_all()
             if chunks:
                 self._send(chunks)
+
+    def flush_within(self, timeout: float, log) -> None:
+        """``flush`` at shutdown, giving up after ``timeout`` (a channel that stays full must not hang stop)."""
+        def run() -> None:
+            try:
+                self.flush()
+            except ChannelClosed:
+                pass
+
+        worker = threading.Thread(target=run, name="flush-on-stop", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive() or self._pending_bytes:
+            log.warning("%d buffered bytes could not be delivered at shutdown (channel full or closed)",
+                        self._pending_bytes)
 
     @property
     def pending_bytes(self) -> int:
@@ -265,6 +293,9 @@ class EventStreams:
         return out
 
     def _send(self, chunks: list[Chunk]) -> None:
-        self._deliver(chunks)
-        if self._on_committed is not None:
-            self._on_committed(chunks)
+        # One transaction per chunk: a batch of several chunks could exceed the channel's
+        # capacity and then never fit; a single chunk is always admitted into an empty channel.
+        for chunk in chunks:
+            self._deliver([chunk])
+            if self._on_committed is not None:
+                self._on_committed([chunk])

@@ -16,6 +16,8 @@ from logflume.wire.scribe import ScribeEndpoint
 
 
 class ScribeSource(EndpointSource):
+    """Scribe-compatible endpoint in the agent: category -> stream, each message -> one record."""
+
     settings: ClassVar[dict[str, Setting]] = {
         "listen": Setting(HostPort(), "127.0.0.1:1463", "HOST:PORT to serve Scribe on (scribed listens on 1463)"),
     }

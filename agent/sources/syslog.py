@@ -24,7 +24,7 @@ import time
 from typing import ClassVar
 
 from agent.sources.record_batcher import OVERFLOW_STREAM_SUFFIX, EventStreams, StreamLedger
-from agent.sources.syslog_framing import FrameDecoder, SyslogHeader, parse_header
+from agent.sources.syslog_framing import Buffer, FrameDecoder, SyslogHeader, parse_header
 from agent.sources.tcp_listener import ConnectionClosing, TcpListener, recv_loop
 from logflume.chunk import FLAG_TRUNCATED, Chunk
 from logflume.errors import ChannelClosed, ConfigError, StartupError
@@ -47,7 +47,8 @@ class SyslogSource(Source):
         "max_message_size": Setting(Size(min=64), "64KiB", "Longer messages are truncated (and flagged)"),
         "max_connections": Setting(Int(min=1), 256, "TCP connections served at once; more are closed"),
         "idle_timeout": Setting(Duration(), "5m", "Close a TCP connection silent for this long"),
-        "max_streams": Setting(Int(min=1), 1000, "Distinct streams; messages for more go to <template of _other>"),
+        "max_streams": Setting(Int(min=1), 1000,
+                               "Distinct streams; messages for more go to the stream with every field _other"),
         "udp_queue_size": Setting(Size(min=65536), "16MiB",
                                   "UDP bytes buffered while the channel is full; beyond, datagrams are dropped"),
         "udp_receive_buffer": Setting(Optional(Size(min=4096)), None, "SO_RCVBUF for the UDP socket"),
@@ -193,11 +194,7 @@ class SyslogSource(Source):
         self._threads.clear()
         streams = getattr(self, "streams", None)
         if streams is not None:
-            try:
-                streams.flush()
-            except ChannelClosed:
-                self.log.warning("source %s: channel closed; %d buffered bytes not delivered",
-                                 self.name, streams.pending_bytes)
+            streams.flush_within(10.0, self.log)
 
     # -- work ------------------------------------------------------------------
     def _committed(self, chunks: list[Chunk]) -> None:
@@ -210,17 +207,25 @@ class SyslogSource(Source):
         fields["peer"] = peer
         return self.streams.admit(self.config.stream.format_map(fields), self._overflow)
 
-    def _accept(self, msg, truncated: bool, transport: str, peer: str) -> None:
-        """One message in: pick its stream and buffer it (may block on a full channel)."""
-        header = parse_header(msg)
-        stream = self._stream_of(header, transport, peer)
-        self.messages.inc()
-        self.metrics.bytes_in.inc(len(msg) + 1)
+    def _accept(self, messages: list[tuple[Buffer, bool]], transport: str, peer: str) -> None:
+        """Messages of one read in: pick their streams and buffer them (may block on a full channel)."""
+        if not messages:
+            return
+        items = []
+        nbytes = truncated = 0
+        for msg, cut in messages:
+            stream = self._stream_of(parse_header(msg), transport, peer)
+            nbytes += len(msg) + 1
+            if cut:
+                truncated += 1
+                items.append((stream, msg, (FLAG_TRUNCATED,)))
+            else:
+                items.append((stream, msg, ()))
+        self.messages.inc(len(items))
+        self.metrics.bytes_in.inc(nbytes)
         if truncated:
-            self.truncated.inc()
-            self.streams.add(stream, msg, (FLAG_TRUNCATED,), terminator=b"\n")
-        else:
-            self.streams.add(stream, msg, terminator=b"\n")
+            self.truncated.inc(truncated)
+        self.streams.add_many(items, terminator=b"\n")
 
     def _serve_tcp(self, conn: socket.socket, peer: str) -> None:
         transport = "tls" if self.config.tls_cert else "tcp"
@@ -233,17 +238,16 @@ class SyslogSource(Source):
             except ConnectionClosing:
                 n = 0
             if n == 0:
-                for msg, truncated in decoder.finish():
-                    self._accept(msg, truncated, transport, peer)
+                self._accept(decoder.finish(), transport, peer)
                 return
-            for msg, truncated in decoder.feed(buf, n):
-                self._accept(msg, truncated, transport, peer)
+            self._accept(decoder.feed(buf, n), transport, peer)
 
     def _udp_receive(self) -> None:
         """Drain the socket always; queue up to udp_queue_size bytes, drop (counted) beyond."""
         sock = self._udp_sock
         assert sock is not None
         buf = bytearray(_UDP_MAX)
+        view = memoryview(buf)
         limit = self.config.udp_queue_size
         while not self.stopping.is_set():
             try:
@@ -266,7 +270,7 @@ class SyslogSource(Source):
                         self._last_drop_log = now
                         self._drops_since_log = 0
                     continue
-                self._udp_queue.append((bytes(buf[:n]), addr[0]))
+                self._udp_queue.append((bytes(view[:n]), addr[0]))
                 self._udp_queued += n
                 self._udp_cond.notify()
 
@@ -287,7 +291,7 @@ class SyslogSource(Source):
                 msg = memoryview(msg)[:limit]
             try:
                 if msg:
-                    self._accept(msg, truncated, "udp", peer)
+                    self._accept([(msg, truncated)], "udp", peer)
             finally:
                 with self._udp_cond:
                     self._udp_queued -= len(data)

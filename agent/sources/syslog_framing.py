@@ -170,7 +170,7 @@ SEVERITIES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "deb
 _PRI = re.compile(rb"<(\d{1,3})>")
 _RFC5424 = re.compile(rb"(\d{1,2}) (\S+) (\S+) (\S+) (\S+) (\S+)")
 _RFC3164_TS = re.compile(rb"(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\S+) ")
-_SAFE = re.compile(r"[^A-Za-z0-9._\-/@]")
+_SAFE = re.compile(r"[^A-Za-z0-9._\-@]")
 FIELD_MAX = 64
 NIL = "-"
 

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from agent.chunker import MultilinePattern, RecordChunker
-from agent.sources.tailing.checkpoint import Position, PositionFile
+from agent.sources.tailing.checkpoint import CheckpointWriter, Position, PositionFile
 from agent.sources.tailing.identity import FileIdentity
 from agent.sources.tailing.reader import TailedFile
 from agent.sources.tailing.watcher import ChangeWatcher
 from logflume.chunk import Chunk
-from logflume.errors import ConfigError
+from logflume.errors import ChannelClosed, ConfigError
 from logflume.settings import (
     Bool,
     Duration,
@@ -83,6 +83,15 @@ def decode_delimiter(text: str) -> bytes:
     return raw
 
 
+class Delimiter(Str):
+    """A record delimiter: shown by ``check`` with backslash escapes (``\\n``), which it also accepts."""
+
+    expected = "a non-empty string such as '\\n', '\\r\\n' or '\\0'"
+
+    def render(self, value):
+        return value.encode("unicode_escape").decode("ascii")
+
+
 class TailSource(ThreadedSource):
     """Follows files matching globs; one stream per file path, one epoch per file identity."""
 
@@ -95,7 +104,7 @@ class TailSource(ThreadedSource):
         "chunk_size": Setting(Size(min=1), "64MiB", "Largest chunk; a longer record is split into flagged pieces"),
         "read_block_size": Setting(Size(min=1), "1MiB", "Bytes per read() call"),
         "flush_interval": Setting(Duration(), "1s", "Send complete records this long after the first unsent byte"),
-        "record_delimiter": Setting(Str(), "\n", "Bytes that end a record (backslash escapes allowed: '\\r\\n')"),
+        "record_delimiter": Setting(Delimiter(), "\n", "Bytes that end a record (backslash escapes allowed: '\\r\\n')"),
         "multiline": Setting(Optional(Obj(MULTILINE_SETTINGS)), None,
                              "Group lines into records: {pattern, negate, match} (Filebeat semantics)"),
         "partial_timeout": Setting(Duration(), "5s", "Send a record still missing its delimiter after this long idle"),
@@ -107,8 +116,8 @@ class TailSource(ThreadedSource):
         "scan_interval": Setting(Duration(), "10s", "Re-run the globs this often (new files, missed events)"),
         "use_events": Setting(Bool(), True, "Use inotify (watchdog) events; false: periodic scan only (NFS)"),
         "forget_after": Setting(Duration(), "24h", "Drop the position of a file not seen for this long"),
-        "checkpoint_interval": Setting(Duration(), "0s",
-                                       "Write the position file at most this often (0: after every delivery)"),
+        "checkpoint_interval": Setting(
+            Duration(), "0s", "Write the position file at most this often (0: as soon as the last write ended)"),
     }
 
     # -- configuration --------------------------------------------------------------------------
@@ -141,7 +150,6 @@ class TailSource(ThreadedSource):
         self.open_count = 0
         self._initial_scan = True
         self._ckpt_dirty = False
-        self._last_ckpt = 0.0
         m = self.metrics
         self.m_bytes_read = m.counter("tail_bytes_read", "Bytes read from tailed files")
         self.m_chunks = m.counter("tail_chunks_emitted", "Chunks emitted (committed to the channel)")
@@ -162,6 +170,7 @@ class TailSource(ThreadedSource):
     def start(self, output: SourceOutput) -> None:  # type: ignore[override]
         self.positions = PositionFile(self.context.state_dir("source", self.name) / "positions.json")
         self.remembered = {p.key: p for p in self.positions.load()}
+        self.checkpoints = CheckpointWriter(self.positions, self.config.checkpoint_interval, self._checkpoint_failed)
         self.watcher = ChangeWatcher([s.glob for s in self.specs], use_events=self.config.use_events)
         self.watcher.start()
         super().start(output)
@@ -177,6 +186,9 @@ class TailSource(ThreadedSource):
         if not self.alive:
             for tf in self.files.values():
                 self._close(tf)
+        checkpoints = getattr(self, "checkpoints", None)
+        if checkpoints is not None:
+            checkpoints.close(timeout=10)
 
     def _lag_gauge(self, tf: TailedFile):
         return self.metrics.gauge("tail_file_lag_bytes", "Bytes of a file not yet committed", path=tf.stream)
@@ -190,29 +202,48 @@ class TailSource(ThreadedSource):
             self._initial_scan = False
             self._recover_moved(now)
             self._save_checkpoint(force=True)
+            self.checkpoints.flush(timeout=10)
             next_scan = now + self.config.scan_interval
             while not self.stopping.is_set():
                 now = time.monotonic()
-                dirty, moves, dir_changed = self.watcher.take()
-                for old, new in moves:
-                    self._moved(old, new, now)
-                if dir_changed or now >= next_scan:
-                    self._scan(now)
-                    self.watcher.ensure_watches()
+                try:
+                    nread = self._step(now, next_scan)
+                except ChannelClosed:
+                    raise
+                except Exception:  # a bug or an unexpected OS error must not stop the whole source
+                    self.metrics.errors.inc()
+                    self.log.exception("tail source %s: unexpected error; re-reading from committed positions",
+                                       self.name)
+                    for tf in self.files.values():
+                        tf.rewind()
+                    self.stopping.wait(1.0)
+                    continue
+                if now >= next_scan:
                     next_scan = now + self.config.scan_interval
-                else:
-                    for path in dirty:
-                        spec = self._spec_for(path)
-                        if spec is not None:
-                            self._consider(path, spec, now)
-                nread = self._service(now)
-                self._save_checkpoint()
                 if nread == 0 and not self.stopping.is_set():
                     self.watcher.wait(self._idle_wait(time.monotonic(), next_scan))
         finally:
             self._save_checkpoint(force=True)
+            self.checkpoints.flush(timeout=10)
             for tf in self.files.values():
                 self._close(tf)
+
+    def _step(self, now: float, next_scan: float) -> int:
+        """One round: take events, scan if due, read and deliver; returns bytes read."""
+        dirty, moves, dir_changed = self.watcher.take()
+        for old, new in moves:
+            self._moved(old, new, now)
+        if dir_changed or now >= next_scan:
+            self._scan(now)
+            self.watcher.ensure_watches()
+        else:
+            for path in dirty:
+                spec = self._spec_for(path)
+                if spec is not None:
+                    self._consider(path, spec, now)
+        nread = self._service(now)
+        self._save_checkpoint()
+        return nread
 
     def _idle_wait(self, now: float, next_scan: float) -> float:
         deadline = min(next_scan, now + 1.0)
@@ -372,7 +403,9 @@ class TailSource(ThreadedSource):
             if tf is None:
                 return
         tf.path = new
-        if self._spec_for(new) is None and tf.rotated_at is None:
+        if self._spec_for(new) is not None:
+            tf.rotated_at = None  # still at a watched path: followed like any other file
+        elif tf.rotated_at is None:
             tf.rotated_at = now  # renamed out of the globs: read to its end, then let go
 
     def _recover_moved(self, now: float) -> None:
@@ -504,7 +537,7 @@ class TailSource(ThreadedSource):
         self._deliver(batch, touched)
         for tf in finished:
             self.m_rotations.inc()
-            self._forget_file(tf, remember=True)
+            self._forget_file(tf, remember=not tf.deleted)
         return total
 
     def _deliver(self, chunks: Sequence[Chunk], touched: list[TailedFile]) -> None:
@@ -519,20 +552,22 @@ class TailSource(ThreadedSource):
             tf.mark_committed()
             self._lag_gauge(tf).set(tf.lag)
             self._ckpt_dirty = True
-        if chunks and self.config.checkpoint_interval == 0:
-            self._save_checkpoint(force=True)
+        if chunks:
+            self._save_checkpoint()
 
     def _save_checkpoint(self, force: bool = False) -> None:
+        """Hand the committed positions to the writer thread (it coalesces and paces the writes)."""
         if not (self._ckpt_dirty or force):
-            return
-        now = time.monotonic()
-        if not force and now - self._last_ckpt < self.config.checkpoint_interval:
             return
         entries = [tf.position() for tf in self.files.values()]
         entries += [p for k, p in self.remembered.items() if k not in self.files]
-        self.positions.save(entries)
-        self._last_ckpt = now
+        self.checkpoints.submit(entries)
         self._ckpt_dirty = False
+
+    def _checkpoint_failed(self, exc: OSError) -> None:
+        # disk full, read-only: reading goes on, the writer tries again
+        self.metrics.errors.inc()
+        self.log.error("cannot write position file %s: %s (will retry)", self.positions.path, exc)
 
 
 def _glob_matches(path: str, pattern: str) -> bool:
@@ -546,5 +581,6 @@ def _glob_matches(path: str, pattern: str) -> bool:
         return fnmatch.fnmatchcase(path, pattern)
     p_parts, s_parts = pattern.split(os.sep), path.split(os.sep)
     return len(p_parts) == len(s_parts) and all(
-        fnmatch.fnmatchcase(s, p) for s, p in zip(s_parts, p_parts, strict=True)
+        fnmatch.fnmatchcase(s, p) and (not s.startswith(".") or p.startswith("."))  # glob skips dot files
+        for s, p in zip(s_parts, p_parts, strict=True)
     )

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from logflume.errors import StartupError
+from logflume.errors import ChannelClosed, StartupError
 
 Handler = Callable[[socket.socket, str], None]
 
@@ -124,7 +124,7 @@ class TcpListener:
                 with self._lock:
                     self._conns[me] = conn
             self.handler(conn, peer)
-        except ConnectionClosing:
+        except (ConnectionClosing, ChannelClosed):
             pass
         except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
             self.log.info("connection from %s closed: %s", peer, exc)
@@ -149,8 +149,9 @@ class TcpListener:
             self._thread.join(timeout)
         with self._lock:
             threads = list(self._conns)
+        deadline = time.monotonic() + timeout
         for t in threads:
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))
 
 
 def recv_loop(conn: socket.socket, buf: bytearray, stopping: threading.Event, idle_timeout: float,

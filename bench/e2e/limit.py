@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from bench.e2e.measure import ProcGroup, Result, SeqVerifier, wait_until
+from bench.e2e.variants import clear_dir
 
 BUF = 4 << 20
 
@@ -70,7 +71,7 @@ def send(port: int, start_file: Path, files: list[str]) -> int:
 def run_limit(files: list[str], total_lines: int, total_bytes: int, variant: str, work: Path,
               python: str, env: dict[str, str]) -> Result:
     """Time the copy from the sender's start to the receiver's exit (all bytes written), then verify."""
-    work.mkdir(parents=True, exist_ok=True)
+    clear_dir(work)
     port_file = work / "port"
     out = work / "received.log"
     res = Result("limit", variant, total_bytes, total_lines)
@@ -81,7 +82,8 @@ def run_limit(files: list[str], total_lines: int, total_bytes: int, variant: str
         wait_until(port_file.exists, 20, "the limit receiver's port", group)
         snd = group.start("sender", [python, "-m", "bench.e2e.limit", "send", port_file.read_text(),
                                      str(work / "start"), *files], work / "send.log", env=env)
-        snd.wait(600)
+        if snd.wait(600).exit_code:
+            recv.stop(5)
         recv.wait(600)
         if snd.usage.exit_code or recv.usage.exit_code:
             raise RuntimeError(f"limit copy failed: {snd.log_tail()} {recv.log_tail()}")
@@ -93,6 +95,9 @@ def run_limit(files: list[str], total_lines: int, total_bytes: int, variant: str
         v = SeqVerifier(total_lines)
         v.feed_file(out)
         res.lines_lost, res.duplicates = v.lost, v.duplicates
+    except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
+        res.error = str(exc)[-500:]
+        res.seconds = None
     finally:
         group.stop_all(5)
         out.unlink(missing_ok=True)

@@ -1,10 +1,10 @@
 """What a contender cost: wall time, CPU seconds and peak RSS of every process it ran, lines lost.
 
 Each contender's processes are started with :class:`Proc` and reaped with ``os.wait4``, whose
-``rusage`` gives the exact user and system CPU seconds and the peak RSS of that process (and of any
-children it waited for) without psutil; ``/proc/PID/status`` ``VmHWM`` is sampled as well while it
-runs, and the larger figure is kept.  Completeness is verified from the sequence numbers in the
-output (:class:`SeqVerifier`), so it works on any contender's output format.
+``rusage`` gives the exact user and system CPU seconds of that process (and of any children it
+waited for) without psutil; peak RSS is ``/proc/PID/status`` ``VmHWM``, sampled while it runs
+(every poll of the harness, and just before it is asked to stop).  Completeness is verified from
+the sequence numbers in the output (:class:`SeqVerifier`), so it works on any output format.
 """
 
 from __future__ import annotations
@@ -78,7 +78,9 @@ class Proc:
     def _reaped(self, status: int, ru: Any) -> None:
         code = os.waitstatus_to_exitcode(status)
         self.popen.returncode = code
-        self.usage = ProcUsage(self.name, ru.ru_utime, ru.ru_stime, max(self.hwm, ru.ru_maxrss * 1024), code)
+        # Peak RSS from VmHWM samples only: wait4's ru_maxrss keeps the high-water mark from before
+        # exec (the forked copy of this harness), so it would report the harness's size.
+        self.usage = ProcUsage(self.name, ru.ru_utime, ru.ru_stime, self.hwm, code)
         self._log.close()
 
     def wait(self, timeout: float) -> ProcUsage:

@@ -82,6 +82,28 @@ def spark_context(master: str | None = None, conf: dict[str, str] | None = None)
     return SparkContext.getOrCreate(sconf)
 
 
+def _stop_gateway() -> None:
+    """End the JVM pyspark started for us and reap it (it would outlive us as a zombie)."""
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    proc = getattr(gateway, "proc", None)  # None under spark-submit: not ours
+    if gateway is None or proc is None:
+        return
+    try:
+        gateway.shutdown()
+    finally:
+        SparkContext._gateway = None
+        SparkContext._jvm = None
+        if proc.stdin:
+            proc.stdin.close()  # the gateway server exits on EOF
+        try:
+            proc.wait(timeout=30)
+        except Exception:
+            proc.kill()
+            proc.wait()
+
+
 def run(files: list[InputFile], in_fs: Any, output_url: str, spec: ProcessorSpec, fmt: str,
         master: str | None = None, conf: dict[str, str] | None = None,
         split_size: int = SPLIT_SIZE, sc: Any = None) -> tuple[DemuxStats, list[str], int]:
@@ -100,6 +122,7 @@ def run(files: list[InputFile], in_fs: Any, output_url: str, spec: ProcessorSpec
     finally:
         if own:
             sc.stop()
+            _stop_gateway()
     stats = DemuxStats()
     outputs: list[str] = []
     for chunks, records, errors, nbytes, names in results:

@@ -106,8 +106,7 @@ class WireClient:
     def _send(self, parts: Sequence[object]) -> None:
         assert self.conn is not None
         try:
-            for part in parts:
-                self.conn.sendall(part, timeout=self.timeout)  # type: ignore[arg-type]
+            self.conn.send_parts(list(parts), timeout=self.timeout)
         except OSError as exc:
             self.close()
             raise DeliveryError(f"collector {self.address}: send failed: {exc}") from None

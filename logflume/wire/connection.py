@@ -15,6 +15,8 @@ import time
 
 #: Slowest transfer rate a peer may sustain inside one frame before it is cut off (bytes per second).
 MIN_RATE = 256 * 1024
+#: Buffers per sendmsg call (Linux's UIO_MAXIOV).
+IOV_MAX = 1024
 #: How often an idle wait looks at the stop flag.
 POLL_INTERVAL = 0.2
 
@@ -83,6 +85,26 @@ class Connection:
         self.sock.settimeout(timeout)
         self.sock.sendall(data)
 
+    def send_parts(self, parts: list, timeout: float | None) -> None:
+        """Send buffers in order without joining them: ``sendmsg`` gathers up to IOV_MAX per call (plain TCP)."""
+        if isinstance(self.sock, ssl.SSLSocket):
+            for part in parts:
+                self.sendall(part, timeout)
+            return
+        self.sock.settimeout(timeout)
+        views = [memoryview(p).cast("B") for p in parts if len(p)]
+        i = 0
+        while i < len(views):
+            group = views[i:i + IOV_MAX]
+            sent = self.sock.sendmsg(group)
+            for v in group:  # skip what went out, keep the rest of a partly sent buffer
+                if sent >= len(v):
+                    sent -= len(v)
+                    i += 1
+                else:
+                    views[i] = v[sent:]
+                    break
+
     def close(self) -> None:
         if self._closed:
             return
@@ -92,31 +114,3 @@ class Connection:
         except OSError:
             pass
         self.sock.close()
-
-
-class ReceiveBuffer:
-    """A growable receive buffer reused across frames, so big bodies do not fault in fresh memory each time.
-
-    ``view(n)`` hands out a view of the first ``n`` bytes.  If a consumer kept a
-    view past the call it was given one for (the buffer is still exported), the
-    next ``view`` allocates a new buffer instead of overwriting bytes someone holds.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._buf = bytearray()
-
-    def _in_use(self) -> bool:
-        try:
-            self._buf.append(0)
-        except BufferError:
-            return True
-        del self._buf[-1]
-        return False
-
-    def view(self, n: int) -> memoryview:
-        if n > self.limit:
-            raise ValueError(f"{n} bytes exceed the buffer limit {self.limit}")
-        if len(self._buf) < n or self._in_use():
-            self._buf = bytearray(max(n, min(len(self._buf), self.limit)))
-        return memoryview(self._buf)[:n]

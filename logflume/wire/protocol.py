@@ -12,6 +12,7 @@ from the 16-byte prefix, before anything is allocated.
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -92,9 +93,26 @@ def unpack_prefix(raw: bytes | bytearray, max_frame_size: int) -> tuple[int, int
     return header_len, body_len
 
 
-def compress(data: Any, compression: str, level: int = 1) -> bytes:
+_codecs = threading.local()  # zstd (de)compressor objects are costly to make and not shareable between threads
+
+
+def _zstd_compressor() -> zstandard.ZstdCompressor:
+    c = getattr(_codecs, "zc", None)
+    if c is None:
+        c = _codecs.zc = zstandard.ZstdCompressor(level=1)
+    return c
+
+
+def _zstd_decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_codecs, "zd", None)
+    if d is None:
+        d = _codecs.zd = zstandard.ZstdDecompressor()
+    return d
+
+
+def compress(data: Any, compression: str) -> bytes:
     if compression == "zstd":
-        return zstandard.ZstdCompressor(level=level).compress(data)
+        return _zstd_compressor().compress(data)
     if compression == "lz4":
         return lz4.frame.compress(data, compression_level=0)
     raise ValueError(f"unknown compression {compression!r}")
@@ -104,7 +122,7 @@ def decompress(data: memoryview, codec: int, length: int) -> bytes:
     """Inflate one body, refusing to produce more than the declared ``length``."""
     try:
         if codec == Compression.ZSTD:
-            out = zstandard.ZstdDecompressor().decompress(data, max_output_size=length)
+            out = _zstd_decompressor().decompress(data, max_output_size=length)
         elif codec == Compression.LZ4:
             out = lz4.frame.decompress(data)
         else:
@@ -154,15 +172,21 @@ def encode_reply(name: str, seqid: int, result: Any) -> bytes:
 
 def chunk_from_header(h: Any, body: Any) -> Chunk:
     """Rebuild a chunk from its wire header and (already decompressed) bytes."""
+    tags = h.tags
+    if tags and not all(type(k) is str and type(v) is str for k, v in tags.items()):
+        tags = {_text(k): _text(v) for k, v in tags.items()}
+    flags = h.flags
     return Chunk(
         source=_text(h.source), stream=_text(h.stream), datatype=_text(h.datatype), seq_id=int(h.seq_id),
-        epoch=_text(h.epoch), data=body, tags={_text(k): _text(v) for k, v in (h.tags or {}).items()},
-        record_ends=[int(x) for x in h.record_ends] if h.record_ends is not None else None,
-        timestamp=int(h.timestamp or 0), flags=[_text(f) for f in (h.flags or [])],
+        epoch=_text(h.epoch), data=body, tags=dict(tags) if tags else {},
+        record_ends=list(h.record_ends) if h.record_ends is not None else None,
+        timestamp=int(h.timestamp or 0), flags=[_text(f) for f in flags] if flags else [],
     )
 
 
 def _text(v: Any) -> str:
+    if type(v) is str:
+        return v
     if v is None:
         return ""
     return v.decode("utf-8", "replace") if isinstance(v, (bytes, bytearray)) else str(v)

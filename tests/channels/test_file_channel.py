@@ -410,6 +410,35 @@ def test_torn_last_record_is_discarded_and_committed_ones_kept(make, tmp_path, c
     assert seg.stat().st_size < size - commit_record - 2000, "the torn tail is cut off"
 
 
+def test_cut_record_in_an_older_segment_is_damage_not_a_torn_tail(make, tmp_path):
+    ch = make(segment_size="4KiB")
+    early_checkpoint = (ch.directory / "checkpoint").read_bytes()  # replay will cover every segment
+    for i in range(3):
+        put(ch, i, size=3000)  # one segment per record
+    copy = crashed_copy(ch, tmp_path / "crashed")
+    (copy / "checkpoint").write_bytes(early_checkpoint)
+    segs = list_segments(copy)
+    assert len(segs) >= 3
+    older = copy / segment_name(segs[-2])
+    with open(older, "r+b") as f:
+        f.truncate(older.stat().st_size - 100)
+    with pytest.raises(LogCorrupted, match="not the newest segment") as info:
+        make(dir=str(copy))
+    assert info.value.segment == str(older)
+
+
+def test_torn_tail_followed_by_an_empty_segment_is_still_a_torn_tail(make, tmp_path):
+    ch = make()
+    put(ch, 0)
+    put(ch, 1, size=3000)
+    copy = crashed_copy(ch, tmp_path / "crashed")
+    newest = copy / segment_name(max(list_segments(copy)))
+    with open(newest, "r+b") as f:
+        f.truncate(newest.stat().st_size - HEADER_SIZE - 1000)
+    (copy / segment_name(max(list_segments(copy)) + 1)).touch()
+    assert ids(take_all(make(dir=str(copy)))) == [0]
+
+
 def test_zeroed_tail_after_power_loss_is_discarded(make, tmp_path):
     ch = make()
     put(ch, 0)
@@ -439,7 +468,24 @@ def test_damage_in_replayed_log_is_reported_with_segment_and_offset(make, tmp_pa
         make(dir=str(copy))
     assert info.value.segment == str(seg) and info.value.offset == 0
     assert str(seg) in str(info.value) and "checksum" in str(info.value)
+    assert "says the segment was on disk up to" in str(info.value)
     assert isinstance(info.value, StartupError)
+
+
+def test_unsynced_pages_lost_with_power_are_cut_not_reported(make, tmp_path, caplog):
+    """After a power loss, damage past the last fsync (no later record vouches for it) is a lost write."""
+    ch = make(fsync="interval", fsync_interval="1h")
+    put(ch, 0, size=1000)
+    ch.checkpoint()  # fsyncs the log: chunk 0 is durable
+    put(ch, 1, size=1000)
+    put(ch, 2, size=1000)  # not fsynced: in interval mode a power loss may take them
+    copy = crashed_copy(ch, tmp_path / "crashed")
+    seg = copy / segment_name(max(list_segments(copy)))
+    first_unsynced = 2 * HEADER_SIZE + len(chunk(0, 1000).metadata_json()) + 1000
+    flip_byte(seg, first_unsynced + HEADER_SIZE + 500)  # a page of chunk 1 never reached the disk
+    caplog.set_level(logging.WARNING)
+    assert ids(take_all(make(dir=str(copy)))) == [0]
+    assert "torn record" in caplog.text
 
 
 def test_damage_in_checkpointed_chunk_fails_the_take_and_is_not_skipped(make):

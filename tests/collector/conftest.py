@@ -11,6 +11,7 @@ import yaml
 
 from tests.collector.store_plugin import read_store, records
 from tests.conftest import free_port, wait_for
+from tests.wire.conftest import wire_server  # noqa: F401 - shared fixture
 
 STORE = "tests.collector.store_plugin:SeqDirStore"
 
@@ -51,7 +52,7 @@ def agent_config(tmp_path: Path, name: str, sink: dict[str, Any], sources: dict[
                  channel: dict[str, Any] | None = None) -> Path:
     cfg = {
         "agent": {"name": name, "data_dir": str(tmp_path / f"agent-{name}"), "log_level": "INFO",
-                  "shutdown_timeout": "10s"},
+                  "shutdown_timeout": "3s"},
         "sources": sources or {},
         "channels": {"buf": channel or {"type": "memory", "capacity": "256MiB"}},
         "sinks": {"fwd": {"type": "collector", "channel": "buf", "timeout": "10s", "cooldown": "1s",
@@ -92,6 +93,15 @@ def wait_all(store_dirs: list[Path], n: int, timeout: float, procs=()) -> None:
         logs = "\n".join(p.log()[-3000:] for p in procs)
         raise AssertionError(f"{len(got)} of {n} records arrived; missing e.g. {sorted(set(range(n)) - got)[:5]}\n"
                              f"{logs}") from None
+
+
+def stop_all(procs, timeout: float = 30.0) -> list[int]:
+    """SIGTERM every process at once, then collect exit codes (shutdowns overlap instead of adding up)."""
+    import signal
+
+    for p in procs:
+        p.signal(signal.SIGTERM)
+    return [p.wait(timeout) for p in procs]
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from tests.collector.conftest import (
     collector_config,
     exec_source,
     numbers,
+    stop_all,
     wait_all,
 )
 from tests.collector.store_plugin import read_store
@@ -65,7 +66,9 @@ def test_all_collectors_down_then_back_nothing_lost(tmp_path, start_collector, s
 
 def test_try_later_back_pressure_slows_agents_without_loss(tmp_path, start_collector, start_agent):
     n = 40_000  # 8 MB per agent
-    cfg, port, store = collector_config(tmp_path, "slow", store={"delay": "150ms"}, max_pending_bytes="256KiB")
+    mport = free_port()
+    cfg, port, store = collector_config(tmp_path, "slow", store={"delay": "150ms"}, max_pending_bytes="256KiB",
+                                        metrics=f"127.0.0.1:{mport}")
     col = start_collector(cfg, "col")
     agents = []
     for i in range(3):
@@ -83,6 +86,13 @@ def test_try_later_back_pressure_slows_agents_without_loss(tmp_path, start_colle
     wait_for(complete, 120, interval=0.5, message="every agent's records stored")
     logs = "".join(a.log() for a in agents)
     assert "TRY_LATER" in logs, "the collector never pushed back"
+    import urllib.request
+
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10).read().decode()
+    samples = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("logflume_") and 'kind="collector"' in line}
+    assert samples["logflume_try_later_total"] > 0
+    assert samples["logflume_bytes_in_total"] >= 3 * n * 200
     for p in [*agents, col]:
         assert p.terminate(30) == 0
 
@@ -133,3 +143,53 @@ def test_collectors_file_is_reread(tmp_path, start_collector, start_agent):
         p.signal(signal.SIGTERM)
     for p in (agent, ca, cb):
         assert p.wait(30) == 0
+
+
+def test_default_buffer_store_receives_everything(tmp_path, start_collector, start_agent):
+    """No ``store:`` section: the collector writes through the default BufferStore into SeqFileSink files."""
+    from sinks.sequencefile import SequenceFileReader
+    from tests.collector.conftest import write_yaml
+
+    n = 20_000
+    port = free_port()
+    data_dir = tmp_path / "cdata"
+    cfg = write_yaml(tmp_path / "collector.yaml", {"collector": {
+        "name": "c-default", "listen": f"127.0.0.1:{port}", "data_dir": str(data_dir), "shutdown_timeout": "20s"}})
+    col = start_collector(cfg)
+    agent = start_agent(agent_config(tmp_path, "ag", {"collectors": [f"127.0.0.1:{port}"]},
+                                     sources={"gen": exec_source(n)}))
+
+    def stored() -> list[int]:
+        out = []
+        for path in (data_dir / "sink").rglob("*.seq"):
+            with open(path, "rb") as f:
+                out += [int(bytes(r)[:9]) for c in SequenceFileReader(f).iter_chunks() for r in c.records()]
+        return out
+
+    wait_for(lambda: "started" in agent.log(), 20, message="agent started")
+    time.sleep(2.0)  # the generator is done within a second; SIGTERM then drains the channel
+    assert agent.terminate(30) == 0  # drains its channel into the collector first
+    assert col.terminate(30) == 0  # flushes and closes the sink files (final names)
+    assert set(stored()) == set(range(n)), agent.log()[-2000:] + col.log()[-2000:]
+
+
+@pytest.mark.slow
+def test_64mib_chunks_survive_sigkill_of_a_collector(tmp_path, start_collector, start_agent):
+    """The big-chunk variant of the SIGKILL test: ~320 MB in 64 MiB chunks, each chunk alone in its batch."""
+    n = 320_000  # 1000-byte records
+    cfg_a, port_a, store_a = collector_config(tmp_path, "a")
+    cfg_b, port_b, store_b = collector_config(tmp_path, "b")
+    ca, cb = start_collector(cfg_a, "ca"), start_collector(cfg_b, "cb")
+    src = exec_source(n, width=1000, pause_every=20_000, pause=0.2)
+    src.update(chunk_size="64MiB", flush_interval="1s")
+    agent = start_agent(agent_config(tmp_path, "ag", {"collectors": [f"127.0.0.1:{port_a}", f"127.0.0.1:{port_b}"],
+                                                      "batch_bytes": "64MiB"},
+                                     sources={"gen": src}))
+    # kill a while a 64 MiB frame is on its way: once it holds one chunk, or as soon as it holds anything
+    wait_for(lambda: store_bytes(store_a) > 1000 or store_bytes(store_b) > 64 << 20, 120,
+             message="first 64 MiB chunk stored")
+    ca.kill()
+    wait_all([store_a, store_b], n, 150, procs=[agent, cb])
+    sizes = [len(c.data) for c in read_store(store_a) + read_store(store_b)]
+    assert max(sizes) > 32 << 20  # big chunks really went over the wire
+    assert stop_all([agent, cb]) == [0, 0]

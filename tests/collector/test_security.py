@@ -9,7 +9,7 @@ import time
 import pytest
 
 from logflume.wire.protocol import pack_prefix
-from tests.collector.conftest import agent_config, collector_config, exec_source, numbers, wait_all
+from tests.collector.conftest import agent_config, collector_config, exec_source, numbers, stop_all, wait_all
 from tests.conftest import wait_for
 from tests.wire.certs import make_pki
 
@@ -55,8 +55,8 @@ def test_mutual_tls_and_tokens(tmp_path, start_collector, start_agent):
     assert "CERTIFICATE_VERIFY_FAILED" in clog  # a client certificate from another CA
     assert set(numbers([store])) == set(range(n))  # only the good agent's records (0..n-1, each agent restarts at 0)
     assert len(numbers([store])) == n
-    for p in (good, bad_token, no_cert, rogue, wrong_ca, col):
-        assert p.terminate(30) == 0
+    assert stop_all([good, bad_token, no_cert, rogue, wrong_ca]) == [0] * 5
+    assert col.terminate(30) == 0
 
 
 def test_hostile_connections_do_not_hurt_other_agents(tmp_path, start_collector, start_agent):

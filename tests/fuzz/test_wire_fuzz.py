@@ -102,6 +102,15 @@ def send(port: int, data: bytes, *, wait: float = 0.3, half_close: bool = True) 
         return got
 
 
+def check_survived(collector: CollectorProcess, endpoint: str, payload: bytes) -> None:
+    """The collector is still running after ``payload``; if not, the payload is kept for a reproduction."""
+    time.sleep(0.02)
+    if not collector.alive():
+        (collector.root / "killer.bin").write_bytes(payload)
+        pytest.fail(f"collector died after {len(payload)} bytes to {endpoint} (saved to "
+                    f"{collector.root / 'killer.bin'}): {payload[:200]!r}\n{collector.log()[-3000:]}")
+
+
 # -- valid frames to mutate ---------------------------------------------------------------------
 
 def logflume_frame() -> bytes:
@@ -148,6 +157,7 @@ def test_valid_frames_are_answered(collector, good):
 @given(endpoint=st.sampled_from(sorted(FRAMES)), data=st.binary(min_size=1, max_size=300))
 def test_random_bytes(collector, good, endpoint, data):
     send(collector.ports[endpoint], data, wait=0.05)
+    check_survived(collector, endpoint, data)
     good.deliver_one()
 
 
@@ -172,7 +182,9 @@ def test_mutated_valid_frames(collector, good, endpoint, edits, cut):
             del data[pos]
     if cut is not None:
         del data[max(1, int(cut * len(data))):]
-    send(collector.ports[endpoint], bytes(data), wait=0.05)
+    payload = bytes(data)
+    send(collector.ports[endpoint], payload, wait=0.05)
+    check_survived(collector, endpoint, payload)
     good.deliver_one()
 
 
@@ -223,12 +235,27 @@ HOSTILE_PORT = {"scribe frame of 2^31-1 bytes": "scribe", "scribe list of 2^31-1
                 "flume negative frame": "flume"}
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=False, reason=(
+KNOWN_BUGS = {
+    "zstd body declaring 10 bytes, inflating to 512 MiB": (
+        "BUG (logflume/wire/protocol.py decompress): ZstdDecompressor().decompress(data, max_output_size=length) "
+        "ignores max_output_size when the zstd frame header carries a content size (python-zstandard allocates "
+        "that size): a 17 KiB body whose frame says 512 MiB, declared length=10, makes the collector allocate "
+        "512 MiB. Check zstandard.frame_content_size(data) against length first, or stream with a bounded read."),
+    "lz4 body declaring 10 bytes, inflating to 512 MiB": (
         "BUG (logflume/wire/protocol.py decompress): LZ4 bodies are inflated with lz4.frame.decompress(data), "
         "which has no output bound: a ~2 MiB body declaring length=10 makes the collector allocate 512 MiB "
-        "(zstd uses max_output_size; LZ4 should use LZ4FrameDecompressor().decompress(data, max_length=length+1))"
-    ))) if n.startswith("lz4") else n
+        "(zstd uses max_output_size; LZ4 should use LZ4FrameDecompressor().decompress(data, max_length=length+1))"),
+    "logflume list of 2^31-1 chunk headers": (
+        "BUG (logflume/wire/protocol.py decode_message): the Cython Thrift decoder pre-sizes a list from its "
+        "declared count: a 30-byte header claiming 2^31-1 ChunkHeaders costs ~20 s of CPU and >500 MiB before "
+        "MemoryError (under a 3 GiB RLIMIT_AS; unbounded without). Bound container/string lengths by the header "
+        "size before decoding (thriftpy2 protocols take container_length_limit/string_length_limit in newer "
+        "versions) or pre-scan the header."),
+}
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(strict=False, reason=KNOWN_BUGS[n])) if n in KNOWN_BUGS else n
     for n in HOSTILE
 ])
 def test_hostile_lengths_allocate_nothing_like_them(collector, good, name):
@@ -236,6 +263,7 @@ def test_hostile_lengths_allocate_nothing_like_them(collector, good, name):
     before = collector.peak_rss_mib()
     send(collector.ports[HOSTILE_PORT.get(name, "logflume")], payload, wait=3)
     good.deliver_one()
+    collector.wait_quiet()  # a known-bug case may keep the collector busy: do not let it spill into the next test
     assert collector.alive(), collector.log()[-2000:]
     grew = collector.peak_rss_mib() - before
     assert grew < 128, f"{name}: collector peak RSS grew by {grew:.0f} MiB"

@@ -203,6 +203,10 @@ def test_bad_invocations_are_one_clear_line(samples, tmp_path: Path) -> None:
     r = run_cli("demux", "--input", str(sink), "--output", str(out))
     assert r.returncode == 1 and "--overwrite" in r.stderr
     assert run_cli("demux", "--input", str(sink), "--output", str(out), "--overwrite").returncode == 0
+    # a damaged file fails the job in a worker process, named, without a traceback
+    (sink / "2025-11-24" / "zz-broken.seq").write_bytes((sink / "2025-11-24" / "collector0-1-0.seq").read_bytes()[:-7])
+    r = run_cli("demux", "--input", str(sink), "--output", str(out), "--overwrite", "--workers", "2")
+    assert r.returncode == 1 and "zz-broken.seq" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_explicit_record_ends_without_newlines(tmp_path: Path) -> None:
@@ -228,3 +232,12 @@ def test_every_record_of_every_chunk_comes_out(tmp_path: Path) -> None:
     assert s.chunks == sinks.chunks_written
     assert s.records + s.errors == lines
     assert s.errors == sum(len(rs) for k, rs in read_output(tmp_path / "out").items() if k[0] == "_errors")
+
+
+def test_raw_records_offsets_crlf_blank_and_partial_lines() -> None:
+    from jobs.records import raw_records
+
+    c = Chunk("h", "s", "Raw", 100 + 10, "e", b"a\r\nb\n\nc\r", timestamp=T0)
+    assert raw_records(c) == [(0, b"a"), (3, b"b"), (5, b""), (6, b"c\r")]
+    c.record_ends = [3, 5]
+    assert raw_records(c) == [(0, b"a"), (3, b"b"), (5, b"\nc\r")]

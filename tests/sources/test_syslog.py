@@ -72,7 +72,6 @@ def test_logger_messages_all_arrive(tmp_path, flags):
         assert all(a.seq_id == b.start for a, b in zip(chunks, chunks[1:], strict=False))
 
 
-@needs_logger
 def test_octet_counting_keeps_multiline_messages_whole(tmp_path):
     port = free_port()
     with pipeline(tmp_path, syslog(port)) as agent:
@@ -151,7 +150,8 @@ def test_tls(tmp_path, tls_cert):
     with pipeline(tmp_path, src) as agent:
         sink = agent.sinks["out"]
         ctx = ssl.create_default_context(cafile=str(cert))
-        with socket.create_connection(("127.0.0.1", port)) as raw, ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        with socket.create_connection(("127.0.0.1", port)) as raw, \
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
             for i in range(100):
                 msg = f"<13>1 2026-01-01T00:00:00Z h app - - - secret {i}".encode()
                 s.sendall(b"%d %s" % (len(msg), msg))

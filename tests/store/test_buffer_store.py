@@ -147,6 +147,7 @@ def test_seqfile_sink_on_sftp_fails_then_recovers_its_cut_off_file(sshd: Sshd, t
             sink.deliver(batch)
             acked.extend(batch)
         assert len(list(root.glob("*/.*.inprogress"))) == 1 and not final_files(root)
+        assert sink._target.server_fsync is True  # OpenSSH fsyncs each acknowledged batch on request
         sshd.stop()
         with pytest.raises(DeliveryError, match="failed"):
             sink.deliver(maker.batch(4))
@@ -275,3 +276,84 @@ def test_seqfile_sink_on_sftp_recovers_files_left_by_a_previous_run(sshd: Sshd, 
     second.stop()
     assert not list(root.glob("*/.*"))
     check_delivery(acked, read_chunks(final_files(root)), max_duplicates=0)
+
+
+def test_staged_upload_to_sftp_keeps_the_local_copy_until_the_server_has_it(sshd: Sshd, tmp_path: Path,
+                                                                            context: Context) -> None:
+    root, staging = tmp_path / "primary", tmp_path / "staging"
+    sink = make_sink(SeqFileSink, "s", {"url": sshd.url(root), "storage_options": sshd.storage_options(),
+                                        "timeout": "5s", "staging": "always", "staging_dir": str(staging),
+                                        "roll_size": "12KiB"}, context)
+    assert sink.staged
+    sink.start()
+    maker, acked = ChunkMaker(size=5000), []
+
+    def staged_files() -> list[Path]:
+        return sorted(p for p in staging.rglob("*.seq") if p.is_file())
+
+    try:
+        batch = maker.batch(3)  # 15 KB: rolls, uploads
+        sink.deliver(batch)
+        acked.extend(batch)
+        assert len(final_files(root)) == 1 and not staged_files()
+        sshd.stop()
+        batch = maker.batch(3)
+        sink.deliver(batch)  # fsynced locally: acked although the upload at roll failed
+        acked.extend(batch)
+        assert len(staged_files()) == 1, "the finished file waits on local disk"
+        with pytest.raises(DeliveryError):
+            sink.deliver(maker.batch(1))  # the store is away: refuse more until the upload went through
+        sshd.start()
+        batch = maker.batch(1)
+        sink.deliver(batch)  # uploads the waiting file first
+        acked.extend(batch)
+        assert not staged_files()
+    finally:
+        sink.stop()
+    assert not [p for p in staging.rglob("*") if p.is_file()]
+    assert not list(root.glob("*/.*")), "no half-uploaded file on the server"
+    check_delivery(acked, read_chunks(final_files(root)), max_duplicates=0)
+    assert context.metrics.value("seqfile_files_uploaded_total", kind="sink", component="s") == 3
+
+
+def test_server_killed_while_a_sender_streams_big_chunks(sshd: Sshd, tmp_path: Path, context: Context) -> None:
+    """The kill lands at an arbitrary point, usually inside a multi-request write of a 100 KB chunk.
+
+    The sender is paced (about 25 MB/s at most) so the replay can catch up with it.
+    """
+    import threading
+
+    store = _store(sshd, tmp_path, context)
+    store.start()
+    maker, sent = ChunkMaker(size=100_000), []
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def sender() -> None:
+        try:
+            while not stop.is_set():
+                batch = maker.batch(3)
+                store.deliver(batch)
+                sent.extend(batch)
+                time.sleep(0.01)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    try:
+        wait_for(lambda: len(sent) >= 30 or errors, 30, message="some batches on the primary")
+        sshd.stop()
+        wait_for(lambda: not store.primary_up or errors, 30, message="the switch to the secondary")
+        n = len(sent)
+        wait_for(lambda: len(sent) >= n + 30 or errors, 30, message="batches buffered while the server is away")
+        sshd.start()
+        wait_for(lambda: store.primary_up or errors, 60, message="the replay")
+        n = len(sent)
+        wait_for(lambda: len(sent) >= n + 15 or errors, 30, message="batches after the replay")
+    finally:
+        stop.set()
+        thread.join(30)
+        store.stop()
+    assert not errors, errors
+    check_delivery(sent, read_chunks(final_files(tmp_path / "primary")), max_duplicates=3)

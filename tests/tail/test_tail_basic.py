@@ -246,3 +246,101 @@ def test_damaged_position_file_stops_start(tmp_path):
     with pytest.raises(StartupError, match="positions.json is damaged"):
         src.start(CollectingOutput())
     src.stop()
+
+
+def test_scan_only_mode_follows_rotation(tmp_path, running):
+    log = tmp_path / "s.log"
+    log.write_bytes(lines(0, 10))
+    r = running(tmp_path, {"paths": [str(log)], **FAST, "use_events": False})
+    wait_for(lambda: r.stream_bytes(log) == lines(0, 10))
+    with open(log, "ab") as fh:
+        fh.write(lines(10, 20))
+    os.rename(log, tmp_path / "s.log.1")
+    log.write_bytes(lines(20, 30))
+    wait_for(lambda: r.stream_bytes(log) == lines(0, 20) + lines(20, 30), message="both files without events")
+    assert r.source.watcher._observer is None
+    wait_for(lambda: r.metric("tail_rotations_total") == 1, message="rotated file let go")
+
+
+def test_forget_after_drops_positions_of_long_gone_files(tmp_path, running):
+    import time
+
+    d = tmp_path / "data" / "source" / "t"
+    d.mkdir(parents=True)
+    entry = {"dev": 1, "ino": 2, "fp_len": 0, "fp": "", "epoch": "1:2:x", "stream": "/gone", "path": "/gone",
+             "offset": 5, "seq_id": 5, "truncations": 0}
+    (d / "positions.json").write_text(json.dumps({"version": 1, "files": [
+        {**entry, "last_seen": time.time() - 7200},
+        {**entry, "ino": 3, "epoch": "1:3:x", "last_seen": time.time()},
+    ]}))
+    r = running(tmp_path, {"paths": [str(tmp_path / "*.log")], **FAST, "forget_after": "1h"})
+    wait_for(lambda: [e["ino"] for e in json.loads((d / "positions.json").read_text())["files"]] == [3],
+             message="old entry dropped, recent one kept")
+    assert r.source.alive
+
+
+def test_lag_metric_and_close_inactive(tmp_path, running):
+    log = tmp_path / "lag.log"
+    log.write_bytes(lines(0, 10))
+    r = running(tmp_path, {"paths": [str(log)], **FAST, "close_inactive": "300ms"})
+    wait_for(lambda: r.stream_bytes(log) == lines(0, 10))
+    m = r.source.context.metrics
+    labels = {"kind": "source", "component": "t", "path": str(log)}
+    assert m.registry.get_sample_value("logflume_tail_file_lag_bytes", labels) == 0
+    wait_for(lambda: r.metric("tail_files_open") == 0, message="idle file closed")
+    with open(log, "ab") as fh:
+        fh.write(lines(10, 12))
+    wait_for(lambda: r.stream_bytes(log) == lines(0, 12), message="reopened by identity when it grew")
+
+
+def test_failed_delivery_is_read_again_without_gap(tmp_path):
+    """An output that fails once (not ChannelClosed): the source re-reads from the committed position."""
+    from tests.tail.harness import CollectingOutput
+
+    class FlakyOutput(CollectingOutput):
+        failures = 1
+
+        def deliver(self, chunks) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeError("next hop refused")
+            super().deliver(chunks)
+
+    log = tmp_path / "f.log"
+    log.write_bytes(lines(0, 100))
+    src = make_source(tmp_path, {"paths": [str(log)], **FAST})
+    out = FlakyOutput()
+    src.start(out)
+    try:
+        from tests.tail.harness import assemble
+
+        wait_for(lambda: assemble(out.snapshot(), str(log)) == lines(0, 100), message="re-read after failure")
+        assert src.context.metrics.value("errors_total", kind="source", component="t") == 1
+        assert src.alive
+    finally:
+        src.stop()
+
+
+def test_event_glob_matching_rules():
+    from agent.sources.tail import _glob_matches
+
+    assert _glob_matches("/var/log/app.log", "/var/log/*.log")
+    assert not _glob_matches("/var/log/x/app.log", "/var/log/*.log")
+    assert not _glob_matches("/var/log/.app.log.swp", "/var/log/*")
+    assert _glob_matches("/var/log/.hidden.log", "/var/log/.*.log")
+    assert _glob_matches("/var/log/a/b/c.log", "/var/log/**/*.log")
+
+
+def test_recursive_glob_new_subdirectory_and_per_path_exclude(tmp_path, running):
+    root = tmp_path / "logs"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "one.log").write_bytes(b"one\n")
+    (root / "a" / "noise.log").write_bytes(b"noise\n")
+    r = running(tmp_path, {"paths": [{"glob": str(root / "**" / "*.log"), "exclude": ["noise.*"]}],
+                           **FAST, "scan_interval": "10s"})
+    wait_for(lambda: r.stream_bytes(root / "a" / "one.log") == b"one\n")
+    (root / "b" / "c").mkdir(parents=True)  # created after the start: found through its directory event
+    (root / "b" / "c" / "deep.log").write_bytes(b"deep\n")
+    wait_for(lambda: r.stream_bytes(root / "b" / "c" / "deep.log") == b"deep\n", timeout=5,
+             message="file in a new subdirectory, before the 10 s scan")
+    assert str(root / "a" / "noise.log") not in {c.stream for c in r.output.snapshot()}

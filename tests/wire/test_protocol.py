@@ -13,7 +13,7 @@ import pytest
 from logflume.chunk import FLAG_PARTIAL, Chunk
 from logflume.errors import DeliveryError, TryLater
 from logflume.wire import PROTOCOL_VERSION, RefusedError, Status, WireClient
-from logflume.wire.connection import ReceiveBuffer
+from logflume.wire.buffers import BufferPool
 from logflume.wire.protocol import (
     MAX_HEADER,
     PREFIX,
@@ -251,20 +251,53 @@ def test_decode_rejects_garbage_and_inconsistent_batches():
         validate_batch(args.batch, 4)
 
 
-def test_receive_buffer_never_overwrites_held_views():
-    rb = ReceiveBuffer(1 << 20)
-    v = rb.view(10)
-    v[:] = b"0123456789"
-    held = v[2:5]
-    del v
-    w = rb.view(10)  # held still exported: must be a fresh buffer
-    w[:] = b"x" * 10
+def test_buffer_pool_reuses_but_never_overwrites_held_views():
+    pool = BufferPool(max_idle_bytes=1 << 20)
+    a = pool.get(10)
+    a[:] = b"0123456789"
+    held = memoryview(a)[2:5]
+    pool.put(a)  # still viewed: dropped, not reused
+    b = pool.get(10)
+    assert b is not a
+    b[:] = b"x" * 10
     assert bytes(held) == b"234"
-    del held, w
-    a = rb.view(4)
-    a[:] = b"abcd"
-    base = a.obj
-    del a
-    assert rb.view(4).obj is base  # nobody holds it: reused
-    with pytest.raises(ValueError):
-        rb.view(2 << 20)
+    pool.put(b)
+    assert pool.get(8) is b  # nobody holds it: reused (smallest that fits)
+    pool.put(b)
+    pool.put(bytearray(2 << 20))  # over the idle cap: not kept
+    assert pool.idle_bytes() == 10
+
+
+def test_refused_batch_is_drained_and_connection_stays_usable(wire_server):
+    admitted = {"ok": False}
+
+    class Gate:
+        def __init__(self, n):
+            if not admitted["ok"]:
+                raise TryLater("no room", 0.25)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    srv, rec = wire_server(reserve=Gate)
+    client = WireClient(*srv.address)
+    big = chunk(1, os.urandom(5 << 20))
+    ack = client.deliver([big])
+    assert ack.status == Status.TRY_LATER and ack.delay == 0.25 and not rec.chunks
+    admitted["ok"] = True
+    assert client.deliver([big]).ok  # same connection: the refused body was read and dropped
+    client.close()
+    assert bytes(rec.chunks[0].data) == bytes(big.data)
+
+
+def test_batches_before_the_handshake_are_refused(wire_server, caplog):
+    srv, rec = wire_server(tokens=["t"])
+    head, bodies = encode_batch([chunk(1, b"y" * (1 << 20))], sender="sneaky", token="t")
+    with caplog.at_level(logging.WARNING), socket.create_connection(srv.address, timeout=5) as s:
+        s.sendall(head)  # no ping first: the server reads nothing big from an unknown peer
+        assert _closed_by_server(s, 5) < 5
+    assert "expected a ping handshake first" in caplog.text
+    assert not rec.chunks

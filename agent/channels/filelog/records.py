@@ -2,10 +2,16 @@
 
 Layout (little-endian)::
 
-    magic "LFR1" | crc32 u32 | op u8 | 3 zero bytes | txid u64 | meta_len u32 | data_len u64 | meta | data
+    magic "LFR1" | crc32 u32 | op u8 | 3 zero bytes | txid u64 | meta_len u32 | data_len u64 | synced u64
+    | meta | data
 
-The CRC covers everything after itself (header tail, meta, data), so a torn
-or flipped record is caught wherever it happens.  Ops:
+The CRC covers everything after itself (computed over meta, data, then the
+header tail, so the costly part can be done before the record's place in the
+log is known), and a torn or flipped record is caught wherever it happens.
+``synced`` is how far this segment was known to be on disk (fsynced) when
+the record was written: after a power loss it tells damage to durable data
+(a later record vouches that it was synced) from a write that never reached
+the disk.  Ops:
 
 * ``PUT``: meta is the chunk's metadata JSON, data its bytes; staged by ``txid``.
 * ``COMMIT``: commits ``txid``'s puts, and consumes the chunks whose PUT
@@ -31,9 +37,9 @@ from logflume.chunk import Buffer
 from logflume.errors import StartupError
 
 MAGIC = b"LFR1"
-HEADER = struct.Struct("<4sIB3xQIQ")
-_TAIL = struct.Struct("<B3xQIQ")
-HEADER_SIZE = HEADER.size  # 32
+HEADER = struct.Struct("<4sIB3xQIQQ")
+_TAIL = struct.Struct("<B3xQIQQ")
+HEADER_SIZE = HEADER.size  # 40
 POSITION = struct.Struct("<QQ")
 
 OP_PUT = 1
@@ -66,6 +72,7 @@ class Record:
     txid: int
     meta_len: int
     data_len: int
+    synced: int
     body: bytes  # the meta part of COMMIT records (positions taken); empty for other ops
 
     @property
@@ -73,14 +80,15 @@ class Record:
         return self.offset + HEADER_SIZE + self.meta_len + self.data_len
 
 
-def encode(op: int, txid: int, meta: Buffer, data: Buffer = b"") -> list[Buffer]:
-    """The record as buffers to write in one ``writev``: header, meta, data (not copied)."""
-    tail = _TAIL.pack(op, txid, len(meta), len(data))
-    crc = zlib.crc32(tail)
-    crc = zlib.crc32(meta, crc)
-    if len(data):
-        crc = zlib.crc32(data, crc)
-    return [MAGIC + struct.pack("<I", crc) + tail, meta, data]
+def body_crc(meta: Buffer, data: Buffer = b"") -> int:
+    """CRC32 of meta and data: the costly part, computed before taking the log's lock."""
+    crc = zlib.crc32(meta)
+    return zlib.crc32(data, crc) if len(data) else crc
+
+
+def header(op: int, txid: int, meta_len: int, data_len: int, synced: int, crc_of_body: int) -> bytes:
+    tail = _TAIL.pack(op, txid, meta_len, data_len, synced)
+    return MAGIC + struct.pack("<I", zlib.crc32(tail, crc_of_body)) + tail
 
 
 def record_size(meta_len: int, data_len: int) -> int:
@@ -92,7 +100,7 @@ def parse_at(buf, offset: int) -> Record:
     size = len(buf)
     if offset + HEADER_SIZE > size:
         raise BadRecord(f"header cut short ({size - offset} of {HEADER_SIZE} bytes)")
-    magic, crc, op, txid, meta_len, data_len = HEADER.unpack_from(buf, offset)
+    magic, crc, op, txid, meta_len, data_len, synced = HEADER.unpack_from(buf, offset)
     if magic != MAGIC:
         raise BadRecord(f"bad magic {bytes(magic)!r}")
     if op not in OPS:
@@ -103,13 +111,12 @@ def parse_at(buf, offset: int) -> Record:
     if end > size:
         raise BadRecord(f"record of {end - offset} bytes runs past the end of the segment ({size - offset} left)")
     with memoryview(buf) as view:
-        actual = zlib.crc32(view[offset + 8:data_at])
-        if data_len:
-            actual = zlib.crc32(view[data_at:end], actual)
+        actual = zlib.crc32(view[meta_at:end])
+        actual = zlib.crc32(view[offset + 8:meta_at], actual)
         body = bytes(view[meta_at:data_at]) if op == OP_COMMIT else b""
     if actual != crc:
         raise BadRecord(f"checksum mismatch (stored {crc:#010x}, computed {actual:#010x})")
-    return Record(offset, op, txid, meta_len, data_len, body)
+    return Record(offset, op, txid, meta_len, data_len, synced, body)
 
 
 def find_valid_after(buf, offset: int) -> int | None:
@@ -145,10 +152,10 @@ def read_put(fd: int, offset: int, meta_len: int, data_len: int) -> tuple[bytear
     One ``preadv`` straight into the chunk's own buffer: the data is copied once,
     from the page cache, and never again.
     """
-    header = bytearray(HEADER_SIZE)
+    head = bytearray(HEADER_SIZE)
     meta = bytearray(meta_len)
     data = bytearray(data_len)
-    views = [memoryview(header), memoryview(meta), memoryview(data)]
+    views = [memoryview(head), memoryview(meta), memoryview(data)]
     pos = offset
     while views:
         n = os.preadv(fd, views, pos)
@@ -160,14 +167,11 @@ def read_put(fd: int, offset: int, meta_len: int, data_len: int) -> tuple[bytear
             views.pop(0)
         if views and n:
             views[0] = views[0][n:]
-    magic, crc, op, _txid, m_len, d_len = HEADER.unpack_from(header)
+    magic, crc, op, _txid, m_len, d_len, _synced = HEADER.unpack_from(head)
     if magic != MAGIC or op != OP_PUT or m_len != meta_len or d_len != data_len:
         raise BadRecord(f"header does not match the index (magic {bytes(magic)!r}, op {op}, "
                         f"meta {m_len}/{meta_len}, data {d_len}/{data_len})")
-    actual = zlib.crc32(memoryview(header)[8:])
-    actual = zlib.crc32(meta, actual)
-    if data_len:
-        actual = zlib.crc32(data, actual)
+    actual = zlib.crc32(memoryview(head)[8:], body_crc(meta, data))
     if actual != crc:
         raise BadRecord(f"checksum mismatch (stored {crc:#010x}, computed {actual:#010x})")
     return meta, data

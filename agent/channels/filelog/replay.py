@@ -1,10 +1,11 @@
 """Rebuilding the channel's state on reopen: the checkpoint plus the log written after it.
 
-A record that fails its checks at the very end of the newest segment, with no
-valid record after it, is a torn write that was never committed: it is cut
-off.  Anywhere else a bad record means damage to data that may be committed,
-and replay stops with LogCorrupted naming the segment and offset rather than
-skip it.
+A record that fails its checks in the newest segment, where no later record
+vouches that it had been fsynced, is a write that never reached the disk (torn
+by a crash, or lost with power after the last fsync): it is cut off, with
+whatever follows it.  Anywhere else a bad record means damage to data that may
+be committed, and replay stops with LogCorrupted naming the segment and offset
+rather than skip it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,28 @@ class ReplayResult:
     segments: list[int] = field(default_factory=list)
 
 
+def durable_past(buf, offset: int) -> tuple[int, int] | None:
+    """(offset, synced) of a valid record after ``offset`` that says ``offset`` was already fsynced, if any.
+
+    A bad record that no later record vouches for was never known to be on
+    disk: a write torn by a crash, or pages lost with power after the last
+    fsync.  Nothing acknowledged lies there (with ``fsync: every_commit``), so
+    it may be cut off with whatever follows it.  A bad record that a later one
+    vouches for is damage to durable data.
+    """
+    pos = find_valid_after(buf, offset)
+    while pos is not None:
+        rec = parse_at(buf, pos)
+        if rec.synced > offset:
+            return rec.offset, rec.synced
+        try:
+            parse_at(buf, rec.end)
+            pos = rec.end
+        except BadRecord:
+            pos = find_valid_after(buf, rec.end)
+    return None
+
+
 def replay(directory: Path, ckpt: Checkpoint, segments: list[int]) -> ReplayResult:
     """State after the checkpoint and every valid record after its position; cuts a torn tail off."""
     queue: OrderedDict[tuple[int, int], Entry] = OrderedDict(((e[0], e[1]), e) for e in ckpt.queue)
@@ -60,10 +83,13 @@ def replay(directory: Path, ckpt: Checkpoint, segments: list[int]) -> ReplayResu
     max_txid = ckpt.next_txid - 1
     result = ReplayResult([], 0, segments=list(segments))
     tail = [s for s in segments if s >= ckpt.segment]
-    for i, seg in enumerate(tail):
+    # The newest segment that has records: a torn write can only be at its end.
+    sizes = {s: os.path.getsize(directory / segment_name(s)) for s in tail}
+    newest = max((s for s in tail if sizes[s] > 0), default=None)
+    for seg in tail:
         path = directory / segment_name(seg)
         start = ckpt.offset if seg == ckpt.segment else 0
-        size = os.path.getsize(path)
+        size = sizes[seg]
         if size < start:
             raise LogCorrupted(str(path), size, f"segment ends before the checkpoint position {start}")
         if size == start:
@@ -76,14 +102,17 @@ def replay(directory: Path, ckpt: Checkpoint, segments: list[int]) -> ReplayResu
                     rec = parse_at(mm, off)
                     takes = decode_positions(rec.body) if rec.op == OP_COMMIT else ()
                 except BadRecord as exc:
-                    later = find_valid_after(mm, off)
-                    if i == len(tail) - 1 and later is None:
-                        result.torn = (str(path), off, size - off, str(exc))
-                        cut = off
-                        break
-                    where = (f"a valid record follows at offset {later}" if later is not None
-                             else "it is not the newest segment")
-                    raise LogCorrupted(str(path), off, f"{exc}; not a torn tail because {where}") from None
+                    if seg != newest:
+                        raise LogCorrupted(str(path), off, f"{exc}; not a torn tail: it is not the newest "
+                                           "segment") from None
+                    voucher = durable_past(mm, off)
+                    if voucher is not None:
+                        raise LogCorrupted(str(path), off, f"{exc}; not a torn tail: the record at offset "
+                                           f"{voucher[0]}, written later, says the segment was on disk up to "
+                                           f"offset {voucher[1]}") from None
+                    result.torn = (str(path), off, size - off, str(exc))
+                    cut = off
+                    break
                 result.records += 1
                 max_txid = max(max_txid, rec.txid)
                 if rec.op == OP_PUT:

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from agent.channels.filelog.records import header, record_size
 from logflume.chunk import Buffer
 from logflume.errors import LogflumeError
 
@@ -94,8 +95,11 @@ class SegmentLog:
         fsync_dir(self.directory)
         return fd
 
-    def append(self, buffers: Sequence[Buffer], size: int) -> tuple[int, int]:
-        """Write one record (its buffers, ``size`` bytes in all); returns its (segment, offset).
+    def append(self, op: int, txid: int, meta: Buffer, data: Buffer, crc_of_body: int) -> tuple[int, int]:
+        """Write one record; returns its (segment, offset).
+
+        The header is built here, once the record's segment is known, so it
+        can say how much of that segment is already fsynced.
 
         On failure the partial record is cut off again so the log stays valid,
         and LogWriteError says why.  If even that fails, the log refuses every
@@ -104,11 +108,13 @@ class SegmentLog:
         if self.broken is not None:
             raise LogWriteError(f"file channel log {self.directory} is unusable after an earlier write failure "
                                 f"({self.broken}); restart to recover")
+        size = record_size(len(meta), len(data))
         if self.offset and self.offset + size > self.segment_size:
             self.roll()
         seg, off = self.current, self.offset
+        head = header(op, txid, len(meta), len(data), self.synced_offset, crc_of_body)
         try:
-            pwrite_all(self._fd, buffers, off)
+            pwrite_all(self._fd, (head, meta, data), off)
         except OSError as exc:
             try:
                 os.ftruncate(self._fd, off)
@@ -120,7 +126,11 @@ class SegmentLog:
 
     def roll(self) -> None:
         """Close the current segment durably and start the next one."""
-        self.sync()
+        try:
+            self.sync()
+        except OSError as exc:
+            self.broken = exc
+            raise LogWriteError(f"fsync of {self.path(self.current)} failed: {exc.strerror or exc}") from exc
         try:
             fd = self._create(self.current + 1)
         except OSError as exc:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -79,3 +82,75 @@ class PositionFile:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+class CheckpointWriter:
+    """Writes the latest submitted positions in a thread of its own, so reading never waits on fsync.
+
+    Only the newest snapshot matters: snapshots submitted while a write is in
+    progress are coalesced into one.  Submitted positions are already committed
+    to the channel, so the file on disk is always at or behind the truth; after
+    a crash the bytes re-read are those committed during the last write.
+    """
+
+    def __init__(self, file: PositionFile, min_interval: float, on_error: Callable[[OSError], None]) -> None:
+        self.file = file
+        self.min_interval = min_interval
+        self.on_error = on_error
+        self._cond = threading.Condition()
+        self._pending: list[Position] | None = None
+        self._writing = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"positions-{file.path.parent.name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, positions: list[Position]) -> None:
+        with self._cond:
+            self._pending = positions
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything submitted is on disk; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending is not None or self._writing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self, timeout: float = 30.0) -> None:
+        self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        last = 0.0
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closed:
+                    self._cond.wait()
+                if self._pending is None:
+                    return
+                wait = last + self.min_interval - time.monotonic()
+                if wait > 0 and not self._closed:
+                    self._cond.wait(wait)  # let more snapshots coalesce
+                    continue
+                positions, self._pending = self._pending, None
+                self._writing = True
+            try:
+                self.file.save(positions)
+            except OSError as exc:
+                self.on_error(exc)
+                with self._cond:
+                    if self._pending is None and not self._closed:
+                        self._pending = positions  # try again with the next round
+                time.sleep(1.0)
+            finally:
+                last = time.monotonic()
+                with self._cond:
+                    self._writing = False
+                    self._cond.notify_all()

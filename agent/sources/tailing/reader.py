@@ -73,6 +73,7 @@ class TailedFile:
         self.rotated_at: float | None = None  # when it stopped being at a watched path
         self.wants_read = True  # a scan or event saw it grow since the last read to EOF
         self.at_eof = False
+        self.deleted = False  # its last link is gone: nothing can find it again
 
     @property
     def epoch(self) -> str:
@@ -123,6 +124,7 @@ class TailedFile:
             self.ident.extend(self.fd, st.st_size)
             self.size = st.st_size
         pos = self.read_pos
+        blocks: list[bytes] = []
         while out.nread < budget and pos < st.st_size:
             try:
                 data = os.pread(self.fd, min(block, budget - out.nread), pos)
@@ -132,9 +134,20 @@ class TailedFile:
                 raise
             if not data:
                 break
+            blocks.append(data)
             out.nread += len(data)
             pos += len(data)
-            out.chunks += self.chunker.feed(data, now)
+        if blocks:
+            # A copytruncate between the fstat and the reads would have handed us the new content's
+            # bytes at the old offsets: look again before trusting them.
+            after = os.fstat(self.fd)
+            if after.st_size < pos or not self._same_head():
+                out.chunks += self._new_epoch(after)
+                out.eof = False
+                self.wants_read = True
+                return out
+            for data in blocks:
+                out.chunks += self.chunker.feed(data, now)
         if pos >= st.st_size:
             out.eof = True
         if out.nread:
@@ -143,8 +156,10 @@ class TailedFile:
         self.at_eof = out.eof
         if out.eof:
             self.wants_read = False
-            if st.st_nlink == 0 and self.rotated_at is None:
-                self.rotated_at = now  # deleted while open: read to its end, then close
+            if st.st_nlink == 0:
+                self.deleted = True
+                if self.rotated_at is None:
+                    self.rotated_at = now  # deleted while open: read to its end, then close
             if self.rotated_at is not None and now - max(self.last_active, self.rotated_at) >= rotate_wait:
                 if os.fstat(self.fd).st_size <= pos:  # nothing was appended since we looked
                     out.chunks += self.chunker.finish()
@@ -169,6 +184,15 @@ class TailedFile:
         self.chunker = self._make_chunker(self.stream, epoch, 0, self.datatype, self.tags)
         self.size = -1
         return tail
+
+    def rewind(self) -> None:
+        """Forget what was read but not committed (after an unexpected error): it is read again."""
+        self.truncations = self.committed_truncations
+        self.ident = replace(self.committed_ident)
+        self.chunker = self._make_chunker(self.stream, self.committed_epoch, self.committed, self.datatype,
+                                          self.tags)
+        self.size = -1
+        self.wants_read = True
 
     # -- committing -----------------------------------------------------------------------------
 

@@ -19,6 +19,17 @@ from watchdog.observers import Observer
 
 log = logging.getLogger("logflume.source.tail.watcher")
 
+
+
+class _ShutdownRaceFilter(logging.Filter):
+    """watchdog logs this at ERROR when an observer stops while its reader thread is mid-read: harmless."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_ShutdownRaceFilter())
+
 # Events that can mean new bytes or a new/renamed/removed file.  "opened" and
 # "closed_no_write" are left out: our own reads cause them.
 _INTERESTING = {"created", "modified", "moved", "deleted", "closed"}
@@ -44,6 +55,8 @@ class _Handler(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type not in _INTERESTING:
             return
+        if event.is_directory and event.event_type not in ("created", "moved"):
+            return  # a directory "modified" only repeats what its files' own events say
         paths = [os.fsdecode(event.src_path)]
         dest = getattr(event, "dest_path", "")
         if dest:

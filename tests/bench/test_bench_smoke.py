@@ -1,0 +1,93 @@
+"""Keeps the end-to-end benchmark harness working: a tiny real run, plus its verifier's own checks.
+
+The run is the real thing at 8 MiB: generated logs, the loopback limit copy, a real agent and
+collector process (memory channel, store sync on), rsyslog and syslog-ng when installed, and
+every contender's output verified line by line by the harness.  Peers that are not installed are
+left out (CI machines get them from bench/setup_peers.sh; the test never installs anything).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.e2e.generator import LINE_SIZE, generate, make_line
+from bench.e2e.measure import SeqVerifier
+from bench.e2e.peers import Rsyslog, SyslogNg
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _bench(args: list[str], tmp: Path, timeout: float) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "bench", *args, "--work-dir", str(tmp / "work"),
+                           "--results-dir", str(tmp / "results"), "--no-setup"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.timeout(200)
+def test_tiny_run_verifies_every_line(tmp_path: Path) -> None:
+    only = ["limit", "logflume"]
+    only += [p.name for p in (Rsyslog(), SyslogNg()) if p.available() is None]
+    proc = _bench(["--size-mb", "8", "--only", ",".join(only), "--variants", "single",
+                   "--channels", "memory", "--sync", "on"], tmp_path, 180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "results" / "latest.json").read_text())
+    results = {r["contender"]: r for r in doc["results"]}
+    assert set(results) == {"limit", "logflume-memory-syncon", *only[2:]}
+    expected_lines = (8 << 20) // LINE_SIZE
+    for name, r in results.items():
+        assert r["error"] is None, (name, r["error"])
+        assert r["lines"] == expected_lines
+        assert r["lines_lost"] == 0, (name, r["notes"])
+        assert r["mb_s"] > 0 and r["cpu_s_per_gb"] > 0
+        assert r["peak_rss_bytes"] and all(v > 0 for v in r["peak_rss_bytes"].values()), name
+    lf = results["logflume-memory-syncon"]
+    assert lf["stored_data_bytes"] == expected_lines * LINE_SIZE
+    assert lf["in_progress_files"] == 0 and lf["sink_files"] >= 1
+    assert set(lf["peak_rss_bytes"]) == {"agent", "collector"}
+    assert "limit" in doc["ratios"]["logflume-memory-syncon/single"]
+    md = (tmp_path / "results" / "latest.md").read_text()
+    assert "| single | logflume-memory-syncon |" in md and "CPU s/GB" in md
+    # Scratch data of the run is cleaned up; only the cached inputs stay.
+    assert not list((tmp_path / "work").glob("run-*/watch/*"))
+
+
+def test_bad_arguments_are_refused_clearly(tmp_path: Path) -> None:
+    proc = _bench(["--only", "limit,bogus"], tmp_path, 60)
+    assert proc.returncode == 2
+    assert "--only: unknown bogus" in proc.stderr
+    proc = _bench(["--size-mb", "0"], tmp_path, 60)
+    assert proc.returncode == 2 and "--size-mb must be at least 1" in proc.stderr
+    proc = _bench(["--channels", "disk"], tmp_path, 60)
+    assert proc.returncode == 2 and "--channels: unknown 'disk'" in proc.stderr
+
+
+def test_verifier_counts_lost_duplicated_and_foreign_lines(tmp_path: Path) -> None:
+    v = SeqVerifier(10)
+    out = tmp_path / "out.log"
+    # Lines 0..9 but 3 and 7 missing, 5 twice, one sequence number outside the data set, and a
+    # peer-style header in front of every line (verification must not depend on the format).
+    lines = [b"<13>Nov 25 host app: " + make_line(s) for s in (0, 1, 2, 4, 5, 5, 6, 8, 9, 12)]
+    out.write_bytes(b"".join(lines))
+    v.feed_file(out, block=300)  # blocks smaller than a line: cuts must never split a number
+    assert v.lost == 2 and v.first_missing() == [3, 7]
+    assert v.duplicates == 1 and v.foreign == 1 and v.present == 8
+
+
+def test_generated_lines_are_fixed_size_and_unique(tmp_path: Path) -> None:
+    ds = generate(tmp_path, 3 * LINE_SIZE * 10 + 5, files=3)
+    assert ds.counts == [10, 10, 10] and ds.first_seqs == [0, 10, 20]
+    v = SeqVerifier(ds.total_lines)
+    for f in ds.files:
+        data = Path(f).read_bytes()
+        assert len(data) == 10 * LINE_SIZE and data.count(b"\n") == 10
+        v.feed(data)
+    assert v.lost == 0 and v.duplicates == 0
+    again = generate(tmp_path, 3 * LINE_SIZE * 10 + 5, files=3)  # cached: same files, not rewritten
+    assert again == ds

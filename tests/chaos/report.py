@@ -1,0 +1,47 @@
+"""The run's result: one summary line for people and CI logs, and a JSON file with the details."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Summary:
+    seed: int
+    duration: float
+    faults: int
+    fault_kinds: dict[str, int]
+    lines: int  # written for the file-channel agent
+    lost: int
+    duplicated_after_archive: int
+    duplicates_before_archive: int
+    drain_seconds: float
+    corrupt: int
+    ct_window: int  # lines lost in copytruncate windows (reported apart: see docs/reliability.md)
+    mem_lines: int
+    mem_lost: int
+    mem_duplicated_after_archive: int
+    mem_killed: int
+    try_later: int  # TRY_LATER answers the agents logged (full secondary or store behind)
+    first_missing: str | None
+    peak_rss_mib: dict[str, float]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def line(self) -> str:
+        peaks = ",".join(f"{k}={v:.0f}" for k, v in self.peak_rss_mib.items())
+        return (f"chaos seed={self.seed} duration={self.duration:.0f}s faults={self.faults} lines={self.lines} "
+                f"lost={self.lost} dup_after_archive={self.duplicated_after_archive} "
+                f"dup_before_archive={self.duplicates_before_archive} drain={self.drain_seconds:.1f}s "
+                f"corrupt={self.corrupt} ct_window={self.ct_window} try_later={self.try_later} "
+                f"| memory-channel: lines={self.mem_lines} "
+                f"lost={self.mem_lost} dup_after_archive={self.mem_duplicated_after_archive} "
+                f"killed={self.mem_killed} | peak_rss_mib {peaks} | {'PASS' if self.passed else 'FAIL'}")
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps({**asdict(self), "passed": self.passed, "line": self.line()}, indent=2))

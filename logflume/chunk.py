@@ -12,12 +12,15 @@ never copied here; metadata travels beside them.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 Buffer = bytes | bytearray | memoryview
+
+_NEWLINE = re.compile(b"\n")
 
 #: Flag: the chunk's last record is incomplete and continues in the next chunk
 #: of the same stream (a record longer than ``chunk_size`` was split).
@@ -99,10 +102,10 @@ class Chunk:
 
         Raises ``ValueError`` naming the field when the metadata is malformed.
         """
+        length = meta.get("length")
+        if length is not None and length != len(data):
+            raise ValueError(f"length {length} in metadata but {len(data)} data bytes")
         try:
-            length = meta.get("length")
-            if length is not None and int(length) != len(data):
-                raise ValueError(f"length {length} in metadata but {len(data)} data bytes")
             record_ends = meta.get("record_ends")
             return cls(
                 source=str(meta["source"]),
@@ -118,7 +121,7 @@ class Chunk:
             )
         except KeyError as exc:
             raise ValueError(f"chunk metadata lacks field {exc.args[0]!r}") from None
-        except (TypeError, AttributeError) as exc:
+        except (TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"malformed chunk metadata: {exc}") from None
 
     @classmethod
@@ -147,13 +150,21 @@ class Chunk:
             if prev < n:
                 yield prev, n
             return
-        view = self.data if isinstance(self.data, (bytes, bytearray)) else bytes(self.data)
+        if isinstance(self.data, (bytes, bytearray)):
+            prev = 0
+            while prev < n:
+                nl = self.data.find(b"\n", prev)
+                end = n if nl < 0 else nl + 1
+                yield prev, end
+                prev = end
+            return
+        # A memoryview has no find(); the re module scans any buffer without copying it.
         prev = 0
-        while prev < n:
-            nl = view.find(b"\n", prev)
-            end = n if nl < 0 else nl + 1
-            yield prev, end
-            prev = end
+        for m in _NEWLINE.finditer(self.data):
+            yield prev, m.end()
+            prev = m.end()
+        if prev < n:
+            yield prev, n
 
     def records(self) -> Iterator[memoryview]:
         """Each record as a zero-copy view (delimiters included)."""

@@ -68,6 +68,10 @@ class Peer:
     def receiver_cmd(self, work: Path, port: int, out: Path) -> list[str]:
         raise NotImplementedError
 
+    def relay_cmd(self, work: Path, in_port: int, port: int) -> list[str]:
+        """A syslog server on ``in_port`` (TCP) forwarding to the receiver on ``port``."""
+        raise NotImplementedError
+
 
 class Rsyslog(Peer):
     def __init__(self) -> None:
@@ -95,6 +99,12 @@ class Rsyslog(Peer):
         d.mkdir(parents=True, exist_ok=True)
         text = render("rsyslog-receiver.conf", {"WORK": str(d), "PORT": str(port), "OUT": str(out)})
         return self._cmd(work, text, "receiver")
+
+    def relay_cmd(self, work: Path, in_port: int, port: int) -> list[str]:
+        d = work / "sender"
+        d.mkdir(parents=True, exist_ok=True)
+        text = render("rsyslog-relay.conf", {"WORK": str(d), "IN_PORT": str(in_port), "PORT": str(port)})
+        return self._cmd(work, text, "sender")
 
 
 class SyslogNg(Peer):
@@ -136,6 +146,9 @@ class SyslogNg(Peer):
 
     def receiver_cmd(self, work: Path, port: int, out: Path) -> list[str]:
         return self._cmd(work, render("syslog-ng-receiver.conf", {"PORT": str(port), "OUT": str(out)}), "receiver")
+
+    def relay_cmd(self, work: Path, in_port: int, port: int) -> list[str]:
+        return self._cmd(work, render("syslog-ng-relay.conf", {"IN_PORT": str(in_port), "PORT": str(port)}), "sender")
 
 
 PEERS: dict[str, type[Peer]] = {"rsyslog": Rsyslog, "syslog-ng": SyslogNg}

@@ -103,6 +103,12 @@ class CollectorProcess:
             if self.cpu_seconds() - before < 0.1:
                 return
 
+    def reset_peak(self) -> None:
+        """Reset VmHWM to the current RSS (``clear_refs`` 5), so the next peak is this test's own."""
+        assert self.proc is not None
+        with open(f"/proc/{self.proc.pid}/clear_refs", "w") as f:
+            f.write("5")
+
     def log(self) -> str:
         if not self._log.closed:
             self._log.flush()

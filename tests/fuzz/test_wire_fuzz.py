@@ -31,7 +31,16 @@ from thriftpy2.transport.memory import TMemoryBuffer
 from logflume.chunk import Chunk
 from logflume.wire.client import WireClient
 from logflume.wire.idl import PROTOCOL_VERSION, Compression, Status, flume_thrift, scribe_thrift
-from logflume.wire.protocol import Batch, ChunkHeader, Service, encode_batch, encode_message, pack_prefix
+from logflume.wire.protocol import (
+    Batch,
+    ChunkHeader,
+    Hello,
+    Service,
+    encode_batch,
+    encode_call,
+    encode_message,
+    pack_prefix,
+)
 from sinks.sequencefile import SequenceFileReader
 
 from .collector_proc import CollectorProcess
@@ -113,10 +122,15 @@ def check_survived(collector: CollectorProcess, endpoint: str, payload: bytes) -
 
 # -- valid frames to mutate ---------------------------------------------------------------------
 
+def ping_frame() -> bytes:
+    """The handshake a connection must pass before the collector reads anything big from it."""
+    return encode_call("ping", 1, hello=Hello(version=PROTOCOL_VERSION, token=None, sender="mutant"))
+
+
 def logflume_frame() -> bytes:
     chunk = Chunk("mutant", "/m.log", "Raw", 6, "e1", b"hello\n", tags={"k": "v"}, record_ends=[6])
-    head, bodies = encode_batch([chunk], sender="mutant", token=None)
-    return head + b"".join(bytes(b) for b in bodies)
+    head, bodies = encode_batch([chunk], sender="mutant", token=None, seqid=2)
+    return ping_frame() + head + b"".join(bytes(b) for b in bodies)
 
 
 def _framed(payload: bytes) -> bytes:
@@ -200,7 +214,7 @@ def _bomb_header(codec: int, body: bytes, declared: int) -> bytes:
     h = ChunkHeader(source="hostile", stream="/bomb", datatype="Raw", tags={}, seq_id=declared, epoch="e",
                     record_ends=None, timestamp=0, flags=[], length=declared, wire_length=len(body),
                     compression=codec)
-    return _deliver_header([h], len(body)) + body
+    return ping_frame() + _deliver_header([h], len(body)) + body
 
 
 def _thrift_list_claim(count: int) -> bytes:
@@ -218,10 +232,16 @@ ZEROS = 512 << 20  # what a bomb inflates to; the collector must not hold it
 
 
 HOSTILE = {
-    "logflume body_len 2^63": lambda: pack_prefix(64, (1 << 63) - 1) + b"\x00" * 64,
-    "logflume header_len 2^32-1": lambda: pack_prefix(0xFFFFFFFF, 0) + b"\x00" * 64,
+    "logflume body_len 2^63 before the handshake": lambda: pack_prefix(64, (1 << 63) - 1) + b"\x00" * 64,
+    "logflume body_len 2^63": lambda: ping_frame() + pack_prefix(64, (1 << 63) - 1) + b"\x00" * 64,
+    "logflume header_len 2^32-1": lambda: ping_frame() + pack_prefix(0xFFFFFFFF, 0) + b"\x00" * 64,
+    "logflume body of 15 MiB announced, 1 KiB sent": lambda: ping_frame() + _deliver_header(
+        [ChunkHeader(source="h", stream="/s", datatype="Raw", tags={}, seq_id=15 << 20, epoch="e", record_ends=None,
+                     timestamp=0, flags=[], length=15 << 20, wire_length=15 << 20, compression=Compression.NONE)],
+        15 << 20) + b"x" * 1024,
     "logflume list of 2^31-1 chunk headers": lambda: _thrift_list_claim(0x7FFFFFFF),
-    "logflume string of 2^31-1 bytes": lambda: pack_prefix(40, 0) + b"\x80\x01\x00\x01" + struct.pack(">i", 0x7FFFFFFF),
+    "logflume string of 2^31-1 bytes": lambda: ping_frame() + pack_prefix(40, 0) + b"\x80\x01\x00\x01"
+    + struct.pack(">i", 0x7FFFFFFF),
     "scribe frame of 2^31-1 bytes": lambda: struct.pack(">i", 0x7FFFFFFF) + b"\x00" * 64,
     "scribe list of 2^31-1 entries": lambda: _framed(b"\x80\x01\x00\x01\x00\x00\x00\x03Log\x00\x00\x00\x01"
                                                      + b"\x0f\x00\x01\x0c" + struct.pack(">i", 0x7FFFFFFF)),
@@ -260,6 +280,8 @@ KNOWN_BUGS = {
 ])
 def test_hostile_lengths_allocate_nothing_like_them(collector, good, name):
     payload = HOSTILE[name]()
+    collector.wait_quiet()
+    collector.reset_peak()
     before = collector.peak_rss_mib()
     send(collector.ports[HOSTILE_PORT.get(name, "logflume")], payload, wait=3)
     good.deliver_one()
@@ -276,7 +298,7 @@ def test_half_open_connections_do_not_block_agents(collector, good):
         for i in range(20):
             s = socket.create_connection(("127.0.0.1", collector.ports["logflume"]), timeout=5)
             if i % 2:
-                s.sendall(logflume_frame()[:30])  # prefix and part of the header, then silence
+                s.sendall(logflume_frame()[:30 + 200 * (i % 4 == 1)])  # part of a ping or a batch, then silence
             socks.append(s)
         t0 = time.monotonic()
         good.deliver_one()

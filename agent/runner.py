@@ -18,7 +18,7 @@ from tenacity import RetryCallState, Retrying, retry_if_not_exception_type, wait
 
 from logflume.channel import Channel
 from logflume.chunk import Chunk
-from logflume.errors import ChannelClosed, TryLater
+from logflume.errors import ChannelClosed, ChannelFull, TryLater
 from logflume.sink import Sink
 from logflume.source import SourceOutput
 
@@ -26,19 +26,36 @@ log = logging.getLogger("logflume.runner")
 
 
 class ChannelOutput(SourceOutput):
-    """Commit every delivered batch to each of the source's channels."""
+    """Commit every delivered batch to each of the source's channels.
 
-    def __init__(self, channels: Sequence[Channel], put_timeout: float | None = None) -> None:
+    A channel that fails to write (a full disk under a file channel) is retried
+    with backoff until it works or the channel closes: the source simply waits,
+    as it does for a full channel, and keeps its checkpoint where it was.
+    A chunk the channel refuses outright (``ValueError``) fails the delivery.
+    """
+
+    def __init__(self, channels: Sequence[Channel], put_timeout: float | None = None,
+                 retry_initial: float = 0.1, retry_max: float = 10.0) -> None:
         self.channels = list(channels)
         self.put_timeout = put_timeout
+        self._wait = wait_exponential_jitter(multiplier=retry_initial, max=retry_max, jitter=retry_initial)
 
     def deliver(self, chunks: Sequence[Chunk]) -> None:
         if not chunks:
             return
         for channel in self.channels:
-            with channel.transaction() as tx:
-                for chunk in chunks:
-                    tx.put(chunk, timeout=self.put_timeout)
+            retrying = Retrying(
+                retry=retry_if_not_exception_type((ChannelClosed, ChannelFull, ValueError)),
+                wait=self._wait,
+                before_sleep=lambda state, ch=channel: log.warning(
+                    "channel %s: put failed (%s); retrying", ch.name, state.outcome.exception()),
+                reraise=True,
+            )
+            for attempt in retrying:
+                with attempt:
+                    with channel.transaction() as tx:
+                        for chunk in chunks:
+                            tx.put(chunk, timeout=self.put_timeout)
 
 
 class _Stopped(Exception):

@@ -13,23 +13,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from bench.e2e.generator import LINE_SIZE, warm_page_cache
+from bench.e2e.latency import run_latency_cases
 from bench.e2e.limit import run_limit
 from bench.e2e.logflume_contender import LogflumeOptions, python_env, run_logflume
 from bench.e2e.measure import Result
 from bench.e2e.peers import PEERS, run_peer
 from bench.e2e.report import machine, write_results
+from bench.e2e.syslog_events import run_event_cases
 from bench.e2e.variants import make_variants
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 CONTENDERS = ("limit", "logflume", "rsyslog", "syslog-ng")
-CASES = ("latency",)
+CASES = ("events", "latency")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,6 +47,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rotate-rate-mb", type=float, default=400.0,
                     help="rotation variant: writer rate in MB/s (default 400; 0: as fast as it can, which leaves "
                          "files that live for milliseconds and that no shipper can open before they are renamed)")
+    ap.add_argument("--events", type=int, default=1_000_000,
+                    help="small-event case: syslog messages to send (capped at size/200; default 1,000,000)")
+    ap.add_argument("--latency-rate", type=int, default=10_000, help="latency case: lines/s (default 10,000)")
+    ap.add_argument("--latency-seconds", type=float, default=15.0, help="latency case: seconds per contender")
     ap.add_argument("--work-dir", default=str(BENCH / "work"), help="scratch space (inputs are cached here)")
     ap.add_argument("--results-dir", default=str(BENCH / "results"), help="where latest.md/latest.json go")
     ap.add_argument("--no-setup", action="store_true", help="do not run setup_peers.sh when a peer is missing")
@@ -107,6 +114,7 @@ def print_result(r: Result) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t_start = time.monotonic()
+    load_start = list(os.getloadavg())
     work = Path(args.work_dir)
     python = sys.executable
     env = python_env(REPO)
@@ -130,13 +138,21 @@ def main(argv: list[str] | None = None) -> int:
             if name in args.only:
                 runs.append(lambda v=v, name=name: run_peer(PEERS[name](), v, work / f"run-{name}", python, env))
         for run in runs:
+            load = os.getloadavg()[0]
             r = run()
+            r.extra["loadavg_1m_before"] = load
             print_result(r)
             results.append(r)
+    tables: list[str] = []
+    if "events" in args.only:
+        print("bench: small events: syslog over TCP", flush=True)
+        events = max(10_000, min(args.events, size // 200))
+        extra["events"] = run_event_cases(work, events, python, env)
+        tables += extra["events"]["tables"]
     if "latency" in args.only:
-        from bench.e2e.latency import run_latency_cases
-
-        extra["latency"] = run_latency_cases(args, work, python, env)
+        print(f"bench: latency at {args.latency_rate:,} lines/s for {args.latency_seconds:.0f} s", flush=True)
+        extra["latency"] = run_latency_cases(args, work, python, env, args.latency_rate, args.latency_seconds)
+        tables += extra["latency"]["tables"]
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
@@ -144,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         "variants": {v.name: v.description for v in variants},
         "args": {k: v for k, v in vars(args).items()},
         "wall_seconds": time.monotonic() - t_start,
+        "loadavg_at_start": load_start, "loadavg_at_end": list(os.getloadavg()),
     }
-    md, js = write_results(Path(args.results_dir), results, meta, extra,
-                           extra.get("latency", {}).get("tables") if extra.get("latency") else None)
+    md, js = write_results(Path(args.results_dir), results, meta, extra, tables)
     print(f"bench: results in {md} and {js}", flush=True)
     print(md.read_text())
     json.loads(js.read_text())

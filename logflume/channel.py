@@ -9,11 +9,48 @@ channel blocks ``put`` (back-pressure) instead of dropping anything.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import ClassVar
 
 from logflume.chunk import Chunk
 from logflume.component import Component
+from logflume.errors import ChannelClosed, ChannelFull
 from logflume.settings import Setting, Size
+
+
+class ByteBudget:
+    """A channel's capacity in bytes: ``reserve`` blocks while it is used up (back-pressure).
+
+    Shares the channel's condition variable, so a channel can change ``used``
+    together with its queue under one lock.  A chunk bigger than the whole
+    capacity is admitted once nothing else is held, otherwise it could never enter.
+    """
+
+    def __init__(self, cond: threading.Condition, capacity: int, name: str, closed: Callable[[], bool]) -> None:
+        self.cond = cond
+        self.capacity = capacity
+        self.name = name
+        self.closed = closed
+        self.used = 0
+
+    def reserve(self, n: int, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.cond:
+            while not self.closed() and self.used > 0 and self.used + n > self.capacity:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise ChannelFull(f"channel {self.name} full ({self.used} of {self.capacity} bytes)")
+                self.cond.wait(remaining if remaining is not None else 1.0)
+            if self.closed():
+                raise ChannelClosed(self.name)
+            self.used += n
+
+    def release(self, n: int) -> None:
+        with self.cond:
+            self.used -= n
+            self.cond.notify_all()
 
 
 class Transaction:

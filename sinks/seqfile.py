@@ -172,6 +172,7 @@ class _RemoteFiles(_Files):
         self.fs = fs
         self.timeout = timeout
         self.object_store = bool(set(_protocols(fs)) & OBJECT_STORES)
+        self._made: set[str] = set()
         #: Whether the SFTP server fsyncs on request (None: not asked yet).
         self.server_fsync: bool | None = None
         ftp = getattr(fs, "ftp", None)
@@ -182,7 +183,9 @@ class _RemoteFiles(_Files):
         return f"{self.root.rstrip('/')}/{rel}" if rel else self.root
 
     def makedirs(self, rel: str) -> None:
-        self.fs.makedirs(self.path(rel), exist_ok=True)
+        if rel not in self._made:  # a round trip per path level on SFTP: once per directory is enough
+            self.fs.makedirs(self.path(rel), exist_ok=True)
+            self._made.add(rel)
 
     def create(self, rel: str) -> Any:
         ftp = getattr(self.fs, "ftp", None)

@@ -38,9 +38,9 @@ from agent.channels.filelog.records import (
 )
 from agent.channels.filelog.replay import replay
 from agent.channels.filelog.segments import LogWriteError, SegmentLog, list_segments
-from logflume.channel import Channel, Transaction
+from logflume.channel import ByteBudget, Channel, Transaction
 from logflume.chunk import Buffer, Chunk
-from logflume.errors import ChannelClosed, ChannelFull, ConfigError, LogflumeError, StartupError
+from logflume.errors import ChannelClosed, ConfigError, LogflumeError, StartupError
 from logflume.settings import Duration, Enum, Optional, Setting, Size, Str
 
 __all__ = ["FileChannel", "ChunkTooLarge", "LogCorrupted", "LogWriteError"]
@@ -98,7 +98,8 @@ class FileChannel(Channel):
         self._queue: OrderedDict[tuple[int, int], _Held] = OrderedDict()  # committed, not taken; commit order
         self._taken: dict[tuple[int, int], _Held] = {}  # taken by open transactions, not yet consumed
         self._open_puts: dict[int, list[Entry]] = {}  # txid -> PUT records written, not committed
-        self._used = 0  # bytes queued + taken + staged by open puts: what capacity bounds
+        # capacity covers bytes queued + taken + staged by open puts
+        self._budget = ByteBudget(self._cond, self.config.capacity, self.name, lambda: self._closed)
         self._held_bytes = 0  # bytes queued + taken: committed and not yet consumed
         self._seq = 0
         self._next_txid = 1
@@ -155,7 +156,7 @@ class FileChannel(Channel):
             self._seq += 1
             self._queue[(entry[0], entry[1])] = (self._seq, entry)
             self._held_bytes += entry[3]
-        self._used = self._held_bytes
+        self._budget.used = self._held_bytes
         self._next_txid = result.next_txid
         self._durable = (0, 0)
         first = max([*segments, ckpt.segment]) + 1
@@ -344,7 +345,7 @@ class FileChannel(Channel):
         if n > self.config.max_chunk_size:
             raise ChunkTooLarge(f"file channel {self.name}: chunk of {n} bytes from {chunk.stream!r} is above "
                                 f"max_chunk_size ({self.config.max_chunk_size} bytes)")
-        self._reserve(n, timeout)
+        self._budget.reserve(n, timeout)
         try:
             meta = chunk.metadata_json()
             crc = body_crc(meta, chunk.data)  # outside the lock: 64 MiB take ~10 ms
@@ -354,27 +355,9 @@ class FileChannel(Channel):
                 with self._cond:
                     self._open_puts.setdefault(txid, []).append(entry)
         except BaseException:
-            self._release(n)
+            self._budget.release(n)
             raise
         return entry
-
-    def _reserve(self, n: int, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            # A chunk bigger than the whole capacity is admitted once the channel is empty.
-            while not self._closed and self._used > 0 and self._used + n > self.config.capacity:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise ChannelFull(f"channel {self.name} full ({self._used} of {self.config.capacity} bytes)")
-                self._cond.wait(remaining if remaining is not None else 1.0)
-            if self._closed:
-                raise ChannelClosed(self.name)
-            self._used += n
-
-    def _release(self, n: int) -> None:
-        with self._cond:
-            self._used -= n
-            self._cond.notify_all()
 
     def _take(self, timeout: float | None) -> tuple[tuple[int, int], _Held, Chunk] | None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -464,7 +447,7 @@ class FileChannel(Channel):
                     del self._taken[key]
                     taken_bytes += held[1][3]
                 self._held_bytes -= taken_bytes
-                self._used -= taken_bytes
+                self._budget.used -= taken_bytes
                 self._update_gauges()
                 self._cond.notify_all()
         return seg, off + HEADER_SIZE + len(body)
@@ -479,7 +462,7 @@ class FileChannel(Channel):
             self.log.debug("file channel %s: could not log rollback of tx %d: %s", self.name, txid, exc)
         with self._cond:
             self._open_puts.pop(txid, None)
-            self._used -= put_bytes
+            self._budget.used -= put_bytes
             self._cond.notify_all()
 
     def _update_gauges(self) -> None:

@@ -12,9 +12,9 @@ import time
 from collections import deque
 from typing import ClassVar
 
-from logflume.channel import Channel, Transaction
+from logflume.channel import ByteBudget, Channel, Transaction
 from logflume.chunk import Chunk
-from logflume.errors import ChannelClosed, ChannelFull
+from logflume.errors import ChannelClosed
 
 
 class MemoryChannel(Channel):
@@ -23,7 +23,8 @@ class MemoryChannel(Channel):
     def configure(self) -> None:
         self._queue: deque[Chunk] = deque()
         self._cond = threading.Condition()
-        self._used = 0  # bytes committed in the queue + bytes reserved by pending puts + bytes taken, uncommitted
+        # capacity covers bytes queued + reserved by open puts + taken and not yet committed
+        self._budget = ByteBudget(self._cond, self.config.capacity, self.name, lambda: self._closed)
         self._queued_bytes = 0
         self._closed = False
         self._fill = self.metrics.gauge("channel_fill_bytes", "Bytes held by the channel")
@@ -51,25 +52,6 @@ class MemoryChannel(Channel):
             return len(self._queue)
 
     # -- used by transactions, under self._cond --------------------------------------------
-
-    def _reserve(self, n: int, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            # A chunk bigger than the whole capacity is admitted once the channel is empty,
-            # otherwise it could never enter.
-            while not self._closed and self._used > 0 and self._used + n > self.config.capacity:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise ChannelFull(f"channel {self.name} full ({self._used} of {self.config.capacity} bytes)")
-                self._cond.wait(remaining if remaining is not None else 1.0)
-            if self._closed:
-                raise ChannelClosed(self.name)
-            self._used += n
-
-    def _release(self, n: int) -> None:
-        with self._cond:
-            self._used -= n
-            self._cond.notify_all()
 
     def _publish(self, chunks: list[Chunk]) -> None:
         with self._cond:
@@ -115,7 +97,7 @@ class _MemoryTransaction(Transaction):
 
     def put(self, chunk: Chunk, timeout: float | None = None) -> None:
         self._check()
-        self._ch._reserve(len(chunk), timeout)
+        self._ch._budget.reserve(len(chunk), timeout)
         self._puts.append(chunk)
         self._put_bytes += len(chunk)
 
@@ -135,7 +117,7 @@ class _MemoryTransaction(Transaction):
             self._ch.metrics.bytes_in.inc(self._put_bytes)
         if self._takes:
             taken = sum(len(c) for c in self._takes)
-            self._ch._release(taken)
+            self._ch._budget.release(taken)
             self._ch.metrics.chunks_out.inc(len(self._takes))
             self._ch.metrics.bytes_out.inc(taken)
 
@@ -144,7 +126,7 @@ class _MemoryTransaction(Transaction):
             return
         self._done = True
         if self._puts:
-            self._ch._release(self._put_bytes)
+            self._ch._budget.release(self._put_bytes)
         if self._takes:
             self._ch._return_to_head(self._takes)
 

@@ -8,9 +8,9 @@ Modes (first element is the tag):
 * CompressedPackedForward: as PackedForward with ``option["compressed"] == "gzip"``
 
 ``time`` is an integer of seconds or an EventTime (msgpack ext type 0: 32-bit
-seconds, 32-bit nanoseconds).  ``option["chunk"]`` asks for ``{"ack": chunk}``
-once the events are stored.  Decompression is bounded, so a gzip bomb costs at
-most ``max_size`` bytes.
+seconds, 32-bit nanoseconds), or ``[time, metadata]`` (Fluent Bit 2.1+).
+``option["chunk"]`` asks for ``{"ack": chunk}`` once the events are stored.
+Decompression is bounded, so a gzip bomb costs at most ``max_size`` bytes.
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ def new_unpacker(max_size: int) -> msgpack.Unpacker:
 
 
 def _time(value: Any) -> float:
+    if isinstance(value, (list, tuple)) and value:
+        value = value[0]  # Fluent Bit >= 2.1 sends [[time, metadata], record]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ProtocolError(f"event time must be an integer or EventTime, got {type(value).__name__}")
     return value

@@ -299,4 +299,10 @@ class SyslogSource(Source):
     def _flush_loop(self) -> None:
         interval = max(0.01, min(self.config.flush_interval / 4, 0.25))
         while not self.stopping.wait(interval):
-            self.streams.poll()
+            try:
+                self.streams.poll()
+            except ChannelClosed:
+                return
+            except Exception:
+                self.metrics.errors.inc()
+                self.log.exception("source %s: flush failed", self.name)

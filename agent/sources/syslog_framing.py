@@ -13,6 +13,7 @@ RFC 3164 message (only the first few hundred bytes are looked at).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -186,7 +187,9 @@ class SyslogHeader:
     msgid: str = NIL
 
 
+@functools.lru_cache(maxsize=4096)
 def _field(raw: bytes) -> str:
+    """A header field made safe for a stream name (cached: hosts and apps repeat)."""
     text = _SAFE.sub("_", raw[:FIELD_MAX].decode("ascii", "replace"))
     return text or NIL
 
@@ -206,7 +209,11 @@ def parse_header(msg: Buffer) -> SyslogHeader:
     m5 = _RFC5424.match(rest)
     if m5 and m5.group(1) != b"0":
         h.format = "rfc5424"
-        h.host, h.app, h.procid, h.msgid = (_field(g) for g in m5.group(3, 4, 5, 6))
+        host, app, procid, msgid = m5.group(3, 4, 5, 6)
+        h.host = _field(host)
+        h.app = _field(app)
+        h.procid = _field(procid)
+        h.msgid = _field(msgid)
         return h
     h.format = "rfc3164"
     ts = _RFC3164_TS.match(rest)

@@ -25,7 +25,7 @@ import yaml
 
 from bench.e2e.generator import SEQ_DIGITS, SEQ_MARK, make_line
 from bench.e2e.logflume_contender import LogflumeOptions, acked_bytes, agent_config, collector_config
-from bench.e2e.measure import ProcGroup, Result, wait_until
+from bench.e2e.measure import ProcGroup, wait_until
 from bench.e2e.peers import PEERS, Peer, free_port, port_open
 from bench.e2e.variants import clear_dir
 
@@ -106,6 +106,7 @@ def _measure(name: str, group: ProcGroup, watch_file: Path, far_files: Callable[
     total = int(rate * seconds)
     watcher = ArrivalWatcher(far_files, total)
     times_file = work / "write-times.bin"
+    group.mark_start()
     writer = group.start("writer", [python, "-m", "bench.e2e.latency", "write", str(watch_file), str(rate),
                                     str(seconds), str(times_file)], work / "writer.log", env=env)
     t0 = time.monotonic()

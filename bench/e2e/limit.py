@@ -80,6 +80,7 @@ def run_limit(files: list[str], total_lines: int, total_bytes: int, variant: str
         recv = group.start("receiver", [python, "-m", "bench.e2e.limit", "recv", str(port_file), str(out)],
                            work / "recv.log", env=env)
         wait_until(port_file.exists, 20, "the limit receiver's port", group)
+        group.mark_start()
         snd = group.start("sender", [python, "-m", "bench.e2e.limit", "send", port_file.read_text(),
                                      str(work / "start"), *files], work / "send.log", env=env)
         if snd.wait(600).exit_code:

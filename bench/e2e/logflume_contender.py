@@ -139,6 +139,7 @@ def run_logflume(opts: LogflumeOptions, variant: Variant, work: Path, python: st
         agent = group.start("agent", [python, "-m", "logflume", "agent", "-c", str(work / "agent.yaml")],
                             work / "agent.log", env=env)
         wait_until(lambda: acked_bytes(mport) >= 0, 30, "the agent's metrics endpoint", group)
+        group.mark_start()
         t0, writer = variant.feed(watch, python, env, work)
         total = ds.total_bytes
         last, last_change = 0, time.monotonic()

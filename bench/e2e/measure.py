@@ -51,6 +51,7 @@ class Proc:
         self.pid = self.popen.pid
         self.hwm = 0
         self.usage: ProcUsage | None = None
+        self.cpu_base = (0.0, 0.0)  # (user, sys) spent before the measured interval: start-up
 
     def sample(self) -> None:
         """Record the current VmHWM (peak RSS so far) from /proc."""
@@ -62,6 +63,20 @@ class Proc:
                         break
         except (FileNotFoundError, ProcessLookupError, ValueError):
             pass
+
+    def cpu_now(self) -> tuple[float, float]:
+        """(user, sys) CPU seconds so far, from /proc/PID/stat (all threads)."""
+        try:
+            with open(f"/proc/{self.pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            tick = os.sysconf("SC_CLK_TCK")
+            return int(fields[11]) / tick, int(fields[12]) / tick
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            return 0.0, 0.0
+
+    def mark_start(self) -> None:
+        """Exclude CPU spent so far (interpreter start-up, config, connecting) from the usage."""
+        self.cpu_base = self.cpu_now()
 
     def alive(self) -> bool:
         if self.usage is not None:
@@ -80,7 +95,8 @@ class Proc:
         self.popen.returncode = code
         # Peak RSS from VmHWM samples only: wait4's ru_maxrss keeps the high-water mark from before
         # exec (the forked copy of this harness), so it would report the harness's size.
-        self.usage = ProcUsage(self.name, ru.ru_utime, ru.ru_stime, self.hwm, code)
+        self.usage = ProcUsage(self.name, max(0.0, ru.ru_utime - self.cpu_base[0]),
+                               max(0.0, ru.ru_stime - self.cpu_base[1]), self.hwm, code)
         self._log.close()
 
     def wait(self, timeout: float) -> ProcUsage:
@@ -127,6 +143,11 @@ class ProcGroup:
         p = Proc(name, cmd, log, **kw)
         self.procs.append(p)
         return p
+
+    def mark_start(self) -> None:
+        """The measured interval starts now: start-up CPU of the processes running so far is excluded."""
+        for p in self.procs:
+            p.mark_start()
 
     def sample(self) -> None:
         for p in self.procs:

@@ -182,6 +182,7 @@ def run_peer(peer: Peer, variant: Variant, work: Path, python: str, py_env: dict
         time.sleep(1.0)  # let the sender set up its watches and connect
         group.check_alive()
         counter = NewlineCounter(lambda: [out])
+        group.mark_start()
         t0, writer = variant.feed(watch, python, py_env, work)
         total = variant.dataset.total_lines
         deadline = t0 + max_seconds

@@ -77,6 +77,41 @@ def ratios(results: list[Result]) -> dict[str, dict[str, float]]:
     return out
 
 
+def targets(results: list[Result], meta: dict[str, Any]) -> list[str]:
+    """One line per target of the issue: met or missed, with the figures."""
+    out = []
+    rat = ratios(results)
+    for r in results:
+        if not r.contender.startswith("logflume") or r.error:
+            continue
+        rr = rat.get(f"{r.contender}/{r.variant}", {})
+        want = 0.5 if "-memory-" in r.contender else 0.3
+        if "limit" in rr:
+            out.append(f"- {r.contender}/{r.variant}: {rr['limit']:.2f}× limit (target ≥ {want}×): "
+                       f"{'met' if rr['limit'] >= want else 'MISSED'}")
+        for p in PEER_NAMES:
+            if p in rr:
+                out.append(f"- {r.contender}/{r.variant}: {rr[p]:.1f}× {p} (target ≥ 10×): "
+                           f"{'met' if rr[p] >= 10 else 'MISSED'}")
+        chunk = r.extra.get("chunk_size")
+        if chunk and "agent" in r.peak_rss:
+            cap = 2 * chunk + (64 << 20)
+            out.append(f"- {r.contender}/{r.variant}: agent peak RSS {_mib(r.peak_rss['agent'])} MiB "
+                       f"(target ≤ 2×chunk_size + 64 MiB = {_mib(cap)} MiB): "
+                       f"{'met' if r.peak_rss['agent'] <= cap else 'MISSED'}")
+        if r.lines_lost:
+            out.append(f"- {r.contender}/{r.variant}: {r.lines_lost} lines lost: MISSED")
+    by_variant: dict[str, list[Result]] = {}
+    for r in results:
+        if r.cpu_s_per_gb is not None and r.contender != LIMIT:
+            by_variant.setdefault(r.variant, []).append(r)
+    for v, rs in by_variant.items():
+        best = min(rs, key=lambda r: r.cpu_s_per_gb or 0.0)
+        out.append(f"- {v}: lowest CPU per GB is {best.contender} ({best.cpu_s_per_gb:.1f} s/GB): "
+                   f"{'met' if best.contender.startswith('logflume') else 'MISSED'}")
+    return out
+
+
 def markdown(results: list[Result], meta: dict[str, Any], extra_tables: list[str] | None = None) -> str:
     m = meta["machine"]
     lines = [
@@ -86,11 +121,13 @@ def markdown(results: list[Result], meta: dict[str, Any], extra_tables: list[str
         f"{m['memory_bytes'] / (1 << 30):.1f} GiB RAM, Linux {m['kernel']}, Python {m['python']}. "
         f"Data: {_mib(meta['size_bytes'])} MiB of {meta['line_size']}-byte lines per variant, loopback only, "
         f"inputs in page cache. Peers: {', '.join(f'{k} {v}' for k, v in meta.get('peer_versions', {}).items())}. "
-        f"Run took {meta['wall_seconds']:.0f} s.",
+        f"Run took {meta['wall_seconds']:.0f} s; load average (1 min) {meta['loadavg_at_start'][0]:.1f} at start, "
+        f"{meta['loadavg_at_end'][0]:.1f} at end (other work on the machine competes for its {m['nproc']} CPUs; "
+        f"each row's `load` is the load average just before it ran).",
         "",
         "| variant | contender | MB/s | lines/s | CPU s/GB | peak RSS MiB (per process) | lines lost | dups | "
-        "vs limit | vs rsyslog | vs syslog-ng |",
-        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "vs limit | vs rsyslog | vs syslog-ng | load |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     rat = ratios(results)
     for r in results:
@@ -98,7 +135,7 @@ def markdown(results: list[Result], meta: dict[str, Any], extra_tables: list[str
         rr = rat.get(f"{r.contender}/{r.variant}", {})
         if r.error:
             lines.append(f"| {r.variant} | {r.contender} | not measured: {r.error.splitlines()[-1][:120]} "
-                         f"| | | | | | | | |")
+                         f"| | | | | | | | | |")
             continue
         lines.append(
             f"| {r.variant} | {r.contender} | {_fmt(r.mb_s)} | {_fmt(r.lines_s, 0)} | {_fmt(r.cpu_s_per_gb)} | "
@@ -106,9 +143,15 @@ def markdown(results: list[Result], meta: dict[str, Any], extra_tables: list[str
             f"{r.duplicates if r.duplicates is not None else '–'} | "
             f"{_fmt(rr.get('limit'), 2) + '×' if 'limit' in rr else ''} | "
             f"{_fmt(rr.get('rsyslog'), 1) + '×' if 'rsyslog' in rr else ''} | "
-            f"{_fmt(rr.get('syslog-ng'), 1) + '×' if 'syslog-ng' in rr else ''} |"
+            f"{_fmt(rr.get('syslog-ng'), 1) + '×' if 'syslog-ng' in rr else ''} | "
+            f"{_fmt(r.extra.get('loadavg_1m_before'))} |"
         )
     notes = [f"- {r.contender}/{r.variant}: {n}" for r in results for n in r.notes]
+    if any(r.variant == "rotate" for r in results):
+        notes.append("- rotate: no limit is measured for a file being written; `vs limit` uses the `single` limit")
+    goals = targets(results, meta)
+    if goals:
+        lines += ["", "Targets of issue 9 (measured in this run):", *goals]
     if notes:
         lines += ["", "Notes:", *notes]
     for t in extra_tables or []:

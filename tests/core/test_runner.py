@@ -57,3 +57,25 @@ def test_stop_drains_memory_channel(tmp_path):
     agent.stop()
     assert len(lines_of(agent.sinks["f"].delivered)) == 500
     assert agent.channels["m"].size_chunks() == 0
+
+
+def test_channel_write_failures_are_retried_for_the_source(tmp_path):
+    """A channel that fails a put (e.g. disk full) makes the source wait and retry, losing nothing."""
+    from agent.runner import ChannelOutput
+    from logflume.chunk import Chunk
+
+    agent = pipeline(tmp_path, failures=0, count=0)
+    channel = agent.channels["m"]
+    real = channel.transaction
+    calls = {"n": 0}
+
+    def flaky_transaction():
+        calls["n"] += 1
+        if calls["n"] <= 3:
+            raise OSError(28, "No space left on device")
+        return real()
+
+    channel.transaction = flaky_transaction
+    out = ChannelOutput([channel], retry_initial=0.01)
+    out.deliver([Chunk("h", "s", "Raw", 3, "e", b"ab\n")])
+    assert calls["n"] == 4 and channel.size_chunks() == 1

@@ -32,7 +32,7 @@ def proc_status_kib(pid: int, field: str) -> int:
 class CollectorProcess:
     """Collector with logflume, scribe and flume listeners and a local store, under an address-space limit."""
 
-    def __init__(self, root: Path, *, max_frame_size: str = "16MiB", as_limit: int = 3 << 30) -> None:
+    def __init__(self, root: Path, *, max_frame_size: str = "16MiB", as_limit: int = 2 << 30) -> None:
         self.root = root
         self.ports = {"logflume": free_port(), "scribe": free_port(), "flume": free_port()}
         self.store = root / "store"

@@ -240,8 +240,8 @@ HOSTILE = {
                      timestamp=0, flags=[], length=15 << 20, wire_length=15 << 20, compression=Compression.NONE)],
         15 << 20) + b"x" * 1024,
     "logflume list of 2^31-1 chunk headers": lambda: _thrift_list_claim(0x7FFFFFFF),
-    "logflume string of 2^31-1 bytes": lambda: ping_frame() + pack_prefix(40, 0) + b"\x80\x01\x00\x01"
-    + struct.pack(">i", 0x7FFFFFFF),
+    "logflume method name of 2^31-1 bytes": lambda: ping_frame() + pack_prefix(40, 0) + b"\x80\x01\x00\x01"
+    + struct.pack(">i", 0x7FFFFFFF) + b"\x00" * 32,
     "scribe frame of 2^31-1 bytes": lambda: struct.pack(">i", 0x7FFFFFFF) + b"\x00" * 64,
     "scribe list of 2^31-1 entries": lambda: _framed(b"\x80\x01\x00\x01\x00\x00\x00\x03Log\x00\x00\x00\x01"
                                                      + b"\x0f\x00\x01\x0c" + struct.pack(">i", 0x7FFFFFFF)),
@@ -256,6 +256,11 @@ HOSTILE_PORT = {"scribe frame of 2^31-1 bytes": "scribe", "scribe list of 2^31-1
 
 
 KNOWN_BUGS = {
+    "logflume method name of 2^31-1 bytes": (
+        "BUG (logflume/wire/protocol.py decode_message): a 40-byte Thrift header whose method-name length says "
+        "2^31-1 makes the Cython decoder allocate without bound: the collector grows until MemoryError under a "
+        "2 GiB RLIMIT_AS (the same call in an unlimited process reached 15 GiB RSS and was OOM-killed). Check "
+        "string and container lengths against the bytes left in the header before decoding."),
     "zstd body declaring 10 bytes, inflating to 512 MiB": (
         "BUG (logflume/wire/protocol.py decompress): ZstdDecompressor().decompress(data, max_output_size=length) "
         "ignores max_output_size when the zstd frame header carries a content size (python-zstandard allocates "
@@ -268,7 +273,7 @@ KNOWN_BUGS = {
     "logflume list of 2^31-1 chunk headers": (
         "BUG (logflume/wire/protocol.py decode_message): the Cython Thrift decoder pre-sizes a list from its "
         "declared count: a 30-byte header claiming 2^31-1 ChunkHeaders costs ~20 s of CPU and >500 MiB before "
-        "MemoryError (under a 3 GiB RLIMIT_AS; unbounded without). Bound container/string lengths by the header "
+        "MemoryError (under a 2 GiB RLIMIT_AS; unbounded without). Bound container/string lengths by the header "
         "size before decoding (thriftpy2 protocols take container_length_limit/string_length_limit in newer "
         "versions) or pre-scan the header."),
 }
@@ -308,8 +313,12 @@ def test_half_open_connections_do_not_block_agents(collector, good):
         for s in socks:
             s.settimeout(1)
             try:
-                closed += s.recv(1) == b""
-            except OSError:
+                while s.recv(4096):  # a Welcome to the pings comes first, then the close
+                    pass
+                closed += 1
+            except TimeoutError:
+                pass
+            except OSError:  # reset by the collector: closed too
                 closed += 1
         assert closed == len(socks), f"only {closed} of {len(socks)} silent connections were closed"
     finally:

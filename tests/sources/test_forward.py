@@ -87,17 +87,21 @@ def test_every_mode_with_ack(tmp_path):
             assert _send_and_ack(s, ["packed", entries, {"chunk": "c3", "size": 5}], "c3") == {"ack": "c3"}
             gz = gzip.compress(entries[:len(entries) // 2]) + gzip.compress(entries[len(entries) // 2:])
             assert _send_and_ack(s, ["gz", gz, {"chunk": "c4", "compressed": "gzip"}], "c4") == {"ack": "c4"}
+            # Fluent Bit 2.1+ entries: [[time, metadata], record].
+            assert _send_and_ack(s, ["fb2", [[[event_time, {"otel": 1}], {"v": 2}]], {"chunk": "c5"}], "c5") \
+                == {"ack": "c5"}
             # The packed entries as str (old clients) work too.
             s.sendall(msgpack.packb(["oldpacked", entries.decode("latin-1").encode("latin-1"), {}],
                                     use_bin_type=False))
-        wait_for(lambda: len(sink.records()) >= 18, 10)
+        wait_for(lambda: len(sink.records()) >= 19, 10)
         msg = events(sink, "message")
         assert msg == [{"time": pytest.approx(now + 0.123456789), "m": 1}]
         assert [e["f"] for e in events(sink, "forward")] == [1, 2]
         assert [e["k"] for e in events(sink, "packed")] == list(range(5))
         assert [e["k"] for e in events(sink, "gz")] == list(range(5))
         assert [e["k"] for e in events(sink, "oldpacked")] == list(range(5))
-        assert metric(agent, "acks_sent") == 4
+        assert events(sink, "fb2") == [{"time": pytest.approx(now + 0.123456789), "v": 2}]
+        assert metric(agent, "acks_sent") == 5
 
 
 def test_no_ack_until_commit(tmp_path):

@@ -212,7 +212,7 @@ def test_tcp_backpressure_stops_reading_and_loses_nothing(tmp_path):
         assert len(set(recs)) == msg_count
 
 
-def test_udp_drops_are_counted_not_silent(tmp_path):
+def test_udp_drops_are_counted_not_silent(tmp_path, caplog):
     port = free_port()
     gate = tmp_path / "gate"
     src = {"type": "syslog", "udp": f"127.0.0.1:{port}", "flush_interval": "20ms", "chunk_size": "4KiB",
@@ -238,6 +238,7 @@ def test_udp_drops_are_counted_not_silent(tmp_path):
         assert received + dropped == sent
         assert metric(agent, "dropped_bytes") == dropped * len(b"<13>Jan  1 00:00:00 h app: ") + dropped * 180
         assert received > 0 and dropped > 0
+        assert "dropped" in caplog.text and "UDP message(s)" in caplog.text
 
 
 def test_oversized_messages_truncated_and_flagged(tmp_path):

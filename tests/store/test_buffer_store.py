@@ -323,7 +323,8 @@ def test_server_killed_while_a_sender_streams_big_chunks(sshd: Sshd, tmp_path: P
     """
     import threading
 
-    store = _store(sshd, tmp_path, context)
+    store = _store(sshd, tmp_path, context, secondary={"file_size": "1MiB"})
+    store.primary.config._data["roll_size"] = 2 << 20  # realistic files: a few chunks, not one, per file
     store.start()
     maker, sent = ChunkMaker(size=100_000), []
     stop = threading.Event()

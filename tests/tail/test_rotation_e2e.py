@@ -92,6 +92,10 @@ def test_copytruncate_every_few_ms_loses_only_inside_the_window(tmp_path, logflu
     writer.start()
     time.sleep(2.0)
     total = writer.finish()
+    with open(log, "ab") as fh:  # the writer may have stopped right after a truncate: end on known lines
+        fh.write(b"".join(line(n) for n in range(total, total + 10)))
+    total += 10
+
     def last_line() -> int:
         epochs = list(by_epoch(read_chunks(out), str(log)).values())
         return complete_numbers(epoch_bytes(epochs[-1]))[-1] if epochs else -1
@@ -115,7 +119,7 @@ def test_copytruncate_every_few_ms_loses_only_inside_the_window(tmp_path, logflu
     assert generations[-1].startswith(epoch_bytes(epochs[-1]))
     # The loss window: bytes written after the last read and before the truncate exist only in the copy.
     print(f"copytruncate: {len(generations)} generations, {len(seen)}/{total} lines collected, {lost} bytes lost")
-    assert len(seen) > total // 10  # most of it: the window is short compared with 20 ms
+    assert len(seen) > total // 2  # most of it: the window is short compared with 20 ms
 
 
 def test_agent_rejects_sink_writing_into_tailed_glob(tmp_path, logflume_proc):
@@ -161,7 +165,8 @@ def test_truncate_delete_while_open_and_inode_reuse_through_the_agent(tmp_path, 
         fds = Path(f"/proc/{agent.pid}/fd")
         return any("app.log (deleted)" in os.readlink(fd) for fd in fds.iterdir() if fd.is_symlink())
 
-    wait_for(lambda: not agent_holds_deleted(), message="descriptor of the deleted file released")
+    # Other processes on this filesystem may take the freed inode first: look often, create at once.
+    wait_for(lambda: not agent_holds_deleted(), interval=0.0005, message="descriptor of the deleted file released")
     new = block(0, 300, b"NEW ")  # longer than the old position: only the fingerprint tells them apart
     for i in range(200):
         cand = logs / f"candidate-{i}"  # same directory (same inode group), outside the glob

@@ -24,7 +24,7 @@ def open_fds_under(directory: Path) -> int:
     n = 0
     for fd in os.listdir("/proc/self/fd"):
         try:
-            if os.readlink(f"/proc/self/fd/{fd}").startswith(str(directory)):
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(str(directory) + "/"):  # files, not the dir a scan reads
                 n += 1
         except OSError:
             pass

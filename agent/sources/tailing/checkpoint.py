@@ -100,6 +100,7 @@ class CheckpointWriter:
         self._cond = threading.Condition()
         self._pending: list[Position] | None = None
         self._writing = False
+        self._failed = False  # the last write failed: flush() does not wait for the retry
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"positions-{file.path.parent.name}", daemon=True)
         self._thread.start()
@@ -110,10 +111,12 @@ class CheckpointWriter:
             self._cond.notify_all()
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until everything submitted is on disk; False on timeout."""
+        """Wait until everything submitted is on disk; False on timeout or when writing fails."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._pending is not None or self._writing:
+                if self._failed and not self._writing:
+                    return False
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -143,12 +146,18 @@ class CheckpointWriter:
                 self._writing = True
             try:
                 self.file.save(positions)
+                self._failed = False
             except OSError as exc:
+                self._failed = True
                 self.on_error(exc)
                 with self._cond:
                     if self._pending is None and not self._closed:
                         self._pending = positions  # try again with the next round
-                time.sleep(1.0)
+                with self._cond:
+                    self._writing = False
+                    self._cond.notify_all()
+                    if not self._closed:
+                        self._cond.wait(1.0)  # retry pace (close() wakes it)
             finally:
                 last = time.monotonic()
                 with self._cond:

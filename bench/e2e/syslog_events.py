@@ -1,0 +1,195 @@
+"""Small-event case: syslog over TCP, ~200-byte messages, into each contender's syslog server.
+
+logflume: agent with the ``syslog`` source (TCP) -> memory channel -> collector sink -> collector
+-> seqfile store.  rsyslog: imtcp -> omfwd -> a receiving rsyslog writing a file.  syslog-ng:
+network() -> network() -> a receiving syslog-ng writing a file.  Senders push pre-built RFC 3164
+messages (newline framed) with ``sendfile`` over ``conns`` connections, as fast as each server
+reads them: TCP carries back-pressure, so the rate at which everything arrives, with nothing lost,
+is the highest rate the contender sustains without loss.  Every message's sequence number is then
+checked at the far end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.e2e.generator import make_line
+from bench.e2e.latency import ArrivalWatcher
+from bench.e2e.logflume_contender import LogflumeOptions, acked_bytes, collector_config
+from bench.e2e.measure import ProcGroup, wait_until
+from bench.e2e.peers import PEERS, Peer, free_port, port_open
+from bench.e2e.variants import clear_dir
+
+HEAD_CUT = len(b"2026-11-25T03:00:00.000Z web-00 nginx[1000]: ")
+
+
+def syslog_message(seq: int) -> bytes:
+    """An RFC 3164 message around line ``seq`` (about 200 bytes with its newline)."""
+    return b"<134>Nov 25 03:04:05 web-%02d nginx[%d]: " % (seq % 10, 1000 + seq % 9000) + make_line(seq)[HEAD_CUT:]
+
+
+def write_messages(path: Path, first: int, count: int) -> int:
+    with open(path, "wb") as f:
+        for s0 in range(first, first + count, 8192):
+            f.write(b"".join([syslog_message(s) for s in range(s0, min(first + count, s0 + 8192))]))
+    return path.stat().st_size
+
+
+def send(port: int, files: list[str]) -> None:
+    """One connection per file, all at once (threads), each sent with sendfile."""
+    import threading
+
+    def one(p: str) -> None:
+        with socket.create_connection(("127.0.0.1", port)) as s, open(p, "rb") as f:
+            s.sendfile(f)
+
+    threads = [threading.Thread(target=one, args=(p,)) for p in files]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def _agent_config(opts: LogflumeOptions, work: Path, syslog_port: int, cport: int, mport: int) -> dict:
+    return {
+        "agent": {"name": "bench", "data_dir": str(work / "agent"), "metrics": f"127.0.0.1:{mport}",
+                  "log_level": "WARNING", "shutdown_timeout": "10s"},
+        "sources": {"syslog": {"type": "syslog", "tcp": f"127.0.0.1:{syslog_port}", "channels": ["buf"],
+                               "stream": "syslog:{host}", "flush_interval": "200ms"}},
+        "channels": {"buf": {"type": "memory", "capacity": "64MiB"}},
+        "sinks": {"fwd": {"type": "collector", "channel": "buf", "collectors": [f"127.0.0.1:{cport}"]}},
+    }
+
+
+def _measure(name: str, group: ProcGroup, port: int, files: list[str], total: int,
+             far: Callable[[], Iterable[Path]], python: str, env: dict[str, str], work: Path,
+             stall: float = 20.0) -> dict[str, Any]:
+    watcher = ArrivalWatcher(far, total)
+    group.mark_start()
+    t0 = time.monotonic()
+    sender = group.start("sender", [python, "-m", "bench.e2e.syslog_events", "send", str(port), *files],
+                         work / "sender.log", env=env)
+    last, last_t = 0, t0
+    while watcher.count < total:
+        watcher.poll()
+        group.sample()
+        now = time.monotonic()
+        if watcher.count > last:
+            last, last_t = watcher.count, now
+        elif now - last_t > stall:
+            break
+        time.sleep(0.02)
+    seconds = max(last_t - t0, 1e-9)
+    sender.stop(10)
+    usage = [u for u in group.stop_all(30) if u.name != "sender"]
+    cpu = sum(u.cpu_user + u.cpu_sys for u in usage)
+    return {"contender": name, "events": total, "connections": len(files), "seconds": seconds,
+            "events_s": watcher.count / seconds, "lines_lost": total - watcher.count,
+            "cpu_s_per_million": cpu / (total / 1e6), "peak_rss_bytes": {u.name: u.peak_rss for u in usage}}
+
+
+def run_logflume_events(work: Path, files: list[str], total: int, python: str, env: dict[str, str]) -> dict:
+    clear_dir(work)
+    opts = LogflumeOptions(channel="memory", sync="every_batch")
+    sport, cport, mport = free_port(), free_port(), free_port()
+    (work / "agent.yaml").write_text(yaml.safe_dump(_agent_config(opts, work, sport, cport, mport)))
+    (work / "collector.yaml").write_text(yaml.safe_dump(collector_config(opts, work, cport)))
+    group = ProcGroup()
+    root = work / "collector" / "sink"
+    try:
+        group.start("collector", [python, "-m", "logflume", "collector", "-c", str(work / "collector.yaml")],
+                    work / "collector.log", env=env)
+        wait_until(lambda: port_open(cport), 30, "the collector listening", group)
+        group.start("agent", [python, "-m", "logflume", "agent", "-c", str(work / "agent.yaml")],
+                    work / "agent.log", env=env)
+        wait_until(lambda: acked_bytes(mport) >= 0 and port_open(sport), 30, "the agent's syslog port", group)
+        return _measure("logflume (syslog source, memory channel, sync on)", group, sport, files, total,
+                        lambda: [p for p in root.rglob("*") if p.is_file()], python, env, work)
+    finally:
+        group.stop_all(10)
+
+
+def run_peer_events(peer: Peer, work: Path, files: list[str], total: int, python: str,
+                    env: dict[str, str]) -> dict:
+    clear_dir(work)
+    in_port, port = free_port(), free_port()
+    out = work / "received.log"
+    group = ProcGroup()
+    try:
+        group.start(f"{peer.name}-receiver", peer.receiver_cmd(work, port, out), work / "receiver.out", env=peer.env())
+        wait_until(lambda: port_open(port), 20, f"{peer.name} receiver", group)
+        group.start(f"{peer.name}-relay", peer.relay_cmd(work, in_port, port), work / "relay.out", env=peer.env())
+        wait_until(lambda: port_open(in_port), 20, f"{peer.name} syslog port", group)
+        return _measure(peer.name, group, in_port, files, total, lambda: [out], python, env, work)
+    finally:
+        group.stop_all(10)
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["#### Small events: syslog over TCP, ~200-byte messages", "",
+             "| contender | events | connections | events/s | lost | CPU s per million events | peak RSS MiB |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['contender']} | not measured: {r['error'][:120]} | | | | | |")
+            continue
+        rss = ", ".join(f"{k} {v >> 20}" for k, v in r["peak_rss_bytes"].items())
+        lines.append(f"| {r['contender']} | {r['events']:,} | {r['connections']} | {r['events_s']:,.0f} | "
+                     f"{r['lines_lost']} | {r['cpu_s_per_million']:.1f} | {rss} |")
+    return "\n".join(lines)
+
+
+def run_event_cases(work: Path, events: int, python: str, env: dict[str, str], conns: int = 4) -> dict[str, Any]:
+    data = work / "data" / "syslog"
+    data.mkdir(parents=True, exist_ok=True)
+    per = events // conns
+    files = []
+    for i in range(conns):
+        p = data / f"syslog-{events}-{i}.txt"
+        if not p.exists():
+            write_messages(p, i * per, per)
+        files.append(str(p))
+    total = per * conns
+    rows = []
+    cases: list[tuple[str, Callable[[], dict]]] = [
+        ("logflume", lambda: run_logflume_events(work / "run-events", files, total, python, env))]
+    for name, cls in PEERS.items():
+        peer = cls()
+        if peer.available() is None:
+            cases.append((name, lambda p=peer: run_peer_events(p, work / "run-events", files, total, python, env)))
+    for name, run in cases:
+        try:
+            row = run()
+        except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
+            row = {"contender": name, "error": str(exc)[-300:]}
+        rows.append(row)
+        if "error" in row:
+            print(f"  events {name}: not measured: {row['error']}", flush=True)
+        else:
+            print(f"  events {row['contender']}: {row['events_s']:,.0f} events/s, lost {row['lines_lost']}, "
+                  f"{row['cpu_s_per_million']:.1f} CPU s per million", flush=True)
+    return {"rows": rows, "tables": [markdown(rows)]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.e2e.syslog_events")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("send")
+    s.add_argument("port", type=int)
+    s.add_argument("files", nargs="+")
+    a = ap.parse_args(argv)
+    send(a.port, a.files)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

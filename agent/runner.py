@@ -40,9 +40,10 @@ class ChannelOutput(SourceOutput):
         self.put_timeout = put_timeout
         self._wait = wait_exponential_jitter(multiplier=retry_initial, max=retry_max, jitter=retry_initial)
 
-    def deliver(self, chunks: Sequence[Chunk]) -> None:
+    def deliver(self, chunks: Sequence[Chunk], timeout: float | None = None) -> None:
         if not chunks:
             return
+        put_timeout = self.put_timeout if timeout is None else timeout
         for channel in self.channels:
             retrying = Retrying(
                 retry=retry_if_not_exception_type((ChannelClosed, ChannelFull, ValueError)),
@@ -55,7 +56,7 @@ class ChannelOutput(SourceOutput):
                 with attempt:
                     with channel.transaction() as tx:
                         for chunk in chunks:
-                            tx.put(chunk, timeout=self.put_timeout)
+                            tx.put(chunk, timeout=put_timeout)
 
 
 class _Stopped(Exception):

@@ -43,10 +43,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--channels", default="memory,file", help="logflume channel variants (memory, file)")
     ap.add_argument("--sync", default="on,off", help="collector store sync variants: on (every_batch), off (none)")
     ap.add_argument("--chunk-size-mb", type=int, default=64, help="tail source chunk_size in MiB (default 64)")
-    ap.add_argument("--rotate-mb", type=int, default=64, help="rotation variant: rename the file every N MiB")
-    ap.add_argument("--rotate-rate-mb", type=float, default=400.0,
-                    help="rotation variant: writer rate in MB/s (default 400; 0: as fast as it can, which leaves "
-                         "files that live for milliseconds and that no shipper can open before they are renamed)")
+    ap.add_argument("--rotate-seconds", type=float, default=0.25,
+                    help="rotation variant: rename the file and create a new one this often (default 0.25)")
+    ap.add_argument("--rotate-rate-mb", type=float, default=0.0,
+                    help="rotation variant: writer rate in MB/s (default 0: as fast as it can)")
     ap.add_argument("--events", type=int, default=1_000_000,
                     help="small-event case: syslog messages to send (capped at size/200; default 1,000,000)")
     ap.add_argument("--latency-rate", type=int, default=10_000, help="latency case: lines/s (default 10,000)")
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     size = args.size_mb << 20
     ensure_peers(args.only, not args.no_setup)
     print(f"bench: generating {args.size_mb} MiB per variant in {work / 'data'}", flush=True)
-    variants = make_variants(work / "data", size, args.variants, args.rotate_mb << 20, args.rotate_rate_mb * 1e6)
+    variants = make_variants(work / "data", size, args.variants, args.rotate_seconds, args.rotate_rate_mb * 1e6)
     results: list[Result] = []
     extra: dict = {}
     for v in variants:

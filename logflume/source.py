@@ -22,7 +22,9 @@ from logflume.settings import ListOf, MapOf, Setting, Str
 class SourceOutput:
     """Where a source delivers; the runtime provides it (fan-out to several channels)."""
 
-    def deliver(self, chunks: Sequence[Chunk]) -> None:
+    def deliver(self, chunks: Sequence[Chunk], timeout: float | None = None) -> None:
+        """Commit ``chunks`` to every channel; with ``timeout``, raise ChannelFull if a full
+        channel made a put wait that long (for sources that answer senders, e.g. HTTP 429)."""
         raise NotImplementedError
 
 

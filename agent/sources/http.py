@@ -19,7 +19,6 @@ channel is durable):
 from __future__ import annotations
 
 import hmac
-import inspect
 import json
 import socket
 import threading
@@ -72,7 +71,6 @@ class HttpSource(Source):
         self.records_in = self.metrics.counter("records_in", "Records received")
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self._deliver_timeout = False
 
     def reads(self) -> list[str]:
         return ["http:{}:{}".format(*self.config.listen)]
@@ -84,10 +82,6 @@ class HttpSource(Source):
     def start(self, output: SourceOutput) -> None:  # type: ignore[override]
         c = self.config
         self.output = output
-        try:
-            self._deliver_timeout = "timeout" in inspect.signature(output.deliver).parameters
-        except (TypeError, ValueError):
-            self._deliver_timeout = False
         ledger = StreamLedger(self.context.state_dir("source", self.name) / "streams.json",
                               reserve=max(1 << 30, c.chunk_size * 16))
         self.streams = EventStreams(
@@ -116,10 +110,7 @@ class HttpSource(Source):
             self._thread.join(5)
 
     def _deliver(self, chunks) -> None:
-        if self._deliver_timeout:
-            self.output.deliver(chunks, timeout=self.config.full_wait)  # type: ignore[call-arg]
-        else:
-            self.output.deliver(chunks)
+        self.output.deliver(chunks, timeout=self.config.full_wait)
 
     def _committed(self, chunks: list[Chunk]) -> None:
         self.metrics.chunks_out.inc(len(chunks))

@@ -6,8 +6,8 @@ contender's output, even one that rewrites lines (rsyslog and syslog-ng prepend 
 The rest of the line looks like an nginx access log, varied so that compression has real work.
 
 Run as ``python -m bench.e2e.generator rotate SRC... --dst FILE`` for the rotation variant: it
-appends the pre-generated files to ``FILE`` at a given rate and renames ``FILE`` to ``FILE.N`` each
-``--rotate-bytes`` (rename + create, as logrotate does without copytruncate).
+appends the pre-generated files to ``FILE`` (at full speed unless ``--rate``) and renames ``FILE`` to
+``FILE.N`` every ``--rotate-seconds`` (rename + create, as logrotate does without copytruncate).
 """
 
 from __future__ import annotations
@@ -118,39 +118,37 @@ def warm_page_cache(ds: Dataset) -> None:
                 pass
 
 
-def rotate_write(sources: list[str], dst: Path, rotate_bytes: int, rate: float, block: int = 1 << 20) -> int:
-    """Append ``sources`` to ``dst`` at ``rate`` bytes/s, renaming it to ``dst.N`` every ``rotate_bytes``.
+def rotate_write(sources: list[str], dst: Path, rotate_seconds: float, rate: float, block: int = 1 << 20) -> int:
+    """Append ``sources`` to ``dst`` (at ``rate`` bytes/s, 0: full speed), renaming it to ``dst.N`` and
+    creating a new one every ``rotate_seconds``, as logrotate does without copytruncate.
 
     Cuts only at line boundaries (blocks are multiples of LINE_SIZE).  Returns the number of rotations.
     """
     block -= block % LINE_SIZE
-    rotate_bytes -= rotate_bytes % LINE_SIZE
     rotations = 0
-    written_in_file = 0
     sent = 0
-    t0 = time.monotonic()
+    t0 = opened = time.monotonic()
     out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    buf = bytearray(block)
+    view = memoryview(buf)
     try:
         for src in sources:
             with open(src, "rb", buffering=0) as f:
-                buf = bytearray(block)
-                view = memoryview(buf)
                 while True:
-                    want = min(block, rotate_bytes - written_in_file)
-                    n = f.readinto(view[:want])
+                    n = f.readinto(buf)
                     if not n:
                         break
                     os.write(out, view[:n])
-                    written_in_file += n
                     sent += n
-                    if written_in_file >= rotate_bytes:
+                    now = time.monotonic()
+                    if now - opened >= rotate_seconds:
                         os.close(out)
                         rotations += 1
                         os.rename(dst, f"{dst}.{rotations}")
                         out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-                        written_in_file = 0
+                        opened = now
                     if rate > 0:
-                        ahead = sent / rate - (time.monotonic() - t0)
+                        ahead = sent / rate - (now - t0)
                         if ahead > 0:
                             time.sleep(ahead)
     finally:
@@ -168,14 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("rotate", help="append SRC files to --dst at --rate, rotating by rename")
     r.add_argument("src", nargs="+")
     r.add_argument("--dst", required=True)
-    r.add_argument("--rotate-bytes", type=int, default=64 << 20)
+    r.add_argument("--rotate-seconds", type=float, default=0.25)
     r.add_argument("--rate", type=float, default=0.0, help="bytes/s; 0 = as fast as possible")
     args = ap.parse_args(argv)
     if args.cmd == "generate":
         ds = generate(Path(args.dir), args.size_mb << 20, args.files)
         print(json.dumps(asdict(ds)))
     else:
-        n = rotate_write(args.src, Path(args.dst), args.rotate_bytes, args.rate)
+        n = rotate_write(args.src, Path(args.dst), args.rotate_seconds, args.rate)
         print(json.dumps({"rotations": n}))
     return 0
 

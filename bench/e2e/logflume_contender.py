@@ -179,7 +179,7 @@ def run_logflume(opts: LogflumeOptions, variant: Variant, work: Path, python: st
             res.notes.append(f"{v.foreign} lines with sequence numbers outside the data set")
         if v.lost:
             res.notes.append(f"first missing sequence numbers: {v.first_missing()}")
-        ok = True
+        ok = not res.lines_lost
     except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
         res.error = str(exc)[-500:]
         res.seconds = None

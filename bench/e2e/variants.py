@@ -3,7 +3,7 @@
 A contender's pipeline is started first, watching an empty directory; the clock starts when the
 input appears there.  Static inputs appear by hard link (same inode, so the page cache generated
 once serves every contender and nothing is copied); the rotation case starts a writer process
-that appends the data at ``rate`` and renames the file every ``rotate_bytes``.
+that appends the data (at full speed unless ``rate``) and renames the file every ``rotate_seconds``.
 """
 
 from __future__ import annotations
@@ -25,20 +25,20 @@ class Variant:
     name: str
     dataset: Dataset
     pattern: str  # file name (or glob) the contenders watch inside the watch directory
-    rotate_bytes: int = 0  # > 0: fed by the rotating writer
+    rotate_seconds: float = 0.0  # > 0: fed by the rotating writer, which renames the file this often
     rate: float = 0.0  # rotating writer's rate in bytes/s (0: as fast as it can)
     description: str = ""
 
     @property
     def rotating(self) -> bool:
-        return self.rotate_bytes > 0
+        return self.rotate_seconds > 0
 
     def feed(self, watch: Path, python: str, env: dict[str, str], logs: Path) -> tuple[float, Proc | None]:
         """Make the input appear in ``watch``; return the start time and the writer process, if any."""
         if self.rotating:
             t0 = time.monotonic()
             proc = Proc("writer", [python, "-m", "bench.e2e.generator", "rotate", *self.dataset.files,
-                                   "--dst", str(watch / self.pattern), "--rotate-bytes", str(self.rotate_bytes),
+                                   "--dst", str(watch / self.pattern), "--rotate-seconds", str(self.rotate_seconds),
                                    "--rate", str(self.rate)], logs / "writer.log", env=env)
             return t0, proc
         t0 = time.monotonic()
@@ -57,7 +57,7 @@ def clear_dir(path: Path) -> None:
     path.mkdir(parents=True)
 
 
-def make_variants(data_dir: Path, size_bytes: int, names: list[str], rotate_bytes: int = 64 << 20,
+def make_variants(data_dir: Path, size_bytes: int, names: list[str], rotate_seconds: float = 0.25,
                   rate: float = 0.0) -> list[Variant]:
     """Generate (or reuse) the data sets of the named variants: ``single``, ``multi``, ``rotate``."""
     out = []
@@ -70,10 +70,10 @@ def make_variants(data_dir: Path, size_bytes: int, names: list[str], rotate_byte
             out.append(Variant(name, ds, "app-*.log", description="10 files read at once (Vector's file_to_tcp)"))
         elif name == "rotate":
             ds = generate(data_dir / "single", size_bytes, 1, "app")
-            rb = min(rotate_bytes, max(1 << 20, size_bytes // 4))
             rdesc = f"{rate / 1e6:.0f} MB/s" if rate else "full speed"
-            out.append(Variant(name, ds, "app.log", rotate_bytes=rb, rate=rate,
-                               description=f"written at {rdesc} while read, renamed every {rb >> 20} MiB"))
+            out.append(Variant(name, ds, "app.log", rotate_seconds=rotate_seconds, rate=rate,
+                               description=f"written at {rdesc} while read, renamed (and a new file created) "
+                                           f"every {rotate_seconds:g} s"))
         else:
             raise ValueError(f"unknown variant {name!r}; expected single, multi or rotate")
     return out

@@ -81,6 +81,13 @@ class CollectorProcess:
                     raise RuntimeError(f"collector did not listen: {self.log()[-2000:]}") from None
                 time.sleep(0.05)
 
+    def restart(self) -> None:
+        """Start again after a crash (same ports, same store); the crash stays in the log."""
+        if self.alive():
+            return
+        self.restarts = getattr(self, "restarts", 0) + 1
+        self.start()
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

@@ -112,12 +112,14 @@ def send(port: int, data: bytes, *, wait: float = 0.3, half_close: bool = True) 
 
 
 def check_survived(collector: CollectorProcess, endpoint: str, payload: bytes) -> None:
-    """The collector is still running after ``payload``; if not, the payload is kept for a reproduction."""
+    """The collector is still running after ``payload``; if not, keep the payload, restart it, fail the example."""
     time.sleep(0.02)
     if not collector.alive():
+        code = collector.proc.returncode if collector.proc else None
         (collector.root / "killer.bin").write_bytes(payload)
-        pytest.fail(f"collector died after {len(payload)} bytes to {endpoint} (saved to "
-                    f"{collector.root / 'killer.bin'}): {payload[:200]!r}\n{collector.log()[-3000:]}")
+        collector.restart()  # later examples and tests get a collector again
+        pytest.fail(f"collector died (exit {code}) after {len(payload)} bytes to {endpoint} (saved to "
+                    f"{collector.root / 'killer.bin'}): {payload[:300]!r}")
 
 
 # -- valid frames to mutate ---------------------------------------------------------------------
@@ -175,6 +177,15 @@ def test_random_bytes(collector, good, endpoint, data):
     good.deliver_one()
 
 
+SEGFAULT_BUG = (
+    "BUG (logflume/wire/protocol.py decode_message + thriftpy2 cybin): a string length read from the Thrift "
+    "header is allocated before it is checked against the bytes left; under an address-space limit the "
+    "allocation fails and the Cython decoder memcpy()s into NULL: SIGSEGV, the collector dies. One byte "
+    "changed in a valid deliver frame is enough (see test_one_byte_mutation_kills_the_collector); without a "
+    "limit each such frame costs a transient ~1.8 GB allocation instead.")
+
+
+@pytest.mark.xfail(strict=False, reason=SEGFAULT_BUG)
 @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     endpoint=st.sampled_from(sorted(FRAMES)),
@@ -199,6 +210,19 @@ def test_mutated_valid_frames(collector, good, endpoint, edits, cut):
     payload = bytes(data)
     send(collector.ports[endpoint], payload, wait=0.05)
     check_survived(collector, endpoint, payload)
+    good.deliver_one()
+
+
+@pytest.mark.xfail(strict=False, reason=SEGFAULT_BUG)
+def test_one_byte_mutation_kills_the_collector(collector, good):
+    """A valid ping + deliver, with the length of the tag key 'k' changed from 1 to 0 (so 'k\\0\\0\\0' is
+    read as the value's length, ~1.8 GB): the collector must refuse the frame and keep serving."""
+    frame = bytearray(logflume_frame())
+    at = frame.index(b"\r\x00\x04\x0b\x0b\x00\x00\x00\x01\x00\x00\x00\x01k") + 12
+    assert frame[at] == 1
+    frame[at] = 0
+    send(collector.ports["logflume"], bytes(frame), wait=2)
+    check_survived(collector, "logflume", bytes(frame))
     good.deliver_one()
 
 

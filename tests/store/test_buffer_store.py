@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(120)
 def _store(sshd: Sshd, tmp_path: Path, context: Context, **extra) -> BufferStore:
     raw = {
         "primary": {"type": "seqfile", "url": sshd.url(tmp_path / "primary"), "roll_size": "40KiB",
-                    "storage_options": sshd.storage_options(), "timeout": "5s"},
+                    "storage_options": sshd.storage_options(), "timeout": "5s", **extra.pop("primary", {})},
         "secondary": {"dir": str(tmp_path / "secondary"), "file_size": "16KiB", **extra.pop("secondary", {})},
         "retry_interval": "300ms",
         **extra,
@@ -323,8 +323,8 @@ def test_server_killed_while_a_sender_streams_big_chunks(sshd: Sshd, tmp_path: P
     """
     import threading
 
-    store = _store(sshd, tmp_path, context, secondary={"file_size": "1MiB"})
-    store.primary.config._data["roll_size"] = 2 << 20  # realistic files: a few chunks, not one, per file
+    # files of a few chunks, not one each: the replay then outruns the sender
+    store = _store(sshd, tmp_path, context, secondary={"file_size": "1MiB"}, primary={"roll_size": "2MiB"})
     store.start()
     maker, sent = ChunkMaker(size=100_000), []
     stop = threading.Event()

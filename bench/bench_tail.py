@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.agent import Agent  # noqa: E402
+from logflume.allocator import reuse_large_buffers  # noqa: E402
 from logflume.component import Context  # noqa: E402
 from logflume.metrics import Metrics  # noqa: E402
 from logflume.topology import build_topology  # noqa: E402
@@ -89,6 +90,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--dir", default=None, help="where the test file goes (default: a temp dir)")
     args = ap.parse_args()
+    reuse_large_buffers()  # as `logflume agent` does
     work = Path(tempfile.mkdtemp(prefix="bench-tail-", dir=args.dir))
     try:
         path = work / "bench.log"

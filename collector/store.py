@@ -52,6 +52,19 @@ _PROGRESS = "replay.progress"
 _RECORD_OVERHEAD = 512
 
 
+def _remove_durably(path: str) -> None:
+    """Remove a file and fsync its directory, so the removal is on disk before what follows."""
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        return
+    fd = os.open(os.path.dirname(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @dataclass(frozen=True)
 class NestedSink:
     """A sink config inside another component's config, validated with the rest of the file."""
@@ -367,19 +380,21 @@ class BufferStore(Sink):
                     return
             if batch:
                 self._replay_batch(batch, batch_bytes, progress_path, name, index)
+        # Forget the progress before the file: a crash in between replays the file again (duplicates),
+        # never skips records of a later file that reuses the name.
+        _remove_durably(progress_path)
         if broken is not None:  # never delete what could not be read: set it aside for a person
             aside = os.path.join(self.secondary.local_root, "corrupt")
             os.makedirs(aside, exist_ok=True)
-            os.rename(path, os.path.join(aside, name))
+            target = os.path.join(aside, name)
+            if os.path.exists(target):
+                target += f".{time.time_ns()}"
+            os.rename(path, target)
             self.log.error("store %s: secondary file %s is damaged after record %d (%s); moved to %s",
-                           self.name, path, index, broken, aside)
+                           self.name, path, index, broken, target)
         else:
-            os.remove(path)
+            _remove_durably(path)
         self._m_replayed_files.inc()
-        try:
-            os.remove(progress_path)
-        except FileNotFoundError:
-            pass
         self._m_progress.set(0)
         self._m_backlog.set(self.backlog_bytes())
 

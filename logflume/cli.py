@@ -15,6 +15,7 @@ import sys
 import yaml
 
 from logflume import __version__
+from logflume.allocator import reuse_large_buffers
 from logflume.errors import ConfigError, StartupError
 
 # Subcommands whose implementation lives with its stage: "module:function" taking argv, returning an exit code.
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    reuse_large_buffers()
     parser = build_parser()
     if argv and argv[0] in DELEGATED:
         return _delegate(argv[0], argv[1:])

@@ -124,7 +124,7 @@ class TailSource(ThreadedSource):
 
     def configure(self) -> None:
         cfg = self.config
-        where = f"sources.{self.name}"
+        where, file = f"sources.{self.name}", self.context.config_file
         self.specs: list[PathSpec] = []
         for entry in cfg.paths:
             pattern = os.path.abspath(os.path.expanduser(entry.glob))
@@ -133,15 +133,15 @@ class TailSource(ThreadedSource):
         try:
             self.delimiter = decode_delimiter(cfg.record_delimiter)
         except ValueError as exc:
-            raise ConfigError(None, f"{where}.record_delimiter", str(exc)) from None
+            raise ConfigError(file, f"{where}.record_delimiter", str(exc)) from None
         if not self.delimiter:
-            raise ConfigError(None, f"{where}.record_delimiter", "expected at least one byte, got ''")
+            raise ConfigError(file, f"{where}.record_delimiter", "expected at least one byte, got ''")
         self.multiline: MultilinePattern | None = None
         if cfg.multiline is not None:
             try:
                 self.multiline = MultilinePattern(cfg.multiline.pattern, cfg.multiline.negate, cfg.multiline.match)
             except ValueError as exc:
-                raise ConfigError(None, f"{where}.multiline", str(exc)) from None
+                raise ConfigError(file, f"{where}.multiline", str(exc)) from None
         self.block = min(cfg.read_block_size, cfg.chunk_size)
         self.files: dict[tuple[int, int], TailedFile] = {}
         self.by_path: dict[str, tuple[int, int]] = {}

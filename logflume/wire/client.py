@@ -119,7 +119,7 @@ class WireClient:
             prefix = self.conn.read_exact(PREFIX.size, frame_deadline(PREFIX.size, self.timeout))
             header_len, body_len = unpack_prefix(prefix, MAX_REPLY)
             header = self.conn.read_exact(header_len, frame_deadline(header_len, self.timeout))
-            got, mtype, _seqid, result = decode_message(header)
+            got, mtype, _seqid, result = decode_message(header, TMessageType.REPLY)
         except ssl.SSLError as exc:
             self.close()
             if isinstance(exc, ssl.SSLEOFError):

@@ -22,8 +22,9 @@ from thriftpy2.thrift import TMessageType
 
 from logflume.chunk import Chunk
 from logflume.wire.idl import PROTOCOL_VERSION, Compression, logflume_thrift
+from logflume.wire.safe_thrift import DecodeError, decode_call, decode_reply
 
-try:  # the Cython codec is ~10x faster for batches of many small chunks
+try:  # the Cython encoder is ~10x faster for batches of many small chunks (it only ever encodes our own data)
     from thriftpy2.protocol.cybin import TCyBinaryProtocol as _Protocol
     from thriftpy2.transport.memory import TCyMemoryBuffer as _Memory
 except ImportError:  # pragma: no cover - pure-Python thriftpy2 build
@@ -34,6 +35,8 @@ MAGIC = b"LFW1"
 PREFIX = struct.Struct(">4sIQ")
 #: The Thrift header of one frame may not exceed this (it only carries metadata).
 MAX_HEADER = 16 * 1024 * 1024
+#: Largest zstd window accepted from a peer (bounds the decompressor's memory).
+MAX_ZSTD_WINDOW = 16 * 1024 * 1024
 COMPRESSIONS = {"none": Compression.NONE, "zstd": Compression.ZSTD, "lz4": Compression.LZ4}
 
 Service = logflume_thrift.LogFlume
@@ -58,23 +61,17 @@ def encode_message(name: str, mtype: int, seqid: int, payload: Any) -> bytes:
     return trans.getvalue()
 
 
-def decode_message(raw: bytes | bytearray, expect_type: int | None = None) -> tuple[str, int, int, Any]:
-    """(method, message type, seqid, decoded ``_args``/``_result`` struct); ProtocolError if malformed."""
+def decode_message(raw: bytes | bytearray, expect_type: int = TMessageType.CALL) -> tuple[str, int, int, Any]:
+    """(method, message type, seqid, the ``_args`` (CALL) or ``_result`` (REPLY) struct); ProtocolError if malformed.
+
+    Decoded with :mod:`logflume.wire.safe_thrift`, which trusts no length: these bytes come from the network.
+    """
     try:
-        proto = _Protocol(_Memory(bytes(raw)))
-        name, mtype, seqid = proto.read_message_begin()
-        if expect_type is not None and mtype != expect_type:
-            raise ProtocolError(f"expected Thrift message type {expect_type}, got {mtype}")
-        if name not in Service.thrift_services:
-            raise ProtocolError(f"unknown method {name!r}")
-        suffix = "_args" if mtype == TMessageType.CALL else "_result"
-        payload = getattr(Service, name + suffix)()
-        payload.read(proto)
-    except ProtocolError:
-        raise
-    except Exception as exc:  # thriftpy2 raises a zoo of types on garbage
-        raise ProtocolError(f"malformed Thrift header: {type(exc).__name__}: {exc}") from None
-    return name, mtype, seqid, payload
+        if expect_type == TMessageType.REPLY:
+            return decode_reply(raw, Service)
+        return decode_call(raw, Service, types=(expect_type,))
+    except DecodeError as exc:
+        raise ProtocolError(f"malformed Thrift header: {exc}") from None
 
 
 def pack_prefix(header_len: int, body_len: int) -> bytes:
@@ -106,7 +103,8 @@ def _zstd_compressor() -> zstandard.ZstdCompressor:
 def _zstd_decompressor() -> zstandard.ZstdDecompressor:
     d = getattr(_codecs, "zd", None)
     if d is None:
-        d = _codecs.zd = zstandard.ZstdDecompressor()
+        # a hostile frame may ask for a huge window; ours (level 1) need far less than 16 MiB
+        d = _codecs.zd = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW)
     return d
 
 
@@ -119,20 +117,34 @@ def compress(data: Any, compression: str) -> bytes:
 
 
 def decompress(data: memoryview, codec: int, length: int) -> bytes:
-    """Inflate one body, refusing to produce more than the declared ``length``."""
+    """Inflate one body, never producing (or allocating) more than the declared ``length`` (+1 to detect lies)."""
     try:
         if codec == Compression.ZSTD:
-            out = _zstd_decompressor().decompress(data, max_output_size=length)
+            declared = zstandard.frame_content_size(data)
+            if declared >= 0 and declared != length:  # the frame's own size would be allocated up front
+                raise ProtocolError(f"zstd body says {declared} bytes, header says {length}")
+            with _zstd_decompressor().stream_reader(data) as reader:
+                out = reader.read(length + 1)
+                while len(out) <= length:
+                    more = reader.read(length + 1 - len(out))
+                    if not more:
+                        break
+                    out += more
         elif codec == Compression.LZ4:
-            out = lz4.frame.decompress(data)
+            inflater = lz4.frame.LZ4FrameDecompressor()
+            out = inflater.decompress(data, max_length=length + 1)
+            if len(out) == length and not inflater.eof:
+                raise ProtocolError(f"lz4 body is truncated or inflates past the {length} bytes its header says")
         else:
             raise ProtocolError(f"unknown compression code {codec}")
     except ProtocolError:
         raise
     except Exception as exc:
-        raise ProtocolError(f"cannot decompress body: {exc}") from None
-    if len(out) != length:
-        raise ProtocolError(f"body inflated to {len(out)} bytes, header says {length}")
+        raise ProtocolError(f"cannot decompress body: {type(exc).__name__}: {exc}") from None
+    if len(out) > length:
+        raise ProtocolError(f"body inflates to more than the {length} bytes its header says")
+    if len(out) < length:
+        raise ProtocolError(f"body inflates to {len(out)} bytes, its header says {length}")
     return out
 
 

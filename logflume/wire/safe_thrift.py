@@ -121,18 +121,55 @@ class BinaryReader(_Reader):
         return b - 256 if b > 127 else b
 
     def i16(self) -> int:
-        return _I16.unpack(self.take(2))[0]
+        p = self.pos
+        if p + 2 > self.end:
+            raise DecodeError("message ends early")
+        self.pos = p + 2
+        return _I16.unpack_from(self.data, p)[0]
 
     def i32(self) -> int:
-        return _I32.unpack(self.take(4))[0]
+        p = self.pos
+        if p + 4 > self.end:
+            raise DecodeError("message ends early")
+        self.pos = p + 4
+        return _I32.unpack_from(self.data, p)[0]
 
     def i64(self) -> int:
-        return _I64.unpack(self.take(8))[0]
+        p = self.pos
+        if p + 8 > self.end:
+            raise DecodeError("message ends early")
+        self.pos = p + 8
+        return _I64.unpack_from(self.data, p)[0]
+
+    def read_struct(self, cls: type, depth: int = 0) -> Any:
+        """Fast path: a per-class plan of field readers (the hot loop for batches of many chunk headers)."""
+        if depth > MAX_DEPTH:
+            raise DecodeError("structures nested too deeply")
+        plan = _binary_plan(cls)
+        obj = cls()
+        data, end = self.data, self.end
+        while True:
+            p = self.pos
+            if p >= end:
+                raise DecodeError("message ends early")
+            wire = data[p]
+            if wire == TType.STOP:
+                self.pos = p + 1
+                return obj
+            if p + 3 > end:
+                raise DecodeError("message ends early")
+            fid = _I16.unpack_from(data, p + 1)[0]
+            self.pos = p + 3
+            entry = plan.get(fid)
+            if entry is None or entry[1] != wire:
+                self.skip(wire, None, depth)
+            else:
+                setattr(obj, entry[0], entry[2](self, depth))
 
     def message_begin(self, strict: bool) -> tuple[str, int, int]:
         head = self.i32()
         if head < 0:
-            if (head & 0xFFFF0000) != (0x80010000 - (1 << 32)):
+            if (head & 0xFFFF0000) != 0x80010000:
                 raise DecodeError(f"bad binary protocol version word {head & 0xFFFFFFFF:#x}")
             mtype = head & 0xFF
             name = self.take(self.i32())
@@ -217,6 +254,36 @@ class BinaryReader(_Reader):
                 self.skip(vt, None, depth + 1)
         else:
             raise DecodeError(f"unknown Thrift type {wire}")
+
+
+_PLANS: dict[type, dict[int, tuple[str, int, Any]]] = {}
+
+
+def _binary_plan(cls: type) -> dict[int, tuple[str, int, Any]]:
+    """{field id: (attribute, wire type, reader(reader, depth))} for a struct class, built once."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        plan = {}
+        for fid, field in cls.thrift_spec.items():
+            sub = field[2] if len(field) == 4 else None
+            plan[fid] = (field[1], _wire_type(field[0]), _binary_field_reader(field[0], sub))
+        _PLANS[cls] = plan
+    return plan
+
+
+def _binary_field_reader(ttype: int, sub: Any) -> Any:
+    wire = _wire_type(ttype)
+    if wire == TType.I64:
+        return lambda r, d: r.i64()
+    if wire == TType.I32:
+        return lambda r, d: r.i32()
+    if wire == TType.I16:
+        return lambda r, d: r.i16()
+    if wire == TType.STRING and ttype == TType.STRING:
+        return lambda r, d: r.text_or_bytes(r.take(r.i32()), TType.STRING)
+    if wire == TType.STRING:
+        return lambda r, d: r.take(r.i32())
+    return lambda r, d: r.read_value(ttype, sub, d)
 
 
 class CompactReader(_Reader):

@@ -3,7 +3,9 @@
 Used by the Scribe and Flume endpoints so existing clients work unchanged:
 each frame is a 4-byte big-endian length plus one Thrift message, answered by
 one framed reply.  The length is checked against ``max_frame_size`` before
-the frame is allocated; garbage or a slow peer closes only that connection.
+the frame is allocated, and the message is decoded by
+:mod:`logflume.wire.safe_thrift` (no length in it is trusted); garbage or a
+slow peer closes only that connection.  Replies are encoded by thriftpy2.
 """
 
 from __future__ import annotations
@@ -15,26 +17,21 @@ from typing import Any
 
 from thriftpy2.protocol.binary import TBinaryProtocol
 from thriftpy2.protocol.compact import TCompactProtocol
-from thriftpy2.thrift import TProcessor
+from thriftpy2.thrift import TMessageType
 from thriftpy2.transport.memory import TMemoryBuffer
 
 from logflume.wire.connection import Connection, PeerClosed, Timeout, frame_deadline
+from logflume.wire.safe_thrift import DecodeError, decode_call
 
 _LEN = struct.Struct(">i")
 
 
-class _CompactProtocol(TCompactProtocol):
-    """Compact protocol that keeps strings as bytes but method names as text (thriftpy2 decodes neither)."""
-
-    def read_message_begin(self):  # type: ignore[override]
-        name, mtype, seqid = super().read_message_begin()
-        if isinstance(name, (bytes, bytearray)):
-            name = name.decode("utf-8", "replace")
-        return name, mtype, seqid
-
-
 class ThriftServiceEndpoint:
-    """One Thrift service over framed transport, ``binary`` (non-strict reads accepted) or ``compact`` protocol."""
+    """One Thrift service over framed transport, ``binary`` (non-strict headers accepted) or ``compact`` protocol.
+
+    ``handler`` has one method per service method, called with the decoded
+    arguments in IDL order (strings as ``bytes``: clients send any bytes).
+    """
 
     name = "thrift"
 
@@ -51,20 +48,30 @@ class ThriftServiceEndpoint:
     ) -> None:
         if protocol not in ("binary", "compact"):
             raise ValueError(f"protocol must be binary or compact, got {protocol!r}")
-        self.processor = TProcessor(service, handler)
+        self.service = service
+        self.handler = handler
         self.protocol = protocol
         self.max_frame_size = max_frame_size
         self.idle_timeout = idle_timeout
         self.frame_timeout = frame_timeout
         self.log = log or logging.getLogger(f"logflume.wire.{self.name}")
 
-    def _protocols(self, frame: bytes) -> tuple[Any, Any, TMemoryBuffer]:
-        inbuf, outbuf = TMemoryBuffer(frame), TMemoryBuffer()
-        if self.protocol == "compact":
-            return _CompactProtocol(inbuf, decode_response=False), TCompactProtocol(outbuf), outbuf
-        # Old Scribe clients write message headers without the version word: accept both.
-        return (TBinaryProtocol(inbuf, strict_read=False, decode_response=False),
-                TBinaryProtocol(outbuf), outbuf)
+    def _reply(self, name: str, seqid: int, result: Any) -> bytes:
+        out = TMemoryBuffer()
+        proto = TCompactProtocol(out) if self.protocol == "compact" else TBinaryProtocol(out)
+        proto.write_message_begin(name, TMessageType.REPLY, seqid)
+        getattr(self.service, name + "_result")(success=result).write(proto)
+        proto.write_message_end()
+        return out.getvalue()
+
+    def _call(self, frame: bytes) -> bytes | None:
+        """Decode one call, run the handler, return the reply message (None for oneway calls)."""
+        name, mtype, seqid, args = decode_call(frame, self.service, self.protocol, strict=False, text=False)
+        values = [getattr(args, field[1]) for _, field in sorted(args.thrift_spec.items())]
+        result = getattr(self.handler, name)(*values)
+        if mtype == TMessageType.ONEWAY:
+            return None
+        return self._reply(name, seqid, result)
 
     def serve(self, conn: Connection, stopping: threading.Event) -> None:
         while conn.wait_readable(self.idle_timeout, stopping):
@@ -73,7 +80,7 @@ class ThriftServiceEndpoint:
                 if size <= 0 or size > self.max_frame_size:
                     self.log.warning("closing %s: frame of %d bytes (limit %d)", conn.peer, size, self.max_frame_size)
                     return
-                frame = bytes(conn.read_exact(size, frame_deadline(size, self.frame_timeout)))
+                frame = conn.read_exact(size, frame_deadline(size, self.frame_timeout))
             except PeerClosed:
                 return
             except Timeout as exc:
@@ -82,13 +89,11 @@ class ThriftServiceEndpoint:
             except OSError as exc:
                 self.log.info("connection %s: %s", conn.peer, exc)
                 return
-            iprot, oprot, outbuf = self._protocols(frame)
             try:
-                self.processor.process(iprot, oprot)
-            except Exception as exc:
-                self.log.warning("closing %s: bad %s call: %s: %s", conn.peer, self.name, type(exc).__name__, exc)
+                reply = self._call(frame)
+            except DecodeError as exc:
+                self.log.warning("closing %s: bad %s call: %s", conn.peer, self.name, exc)
                 return
-            reply = outbuf.getvalue()
             if reply:
                 try:
                     conn.sendall(_LEN.pack(len(reply)) + reply, timeout=self.frame_timeout)

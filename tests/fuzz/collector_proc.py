@@ -104,7 +104,7 @@ class CollectorProcess:
     def wait_quiet(self, timeout: float = 90.0) -> None:
         """Wait until the collector stops burning CPU (work a hostile frame caused is over)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.alive():
             before = self.cpu_seconds()
             time.sleep(0.5)
             if self.cpu_seconds() - before < 0.1:

@@ -9,6 +9,7 @@ import struct
 import time
 
 import pytest
+from thriftpy2.thrift import TMessageType
 
 from logflume.chunk import FLAG_PARTIAL, Chunk
 from logflume.errors import DeliveryError, TryLater
@@ -96,7 +97,7 @@ def test_wrong_protocol_version_is_refused_with_reason(wire_server):
 def _read_reply(s: socket.socket):
     prefix = _recv_exact(s, PREFIX.size)
     hl, _ = unpack_prefix(prefix, 1 << 20)
-    return decode_message(_recv_exact(s, hl))[3]
+    return decode_message(_recv_exact(s, hl), TMessageType.REPLY)[3]
 
 
 def _recv_exact(s: socket.socket, n: int) -> bytes:

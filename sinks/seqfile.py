@@ -43,8 +43,11 @@ WRITER_KEY = "logflume.writer"
 FORMAT_KEY = "logflume.format"
 COLLECTOR_KEY = "logflume.collector"
 
-#: Protocols whose files cannot be appended to or flushed part-way: files are staged locally.
-OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss", "memory", "http", "https"})
+#: Remote protocols whose open files take partial flushes (the hflush equivalent): written in place.
+#: Every other remote store (s3, gs, abfs, webhdfs, memory, ...) gets files staged locally.
+STREAMING_PROTOCOLS = frozenset({"sftp", "ssh", "hdfs", "arrow_hdfs"})
+#: Protocols where one PUT makes a whole object appear at once (no hidden name and rename needed).
+OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss", "memory"})
 
 _INPROGRESS = ".inprogress"
 _FINAL = re.compile(r"^(?P<collector>.+)-(?P<stamp>\d{14})-(?P<n>\d+)\.seq$")
@@ -360,7 +363,7 @@ class SeqFileSink(Sink):
         "block_size": Setting(Size(min=1), 1_000_000, "BLOCK: end a block once its keys+values reach this size"),
         "collector_name": Setting(Optional(Str()), None, "Name in file names and header (default: the agent name)"),
         "staging": Setting(Enum("auto", "always", "never"), "auto",
-                           "Stage files locally and upload on roll: auto = for object stores (s3, gs, abfs, memory)"),
+                           "Stage files locally, upload on roll: auto = all remote stores but sftp and hdfs"),
         "staging_dir": Setting(Optional(Str()), None, "Local directory for staged files (default: the state dir)"),
         "storage_options": Setting(MapOf(AnyValue()), {}, "Passed to the fsspec filesystem (key_filename, ...)"),
         "timeout": Setting(Duration(), "30s", "Network timeout of remote stores (connect and each round trip)"),
@@ -387,7 +390,7 @@ class SeqFileSink(Sink):
         self.local_root = os.path.abspath(url[len("file://"):] if url.startswith("file://") else url)
         if self.remote:
             self.protocol = url.split("://", 1)[0]
-            staged = cfg.staging == "always" or (cfg.staging == "auto" and self.protocol in OBJECT_STORES)
+            staged = cfg.staging == "always" or (cfg.staging == "auto" and self.protocol not in STREAMING_PROTOCOLS)
         else:
             self.protocol = "file"
             staged = False

@@ -57,6 +57,13 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.0f}"
 
 
+def _peer_ratio(rr: dict[str, float], peer: str, results: list[Result], variant: str) -> str:
+    if peer in rr:
+        return _fmt(rr[peer], 1) + "×"
+    lost = [r for r in results if r.contender == peer and r.variant == variant and r.lines_lost]
+    return f"({peer} lost lines)" if lost else ""
+
+
 def ratios(results: list[Result]) -> dict[str, dict[str, float]]:
     """For each logflume result: throughput ratio to the limit and to each peer, same variant."""
     by_key = {(r.contender, r.variant): r for r in results}
@@ -71,7 +78,8 @@ def ratios(results: list[Result]) -> dict[str, dict[str, float]]:
             row["limit"] = r.mb_s / lim.mb_s
         for p in PEER_NAMES:
             peer = by_key.get((p, r.variant))
-            if peer is not None and peer.mb_s:
+            # A peer that lost lines did not do the same work: no ratio against it.
+            if peer is not None and peer.mb_s and not peer.lines_lost:
                 row[p] = r.mb_s / peer.mb_s
         out[f"{r.contender}/{r.variant}"] = row
     return out
@@ -142,8 +150,8 @@ def markdown(results: list[Result], meta: dict[str, Any], extra_tables: list[str
             f"{rss} | {r.lines_lost if r.lines_lost is not None else '–'} | "
             f"{r.duplicates if r.duplicates is not None else '–'} | "
             f"{_fmt(rr.get('limit'), 2) + '×' if 'limit' in rr else ''} | "
-            f"{_fmt(rr.get('rsyslog'), 1) + '×' if 'rsyslog' in rr else ''} | "
-            f"{_fmt(rr.get('syslog-ng'), 1) + '×' if 'syslog-ng' in rr else ''} | "
+            f"{_peer_ratio(rr, 'rsyslog', results, r.variant)} | "
+            f"{_peer_ratio(rr, 'syslog-ng', results, r.variant)} | "
             f"{_fmt(r.extra.get('loadavg_1m_before'))} |"
         )
     notes = [f"- {r.contender}/{r.variant}: {n}" for r in results for n in r.notes]

@@ -145,8 +145,8 @@ class BinaryReader(_Reader):
         """Fast path: a per-class plan of field readers (the hot loop for batches of many chunk headers)."""
         if depth > MAX_DEPTH:
             raise DecodeError("structures nested too deeply")
-        plan = _binary_plan(cls)
-        obj = cls()
+        plan, defaults = _binary_plan(cls)
+        values = dict(defaults)
         data, end = self.data, self.end
         while True:
             p = self.pos
@@ -155,16 +155,17 @@ class BinaryReader(_Reader):
             wire = data[p]
             if wire == TType.STOP:
                 self.pos = p + 1
+                obj = object.__new__(cls)  # what cls() would make, without running its __init__
+                obj.__dict__.update(values)
                 return obj
             if p + 3 > end:
                 raise DecodeError("message ends early")
-            fid = _I16.unpack_from(data, p + 1)[0]
+            entry = plan.get(_I16_FROM(data, p + 1)[0])
             self.pos = p + 3
-            entry = plan.get(fid)
             if entry is None or entry[1] != wire:
                 self.skip(wire, None, depth)
             else:
-                setattr(obj, entry[0], entry[2](self, depth))
+                values[entry[0]] = entry[2](self, depth)
 
     def message_begin(self, strict: bool) -> tuple[str, int, int]:
         head = self.i32()
@@ -256,34 +257,130 @@ class BinaryReader(_Reader):
             raise DecodeError(f"unknown Thrift type {wire}")
 
 
-_PLANS: dict[type, dict[int, tuple[str, int, Any]]] = {}
+_PLANS: dict[type, tuple[dict[int, tuple[str, int, Any]], dict[str, Any]]] = {}
+_I16_FROM, _I32_FROM, _I64_FROM = _I16.unpack_from, _I32.unpack_from, _I64.unpack_from
 
 
-def _binary_plan(cls: type) -> dict[int, tuple[str, int, Any]]:
-    """{field id: (attribute, wire type, reader(reader, depth))} for a struct class, built once."""
+def _binary_plan(cls: type) -> tuple[dict[int, tuple[str, int, Any]], dict[str, Any]]:
+    """({field id: (attribute, wire type, reader(reader, depth))}, default values) for a struct class, built once."""
     plan = _PLANS.get(cls)
     if plan is None:
-        plan = {}
+        fields = {}
         for fid, field in cls.thrift_spec.items():
             sub = field[2] if len(field) == 4 else None
-            plan[fid] = (field[1], _wire_type(field[0]), _binary_field_reader(field[0], sub))
-        _PLANS[cls] = plan
+            fields[fid] = (field[1], _wire_type(field[0]), _binary_field_reader(field[0], sub))
+        defaults = dict(getattr(cls, "default_spec", None) or [(f[1], None) for f in cls.thrift_spec.values()])
+        plan = _PLANS[cls] = (fields, defaults)
     return plan
+
+
+def _short(r: BinaryReader) -> DecodeError:
+    return DecodeError(f"message ends early at offset {r.pos}")
+
+
+def _rd_i64(r: BinaryReader, _depth: int) -> int:
+    p = r.pos
+    if p + 8 > r.end:
+        raise _short(r)
+    r.pos = p + 8
+    return _I64_FROM(r.data, p)[0]
+
+
+def _rd_i32(r: BinaryReader, _depth: int) -> int:
+    p = r.pos
+    if p + 4 > r.end:
+        raise _short(r)
+    r.pos = p + 4
+    return _I32_FROM(r.data, p)[0]
+
+
+def _rd_bytes(r: BinaryReader, _depth: int) -> bytes:
+    p = r.pos
+    if p + 4 > r.end:
+        raise _short(r)
+    n = _I32_FROM(r.data, p)[0]
+    p += 4
+    q = p + n
+    if n < 0 or q > r.end:
+        raise DecodeError(f"length {n} at offset {p} exceeds the {r.end - p} bytes left")
+    r.pos = q
+    return r.data[p:q]
+
+
+def _rd_text(r: BinaryReader, _depth: int) -> Any:
+    p = r.pos
+    if p + 4 > r.end:
+        raise _short(r)
+    n = _I32_FROM(r.data, p)[0]
+    p += 4
+    q = p + n
+    if n < 0 or q > r.end:
+        raise DecodeError(f"length {n} at offset {p} exceeds the {r.end - p} bytes left")
+    r.pos = q
+    raw = r.data[p:q]
+    if not r.text:
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
 
 
 def _binary_field_reader(ttype: int, sub: Any) -> Any:
     wire = _wire_type(ttype)
     if wire == TType.I64:
-        return lambda r, d: r.i64()
+        return _rd_i64
     if wire == TType.I32:
-        return lambda r, d: r.i32()
+        return _rd_i32
     if wire == TType.I16:
         return lambda r, d: r.i16()
-    if wire == TType.STRING and ttype == TType.STRING:
-        return lambda r, d: r.text_or_bytes(r.take(r.i32()), TType.STRING)
     if wire == TType.STRING:
-        return lambda r, d: r.take(r.i32())
+        return _rd_text if ttype == TType.STRING else _rd_bytes
+    if wire == TType.STRUCT:
+        return lambda r, d: r.read_struct(sub, d + 1)
+    if wire in (TType.LIST, TType.SET):
+        return _list_reader(*_split(sub))
+    if wire == TType.MAP:
+        return _map_reader(_split(sub[0]), _split(sub[1]))
     return lambda r, d: r.read_value(ttype, sub, d)
+
+
+def _list_reader(etype: int, esub: Any) -> Any:
+    ewire, elem = _wire_type(etype), _binary_field_reader(etype, esub)
+
+    def read(r: BinaryReader, depth: int) -> list:
+        if depth > MAX_DEPTH:
+            raise DecodeError("structures nested too deeply")
+        got, n = r.byte(), r.i32()
+        r.check_count(n, _BIN_MIN.get(got, 1))
+        if got != ewire:
+            for _ in range(n):
+                r.skip(got, None, depth + 1)
+            return []
+        if ewire == TType.STRUCT:
+            return [r.read_struct(esub, depth + 1) for _ in range(n)]
+        return [elem(r, depth + 1) for _ in range(n)]
+
+    return read
+
+
+def _map_reader(kspec: tuple[int, Any], vspec: tuple[int, Any]) -> Any:
+    kwire, vwire = _wire_type(kspec[0]), _wire_type(vspec[0])
+    key, value = _binary_field_reader(*kspec), _binary_field_reader(*vspec)
+
+    def read(r: BinaryReader, depth: int) -> dict:
+        if depth > MAX_DEPTH:
+            raise DecodeError("structures nested too deeply")
+        kgot, vgot, n = r.byte(), r.byte(), r.i32()
+        r.check_count(n, _BIN_MIN.get(kgot, 1) + _BIN_MIN.get(vgot, 1))
+        if kgot != kwire or vgot != vwire:
+            for _ in range(n):
+                r.skip(kgot, None, depth + 1)
+                r.skip(vgot, None, depth + 1)
+            return {}
+        return {key(r, depth + 1): value(r, depth + 1) for _ in range(n)}
+
+    return read
 
 
 class CompactReader(_Reader):

@@ -130,9 +130,20 @@ def _prefix(header_len: int, body_len: int) -> bytes:
     return struct.pack(">4sIQ", b"LFW1", header_len, body_len)
 
 
+def _ping() -> bytes:
+    """A valid handshake, so that what follows is judged by the post-handshake checks."""
+    from logflume.wire.protocol import PROTOCOL_VERSION, Hello, encode_call
+    return encode_call("ping", 1, hello=Hello(version=PROTOCOL_VERSION, token=None, sender="rogue"))
+
+
 def rogue(port: int, seconds: float, seed: int) -> dict[str, int]:
-    """Garbage, oversized frames and half-open connections against one collector port, for ``seconds``."""
+    """Garbage, oversized frames and half-open connections against one collector port, for ``seconds``.
+
+    Half the oversized and half-open attempts first pass the ping handshake, so the size checks and
+    timeouts after it are exercised too.
+    """
     rng = random.Random(seed)
+    ping = _ping()
     held: list[socket.socket] = []
     counts = {"garbage": 0, "oversized": 0, "half_open": 0, "silent": 0, "refused": 0}
     end = time.monotonic() + seconds
@@ -148,9 +159,12 @@ def rogue(port: int, seconds: float, seed: int) -> dict[str, int]:
             if action == "garbage":
                 s.sendall(rng.randbytes(rng.randint(1, 4096)))
             elif action == "oversized":
-                s.sendall(_prefix(rng.choice([16 << 20, 0xFFFFFFFF, 1]), rng.choice([1 << 40, (1 << 63) - 1, 1 << 30])))
+                greet = ping if rng.random() < 0.5 else b""
+                s.sendall(greet + _prefix(rng.choice([16 << 20, 0xFFFFFFFF, 1]),
+                                          rng.choice([1 << 40, (1 << 63) - 1, 1 << 30])))
             elif action == "half_open":
-                s.sendall(_prefix(200, 1000) + rng.randbytes(rng.randint(0, 150)))  # then nothing
+                greet = ping if rng.random() < 0.5 else b""
+                s.sendall(greet + _prefix(200, 1000) + rng.randbytes(rng.randint(0, 150)))  # then nothing
             counts[action] += 1
         except OSError:
             pass

@@ -25,6 +25,7 @@ class Summary:
     mem_duplicated_after_archive: int
     mem_killed: int
     try_later: int  # TRY_LATER answers the agents logged (full secondary or store behind)
+    rotations: dict[str, int]  # by kind, over all writers
     first_missing: str | None
     peak_rss_mib: dict[str, float]
     problems: list[str] = field(default_factory=list)
@@ -39,6 +40,7 @@ class Summary:
                 f"lost={self.lost} dup_after_archive={self.duplicated_after_archive} "
                 f"dup_before_archive={self.duplicates_before_archive} drain={self.drain_seconds:.1f}s "
                 f"corrupt={self.corrupt} ct_window={self.ct_window} try_later={self.try_later} "
+                f"rotations={self.rotations.get('rename', 0)}+{self.rotations.get('copytruncate', 0)}ct "
                 f"| memory-channel: lines={self.mem_lines} "
                 f"lost={self.mem_lost} dup_after_archive={self.mem_duplicated_after_archive} "
                 f"killed={self.mem_killed} | peak_rss_mib {peaks} | {'PASS' if self.passed else 'FAIL'}")

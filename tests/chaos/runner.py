@@ -92,12 +92,14 @@ def run(*, duration: float, seed: int, workdir: Path | None = None, drain_timeou
         problems.append(f"in-progress sink files left in the primary after SIGTERM: {hidden[:5]}")
 
     ledgers = {}
+    rotations: Counter = Counter()
     for agent in AGENTS:
         written: dict[str, int] = {}
         windows: list[list] = []
         for i in range(WRITERS_PER_AGENT):
             doc = json.loads((root / f"ledger-{agent}-w{i}.json").read_text())
             written.update(doc["files"])
+            rotations.update(doc["rotations"])
             windows += doc["windows"]
         ledgers[agent] = (written, windows)
 
@@ -138,7 +140,7 @@ def run(*, duration: float, seed: int, workdir: Path | None = None, drain_timeou
         drain_seconds=round(drain_seconds, 1), corrupt=v.corrupt + vm.corrupt,
         ct_window=v.lost_in_ct_window, mem_lines=vm.written, mem_lost=vm.lost + vm.lost_in_ct_window,
         mem_duplicated_after_archive=vm.duplicated, mem_killed=mem_killed,
-        try_later=dep.count_in_logs(AGENTS, "TRY_LATER"),
+        try_later=dep.count_in_logs(AGENTS, "TRY_LATER"), rotations=dict(rotations),
         first_missing=f"{v.first_missing[0]}.log line {v.first_missing[1]}" if v.first_missing else None,
         peak_rss_mib=dep.peaks_mib(), problems=problems,
     )

@@ -74,3 +74,33 @@ def test_two_minute_chaos_run(tmp_path):
     assert doc["passed"] and doc["lost"] == 0 and doc["duplicated_after_archive"] == 0 and doc["corrupt"] == 0
     assert doc["faults"] >= 10 and doc["lines"] > 10_000
     assert re.search(r"faults=\d+ lines=\d+ lost=0 dup_after_archive=0 dup_before_archive=\d+ drain=", summary_line)
+
+
+def test_count_lines_joins_split_lines_and_finds_gaps(tmp_path):
+    """The verifier on real SequenceFiles: a line cut across two chunks counts once, a dropped chunk is a loss."""
+    from logflume.chunk import Chunk
+    from sinks.sequencefile import SequenceFileWriter
+    from tests.chaos.verify import count_lines
+
+    rng = random.Random(2)
+    stream = b"".join(make_line("f", n, rng) for n in range(1, 7))
+    cuts = [0, 40, len(stream) // 2, len(stream)]  # the first cut is inside line 1
+    chunks = [Chunk("afile", "/x.log", "Raw", b, "e1", stream[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+    with open(tmp_path / "all.seq", "wb") as f, SequenceFileWriter(f) as w:
+        for c in chunks + chunks[1:2]:  # the second chunk twice: a re-send
+            w.append_chunk(c)
+    counted = count_lines([tmp_path / "all.seq"])
+    v = judge({"f": 6}, [], counted.seen["afile"], counted.corrupt.get("afile", 0))
+    assert (v.lost, v.corrupt) == (0, 0) and v.duplicated >= 1
+    with open(tmp_path / "gap.seq", "wb") as f, SequenceFileWriter(f) as w:
+        for c in (chunks[0], chunks[2]):
+            w.append_chunk(c)
+    counted = count_lines([tmp_path / "gap.seq"])
+    v = judge({"f": 6}, [], counted.seen["afile"], counted.corrupt.get("afile", 0))
+    assert v.lost >= 1 and v.first_missing == ("f", 1) and v.corrupt == 0 and counted.orphans >= 1
+    damaged = bytearray(stream)
+    damaged[len(stream) // 2 + 30] ^= 0x20  # one bit inside a line of the last chunk
+    with open(tmp_path / "bad.seq", "wb") as f, SequenceFileWriter(f) as w:
+        w.append_chunk(Chunk("afile", "/x.log", "Raw", len(stream), "e1", bytes(damaged)))
+    counted = count_lines([tmp_path / "bad.seq"])
+    assert counted.corrupt["afile"] == 1

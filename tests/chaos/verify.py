@@ -20,10 +20,15 @@ from tests.chaos.lines import parse_line
 
 @dataclass
 class LineCount:
-    """Occurrences of each (file id, seq) per agent (chunk source), and bytes that were not intact lines."""
+    """Occurrences of each (file id, seq) per agent (chunk source), and bytes that were not intact lines.
+
+    ``corrupt`` counts damaged lines inside contiguous data (always a failure); ``orphans`` counts line
+    pieces next to a gap in a stream, which only a loss explains (and the loss is reported as such).
+    """
 
     seen: dict[str, Counter] = field(default_factory=dict)
     corrupt: dict[str, int] = field(default_factory=dict)
+    orphans: int = 0
     chunks: int = 0
     files: int = 0
 
@@ -45,26 +50,32 @@ def count_lines(paths: list[Path]) -> LineCount:
                 groups.setdefault((c.source, c.stream, c.epoch), []).append((c.seq_id, bytes(c.data)))
     for (source, _stream, _epoch), chunks in groups.items():
         seen = out.seen.setdefault(source, Counter())
-        chunks.sort(key=lambda x: x[0])
-        carry = b""
-        carry_end = -1
+        chunks.sort(key=lambda x: (x[0] - len(x[1]), x[0]))
+        tails: dict[int, bytes] = {}  # end offset -> bytes after the last newline of a chunk ending there
+        used: set[int] = set()
+        bad = 0
         for seq_id, data in chunks:
             start = seq_id - len(data)
-            if carry and start != carry_end:
-                out.corrupt[source] = out.corrupt.get(source, 0) + 1  # a fragment whose continuation never came
-                carry = b""
             pieces = data.split(b"\n")
-            if carry:
-                pieces[0] = carry + pieces[0]
-            carry, carry_end = pieces.pop(), seq_id
-            for line in pieces:
+            head = tails.get(start)
+            first = 0
+            if head is not None:
+                pieces[0] = head + pieces[0]
+                used.add(start)
+            elif start != 0 and parse_line(pieces[0]) is None:
+                out.orphans += 1  # the chunk before this one is missing (a loss, found as missing lines)
+                first = 1
+            tails[seq_id] = pieces.pop()
+            for line in pieces[first:]:
                 key = parse_line(line)
                 if key is None:
-                    out.corrupt[source] = out.corrupt.get(source, 0) + 1
+                    bad += 1
                 else:
                     seen[key] += 1
-        if carry:
-            out.corrupt[source] = out.corrupt.get(source, 0) + 1
+        # a record whose continuation is missing: a loss too, found as missing lines
+        out.orphans += sum(1 for end, rest in tails.items() if rest and end not in used)
+        if bad:
+            out.corrupt[source] = out.corrupt.get(source, 0) + bad
     return out
 
 

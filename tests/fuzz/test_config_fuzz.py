@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import os
-import resource
 import subprocess
 import sys
 import textwrap
@@ -93,8 +92,8 @@ def _only_config_errors(raw_bytes: bytes, tmp_path: Path) -> None:
     try:
         _build(raw_bytes, tmp_path)
     except ConfigError as exc:
-        text = str(exc)
-        assert text and "\n" not in text.strip() or "invalid YAML" in text, f"error is not one line: {text!r}"
+        assert str(exc).startswith(str(tmp_path / "cfg.yaml")), f"error does not name the file: {exc}"
+        assert exc.message, "error without a message"
 
 
 def test_the_base_configs_are_valid(tmp_path):
@@ -222,7 +221,6 @@ def test_alias_bomb_is_refused_quickly():
     """Nine nested alias levels must end in a ConfigError within seconds, inside 768 MiB of address space."""
     if sys.platform != "linux":  # pragma: no cover
         pytest.skip("RLIMIT_AS is Linux-specific here")
-    assert resource.RLIMIT_AS
     try:
         proc = subprocess.run([sys.executable, "-c", _LAUGHS_SCRIPT], input=_LAUGHS, capture_output=True,
                               text=True, timeout=15, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -208,9 +208,11 @@ def test_replay_interrupted_by_stop_resumes_without_resending(tmp_path: Path) ->
     sent = _backlog_from_a_down_primary(tmp_path, 20)  # 240 KB in 64 KiB files
     raw = {"primary": str(tmp_path / "primary"), "secondary": str(tmp_path / "secondary"),
            "replay_rate": "100KiB", "batch_bytes": "12KiB"}
-    first = make_sink(BufferStore, "store", raw, Context(agent_name="coll1", data_dir=tmp_path / "state"))
+    ctx = Context(agent_name="coll1", data_dir=tmp_path / "state")
+    first = make_sink(BufferStore, "store", raw, ctx)
     first.start()
-    time.sleep(1.2)  # about half the backlog at 100 KiB/s
+    wait_for(lambda: ctx.metrics.value("replayed_bytes_total", kind="sink", component="store") > 30_000, 20,
+             message="a part of the backlog replayed")  # the whole takes ~2.4 s at 100 KiB/s
     first.stop()
     progress = tmp_path / "secondary" / "replay.progress"
     part = read_chunks(final_files(tmp_path / "primary"))
@@ -319,20 +321,24 @@ def test_staged_upload_to_sftp_keeps_the_local_copy_until_the_server_has_it(sshd
 def test_server_killed_while_a_sender_streams_big_chunks(sshd: Sshd, tmp_path: Path, context: Context) -> None:
     """The kill lands at an arbitrary point, usually inside a multi-request write of a 100 KB chunk.
 
-    The sender is paced (about 25 MB/s at most) so the replay can catch up with it.
+    The sender pauses after the restart so the replay can catch up even on a loaded machine
+    (a backlog drains only while the primary takes it faster than new batches come).
     """
     import threading
 
-    # files of a few chunks, not one each: the replay then outruns the sender
+    # files of a few chunks, not one each
     store = _store(sshd, tmp_path, context, secondary={"file_size": "1MiB"}, primary={"roll_size": "2MiB"})
     store.start()
     maker, sent = ChunkMaker(size=100_000), []
-    stop = threading.Event()
+    stop, go = threading.Event(), threading.Event()
+    go.set()
     errors: list[BaseException] = []
 
     def sender() -> None:
         try:
             while not stop.is_set():
+                if not go.wait(0.1):
+                    continue
                 batch = maker.batch(3)
                 store.deliver(batch)
                 sent.extend(batch)
@@ -340,18 +346,25 @@ def test_server_killed_while_a_sender_streams_big_chunks(sshd: Sshd, tmp_path: P
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append(exc)
 
+    def after(n: int) -> bool:
+        return len(sent) >= n or bool(errors)
+
     thread = threading.Thread(target=sender)
     thread.start()
     try:
-        wait_for(lambda: len(sent) >= 30 or errors, 30, message="some batches on the primary")
+        wait_for(lambda: after(30), 30, message="some batches on the primary")
         sshd.stop()
         wait_for(lambda: not store.primary_up or errors, 30, message="the switch to the secondary")
         n = len(sent)
-        wait_for(lambda: len(sent) >= n + 30 or errors, 30, message="batches buffered while the server is away")
+        wait_for(lambda: after(n + 30), 30, message="batches buffered while the server is away")
         sshd.start()
-        wait_for(lambda: store.primary_up or errors, 60, message="the replay")
         n = len(sent)
-        wait_for(lambda: len(sent) >= n + 15 or errors, 30, message="batches after the replay")
+        wait_for(lambda: after(n + 15), 30, message="batches while the backlog is replayed")
+        go.clear()
+        wait_for(lambda: store.primary_up or errors, 90, message="the replay")
+        go.set()
+        n = len(sent)
+        wait_for(lambda: after(n + 15), 30, message="batches after the replay")
     finally:
         stop.set()
         thread.join(30)

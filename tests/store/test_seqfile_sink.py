@@ -110,8 +110,11 @@ def test_sync_policy_interval_and_none(tmp_path: Path, context: Context, policy:
     try:
         sink.deliver([ChunkMaker(size=100).batch(1)[0]])  # fits the write buffer: not on disk until synced
         inprogress = next(root.glob("*/.*.inprogress"))
-        time.sleep(0.6)
-        assert (inprogress.stat().st_size > 0) is expect_on_disk
+        if expect_on_disk:
+            wait_for(lambda: inprogress.stat().st_size > 0, 10, message="the periodic sync")
+        else:
+            time.sleep(0.6)
+            assert inprogress.stat().st_size == 0
     finally:
         sink.stop()
     assert len(read_chunks(final_files(root))) == 1

@@ -60,13 +60,13 @@ def test_server_survives_random_streams(wire_server, junk):
         test_server_survives_random_streams.srv = wire_server(frame_timeout=0.5)
     srv, rec = test_server_survives_random_streams.srv
     with socket.create_connection(srv.address, timeout=5) as s:
-        s.sendall(junk)
-        s.shutdown(socket.SHUT_WR)
-        s.settimeout(5)
-        try:
+        try:  # the server may already have hung up on the junk: that is fine
+            s.sendall(junk)
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(5)
             while s.recv(4096):
                 pass
-        except (ConnectionResetError, TimeoutError):
+        except OSError:
             pass
     client = WireClient(*srv.address, timeout=5)
     assert client.deliver([Chunk("a", "s", "Raw", 2, "e", b"ok")]).ok

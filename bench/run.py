@@ -22,7 +22,7 @@ from pathlib import Path
 from bench.e2e.generator import LINE_SIZE, warm_page_cache
 from bench.e2e.latency import run_latency_cases
 from bench.e2e.limit import run_limit
-from bench.e2e.logflume_contender import LogflumeOptions, python_env, run_logflume
+from bench.e2e.logflume_contender import LogflumeOptions, python_env, run_fanin, run_logflume
 from bench.e2e.measure import Result
 from bench.e2e.peers import PEERS, run_peer
 from bench.e2e.report import machine, write_results
@@ -31,7 +31,7 @@ from bench.e2e.variants import make_variants
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-CONTENDERS = ("limit", "logflume", "rsyslog", "syslog-ng")
+CONTENDERS = ("limit", "logflume", "rsyslog", "syslog-ng", "fanin")
 CASES = ("events", "latency")
 
 
@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         if "logflume" in args.only:
             for o in logflume_options(args):
                 runs.append(lambda v=v, o=o: run_logflume(o, v, work / "run-logflume", python, env))
+        if "fanin" in args.only and v.name == "multi":
+            o = LogflumeOptions(channel="memory", sync="every_batch", chunk_size=args.chunk_size_mb << 20)
+            runs.append(lambda v=v, o=o: run_fanin(o, v, work / "run-fanin", python, env))
         for name in ("rsyslog", "syslog-ng"):
             if name in args.only:
                 runs.append(lambda v=v, name=name: run_peer(PEERS[name](), v, work / f"run-{name}", python, env))

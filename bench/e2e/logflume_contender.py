@@ -203,3 +203,81 @@ def python_env(repo: Path) -> dict[str, str]:
     env["PYTHONPATH"] = str(repo) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def run_fanin(opts: LogflumeOptions, variant: Variant, work: Path, python: str, env: dict[str, str],
+              stall_timeout: float = 30.0, max_seconds: float = 900.0) -> Result:
+    """One collector, one agent per input file of ``variant`` (10 for ``multi``), all sending at once.
+
+    Reports the collector's peak RSS while every agent sends, total MB/s, and verifies every line.
+    """
+    ds = variant.dataset
+    res = Result(f"logflume-fanin-{len(ds.files)}agents", variant.name, ds.total_bytes, ds.total_lines)
+    res.extra["chunk_size"] = opts.chunk_size
+    res.extra["agents"] = len(ds.files)
+    clear_dir(work)
+    watch = work / "watch"
+    watch.mkdir()
+    cport = free_port()
+    (work / "collector.yaml").write_text(yaml.safe_dump(collector_config(opts, work, cport)))
+    group = ProcGroup()
+    ok = False
+    try:
+        coll = group.start("collector", [python, "-m", "logflume", "collector", "-c", str(work / "collector.yaml")],
+                           work / "collector.log", env=env)
+        wait_until(lambda: port_open(cport), 30, "the collector listening", group)
+        mports = []
+        for i, f in enumerate(ds.files):
+            mport = free_port()
+            aw = work / f"agent{i}"
+            aw.mkdir()
+            cfg = agent_config(opts, aw, [str(watch / Path(f).name)], cport, mport)
+            cfg["agent"]["name"] = f"bench{i}"
+            (aw / "agent.yaml").write_text(yaml.safe_dump(cfg))
+            group.start(f"agent{i}", [python, "-m", "logflume", "agent", "-c", str(aw / "agent.yaml")],
+                        aw / "agent.log", env=env)
+            mports.append(mport)
+        for m in mports:
+            wait_until(lambda m=m: acked_bytes(m) >= 0, 60, "every agent's metrics endpoint", group)
+        group.mark_start()
+        t0, _ = variant.feed(watch, python, env, work)
+        total = ds.total_bytes
+        last, last_change = 0, time.monotonic()
+        while True:
+            n = sum(max(0, acked_bytes(m)) for m in mports)
+            now = time.monotonic()
+            if n > last:
+                last, last_change = n, now
+            if n >= total:
+                break
+            group.sample()
+            group.check_alive()
+            if now - last_change > stall_timeout:
+                res.notes.append(f"acks stalled at {last} of {total} bytes for {stall_timeout:.0f}s")
+                break
+            if now - t0 > max_seconds:
+                res.notes.append(f"gave up after {max_seconds:.0f}s at {last} of {total} bytes acked")
+                break
+            time.sleep(0.1)
+        group.sample()
+        coll.stop(120)
+        res.seconds = time.monotonic() - t0
+        group.stop_all(30)
+        res.add_usage(group.usages())
+        v = SeqVerifier(ds.total_lines)
+        res.extra.update(verify_store(work / "collector" / "sink", v))
+        res.lines_lost, res.duplicates = v.lost, v.duplicates
+        if v.lost:
+            res.notes.append(f"first missing sequence numbers: {v.first_missing()}")
+        ok = not res.lines_lost
+    except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
+        res.error = str(exc)[-500:]
+        res.seconds = None
+    finally:
+        group.stop_all(20)
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            for big in (watch, work / "collector" / "sink"):
+                shutil.rmtree(big, ignore_errors=True)
+    return res

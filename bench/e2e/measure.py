@@ -308,6 +308,15 @@ class Result:
                 i += 1
             self.peak_rss[key] = u.peak_rss
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Result:
+        """Rebuild from :meth:`to_json` output (to re-render a saved run's tables)."""
+        known = {"contender", "variant", "bytes", "lines", "seconds", "mb_s", "lines_s", "cpu_user_s", "cpu_sys_s",
+                 "cpu_s_per_gb", "peak_rss_bytes", "lines_lost", "duplicates", "error", "notes"}
+        return cls(d["contender"], d["variant"], d["bytes"], d["lines"], d["seconds"], d["cpu_user_s"],
+                   d["cpu_sys_s"], dict(d["peak_rss_bytes"]), d["lines_lost"], d["duplicates"], d["error"],
+                   list(d["notes"]), {k: v for k, v in d.items() if k not in known})
+
     def to_json(self) -> dict[str, Any]:
         return {
             "contender": self.contender, "variant": self.variant, "bytes": self.bytes, "lines": self.lines,

@@ -57,7 +57,9 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.0f}"
 
 
-def _peer_ratio(rr: dict[str, float], peer: str, results: list[Result], variant: str) -> str:
+def _peer_ratio(rr: dict[str, float], peer: str, results: list[Result], variant: str, contender: str) -> str:
+    if not contender.startswith("logflume"):
+        return ""
     if peer in rr:
         return _fmt(rr[peer], 1) + "×"
     lost = [r for r in results if r.contender == peer and r.variant == variant and r.lines_lost]
@@ -150,8 +152,8 @@ def markdown(results: list[Result], meta: dict[str, Any], extra_tables: list[str
             f"{rss} | {r.lines_lost if r.lines_lost is not None else '–'} | "
             f"{r.duplicates if r.duplicates is not None else '–'} | "
             f"{_fmt(rr.get('limit'), 2) + '×' if 'limit' in rr else ''} | "
-            f"{_peer_ratio(rr, 'rsyslog', results, r.variant)} | "
-            f"{_peer_ratio(rr, 'syslog-ng', results, r.variant)} | "
+            f"{_peer_ratio(rr, 'rsyslog', results, r.variant, r.contender)} | "
+            f"{_peer_ratio(rr, 'syslog-ng', results, r.variant, r.contender)} | "
             f"{_fmt(r.extra.get('loadavg_1m_before'))} |"
         )
     notes = [f"- {r.contender}/{r.variant}: {n}" for r in results for n in r.notes]
@@ -179,3 +181,23 @@ def write_results(out_dir: Path, results: list[Result], meta: dict[str, Any],
         (out_dir / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
         (out_dir / f"{name}.md").write_text(md)
     return out_dir / "latest.md", out_dir / "latest.json"
+
+
+def rerender(json_path: Path, out_dir: Path | None = None) -> Path:
+    """Write the Markdown of a saved run again (after a change to this module), next to its JSON."""
+    doc = json.loads(json_path.read_text())
+    results = [Result.from_json(r) for r in doc["results"]]
+    tables = [t for key in ("events", "latency") if key in doc for t in doc[key].get("tables", [])]
+    md = markdown(results, doc["meta"], tables)
+    target = (out_dir or json_path.parent) / (json_path.stem + ".md")
+    target.write_text(md)
+    doc["ratios"] = ratios(results)
+    json_path.write_text(json.dumps(doc, indent=2) + "\n")
+    return target
+
+
+if __name__ == "__main__":
+    import sys
+
+    for arg in sys.argv[1:]:
+        print(rerender(Path(arg)))

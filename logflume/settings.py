@@ -46,6 +46,15 @@ class Str(SettingType):
         return str(value)
 
 
+class Secret(Str):
+    """A string never shown back: `check` output and logs render it as ``<redacted>``."""
+
+    expected = "a secret string"
+
+    def render(self, value):
+        return "<redacted>" if value else value
+
+
 class Int(SettingType):
     def __init__(self, min: int | None = None, max: int | None = None) -> None:
         self.min, self.max = min, max

@@ -29,7 +29,7 @@ from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_a
 
 from logflume.chunk import Chunk
 from logflume.errors import ConfigError, DeliveryError, TryLater
-from logflume.settings import Duration, Enum, HostPort, ListOf, Obj, Optional, Setting, Str
+from logflume.settings import Duration, Enum, HostPort, ListOf, Obj, Optional, Secret, Setting, Str
 from logflume.sink import Sink
 from logflume.wire.client import RefusedError, WireClient
 from logflume.wire.idl import Status
@@ -92,7 +92,7 @@ class CollectorSink(Sink):
         "cooldown": Setting(Duration(), "10s", "After a failure, leave that collector alone this long"),
         "compression": Setting(Enum("none", "zstd", "lz4"), "none", "Compress chunk bodies on the wire"),
         "tls": Setting(Optional(Obj(TLS_SETTINGS)), None, "TLS to the collectors (null: plain TCP)"),
-        "token": Setting(Optional(Str()), None, "Auth token the collectors expect"),
+        "token": Setting(Optional(Secret()), None, "Auth token the collectors expect"),
     }
 
     def configure(self) -> None:

@@ -29,7 +29,7 @@ from typing import ClassVar
 from agent.sources.record_batcher import OVERFLOW_STREAM_SUFFIX, EventStreams, SourceBusy, StreamLedger
 from logflume.chunk import Chunk
 from logflume.errors import ChannelClosed, ChannelFull, ConfigError, StartupError
-from logflume.settings import Duration, Enum, HostPort, Int, ListOf, Optional, Setting, Size, Str
+from logflume.settings import Duration, Enum, HostPort, Int, ListOf, Optional, Secret, Setting, Size, Str
 from logflume.source import Source, SourceOutput
 
 STREAM_MAX = 256
@@ -50,7 +50,7 @@ class HttpSource(Source):
         "stream_from": Setting(Enum("path", "header"), "path", "Take the stream name from the URL path or a header"),
         "stream_header": Setting(Str(), "X-Logflume-Stream", "Header naming the stream (stream_from: header)"),
         "stream_prefix": Setting(Str(), "http:", "Prefix of every stream name"),
-        "tokens": Setting(ListOf(Str()), [], "Accepted bearer tokens (Authorization: Bearer T); empty: no auth"),
+        "tokens": Setting(ListOf(Secret()), [], "Accepted bearer tokens (Authorization: Bearer T); empty: no auth"),
         "max_body_size": Setting(Size(min=1024), "10MiB", "Larger bodies (also after gunzip) get 413"),
         "chunk_size": Setting(Size(min=1024), "1MiB", "Cut chunks at this many bytes"),
         "full_wait": Setting(Duration(), "1s", "Wait this long for a full channel before answering 429"),

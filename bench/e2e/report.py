@@ -103,6 +103,9 @@ def targets(results: list[Result], meta: dict[str, Any]) -> list[str]:
             if p in rr:
                 out.append(f"- {r.contender}/{r.variant}: {rr[p]:.1f}× {p} (target ≥ 10×): "
                            f"{'met' if rr[p] >= 10 else 'MISSED'}")
+        if "agents" in r.extra and "collector" in r.peak_rss:
+            out.append(f"- {r.contender}/{r.variant}: collector peak RSS {_mib(r.peak_rss['collector'])} MiB while "
+                       f"{r.extra['agents']} agents sent at once (target: bounded; compare the one-agent rows)")
         chunk = r.extra.get("chunk_size")
         if chunk and "agent" in r.peak_rss:
             cap = 2 * chunk + (64 << 20)

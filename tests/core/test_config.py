@@ -183,3 +183,11 @@ def test_version_and_help():
     assert run_cli("version").stdout.startswith("logflume ")
     res = run_cli("--help")
     assert res.returncode == 0 and "quickstart" in res.stdout
+
+
+def test_check_redacts_secrets(tmp_path):
+    cfg = tmp_path / "collector.yaml"
+    cfg.write_text(f"collector:\n  listen: 127.0.0.1:7465\n  data_dir: {tmp_path}\n  tokens: [hunter2]\n")
+    res = run_cli("check", "-c", str(cfg))
+    assert res.returncode == 0, res.stderr
+    assert "hunter2" not in res.stdout and "<redacted>" in res.stdout

@@ -15,6 +15,14 @@ from typing import Any
 from logflume.errors import ConfigError
 
 
+def _bare(description: str) -> str:
+    """'a string' -> 'string': for nesting one description in another."""
+    for article in ("a ", "an "):
+        if description.startswith(article):
+            return description[len(article):]
+    return description
+
+
 class Invalid(ValueError):
     """Raised by a setting type; the loader adds file and key path."""
 
@@ -251,7 +259,7 @@ class ListOf(SettingType):
         self.item, self.min_items = item, min_items
 
     def describe(self) -> str:
-        return f"a list of {self.item.describe()}"
+        return f"a list of ({_bare(self.item.describe())})"
 
     def parse(self, value, path, file):
         if value is None:
@@ -271,7 +279,7 @@ class MapOf(SettingType):
         self.item = item
 
     def describe(self) -> str:
-        return f"a mapping of names to {self.item.describe()}"
+        return f"a mapping of names to ({_bare(self.item.describe())})"
 
     def parse(self, value, path, file):
         if value is None:

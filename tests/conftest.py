@@ -21,7 +21,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, message: str = "condition"):
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.02, message: str = "condition"):
     """Poll until ``predicate()`` is truthy; fail the test with ``message`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -73,7 +73,8 @@ class LogflumeProcess:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"process did not stop within {timeout}s after SIGTERM:\n{self.log()[-3000:]}")
+            tail = self.log()[-3000:]
+            raise AssertionError(f"process did not stop within {timeout}s after SIGTERM:\n{tail}") from None
 
     def wait(self, timeout: float = 30.0) -> int:
         return self.proc.wait(timeout)

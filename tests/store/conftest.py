@@ -19,15 +19,10 @@ from logflume.component import Context
 from logflume.settings import parse_settings
 from sinks.seqfile import sink_file_order
 from sinks.sequencefile import SequenceFileReader
+from tests.conftest import free_port, wait_for  # noqa: F401 - re-exported to the store tests
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _descendants(pid: int) -> list[int]:
@@ -193,17 +188,6 @@ def check_delivery(sent: list[Chunk], got: list[Chunk], max_duplicates: int) -> 
     by_key = {(c.stream, c.seq_id): c for c in sent}
     for c in got:
         assert bytes(c.data) == bytes(by_key[(c.stream, c.seq_id)].data)
-
-
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
 
 
 def make_sink(cls, name: str, raw: dict, context: Context):

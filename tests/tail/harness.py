@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from logflume.component import Context
 from logflume.metrics import Metrics
 from logflume.settings import parse_settings
 from logflume.source import SourceOutput
+from tests.conftest import wait_for  # noqa: F401 - re-exported to the tail tests
 
 
 class CollectingOutput(SourceOutput):
@@ -94,12 +94,3 @@ def assemble(chunks: list[Chunk], stream: str, from_zero: bool = True) -> bytes:
     return b"".join(epoch_bytes(g, from_zero) for g in groups.values())
 
 
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.02, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)

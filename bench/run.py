@@ -1,6 +1,6 @@
 """End-to-end benchmark: logflume against the physical limit, rsyslog and syslog-ng, in one run.
 
-    python -m bench [--size-mb 1024] [--only limit,logflume,rsyslog,syslog-ng,latency]
+    python -m bench [--size-mb 1024] [--only limit,logflume,rsyslog,syslog-ng,fanin,events,latency]
                     [--variants single,multi,rotate]
 
 Every contender moves the same generated log lines (``bench/e2e/generator.py``) from files on
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -43,6 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--channels", default="memory,file", help="logflume channel variants (memory, file)")
     ap.add_argument("--sync", default="on,off", help="collector store sync variants: on (every_batch), off (none)")
     ap.add_argument("--chunk-size-mb", type=int, default=64, help="tail source chunk_size in MiB (default 64)")
+    ap.add_argument("--flush-interval", default="1s", help="tail source flush_interval (default 1s, its default)")
     ap.add_argument("--rotate-seconds", type=float, default=0.25,
                     help="rotation variant: rename the file and create a new one this often (default 0.25)")
     ap.add_argument("--rotate-rate-mb", type=float, default=0.0,
@@ -98,7 +100,7 @@ def ensure_peers(wanted: list[str], allow_setup: bool) -> None:
 
 def logflume_options(args: argparse.Namespace) -> list[LogflumeOptions]:
     return [LogflumeOptions(channel=c, sync="every_batch" if s == "on" else "none",
-                            chunk_size=args.chunk_size_mb << 20)
+                            chunk_size=args.chunk_size_mb << 20, flush_interval=args.flush_interval)
             for c in args.channels for s in args.sync]
 
 
@@ -113,6 +115,9 @@ def print_result(r: Result) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Contenders run in their own sessions; SIGTERM must unwind through the runs' cleanup
+    # (which stops every process they started) instead of leaving them behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     t_start = time.monotonic()
     load_start = list(os.getloadavg())
     work = Path(args.work_dir)

@@ -212,7 +212,7 @@ def run_fanin(opts: LogflumeOptions, variant: Variant, work: Path, python: str, 
     Reports the collector's peak RSS while every agent sends, total MB/s, and verifies every line.
     """
     ds = variant.dataset
-    res = Result(f"logflume-fanin-{len(ds.files)}agents", variant.name, ds.total_bytes, ds.total_lines)
+    res = Result(f"{opts.name}-{len(ds.files)}agents", variant.name, ds.total_bytes, ds.total_lines)
     res.extra["chunk_size"] = opts.chunk_size
     res.extra["agents"] = len(ds.files)
     clear_dir(work)

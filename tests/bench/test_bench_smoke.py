@@ -58,6 +58,30 @@ def test_tiny_run_verifies_every_line(tmp_path: Path) -> None:
     assert not list((tmp_path / "work").glob("run-*/watch/*"))
 
 
+@pytest.mark.timeout(200)
+def test_small_event_and_latency_cases_run_and_verify(tmp_path: Path) -> None:
+    proc = _bench(["--size-mb", "4", "--only", "events,latency", "--events", "20000", "--latency-rate", "2000",
+                   "--latency-seconds", "2"], tmp_path, 180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "results" / "latest.json").read_text())
+    peers = {p.name for p in (Rsyslog(), SyslogNg()) if p.available() is None}
+    events = {r["contender"].split(" ")[0]: r for r in doc["events"]["rows"]}
+    assert set(events) == {"logflume", *peers}
+    for name, r in events.items():
+        assert "error" not in r, (name, r)
+        assert r["events"] == 20000 and r["lines_lost"] == 0 and r["events_s"] > 0, (name, r)
+    latency = doc["latency"]["rows"]
+    assert len(latency) == 2 + len(peers)
+    for r in latency:
+        assert "error" not in r, r
+        assert r["lines"] == 4000 and r["lines_lost"] == 0, r
+        assert 0 < r["p50_s"] <= r["p99_s"] <= r["max_s"] < 10, r
+    fast = next(r for r in latency if "200ms" in r["contender"])
+    assert fast["p99_s"] < 1.0, fast  # flush_interval 200ms: a line is at the collector well within a second
+    md = (tmp_path / "results" / "latest.md").read_text()
+    assert "Small events" in md and "Latency at a fixed rate" in md
+
+
 def test_bad_arguments_are_refused_clearly(tmp_path: Path) -> None:
     proc = _bench(["--only", "limit,bogus"], tmp_path, 60)
     assert proc.returncode == 2

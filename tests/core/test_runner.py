@@ -79,3 +79,28 @@ def test_channel_write_failures_are_retried_for_the_source(tmp_path):
     out = ChannelOutput([channel], retry_initial=0.01)
     out.deliver([Chunk("h", "s", "Raw", 3, "e", b"ab\n")])
     assert calls["n"] == 4 and channel.size_chunks() == 1
+
+
+def test_batch_bigger_than_the_channel_does_not_deadlock(tmp_path):
+    """One delivery larger than the whole channel is committed in parts instead of waiting forever."""
+    import threading
+
+    from agent.runner import ChannelOutput
+    from logflume.chunk import Chunk
+
+    agent = pipeline(tmp_path, failures=0, count=0, capacity="1000")
+    agent.start()
+    try:
+        chunks, off = [], 0
+        for i in range(10):
+            data = f"{i:03d}".ljust(399, "x").encode() + b"\n"
+            off += len(data)
+            chunks.append(Chunk("h", "big", "Raw", off, "e", data))
+        done = threading.Event()
+        t = threading.Thread(target=lambda: (ChannelOutput([agent.channels["m"]]).deliver(chunks), done.set()))
+        t.start()
+        assert done.wait(10), "a 4000-byte batch into a 1000-byte channel must not deadlock"
+        wait_for(lambda: len(lines_of(agent.sinks["f"].delivered)) == 10, 10, message="all delivered")
+    finally:
+        agent.stop()
+    assert [c.seq_id for c in agent.sinks["f"].delivered] == [c.seq_id for c in chunks]

@@ -29,6 +29,11 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
     seen: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            raise yaml.MarkedYAMLError(
+                problem=f"a mapping key must be a plain value, got a {type(key).__name__}",
+                problem_mark=key_node.start_mark,
+            )
         if key in seen:
             mark = key_node.start_mark
             raise yaml.MarkedYAMLError(
@@ -41,9 +46,29 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def interpolate(value: Any, file: str | None, path: str = "", env: Mapping[str, str] | None = None) -> Any:
+#: Most values a config may expand to: YAML aliases share nodes, so nine lines of nested
+#: aliases ("billion laughs") would expand to 10^9 values when walked.
+MAX_VALUES = 100_000
+
+
+class _Budget:
+    def __init__(self, file: str | None) -> None:
+        self.left = MAX_VALUES
+        self.file = file
+
+    def spend(self, path: str) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise ConfigError(self.file, path, f"config expands to more than {MAX_VALUES} values "
+                                               "(nested YAML aliases?); expected a config of reasonable size")
+
+
+def interpolate(value: Any, file: str | None, path: str = "", env: Mapping[str, str] | None = None,
+                budget: _Budget | None = None) -> Any:
     """Replace ``${VAR}`` and ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``."""
     env = os.environ if env is None else env
+    budget = budget or _Budget(file)
+    budget.spend(path)
     if isinstance(value, str):
         def sub(m: re.Match[str]) -> str:
             if m.group(0) == "$$":
@@ -58,9 +83,9 @@ def interpolate(value: Any, file: str | None, path: str = "", env: Mapping[str, 
             )
         return _VAR.sub(sub, value)
     if isinstance(value, dict):
-        return {k: interpolate(v, file, f"{path}.{k}" if path else str(k), env) for k, v in value.items()}
+        return {k: interpolate(v, file, f"{path}.{k}" if path else str(k), env, budget) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate(v, file, f"{path}[{i}]", env) for i, v in enumerate(value)]
+        return [interpolate(v, file, f"{path}[{i}]", env, budget) for i, v in enumerate(value)]
     return value
 
 

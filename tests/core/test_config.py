@@ -191,3 +191,10 @@ def test_check_redacts_secrets(tmp_path):
     res = run_cli("check", "-c", str(cfg))
     assert res.returncode == 0, res.stderr
     assert "hunter2" not in res.stdout and "<redacted>" in res.stdout
+
+
+def test_complex_mapping_keys_are_config_errors():
+    with pytest.raises(ConfigError, match="mapping key must be a plain value"):
+        parse_yaml("? {a: 1}\n: x\n", "f.yaml")
+    with pytest.raises(ConfigError, match="mapping key must be a plain value"):
+        parse_yaml("sources:\n  ? [1, 2]\n  : {}\n", "f.yaml")

@@ -105,15 +105,11 @@ class ForwardSource(Source):
         self.metrics.bytes_out.inc(sum(len(ch) for ch in chunks))
 
     def _flush_loop(self) -> None:
-        interval = max(0.01, min(self.config.flush_interval / 4, 0.25))
-        while not self.stopping.wait(interval):
-            try:
-                self.streams.poll()
-            except ChannelClosed:
-                return
-            except Exception:
-                self.metrics.errors.inc()
-                self.log.exception("source %s: flush failed", self.name)
+        self.streams.poll_until(self.stopping, self._flush_failed)
+
+    def _flush_failed(self, exc: BaseException) -> None:
+        self.metrics.errors.inc()
+        self.log.error("source %s: flush failed: %r", self.name, exc)
 
     def _serve(self, conn: socket.socket, peer: str) -> None:
         max_size = self.config.max_message_size

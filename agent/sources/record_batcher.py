@@ -205,6 +205,17 @@ class EventStreams:
             if chunks:
                 self._send(chunks)
 
+    def poll_until(self, stopping: threading.Event, on_error: Callable[[BaseException], None]) -> None:
+        """The flusher thread of an event source: cut chunks due by time until ``stopping`` is set."""
+        interval = max(0.01, min(self.flush_interval / 4, 0.25))
+        while not stopping.wait(interval):
+            try:
+                self.poll()
+            except ChannelClosed:
+                return
+            except Exception as exc:
+                on_error(exc)
+
     def flush(self) -> None:
         """Deliver everything pending (on shutdown)."""
         with self.lock:

@@ -297,12 +297,8 @@ class SyslogSource(Source):
                     self._udp_queued -= len(data)
 
     def _flush_loop(self) -> None:
-        interval = max(0.01, min(self.config.flush_interval / 4, 0.25))
-        while not self.stopping.wait(interval):
-            try:
-                self.streams.poll()
-            except ChannelClosed:
-                return
-            except Exception:
-                self.metrics.errors.inc()
-                self.log.exception("source %s: flush failed", self.name)
+        self.streams.poll_until(self.stopping, self._flush_failed)
+
+    def _flush_failed(self, exc: BaseException) -> None:
+        self.metrics.errors.inc()
+        self.log.error("source %s: flush failed: %r", self.name, exc)

@@ -97,6 +97,27 @@ class PartitionWriter:
             pass
 
 
+def write_partitions(records: Iterable[tuple[tuple[str, ...], Any]], fs: Any, root: str, index: int,
+                     fmt: str) -> list[str]:
+    """Write (partition, record) pairs into one part file per partition; all or nothing.
+
+    The task body of every engine: on any error the part files written so far
+    are removed, so a retried task never leaves half of its output behind.
+    """
+    writers: dict[tuple[str, ...], PartitionWriter] = {}
+    try:
+        for part, record in records:
+            w = writers.get(part)
+            if w is None:
+                w = writers[part] = PartitionWriter(fs, root, part, index, fmt)
+            w.write(record)
+        return [w.close() for _, w in sorted(writers.items())]
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+
+
 def _marker(path: str) -> bytes:
     import hashlib
 

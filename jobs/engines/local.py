@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs.outputs import PartitionWriter
+from jobs.outputs import write_partitions
 from jobs.records import DemuxStats, ProcessorSpec, RecordSplitter
 from jobs.sinkfiles import InputFile, read_chunks
 
@@ -53,19 +53,8 @@ def plan_tasks(files: list[InputFile], split_size: int = SPLIT_SIZE) -> list[Tas
 
 def run_task(task: Task, in_fs: Any, out_fs: Any, out_root: str, spec: ProcessorSpec, fmt: str) -> TaskResult:
     splitter = RecordSplitter(spec)
-    writers: dict[tuple[str, ...], PartitionWriter] = {}
-    try:
-        for chunk in read_chunks(in_fs, task.path, task.start, task.end):
-            for part, record in splitter.split(chunk):
-                w = writers.get(part)
-                if w is None:
-                    w = writers[part] = PartitionWriter(out_fs, out_root, part, task.index, fmt)
-                w.write(record)
-        files = [w.close() for _, w in sorted(writers.items())]
-    except BaseException:
-        for w in writers.values():
-            w.abort()
-        raise
+    records = (pr for chunk in read_chunks(in_fs, task.path, task.start, task.end) for pr in splitter.split(chunk))
+    files = write_partitions(records, out_fs, out_root, task.index, fmt)
     return TaskResult(task.index, splitter.stats, files)
 
 

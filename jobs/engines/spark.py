@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any
 
 from jobs.errors import JobError
-from jobs.outputs import PartitionWriter
+from jobs.outputs import write_partitions
 from jobs.records import DemuxStats, ProcessorSpec, RecordSplitter
 from jobs.sinkfiles import InputFile, hadoop_url, open_fs
 from logflume.chunk import Chunk
@@ -41,19 +41,8 @@ def _partition(output_url: str, spec: ProcessorSpec, fmt: str, index: int, pairs
     """Runs on an executor: one Spark partition -> part-<index> files; yields its stats and file names."""
     out_fs, out_root = open_fs(output_url)
     splitter = RecordSplitter(spec)
-    writers: dict[tuple[str, ...], PartitionWriter] = {}
-    try:
-        for key, value in pairs:
-            for part, record in splitter.split(_to_chunk(key, value)):
-                w = writers.get(part)
-                if w is None:
-                    w = writers[part] = PartitionWriter(out_fs, out_root, part, index, fmt)
-                w.write(record)
-        files = [w.close() for _, w in sorted(writers.items())]
-    except BaseException:
-        for w in writers.values():
-            w.abort()
-        raise
+    records = (pr for key, value in pairs for pr in splitter.split(_to_chunk(key, value)))
+    files = write_partitions(records, out_fs, out_root, index, fmt)
     st = splitter.stats
     yield (st.chunks, st.records, st.errors, st.bytes, files)
 

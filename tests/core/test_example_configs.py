@@ -39,3 +39,13 @@ def test_kubernetes_agent_config_is_valid(tmp_path, monkeypatch, capsys):
     cfg.write_text(agent_yaml)
     monkeypatch.setenv("NODE_NAME", "node-1")
     assert main(["check", "-c", str(cfg)]) == 0, capsys.readouterr().err
+
+
+def test_kubernetes_collector_config_is_valid(tmp_path, monkeypatch, capsys):
+    manifest = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "collector-statefulset.yaml"
+    docs = list(yaml.safe_load_all(manifest.read_text()))
+    text = docs[0]["data"]["collector.yaml"].replace("/var/lib/logflume", str(tmp_path))
+    cfg = tmp_path / "collector.yaml"
+    cfg.write_text(text)
+    monkeypatch.setenv("HOSTNAME", "collector-0")
+    assert main(["check", "-c", str(cfg)]) == 0, capsys.readouterr().err

@@ -33,6 +33,9 @@ _INT = struct.Struct(">i")
 HADOOP_BLOCK_BUFFER = 256 * 1024
 
 
+#: Bytes inflated per step: bounds the transient memory above the output itself.
+_INFLATE_STEP = 16 << 20
+
 class CodecError(ValueError):
     """A compressed unit that does not decode; the reader adds the file offset."""
 
@@ -67,20 +70,25 @@ class DefaultCodec(Codec):
         out.append(c.flush())
         return [o for o in out if o]
 
-    def decompress(self, data: memoryview, limit: int) -> bytes:
-        out: list[bytes] = []
-        total = 0
+    def decompress(self, data: memoryview, limit: int) -> bytes | bytearray:
+        # Inflate in steps into one growing buffer: a stream claiming gigabytes stops at ``limit``
+        # having held about ``limit`` bytes, not twice that (zlib's own output joins its blocks).
+        out = bytearray()
         rest: Buffer = data
         while True:
             d = zlib.decompressobj(self.wbits)
+            pending: Buffer = rest
             try:
-                part = d.decompress(rest, limit - total + 1)
+                while True:
+                    part = d.decompress(pending, min(_INFLATE_STEP, limit - len(out) + 1))
+                    out += part
+                    if len(out) > limit:
+                        raise CodecError(f"{self.name} stream inflates beyond {limit} bytes")
+                    pending = d.unconsumed_tail
+                    if d.eof or not part:
+                        break
             except zlib.error as exc:
                 raise CodecError(f"{self.name} stream does not decode: {exc}") from None
-            total += len(part)
-            if total > limit:
-                raise CodecError(f"{self.name} stream inflates beyond {limit} bytes")
-            out.append(part)
             if not d.eof:
                 raise CodecError(f"{self.name} stream is incomplete")
             rest = d.unused_data
@@ -88,7 +96,7 @@ class DefaultCodec(Codec):
                 break
             if not self.allow_concatenation:
                 raise CodecError(f"{len(rest)} stray bytes after the {self.name} stream")
-        return b"".join(out)
+        return out
 
 
 class GzipCodec(DefaultCodec):

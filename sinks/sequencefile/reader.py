@@ -29,8 +29,11 @@ _MARKER = 16
 #: Largest inflation of a compressed unit we accept, per compressed byte
 #: (zlib's theoretical maximum is about 1032:1).
 _MAX_RATIO = 1100
-#: Default ceiling for one decompressed unit (a RECORD value or a BLOCK buffer).
-MAX_UNIT = 1 << 31
+#: Default ceiling for one decompressed unit (a RECORD value or a BLOCK buffer): the largest
+#: chunk logflume moves (the file channel's max_chunk_size, 256 MiB) plus a BLOCK's default
+#: 1 MB of other records and headroom.  A hostile 1.5 MiB record claiming to inflate to
+#: gigabytes stops here; readers of bigger foreign values pass ``max_unit_size``.
+MAX_UNIT = 260 << 20
 _SCAN_WINDOW = 1 << 20
 
 

@@ -112,6 +112,7 @@ class RecordChunker:
         self._scan = 0  # next position in _buf not yet searched for a delimiter
         self._line_start = 0  # multiline: start of the next line to classify
         self._rec_start = 0  # multiline "after": start of the record still open
+        self._split_open = False  # multiline "after": the last cut split a record at a line boundary
         self._first_unsent_at: float | None = None
         self._last_fed_at: float | None = None
 
@@ -137,7 +138,9 @@ class RecordChunker:
         self._buf += data
         self._find_records()
         out: list[Chunk] = []
-        while len(self._buf) >= self.chunk_size:
+        # Strictly more than chunk_size: a buffer of exactly chunk_size may still be one whole
+        # record whose end is not known yet; cutting it now would flag it split for good.
+        while len(self._buf) > self.chunk_size:
             out.append(self._cut_full())
         return out
 
@@ -209,9 +212,12 @@ class RecordChunker:
                 self._line_start = line_end
                 continues = ml.continues(view[start:hit])
                 if ml.match == "after":
-                    if not continues and start > self._rec_start:
+                    # After a split cut at a line boundary the open record may end right there
+                    # (start 0): a new record's first line ends it at the chunk's first byte.
+                    if not continues and (start > self._rec_start or self._split_open):
                         self._ends.append(start)
                         self._rec_start = start
+                    self._split_open = False
                 elif not continues:
                     self._ends.append(line_end)
                     self._rec_start = line_end
@@ -245,7 +251,7 @@ class RecordChunker:
     def _drain(self) -> list[Chunk]:
         """Everything held, in chunks of at most ``chunk_size`` (the last maybe a partial record)."""
         out: list[Chunk] = []
-        while len(self._buf) >= self.chunk_size:
+        while len(self._buf) > self.chunk_size:
             out.append(self._cut_full())
         if self._buf:
             end = len(self._buf)
@@ -269,6 +275,7 @@ class RecordChunker:
         if self.track_ends:
             i = bisect.bisect_right(self._ends, end)
             record_ends, self._ends = self._ends[:i], [e - end for e in self._ends[i:]]
+        self._split_open = split and end == self._line_start
         # Cuts are made at or after the last known end, or (split) where none is known.
         self._last_end = self._last_end - end if self._last_end > end else 0
         self._scan = max(self._scan - end, 0)

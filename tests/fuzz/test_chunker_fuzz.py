@@ -12,7 +12,6 @@ split of the input.
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -97,11 +96,6 @@ def test_multiline_record_ends_independent_of_feeding(data, cuts, size, delim, p
             assert c.record_ends, "an unsplit chunk carries at least one whole record"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "BUG (agent/chunker.py _cut_full/_drain): at end of stream, a trailing record without delimiter whose "
-    "length is a multiple of chunk_size leaves as pieces ALL flagged 'split' (none 'partial', no record end): "
-    "a reader waits for a continuation that never comes. finish() should mark the last piece partial and "
-    "end the record there."))
 def test_trailing_partial_of_exactly_chunk_size():
     got = run(b"abcd", [], 2, b"\r\n", None)
     assert absolute_ends(got) == [4]
@@ -118,10 +112,6 @@ def test_binary_newline_stream_every_byte_in_order(data, size, step):
     assert all(0 < len(c.data) <= size for c in got)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "BUG (agent/chunker.py, multiline match=after): when chunk_size cuts an open record (flag split) exactly "
-    "at a line boundary, the next line is treated as a continuation even if it starts a new record, so two "
-    "records merge (b'\\n\\n', chunk_size 1, pattern '^\\[': ends [2] instead of [1, 2])."))
 def test_multiline_split_at_line_boundary_keeps_the_boundary():
     ml = MultilinePattern(r"^\[", negate=False, match="after")
     got = run(b"\n\n", [1], 1, b"\n", ml)

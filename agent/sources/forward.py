@@ -23,7 +23,7 @@ from typing import ClassVar
 import msgpack
 
 from agent.sources.forward_protocol import ProtocolError, ack, decode_message, event_json, new_unpacker
-from agent.sources.record_batcher import OVERFLOW_STREAM_SUFFIX, EventStreams, StreamLedger
+from agent.sources.record_batcher import OVERFLOW_STREAM_SUFFIX, EventStreams
 from agent.sources.tcp_listener import ConnectionClosing, TcpListener, recv_loop
 from logflume.chunk import Chunk
 from logflume.errors import ChannelClosed, ConfigError
@@ -77,13 +77,7 @@ class ForwardSource(Source):
         c = self.config
         self.output = output
         self.stopping.clear()
-        ledger = StreamLedger(self.context.state_dir("source", self.name) / "streams.json",
-                              reserve=max(1 << 30, c.chunk_size * 16))
-        self.streams = EventStreams(
-            source=self.context.agent_name, datatype=c.datatype, tags=c.tags, chunk_size=c.chunk_size,
-            flush_interval=c.flush_interval, deliver=output.deliver, ledger=ledger, max_streams=c.max_streams,
-            on_committed=self._committed,
-        )
+        self.streams = EventStreams.for_source(self, output, on_committed=self._committed)
         self._listener = TcpListener(c.listen, self._serve, name=self.name, max_connections=c.max_connections,
                                      idle_timeout=c.idle_timeout, on_reject=self.rejected.inc)
         self._listener.start()

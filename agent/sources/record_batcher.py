@@ -139,6 +139,17 @@ class EventStreams:
         self._known: set[str] = set()
         self._known_lock = threading.Lock()  # not self.lock: naming a stream must not wait for a full channel
 
+    @classmethod
+    def for_source(cls, source, output, on_committed: Callable[[Sequence[Chunk]], None] | None = None,
+                   **limits) -> EventStreams:
+        """The streams of an event source: its settings, its ledger in its state dir, its output."""
+        c = source.config
+        ledger = StreamLedger(source.context.state_dir("source", source.name) / "streams.json",
+                              reserve=max(1 << 30, c.chunk_size * 16))
+        return cls(source=source.context.agent_name, datatype=c.datatype, tags=c.tags, chunk_size=c.chunk_size,
+                   flush_interval=c.flush_interval, deliver=output.deliver, ledger=ledger,
+                   max_streams=c.max_streams, on_committed=on_committed, **limits)
+
     # -- stream names -------------------------------------------------------
     def admit(self, stream: str, overflow: str) -> str:
         """``stream`` if it is known or there is room for a new one, else ``overflow``."""

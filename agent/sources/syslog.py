@@ -23,7 +23,7 @@ import threading
 import time
 from typing import ClassVar
 
-from agent.sources.record_batcher import OVERFLOW_STREAM_SUFFIX, EventStreams, StreamLedger
+from agent.sources.record_batcher import OVERFLOW_STREAM_SUFFIX, EventStreams
 from agent.sources.syslog_framing import Buffer, FrameDecoder, SyslogHeader, parse_header
 from agent.sources.tcp_listener import ConnectionClosing, TcpListener, recv_loop
 from logflume.chunk import FLAG_TRUNCATED, Chunk
@@ -115,13 +115,7 @@ class SyslogSource(Source):
         c = self.config
         self.output = output
         self.stopping.clear()
-        ledger = StreamLedger(self.context.state_dir("source", self.name) / "streams.json",
-                              reserve=max(1 << 30, c.chunk_size * 16))
-        self.streams = EventStreams(
-            source=self.context.agent_name, datatype=c.datatype, tags=c.tags, chunk_size=c.chunk_size,
-            flush_interval=c.flush_interval, deliver=output.deliver, ledger=ledger,
-            max_streams=c.max_streams, on_committed=self._committed,
-        )
+        self.streams = EventStreams.for_source(self, output, on_committed=self._committed)
         try:
             if c.tcp is not None:
                 self._tcp = TcpListener(

@@ -512,8 +512,8 @@ class TailSource(ThreadedSource):
                 self.log.warning("error reading %s (%s); will retry", tf.path, exc)
                 self._close(tf)
                 continue
-            if result.chunks or result.done or result.nread:
-                touched.append(tf)
+            if result.chunks or result.done or result.nread or tf.truncations != tf.committed_truncations:
+                touched.append(tf)  # a truncation alone moves the position too: to 0 of the new epoch
             if result.nread:
                 total += result.nread
                 self.m_bytes_read.inc(result.nread)

@@ -26,6 +26,7 @@ import signal
 import time
 from pathlib import Path
 
+from agent.sources.tailing.identity import FileIdentity
 from tests.chaos.lines import make_line
 
 
@@ -44,7 +45,7 @@ class LogFile:
         self.open()
 
     def open(self) -> None:
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)  # read: committed_offset
         self.size = os.fstat(self.fd).st_size
         self.starts = []
 
@@ -66,12 +67,11 @@ class LogFile:
     def copytruncate(self, positions: Path | None, wait: float) -> tuple[int, int] | None:
         """Copy then truncate; returns the (first, last) seq the agent had not committed, if any."""
         self.rotations += 1
-        ino = os.fstat(self.fd).st_ino
-        committed = committed_offset(positions, ino) if positions else self.size
+        committed = committed_offset(positions, self.fd) if positions else self.size
         deadline = time.monotonic() + wait
         while committed < self.size and time.monotonic() < deadline:
             time.sleep(0.05)
-            committed = committed_offset(positions, ino) if positions else self.size
+            committed = committed_offset(positions, self.fd) if positions else self.size
         shutil.copyfile(self.path, self.dir / f"ct-{self.id}-{self.rotations}.copy")
         os.ftruncate(self.fd, 0)
         at_risk = [seq for off, seq in self.starts if off >= committed]
@@ -80,15 +80,26 @@ class LogFile:
         return (at_risk[0], at_risk[-1]) if at_risk else None
 
 
-def committed_offset(positions: Path, ino: int) -> int:
-    """What the agent's tail source committed of the file with inode ``ino`` (0 if unknown)."""
+def committed_offset(positions: Path, fd: int) -> int:
+    """What the agent's tail source committed of the open file ``fd`` as it is now (0 if unknown).
+
+    An entry counts only when its identity (inode and fingerprint of the first
+    bytes) matches the file's current content: after a truncate the agent may
+    not have looked yet, and the old generation's offset says nothing about the
+    lines of the new one (trusting it lost a line in a 30-minute run).
+    """
     try:
         doc = json.loads(positions.read_bytes())
     except (OSError, ValueError):
         return 0
     best = 0
     for entry in doc.get("files", []):
-        if entry.get("ino") == ino:
+        ident = FileIdentity(entry.get("dev", -1), entry.get("ino", -1), entry.get("fp_len", 0), entry.get("fp", ""))
+        try:
+            same = ident.matches(fd)
+        except OSError:
+            same = False
+        if same:
             best = max(best, int(entry.get("offset", 0)))
     return best
 

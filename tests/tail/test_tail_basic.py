@@ -136,6 +136,32 @@ def test_copytruncate_new_epoch_from_zero(tmp_path, running):
     assert r.metric("tail_truncations_total") == 1
 
 
+def test_truncation_to_empty_moves_the_position_to_the_new_epoch(tmp_path, running):
+    """A truncate that leaves nothing to send still checkpoints offset 0 of the new epoch.
+
+    Otherwise the position file keeps the old epoch's offset for the inode, and a
+    copytruncate tool waiting on it (the chaos writers) would take lines written
+    after the truncate as already shipped.
+    """
+    log = tmp_path / "t.log"
+    log.write_bytes(lines(0, 100))
+    r = running(tmp_path, {"paths": [str(log)], **FAST})
+    wait_for(lambda: r.stream_bytes(log) == lines(0, 100))
+    positions = tmp_path / "data" / "source" / "t" / "positions.json"
+
+    def entry() -> dict:
+        try:
+            (e,) = json.loads(positions.read_bytes())["files"]
+        except (OSError, ValueError):
+            return {}
+        return e
+
+    wait_for(lambda: entry().get("offset") == len(lines(0, 100)), message="old epoch checkpointed")
+    os.truncate(log, 0)
+    wait_for(lambda: entry().get("truncations") == 1, message="truncation checkpointed")
+    assert entry()["offset"] == 0 and entry()["epoch"].endswith("#1") and entry()["fp_len"] == 0
+
+
 def test_truncated_and_regrown_detected_by_fingerprint(tmp_path, running):
     log = tmp_path / "t.log"
     log.write_bytes(b"first content line\n")

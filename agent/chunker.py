@@ -151,13 +151,18 @@ class RecordChunker:
         if self._last_fed_at is not None and now - self._last_fed_at >= self.partial_timeout:
             return self._drain()
         if self._first_unsent_at is not None and now - self._first_unsent_at >= self.flush_interval:
-            end = self._complete_end()
-            if end > 0:
-                chunk = self._cut(end, split=False, partial=False)
-                if self._buf:
-                    self._first_unsent_at = now
-                return [chunk]
+            return self.flush_complete(now)
         return []
+
+    def flush_complete(self, now: float) -> list[Chunk]:
+        """The complete records held, as one chunk now (flush_interval, or the caller short of memory)."""
+        end = self._complete_end()
+        if end <= 0:
+            return []
+        chunk = self._cut(end, split=False, partial=False)
+        if self._buf:
+            self._first_unsent_at = now
+        return [chunk]
 
     def finish(self) -> list[Chunk]:
         """End of stream: everything still held, a trailing partial record flagged ``partial``."""

@@ -90,7 +90,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--dir", default=None, help="where the test file goes (default: a temp dir)")
     args = ap.parse_args()
-    reuse_large_buffers()  # as `logflume agent` does (LOGFLUME_MALLOPT=0 to compare without)
+    reuse_large_buffers()  # as `logflume agent` does (opt-in: LOGFLUME_MALLOPT=1 to compare with)
     work = Path(tempfile.mkdtemp(prefix="bench-tail-", dir=args.dir))
     try:
         path = work / "bench.log"

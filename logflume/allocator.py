@@ -7,8 +7,12 @@ faults and zeroing, and the munmap on free returns it all.  Measured here:
 1.7 s with the threshold raised, because the heap then recycles the pages.
 ``M_TRIM_THRESHOLD`` bounds how much freed memory the heap may keep.  The
 trade is resident memory: freed chunk buffers stay in the heap for reuse.
-Set ``LOGFLUME_MALLOPT=0`` to keep glibc's defaults (measure with
-``bench/bench_tail.py``: 1895 MiB/s tuned against 894 MiB/s untuned here).
+
+It is opt-in (``LOGFLUME_MALLOPT=1``): the tail read path alone doubles
+(``bench/bench_tail.py``: 1895 MiB/s against 894 MiB/s here), but end to end
+(``python -m bench``, alternating runs) throughput did not move while the
+agent's peak RSS went from 156-171 MiB to 246-251 MiB, past the 2 x chunk_size
++ 64 MiB the agent promises.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ M_MMAP_THRESHOLD = -3
 
 
 def reuse_large_buffers(mmap_threshold: int = 1 << 30, trim_threshold: int = 256 << 20) -> bool:
-    """Raise glibc's mmap and trim thresholds; True if applied (no-op off glibc)."""
-    if not sys.platform.startswith("linux") or os.environ.get("LOGFLUME_MALLOPT") == "0":
+    """Raise glibc's mmap and trim thresholds when ``LOGFLUME_MALLOPT=1``; True if applied (no-op off glibc)."""
+    if not sys.platform.startswith("linux") or os.environ.get("LOGFLUME_MALLOPT", "0") == "0":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -89,7 +89,8 @@ class Channel(Component):
     #: True when committed chunks survive a crash of the process (the file channel).
     durable: ClassVar[bool] = False
     settings: ClassVar[dict[str, Setting]] = {
-        "capacity": Setting(Size(min=1), "256MiB", "Bytes the channel holds before put blocks (back-pressure)"),
+        # One default chunk: with the chunk a source is building, the agent holds 2 x chunk_size.
+        "capacity": Setting(Size(min=1), "64MiB", "Bytes the channel holds before put blocks (back-pressure)"),
     }
 
     def transaction(self) -> Transaction:

@@ -103,6 +103,9 @@ class TailSource(ThreadedSource):
                             "Where to start in files present at the first start (no position yet)"),
         "chunk_size": Setting(Size(min=1), "64MiB", "Largest chunk; a longer record is split into flagged pieces"),
         "read_block_size": Setting(Size(min=1), "1MiB", "Bytes per read() call"),
+        "max_buffered": Setting(Optional(Size(min=1)), None,
+                                "Most bytes read from all files and not yet in the channel (default: chunk_size); "
+                                "beyond it complete records leave early in smaller chunks"),
         "flush_interval": Setting(Duration(), "1s", "Send complete records this long after the first unsent byte"),
         "record_delimiter": Setting(Delimiter(), "\n", "Bytes that end a record (backslash escapes allowed: '\\r\\n')"),
         "multiline": Setting(Optional(Obj(MULTILINE_SETTINGS)), None,
@@ -143,6 +146,7 @@ class TailSource(ThreadedSource):
             except ValueError as exc:
                 raise ConfigError(file, f"{where}.multiline", str(exc)) from None
         self.block = min(cfg.read_block_size, cfg.chunk_size)
+        self.max_buffered = cfg.max_buffered or cfg.chunk_size
         self.files: dict[tuple[int, int], TailedFile] = {}
         self.by_path: dict[str, tuple[int, int]] = {}
         self.remembered: dict[tuple[int, int], Position] = {}
@@ -493,6 +497,7 @@ class TailSource(ThreadedSource):
         finished: list[TailedFile] = []
         total = 0
         batch_bytes = 0
+        held = sum(tf.chunker.pending_bytes for tf in self.files.values())  # read, not yet cut into chunks
         waiting = [tf for tf in self.files.values() if tf.fd is None and tf.wants_read]
         waiting.sort(key=lambda t: t.last_active)
         order = [tf for tf in self.files.values() if tf.fd is not None] + waiting
@@ -505,8 +510,11 @@ class TailSource(ThreadedSource):
                     if had_slot:
                         tf.wants_read = False  # not at its path any more: the next scan decides
                     continue
+            before = tf.chunker.pending_bytes
+            # Just enough to complete this file's next chunk, within what the byte limit has left.
+            room = min(cfg.chunk_size - before, self.max_buffered - held - batch_bytes)
             try:
-                result = tf.read(now, cfg.chunk_size, self.block, cfg.rotate_wait)
+                result = tf.read(now, max(room, 0) + self.block, self.block, cfg.rotate_wait)
             except OSError as exc:
                 self.metrics.errors.inc()
                 self.log.warning("error reading %s (%s); will retry", tf.path, exc)
@@ -521,9 +529,13 @@ class TailSource(ThreadedSource):
                 self._lag_gauge(tf).set(tf.lag)
             if result.done:
                 finished.append(tf)
+            held += tf.chunker.pending_bytes - before
             batch += result.chunks
             batch_bytes += sum(len(c) for c in result.chunks)
-            if batch_bytes >= cfg.chunk_size:
+            if held + batch_bytes > self.max_buffered:
+                held = self._relieve(held, batch, touched, now)
+                batch_bytes = sum(len(c) for c in batch)
+            if batch_bytes >= cfg.chunk_size or held + batch_bytes > self.max_buffered:
                 self._deliver(batch, touched)
                 batch, touched, batch_bytes = [], [], 0
             if not result.done and now - tf.last_active >= cfg.close_inactive and tf.rotated_at is None:
@@ -539,6 +551,23 @@ class TailSource(ThreadedSource):
             self.m_rotations.inc()
             self._forget_file(tf, remember=not tf.deleted)
         return total
+
+    def _relieve(self, held: int, batch: list[Chunk], touched: list[TailedFile], now: float) -> int:
+        """Over ``max_buffered``: the biggest holders' complete records leave now, as smaller chunks.
+
+        Without it every followed file could hold nearly a chunk while waiting to fill one
+        (10 busy files: 10 x chunk_size of memory).  Returns the bytes still held.
+        """
+        for tf in sorted(self.files.values(), key=lambda f: f.chunker.pending_bytes, reverse=True):
+            if held <= self.max_buffered // 2 or not tf.chunker.pending_bytes:
+                break
+            before = tf.chunker.pending_bytes
+            due = tf.chunker.flush_complete(now)
+            if due:
+                batch += due
+                touched.append(tf)
+                held -= before - tf.chunker.pending_bytes
+        return held
 
     def _deliver(self, chunks: Sequence[Chunk], touched: list[TailedFile]) -> None:
         if chunks:

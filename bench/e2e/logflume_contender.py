@@ -45,10 +45,9 @@ def agent_config(opts: LogflumeOptions, work: Path, paths: list[str], collector_
                  metrics_port: int) -> dict:
     channel: dict = {"type": opts.channel}
     if opts.channel == "memory":
-        # Bounded to two chunks: the tail source hands over batches of up to chunk_size plus one
-        # more chunk in one transaction, and a transaction larger than the capacity never completes
-        # (its own uncommitted puts hold the budget), so one chunk of capacity deadlocks with many files.
-        channel["capacity"] = 2 * opts.chunk_size
+        # One chunk: the agent then holds at most the chunk being built and the chunk being sent
+        # (the RSS target is 2 x chunk_size + 64 MiB).  ChannelOutput splits bigger batches.
+        channel["capacity"] = opts.chunk_size
     else:
         channel["dir"] = str(work / "agent" / "channel")
         channel["capacity"] = max(4 * opts.chunk_size, 256 << 20)

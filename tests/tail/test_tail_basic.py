@@ -162,6 +162,26 @@ def test_truncation_to_empty_moves_the_position_to_the_new_epoch(tmp_path, runni
     assert entry()["offset"] == 0 and entry()["epoch"].endswith("#1") and entry()["fp_len"] == 0
 
 
+def test_max_buffered_bounds_bytes_held_across_files(tmp_path, running):
+    """Ten files, each far from a full chunk: past max_buffered their records leave early, not after flush_interval."""
+    logs = [tmp_path / f"f{i}.log" for i in range(10)]
+    for i, log in enumerate(logs):
+        log.write_bytes(lines(0, 400, tag=f"f{i}-"))  # ~22 KiB each, 220 KiB in all
+    r = running(tmp_path, {"paths": [str(tmp_path / "*.log")], **FAST, "flush_interval": "10m",
+                           "partial_timeout": "10m", "chunk_size": "1MiB", "max_buffered": "64KiB"})
+    total = sum(len(lines(0, 400, tag=f"f{i}-")) for i in range(10))
+
+    def sent() -> int:
+        return sum(len(c) for c in r.output.snapshot())
+
+    wait_for(lambda: sent() >= total - (64 << 10), timeout=15, message="all but max_buffered sent before flush_interval")
+    for i, log in enumerate(logs):
+        assert lines(0, 400, tag=f"f{i}-").startswith(r.stream_bytes(log))
+    held = sum(tf.chunker.pending_bytes for tf in r.source.files.values())
+    assert held <= 64 << 10, held
+    assert all(len(c) <= 64 << 10 for c in r.output.snapshot())
+
+
 def test_truncated_and_regrown_detected_by_fingerprint(tmp_path, running):
     log = tmp_path / "t.log"
     log.write_bytes(b"first content line\n")

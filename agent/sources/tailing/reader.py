@@ -26,6 +26,9 @@ from logflume.chunk import Chunk
 log = logging.getLogger("logflume.source.tail")
 
 #: (stream, epoch, start_offset, datatype, tags) -> a chunker for that stream.
+#: Bytes read before checking the file was not truncated meanwhile (and feeding them to the chunker).
+VERIFY_EVERY = 4 << 20
+
 ChunkerFactory = Callable[[str, str, int, str, dict[str, str]], RecordChunker]
 
 
@@ -124,20 +127,15 @@ class TailedFile:
             self.ident.extend(self.fd, st.st_size)
             self.size = st.st_size
         pos = self.read_pos
-        blocks: list[bytes] = []
         while out.nread < budget and pos < st.st_size:
-            try:
-                data = os.pread(self.fd, min(block, budget - out.nread), pos)
-            except OSError as exc:
-                if exc.errno == errno.EINTR:
-                    continue
-                raise
-            if not data:
+            # Read a slice, check the file was not truncated meanwhile, then feed it: the bytes
+            # held before the check stay small whatever the budget.
+            blocks = self._read_slice(pos, min(budget - out.nread, VERIFY_EVERY), block)
+            if not blocks:
                 break
-            blocks.append(data)
-            out.nread += len(data)
-            pos += len(data)
-        if blocks:
+            got = sum(len(b) for b in blocks)
+            out.nread += got
+            pos += got
             # A copytruncate between the fstat and the reads would have handed us the new content's
             # bytes at the old offsets: look again before trusting them.
             after = os.fstat(self.fd)
@@ -167,6 +165,23 @@ class TailedFile:
                     return out
         out.chunks += self.chunker.poll(now)
         return out
+
+    def _read_slice(self, pos: int, want: int, block: int) -> list[bytes]:
+        assert self.fd is not None
+        blocks: list[bytes] = []
+        while want > 0:
+            try:
+                data = os.pread(self.fd, min(block, want), pos)
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                raise
+            if not data:
+                break
+            blocks.append(data)
+            want -= len(data)
+            pos += len(data)
+        return blocks
 
     def _same_head(self) -> bool:
         assert self.fd is not None

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from agent.channels.file import ChunkTooLarge, FileChannel
-from agent.channels.filelog.records import HEADER_SIZE, LogCorrupted
+from agent.channels.filelog.records import HEADER_SIZE, MAP_AT_LEAST, LogCorrupted
 from agent.channels.filelog.segments import LogWriteError, list_segments, segment_name
 from logflume.chunk import Chunk
 from logflume.component import Context
@@ -311,6 +311,24 @@ def test_reopen_with_big_chunk_round_trips_bytes(make):
     assert ids(got[1:]) == [1]
 
 
+def test_mapped_chunk_stays_readable_after_its_segment_is_deleted(make):
+    """Big chunks come back as views of the segment's mapped pages; deleting the segment must not touch them."""
+    ch = make(segment_size="1MiB", checkpoint_interval="1h")
+    data = os.urandom(MAP_AT_LEAST * 2)
+    with ch.transaction() as tx:
+        tx.put(Chunk("h", "big", "Raw", len(data), "e", data))
+    first = min(list_segments(ch.directory))
+    tx = ch.transaction()
+    got = tx.take()
+    assert isinstance(got.data, memoryview) and got.data.readonly
+    tx.commit()
+    put(ch, 1, 3, size=10)
+    take_all(ch, commit=True)
+    ch.checkpoint()
+    assert first not in list_segments(ch.directory)
+    assert bytes(got.data) == data
+
+
 def test_second_channel_on_same_directory_is_refused(make):
     make()
     with pytest.raises(StartupError, match="in use"):
@@ -488,12 +506,13 @@ def test_unsynced_pages_lost_with_power_are_cut_not_reported(make, tmp_path, cap
     assert "torn record" in caplog.text
 
 
-def test_damage_in_checkpointed_chunk_fails_the_take_and_is_not_skipped(make):
+@pytest.mark.parametrize("size", [1000, MAP_AT_LEAST + 12345], ids=["read", "mapped"])
+def test_damage_in_checkpointed_chunk_fails_the_take_and_is_not_skipped(make, size):
     ch = make()
-    put(ch, 0, 1, size=1000)
+    put(ch, 0, 1, size=size)
     ch.stop()  # checkpointed: reopen does not replay (or check) these records
     seg = ch.directory / segment_name(min(list_segments(ch.directory)))
-    flip_byte(seg, HEADER_SIZE + 700)
+    flip_byte(seg, HEADER_SIZE + size - 300)
     re = make()
     for _ in range(2):
         tx = re.transaction()

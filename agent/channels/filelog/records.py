@@ -22,11 +22,13 @@ the disk.  Ops:
   discarded on reopen anyway).
 
 Nothing here copies chunk data: records are written as a list of buffers
-(header, meta, data) and read back straight into fresh buffers.
+(header, meta, data) and read back by mapping the segment's pages (big
+records) or straight into fresh buffers (small ones).
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 import zlib
@@ -146,12 +148,46 @@ def decode_positions(meta: Buffer) -> list[tuple[int, int]]:
     return [tuple(p) for p in POSITION.iter_unpack(meta)]  # type: ignore[misc]
 
 
-def read_put(fd: int, offset: int, meta_len: int, data_len: int) -> tuple[bytearray, bytearray]:
-    """Read back one PUT record into fresh buffers and check it; raises BadRecord.
+#: Records with at least this much data are read back by mapping them (page cache, no copy).
+MAP_AT_LEAST = 1 << 20
+_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
-    One ``preadv`` straight into the chunk's own buffer: the data is copied once,
-    from the page cache, and never again.
+
+def read_put(fd: int, offset: int, meta_len: int, data_len: int) -> tuple[bytes, Buffer]:
+    """Read back one PUT record and check it; raises BadRecord.  Returns (meta, data).
+
+    A big record's data is a read-only view of the segment's pages mapped from
+    the page cache: no copy at all, and no fresh 64 MiB buffer to fault in and
+    zero (that allocation was two thirds of the sink thread's time).  Segments
+    are only appended to and unlinked while the channel runs, so the mapping
+    stays valid for as long as the chunk is referenced, even after its segment
+    is deleted.  Small records are read with one ``preadv`` into fresh buffers.
     """
+    if data_len >= MAP_AT_LEAST:
+        start = offset - offset % mmap.ALLOCATIONGRANULARITY
+        end = offset + HEADER_SIZE + meta_len + data_len
+        try:
+            if os.fstat(fd).st_size < end:
+                raise BadRecord("segment ends inside the record")
+            mapped = mmap.mmap(fd, end - start, flags=_MAP_FLAGS, prot=mmap.PROT_READ, offset=start)
+        except (OSError, ValueError) as exc:
+            raise BadRecord(f"cannot map the record: {exc}") from None
+        view = memoryview(mapped)[offset - start:]
+        head, data = view[:HEADER_SIZE], view[HEADER_SIZE + meta_len:]
+        meta = bytes(view[HEADER_SIZE:HEADER_SIZE + meta_len])
+    else:
+        head, meta, data = _read_into_buffers(fd, offset, meta_len, data_len)
+    magic, crc, op, _txid, m_len, d_len, _synced = HEADER.unpack_from(head)
+    if magic != MAGIC or op != OP_PUT or m_len != meta_len or d_len != data_len:
+        raise BadRecord(f"header does not match the index (magic {bytes(magic)!r}, op {op}, "
+                        f"meta {m_len}/{meta_len}, data {d_len}/{data_len})")
+    actual = zlib.crc32(memoryview(head)[8:], body_crc(meta, data))
+    if actual != crc:
+        raise BadRecord(f"checksum mismatch (stored {crc:#010x}, computed {actual:#010x})")
+    return meta, data
+
+
+def _read_into_buffers(fd: int, offset: int, meta_len: int, data_len: int) -> tuple[bytearray, bytes, bytearray]:
     head = bytearray(HEADER_SIZE)
     meta = bytearray(meta_len)
     data = bytearray(data_len)
@@ -167,11 +203,4 @@ def read_put(fd: int, offset: int, meta_len: int, data_len: int) -> tuple[bytear
             views.pop(0)
         if views and n:
             views[0] = views[0][n:]
-    magic, crc, op, _txid, m_len, d_len, _synced = HEADER.unpack_from(head)
-    if magic != MAGIC or op != OP_PUT or m_len != meta_len or d_len != data_len:
-        raise BadRecord(f"header does not match the index (magic {bytes(magic)!r}, op {op}, "
-                        f"meta {m_len}/{meta_len}, data {d_len}/{data_len})")
-    actual = zlib.crc32(memoryview(head)[8:], body_crc(meta, data))
-    if actual != crc:
-        raise BadRecord(f"checksum mismatch (stored {crc:#010x}, computed {actual:#010x})")
-    return meta, data
+    return head, bytes(meta), data

@@ -44,7 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--channels", default="memory,file", help="logflume channel variants (memory, file)")
     ap.add_argument("--sync", default="on,off", help="collector store sync variants: on (every_batch), off (none)")
     ap.add_argument("--chunk-size-mb", type=int, default=64, help="tail source chunk_size in MiB (default 64)")
-    ap.add_argument("--flush-interval", default="1s", help="tail source flush_interval (default 1s, its default)")
+    ap.add_argument("--flush-interval", default="500ms",
+                    help="tail source flush_interval (default 500ms, its default)")
     ap.add_argument("--rotate-seconds", type=float, default=0.25,
                     help="rotation variant: rename the file and create a new one this often (default 0.25)")
     ap.add_argument("--rotate-rate-mb", type=float, default=0.0,

@@ -28,7 +28,7 @@ class ExecSource(ThreadedSource):
         "restart_delay": Setting(Duration(), "1s", "First delay before a restart (doubles per consecutive failure)"),
         "restart_max_delay": Setting(Duration(), "1m", "Cap of the restart delay"),
         "chunk_size": Setting(Size(min=1), "64MiB", "Largest chunk"),
-        "flush_interval": Setting(Duration(), "1s", "Send what was read after this long even if the chunk is small"),
+        "flush_interval": Setting(Duration(), "500ms", "Send what was read after this long even if the chunk is small"),
         "partial_timeout": Setting(Duration(), "5s", "Send a record still missing its delimiter after this long"),
         "kill_timeout": Setting(Duration(), "5s", "On stop, SIGTERM the command, then SIGKILL after this long"),
     }

@@ -40,7 +40,7 @@ class ForwardSource(Source):
         "stream": Setting(Str(), "{tag}", "Stream template; field: {tag}"),
         "time_key": Setting(Optional(Str()), "time", "Add the event time (seconds, float) under this key; null: don't"),
         "chunk_size": Setting(Size(min=1024), "1MiB", "Cut a stream's chunk at this many bytes"),
-        "flush_interval": Setting(Duration(), "1s", "Cut a stream's chunk when its oldest record waited this long"),
+        "flush_interval": Setting(Duration(), "500ms", "Cut a stream's chunk when its oldest record waited this long"),
         "max_message_size": Setting(Size(min=1024), "64MiB",
                                     "Largest Forward message (after decompression); larger drops the connection"),
         "max_connections": Setting(Int(min=1), 256, "Connections served at once; more are closed"),

@@ -20,7 +20,7 @@ class StdinSource(ThreadedSource):
     settings: ClassVar[dict[str, Setting]] = {
         "stream": Setting(Str(), "stdin", "Stream name of the chunks"),
         "chunk_size": Setting(Size(min=1), "64MiB", "Largest chunk"),
-        "flush_interval": Setting(Duration(), "1s", "Send what was read after this long even if the chunk is small"),
+        "flush_interval": Setting(Duration(), "500ms", "Send what was read after this long even if the chunk is small"),
         "partial_timeout": Setting(Duration(), "5s", "Send a record still missing its delimiter after this long"),
     }
 

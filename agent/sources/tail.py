@@ -106,7 +106,8 @@ class TailSource(ThreadedSource):
         "max_buffered": Setting(Optional(Size(min=1)), None,
                                 "Most bytes read from all files and not yet in the channel (default: chunk_size); "
                                 "beyond it complete records leave early in smaller chunks"),
-        "flush_interval": Setting(Duration(), "1s", "Send complete records this long after the first unsent byte"),
+        "flush_interval": Setting(Duration(), "500ms",
+                                  "Send complete records this long after the first unsent byte"),
         "record_delimiter": Setting(Delimiter(), "\n", "Bytes that end a record (backslash escapes allowed: '\\r\\n')"),
         "multiline": Setting(Optional(Obj(MULTILINE_SETTINGS)), None,
                              "Group lines into records: {pattern, negate, match} (Filebeat semantics)"),

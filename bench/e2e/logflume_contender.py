@@ -34,7 +34,7 @@ class LogflumeOptions:
     channel: str = "memory"  # memory | file
     sync: str = "every_batch"  # every_batch | none
     chunk_size: int = 64 << 20
-    flush_interval: str = "1s"
+    flush_interval: str = "500ms"
 
     @property
     def name(self) -> str:

@@ -174,7 +174,8 @@ def test_max_buffered_bounds_bytes_held_across_files(tmp_path, running):
     def sent() -> int:
         return sum(len(c) for c in r.output.snapshot())
 
-    wait_for(lambda: sent() >= total - (64 << 10), timeout=15, message="all but max_buffered sent before flush_interval")
+    wait_for(lambda: sent() >= total - (64 << 10), timeout=15,
+             message="all but max_buffered sent before flush_interval")
     for i, log in enumerate(logs):
         assert lines(0, 400, tag=f"f{i}-").startswith(r.stream_bytes(log))
     held = sum(tf.chunker.pending_bytes for tf in r.source.files.values())

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from tenacity import RetryCallState, Retrying, retry_if_not_exception_type, wait_exponential_jitter
 
 from logflume.channel import Channel
-from logflume.chunk import Chunk
+from logflume.chunk import Chunk, runs_within
 from logflume.errors import ChannelClosed, ChannelFull, TryLater
 from logflume.sink import Sink
 from logflume.source import SourceOutput
@@ -52,35 +52,14 @@ class ChannelOutput(SourceOutput):
                     "channel %s: put failed (%s); retrying", ch.name, state.outcome.exception()),
                 reraise=True,
             )
-            for group in _fitting_groups(chunks, channel.config.capacity):
+            # A transaction's own uncommitted puts hold capacity: one bigger than the whole
+            # channel would wait forever for room only its own commit could free.
+            for group in runs_within(chunks, channel.config.capacity):
                 for attempt in retrying:
                     with attempt:
                         with channel.transaction() as tx:
                             for chunk in group:
                                 tx.put(chunk, timeout=put_timeout)
-
-
-def _fitting_groups(chunks: Sequence[Chunk], capacity: int) -> list[Sequence[Chunk]]:
-    """Split a batch so no transaction stages more than the channel holds.
-
-    A transaction's own uncommitted puts hold capacity; one bigger than the
-    whole channel would wait forever for room only its own commit could free.
-    """
-    total = sum(len(c) for c in chunks)
-    if total <= capacity:
-        return [chunks]
-    groups: list[Sequence[Chunk]] = []
-    current: list[Chunk] = []
-    size = 0
-    for chunk in chunks:
-        if current and size + len(chunk) > capacity:
-            groups.append(current)
-            current, size = [], 0
-        current.append(chunk)
-        size += len(chunk)
-    if current:
-        groups.append(current)
-    return groups
 
 
 class _Stopped(Exception):

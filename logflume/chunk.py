@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,3 +171,25 @@ class Chunk:
         mv = memoryview(self.data)
         for start, end in self.record_spans():
             yield mv[start:end]
+
+
+def runs_within(chunks: Sequence[Chunk], limit: int) -> list[Sequence[Chunk]]:
+    """Consecutive runs of ``chunks`` whose bytes add up to at most ``limit``, in order.
+
+    A chunk bigger than ``limit`` goes alone.  Used wherever a batch must be cut
+    to fit something: a channel's capacity (one transaction), a frame's size.
+    """
+    if sum(len(c) for c in chunks) <= limit:
+        return [chunks]
+    runs: list[Sequence[Chunk]] = []
+    run: list[Chunk] = []
+    size = 0
+    for c in chunks:
+        if run and size + len(c) > limit:
+            runs.append(run)
+            run, size = [], 0
+        run.append(c)
+        size += len(c)
+    if run:
+        runs.append(run)
+    return runs

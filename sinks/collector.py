@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from logflume.chunk import Chunk
+from logflume.chunk import Chunk, runs_within
 from logflume.errors import ConfigError, DeliveryError, TryLater
 from logflume.settings import Duration, Enum, HostPort, ListOf, Obj, Optional, Secret, Setting, Str
 from logflume.sink import Sink
@@ -232,7 +232,7 @@ class CollectorSink(Sink):
         try:
             if client.conn is None:
                 client.connect()
-            for group in _groups(chunks, max(client.max_frame_size - HEADER_ROOM, 1)):
+            for group in runs_within(chunks, max(client.max_frame_size - HEADER_ROOM, 1)):
                 ack = client.deliver(group)
                 if ack.status == Status.TRY_LATER:
                     target.cool_until = time.monotonic() + max(ack.delay, 0.05)
@@ -252,22 +252,3 @@ class CollectorSink(Sink):
             target.cool_until = time.monotonic() + self.config.cooldown
             self.log.warning("%s; cooling down for %.1fs", exc, self.config.cooldown)
             raise _Failed(target.address, str(exc)) from None
-
-
-def _groups(chunks: Sequence[Chunk], limit: int) -> list[Sequence[Chunk]]:
-    """Consecutive runs of chunks whose bodies fit ``limit`` (a bigger chunk goes alone)."""
-    total = sum(len(c.data) for c in chunks)
-    if total <= limit:
-        return [chunks]
-    out: list[Sequence[Chunk]] = []
-    run: list[Chunk] = []
-    size = 0
-    for c in chunks:
-        if run and size + len(c.data) > limit:
-            out.append(run)
-            run, size = [], 0
-        run.append(c)
-        size += len(c.data)
-    if run:
-        out.append(run)
-    return out

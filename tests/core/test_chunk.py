@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from logflume.chunk import FLAG_SPLIT, Chunk
+from logflume.chunk import FLAG_SPLIT, Chunk, runs_within
 
 
 def test_metadata_round_trip_keeps_every_field():
@@ -44,3 +44,15 @@ def test_records_of_a_memoryview_are_views_into_it():
     recs = list(c.records())
     buf[0:1] = b"X"
     assert bytes(recs[0]) == b"Xb\n", "records are zero-copy views"
+
+
+def test_runs_within_keeps_order_and_limit_and_lets_a_big_chunk_go_alone():
+    sizes = [3, 4, 2, 9, 1, 1, 5]
+    chunks, off = [], 0
+    for n in sizes:
+        off += n
+        chunks.append(Chunk("h", "s", "Raw", off, "e", b"x" * n))
+    runs = runs_within(chunks, 6)
+    assert [[len(c) for c in r] for r in runs] == [[3], [4, 2], [9], [1, 1], [5]]
+    assert [c for r in runs for c in r] == chunks
+    assert runs_within(chunks, sum(sizes)) == [chunks]

@@ -31,21 +31,15 @@ def test_example_config_checks(path, tmp_path, monkeypatch, capsys):
         assert set(resolved) == {"collector", "store"}
 
 
-def test_kubernetes_agent_config_is_valid(tmp_path, monkeypatch, capsys):
-    manifest = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "agent-daemonset.yaml"
-    docs = list(yaml.safe_load_all(manifest.read_text()))
-    agent_yaml = docs[0]["data"]["agent.yaml"].replace("/var/lib/logflume", str(tmp_path))
-    cfg = tmp_path / "agent.yaml"
-    cfg.write_text(agent_yaml)
-    monkeypatch.setenv("NODE_NAME", "node-1")
-    assert main(["check", "-c", str(cfg)]) == 0, capsys.readouterr().err
-
-
-def test_kubernetes_collector_config_is_valid(tmp_path, monkeypatch, capsys):
-    manifest = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "collector-statefulset.yaml"
-    docs = list(yaml.safe_load_all(manifest.read_text()))
-    text = docs[0]["data"]["collector.yaml"].replace("/var/lib/logflume", str(tmp_path))
-    cfg = tmp_path / "collector.yaml"
-    cfg.write_text(text)
-    monkeypatch.setenv("HOSTNAME", "collector-0")
+@pytest.mark.parametrize(("manifest", "key", "env"), [
+    ("agent-daemonset.yaml", "agent.yaml", {"NODE_NAME": "node-1"}),
+    ("collector-statefulset.yaml", "collector.yaml", {"HOSTNAME": "collector-0"}),
+])
+def test_kubernetes_configmap_configs_are_valid(tmp_path, monkeypatch, capsys, manifest, key, env):
+    path = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / manifest
+    docs = list(yaml.safe_load_all(path.read_text()))
+    cfg = tmp_path / key
+    cfg.write_text(docs[0]["data"][key].replace("/var/lib/logflume", str(tmp_path)))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     assert main(["check", "-c", str(cfg)]) == 0, capsys.readouterr().err

@@ -25,7 +25,6 @@ import msgpack
 from agent.sources.forward_protocol import ProtocolError, ack, decode_message, event_json, new_unpacker
 from agent.sources.record_batcher import OVERFLOW_STREAM_SUFFIX, EventStreams
 from agent.sources.tcp_listener import ConnectionClosing, TcpListener, recv_loop
-from logflume.chunk import Chunk
 from logflume.errors import ChannelClosed, ConfigError
 from logflume.settings import Duration, HostPort, Int, Optional, Setting, Size, Str
 from logflume.source import Source, SourceOutput
@@ -77,7 +76,7 @@ class ForwardSource(Source):
         c = self.config
         self.output = output
         self.stopping.clear()
-        self.streams = EventStreams.for_source(self, output, on_committed=self._committed)
+        self.streams = EventStreams.for_source(self, output.deliver)
         self._listener = TcpListener(c.listen, self._serve, name=self.name, max_connections=c.max_connections,
                                      idle_timeout=c.idle_timeout, on_reject=self.rejected.inc)
         self._listener.start()
@@ -94,16 +93,8 @@ class ForwardSource(Source):
         if streams is not None:
             streams.flush_within(10.0, self.log)
 
-    def _committed(self, chunks: list[Chunk]) -> None:
-        self.metrics.chunks_out.inc(len(chunks))
-        self.metrics.bytes_out.inc(sum(len(ch) for ch in chunks))
-
     def _flush_loop(self) -> None:
-        self.streams.poll_until(self.stopping, self._flush_failed)
-
-    def _flush_failed(self, exc: BaseException) -> None:
-        self.metrics.errors.inc()
-        self.log.error("source %s: flush failed: %r", self.name, exc)
+        self.streams.poll_until(self.stopping)
 
     def _serve(self, conn: socket.socket, peer: str) -> None:
         max_size = self.config.max_message_size

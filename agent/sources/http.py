@@ -26,8 +26,7 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
-from agent.sources.record_batcher import OVERFLOW_STREAM_SUFFIX, EventStreams, SourceBusy, StreamLedger
-from logflume.chunk import Chunk
+from agent.sources.record_batcher import OVERFLOW_STREAM_SUFFIX, EventStreams, SourceBusy
 from logflume.errors import ChannelClosed, ChannelFull, ConfigError, StartupError
 from logflume.settings import Duration, Enum, HostPort, Int, ListOf, Optional, Secret, Setting, Size, Str
 from logflume.source import Source, SourceOutput
@@ -82,13 +81,8 @@ class HttpSource(Source):
     def start(self, output: SourceOutput) -> None:  # type: ignore[override]
         c = self.config
         self.output = output
-        ledger = StreamLedger(self.context.state_dir("source", self.name) / "streams.json",
-                              reserve=max(1 << 30, c.chunk_size * 16))
-        self.streams = EventStreams(
-            source=self.context.agent_name, datatype=self.datatype, tags=c.tags, chunk_size=c.chunk_size,
-            flush_interval=0.0, deliver=self._deliver, ledger=ledger, max_streams=c.max_streams,
-            on_committed=self._committed,
-        )
+        # Each request is delivered whole before it is answered: no flush_interval to wait for.
+        self.streams = EventStreams.for_source(self, self._deliver, datatype=self.datatype, flush_interval=0.0)
         self._overflow = c.stream_prefix + OVERFLOW_STREAM_SUFFIX
         handler = type("Handler", (_Handler,), {"source": self, "timeout": c.read_timeout})
         host, port = c.listen
@@ -111,10 +105,6 @@ class HttpSource(Source):
 
     def _deliver(self, chunks) -> None:
         self.output.deliver(chunks, timeout=self.config.full_wait)
-
-    def _committed(self, chunks: list[Chunk]) -> None:
-        self.metrics.chunks_out.inc(len(chunks))
-        self.metrics.bytes_out.inc(sum(len(ch) for ch in chunks))
 
     # -- request handling (one thread per connection) ----------------------
     def authorized(self, headers) -> bool:

@@ -14,14 +14,21 @@ producer waiting on the lock stops reading its input (back-pressure).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from logflume.chunk import FLAG_SPLIT, Chunk, now_ms
 from logflume.errors import ChannelClosed
+
+if TYPE_CHECKING:
+    from logflume.source import Source
+
+log = logging.getLogger("logflume.source")
 
 Record = bytes | bytearray | memoryview
 
@@ -122,6 +129,7 @@ class EventStreams:
         max_streams: int = 1000,
         buffer_limit: int = 64 << 20,
         on_committed: Callable[[Sequence[Chunk]], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.source = source
         self.datatype = datatype
@@ -133,6 +141,7 @@ class EventStreams:
         self.ledger = ledger
         self._deliver = deliver
         self._on_committed = on_committed
+        self._on_error = on_error or (lambda exc: log.error("flush of %s failed: %r", source, exc))
         self.lock = threading.RLock()
         self._pending: dict[str, _Pending] = {}
         self._pending_bytes = 0
@@ -140,15 +149,29 @@ class EventStreams:
         self._known_lock = threading.Lock()  # not self.lock: naming a stream must not wait for a full channel
 
     @classmethod
-    def for_source(cls, source, output, on_committed: Callable[[Sequence[Chunk]], None] | None = None,
-                   **limits) -> EventStreams:
-        """The streams of an event source: its settings, its ledger in its state dir, its output."""
-        c = source.config
+    def for_source(cls, source: Source, deliver: Callable[[Sequence[Chunk]], None], **overrides: Any) -> EventStreams:
+        """The streams of an event source: its settings, its ledger in its state dir, its metrics.
+
+        Committed chunks are counted in the source's ``chunks_out``/``bytes_out``; flush
+        errors in its ``errors`` and its log.  ``overrides`` replace constructor arguments.
+        """
+        c, m = source.config, source.metrics
+
+        def committed(chunks: Sequence[Chunk]) -> None:
+            m.chunks_out.inc(len(chunks))
+            m.bytes_out.inc(sum(len(ch) for ch in chunks))
+
+        def failed(exc: BaseException) -> None:
+            m.errors.inc()
+            source.log.error("source %s: flush failed: %r", source.name, exc)
+
+        # Settings the source declares, unless overridden (the http source has no flush_interval).
+        args: dict[str, Any] = {name: overrides.pop(name) if name in overrides else getattr(c, name)
+                                for name in ("datatype", "tags", "chunk_size", "flush_interval", "max_streams")}
         ledger = StreamLedger(source.context.state_dir("source", source.name) / "streams.json",
-                              reserve=max(1 << 30, c.chunk_size * 16))
-        return cls(source=source.context.agent_name, datatype=c.datatype, tags=c.tags, chunk_size=c.chunk_size,
-                   flush_interval=c.flush_interval, deliver=output.deliver, ledger=ledger,
-                   max_streams=c.max_streams, on_committed=on_committed, **limits)
+                              reserve=max(1 << 30, args["chunk_size"] * 16))
+        return cls(source=source.context.agent_name, deliver=deliver, ledger=ledger, on_committed=committed,
+                   on_error=failed, **args, **overrides)
 
     # -- stream names -------------------------------------------------------
     def admit(self, stream: str, overflow: str) -> str:
@@ -216,7 +239,7 @@ class EventStreams:
             if chunks:
                 self._send(chunks)
 
-    def poll_until(self, stopping: threading.Event, on_error: Callable[[BaseException], None]) -> None:
+    def poll_until(self, stopping: threading.Event) -> None:
         """The flusher thread of an event source: cut chunks due by time until ``stopping`` is set."""
         interval = max(0.01, min(self.flush_interval / 4, 0.25))
         while not stopping.wait(interval):
@@ -225,7 +248,7 @@ class EventStreams:
             except ChannelClosed:
                 return
             except Exception as exc:
-                on_error(exc)
+                self._on_error(exc)
 
     def flush(self) -> None:
         """Deliver everything pending (on shutdown)."""

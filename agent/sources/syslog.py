@@ -198,10 +198,11 @@ class SyslogSource(Source):
     def _stream_of(self, header: SyslogHeader, transport: str, peer: str) -> str:
         # Per message: a cache keyed by the fields the template uses (formatting and admitting
         # each message's stream was a fifth of the source's time at 100k messages/s).
-        key = (transport, peer, *[getattr(header, f) for f in self._header_fields])
+        values = tuple(getattr(header, f) for f in self._header_fields)
+        key = (transport, peer, *values)
         stream = self._stream_cache.get(key)
         if stream is None:
-            fields = {f: getattr(header, f) for f in self._header_fields}
+            fields = dict(zip(self._header_fields, values, strict=True))
             stream = self.streams.admit(self._template.format(transport=transport, peer=peer, **fields),
                                         self._overflow)
             if len(self._stream_cache) >= STREAM_CACHE_SIZE:

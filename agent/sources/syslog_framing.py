@@ -170,7 +170,6 @@ SEVERITIES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "deb
 
 _PRI = re.compile(rb"<(\d{1,3})>")
 _RFC5424 = re.compile(rb"(\d{1,2}) (\S+) (\S+) (\S+) (\S+) (\S+)")
-_PRI_RFC5424 = re.compile(rb"<(\d{1,3})>(\d{1,2}) \S+ (\S+) (\S+) (\S+) (\S+)")  # the common case in one match
 _RFC3164_TS = re.compile(rb"(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\S+) ")
 _SAFE = re.compile(r"[^A-Za-z0-9._\-@]")
 FIELD_MAX = 64
@@ -199,14 +198,6 @@ def parse_header(msg: Buffer) -> SyslogHeader:
     """Header fields of one message; anything unparseable is ``-`` (never raises)."""
     head = bytes(msg[:512])
     h = SyslogHeader()
-    full = _PRI_RFC5424.match(head)
-    if full and full.group(2) != b"0" and int(full.group(1)) <= 191:
-        pri = int(full.group(1))
-        h.facility = FACILITIES[pri >> 3]
-        h.severity = SEVERITIES[pri & 7]
-        h.format = "rfc5424"
-        h.host, h.app, h.procid, h.msgid = map(_field, full.group(3, 4, 5, 6))
-        return h
     m = _PRI.match(head)
     if not m:
         return h

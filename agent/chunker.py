@@ -156,18 +156,22 @@ class RecordChunker:
             return []
         if self._last_fed_at is not None and now - self._last_fed_at >= self.partial_timeout:
             return self._drain()
-        if self._first_unsent_at is not None and now - self._first_unsent_at >= self.flush_interval:
-            return self.flush_complete(now)
-        if self._burst_ended(now):
+        flush_due = self._first_unsent_at is not None and now - self._first_unsent_at >= self.flush_interval
+        burst_end = self._burst_end()
+        if flush_due or (burst_end is not None and now >= burst_end):
             return self.flush_complete(now)
         return []
 
-    def _burst_ended(self, now: float) -> bool:
-        # The end of a burst (many bytes held, then quiet for BURST_QUIET) need not wait out
-        # flush_interval: that wait was 15% of a 1 GiB file's shipping time.  A slow trickle
-        # never holds enough to qualify, so it still leaves in flush_interval batches.
-        return (self._last_fed_at is not None and len(self._buf) >= self._burst_bytes
-                and now - self._last_fed_at >= BURST_QUIET)
+    def _burst_end(self) -> float | None:
+        """When the burst being held counts as ended (None: not holding a burst).
+
+        The end of a burst (many bytes held, then quiet for BURST_QUIET) need not wait out
+        flush_interval.  A slow trickle never holds enough to qualify, so it still leaves in
+        flush_interval batches.
+        """
+        if self._last_fed_at is None or len(self._buf) < self._burst_bytes:
+            return None
+        return self._last_fed_at + BURST_QUIET
 
     def flush_complete(self, now: float) -> list[Chunk]:
         """The complete records held, as one chunk now (flush_interval, or the caller short of memory)."""
@@ -192,8 +196,9 @@ class RecordChunker:
             times.append(self._last_fed_at + self.partial_timeout)
         if self._first_unsent_at is not None and self._complete_end() > 0:
             times.append(self._first_unsent_at + self.flush_interval)
-            if self._last_fed_at is not None and len(self._buf) >= self._burst_bytes:
-                times.append(self._last_fed_at + BURST_QUIET)
+            burst_end = self._burst_end()
+            if burst_end is not None:
+                times.append(burst_end)
         return min(times) if times else None
 
     # -- record boundaries --------------------------------------------------------------------

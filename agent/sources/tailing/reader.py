@@ -25,10 +25,10 @@ from logflume.chunk import Chunk
 
 log = logging.getLogger("logflume.source.tail")
 
-#: (stream, epoch, start_offset, datatype, tags) -> a chunker for that stream.
 #: Bytes read before checking the file was not truncated meanwhile (and feeding them to the chunker).
 VERIFY_EVERY = 4 << 20
 
+#: (stream, epoch, start_offset, datatype, tags) -> a chunker for that stream.
 ChunkerFactory = Callable[[str, str, int, str, dict[str, str]], RecordChunker]
 
 
@@ -130,10 +130,9 @@ class TailedFile:
         while out.nread < budget and pos < st.st_size:
             # Read a slice, check the file was not truncated meanwhile, then feed it: the bytes
             # held before the check stay small whatever the budget.
-            blocks = self._read_slice(pos, min(budget - out.nread, VERIFY_EVERY), block)
-            if not blocks:
+            blocks, got = self._read_slice(pos, min(budget - out.nread, VERIFY_EVERY), block)
+            if not got:
                 break
-            got = sum(len(b) for b in blocks)
             out.nread += got
             pos += got
             # A copytruncate between the fstat and the reads would have handed us the new content's
@@ -166,9 +165,11 @@ class TailedFile:
         out.chunks += self.chunker.poll(now)
         return out
 
-    def _read_slice(self, pos: int, want: int, block: int) -> list[bytes]:
+    def _read_slice(self, pos: int, want: int, block: int) -> tuple[list[bytes], int]:
+        """Up to ``want`` bytes from ``pos`` in ``block``-sized reads: (blocks, bytes read)."""
         assert self.fd is not None
         blocks: list[bytes] = []
+        start = pos
         while want > 0:
             try:
                 data = os.pread(self.fd, min(block, want), pos)
@@ -181,7 +182,7 @@ class TailedFile:
             blocks.append(data)
             want -= len(data)
             pos += len(data)
-        return blocks
+        return blocks, pos - start
 
     def _same_head(self) -> bool:
         assert self.fd is not None

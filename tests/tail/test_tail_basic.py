@@ -167,20 +167,24 @@ def test_max_buffered_bounds_bytes_held_across_files(tmp_path, running):
     logs = [tmp_path / f"f{i}.log" for i in range(10)]
     for i, log in enumerate(logs):
         log.write_bytes(lines(0, 400, tag=f"f{i}-"))  # ~22 KiB each, 220 KiB in all
-    r = running(tmp_path, {"paths": [str(tmp_path / "*.log")], **FAST, "flush_interval": "10m",
-                           "partial_timeout": "10m", "chunk_size": "1MiB", "max_buffered": "64KiB"})
-    total = sum(len(lines(0, 400, tag=f"f{i}-")) for i in range(10))
+    total = sum(log.stat().st_size for log in logs)
+    slow = {"paths": [str(tmp_path / "*.log")], **FAST, "flush_interval": "10m", "partial_timeout": "10m",
+            "chunk_size": "1MiB"}
 
-    def sent() -> int:
-        return sum(len(c) for c in r.output.snapshot())
+    # Control: a limit above what the files hold: everything is read and held, nothing sent.
+    loose = running(tmp_path, {**slow, "max_buffered": "1MiB"}, name="loose")
+    wait_for(lambda: sum(tf.chunker.pending_bytes for tf in loose.source.files.values()) == total,
+             message="every file read into the chunkers")
+    assert loose.output.snapshot() == []
+    loose.source.stop()
 
-    wait_for(lambda: sent() >= total - (64 << 10), timeout=15,
+    tight = running(tmp_path, {**slow, "max_buffered": "64KiB"}, name="tight")
+    wait_for(lambda: sum(len(c) for c in tight.output.snapshot()) >= total - (64 << 10), timeout=15,
              message="all but max_buffered sent before flush_interval")
+    held = sum(tf.chunker.pending_bytes for tf in tight.source.files.values())
+    assert held <= 64 << 10 and held + sum(len(c) for c in tight.output.snapshot()) == total
     for i, log in enumerate(logs):
-        assert lines(0, 400, tag=f"f{i}-").startswith(r.stream_bytes(log))
-    held = sum(tf.chunker.pending_bytes for tf in r.source.files.values())
-    assert held <= 64 << 10, held
-    assert all(len(c) <= 64 << 10 for c in r.output.snapshot())
+        assert lines(0, 400, tag=f"f{i}-").startswith(tight.stream_bytes(log))
 
 
 def test_truncated_and_regrown_detected_by_fingerprint(tmp_path, running):

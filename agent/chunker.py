@@ -57,10 +57,6 @@ class MultilinePattern:
         return (self.regex.search(line) is not None) != self.negate
 
 
-#: Quiet time after which a burst's held records leave without waiting for flush_interval.
-BURST_QUIET = 0.1
-
-
 class RecordChunker:
     """Cuts a byte stream into :class:`Chunk` objects after complete records.
 
@@ -117,7 +113,6 @@ class RecordChunker:
         self._line_start = 0  # multiline: start of the next line to classify
         self._rec_start = 0  # multiline "after": start of the record still open
         self._split_open = False  # multiline "after": the last cut split a record at a line boundary
-        self._burst_bytes = max(chunk_size // 64, 64 << 10)  # 1 MiB at the default chunk_size
         self._first_unsent_at: float | None = None
         self._last_fed_at: float | None = None
 
@@ -150,28 +145,14 @@ class RecordChunker:
         return out
 
     def poll(self, now: float) -> list[Chunk]:
-        """Chunks due by time: complete records after ``flush_interval`` (or once a burst ended),
-        everything after ``partial_timeout``."""
+        """Chunks due by time: complete records after ``flush_interval``, everything after ``partial_timeout``."""
         if not self._buf:
             return []
         if self._last_fed_at is not None and now - self._last_fed_at >= self.partial_timeout:
             return self._drain()
-        flush_due = self._first_unsent_at is not None and now - self._first_unsent_at >= self.flush_interval
-        burst_end = self._burst_end()
-        if flush_due or (burst_end is not None and now >= burst_end):
+        if self._first_unsent_at is not None and now - self._first_unsent_at >= self.flush_interval:
             return self.flush_complete(now)
         return []
-
-    def _burst_end(self) -> float | None:
-        """When the burst being held counts as ended (None: not holding a burst).
-
-        The end of a burst (many bytes held, then quiet for BURST_QUIET) need not wait out
-        flush_interval.  A slow trickle never holds enough to qualify, so it still leaves in
-        flush_interval batches.
-        """
-        if self._last_fed_at is None or len(self._buf) < self._burst_bytes:
-            return None
-        return self._last_fed_at + BURST_QUIET
 
     def flush_complete(self, now: float) -> list[Chunk]:
         """The complete records held, as one chunk now (flush_interval, or the caller short of memory)."""
@@ -196,9 +177,6 @@ class RecordChunker:
             times.append(self._last_fed_at + self.partial_timeout)
         if self._first_unsent_at is not None and self._complete_end() > 0:
             times.append(self._first_unsent_at + self.flush_interval)
-            burst_end = self._burst_end()
-            if burst_end is not None:
-                times.append(burst_end)
         return min(times) if times else None
 
     # -- record boundaries --------------------------------------------------------------------

@@ -180,7 +180,7 @@ def test_64mib_chunks_survive_sigkill_of_a_collector(tmp_path, start_collector, 
     cfg_a, port_a, store_a = collector_config(tmp_path, "a")
     cfg_b, port_b, store_b = collector_config(tmp_path, "b")
     ca, cb = start_collector(cfg_a, "ca"), start_collector(cfg_b, "cb")
-    src = exec_source(n, width=1000, pause_every=80_000, pause=0.2)  # bursts of 80 MB: full 64 MiB chunks
+    src = exec_source(n, width=1000, pause_every=20_000, pause=0.2)
     src.update(chunk_size="64MiB", flush_interval="1s")
     agent = start_agent(agent_config(tmp_path, "ag", {"collectors": [f"127.0.0.1:{port_a}", f"127.0.0.1:{port_b}"],
                                                       "batch_bytes": "64MiB"},

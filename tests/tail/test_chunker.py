@@ -199,16 +199,8 @@ def test_property_every_byte_once_and_cut_at_records(data, cuts, size, delim, us
             assert ml is not None or delim != b"\n"
 
 
-def test_end_of_burst_leaves_without_waiting_for_flush_interval():
-    ch = make(chunk_size=8 << 20, flush_interval=10.0)  # a burst: >= chunk_size / 64 = 128 KiB held
-    data = b"".join(b"line %06d\n" % i for i in range(20_000))  # 220 KiB, less than a chunk
-    assert ch.feed(data, 0.0) == []
-    assert ch.poll(0.05) == [] and ch.next_deadline() == pytest.approx(0.1)
-    out = ch.poll(0.1)
-    assert [bytes(c.data) for c in out] == [data]
 
-
-def test_slow_trickle_still_waits_for_flush_interval():
+def test_complete_records_wait_for_flush_interval_then_leave():
     ch = make(chunk_size=8 << 20, flush_interval=1.0)
     assert ch.feed(b"one line\n", 0.0) == []
     assert ch.poll(0.5) == [] and ch.next_deadline() == pytest.approx(1.0)

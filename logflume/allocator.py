@@ -9,10 +9,10 @@ faults and zeroing, and the munmap on free returns it all.  Measured here:
 trade is resident memory: freed chunk buffers stay in the heap for reuse.
 
 It is opt-in (``LOGFLUME_MALLOPT=1``): the tail read path alone doubles
-(``bench/bench_tail.py``: 1895 MiB/s against 894 MiB/s here), but end to end
-(``python -m bench``, alternating runs) throughput did not move while the
-agent's peak RSS went from 156-171 MiB to 246-251 MiB, past the 2 x chunk_size
-+ 64 MiB the agent promises.
+(``bench/bench_tail.py``: 1895 MiB/s against 894 MiB/s here) and end to end
+(``python -m bench``, 10 files, alternating runs) it gave 742-767 MB/s and
+0.9 CPU s/GB against 692-701 MB/s and 1.3-1.4, but the agent's peak RSS went
+from 174 MiB to 235 MiB, past the 2 x chunk_size + 64 MiB the agent promises.
 """
 
 from __future__ import annotations

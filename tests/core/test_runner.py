@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from agent.agent import Agent
+from agent.runner import ChannelOutput
+from logflume.chunk import Chunk
 from logflume.topology import build_topology
 from tests.conftest import wait_for
 
@@ -61,9 +64,6 @@ def test_stop_drains_memory_channel(tmp_path):
 
 def test_channel_write_failures_are_retried_for_the_source(tmp_path):
     """A channel that fails a put (e.g. disk full) makes the source wait and retry, losing nothing."""
-    from agent.runner import ChannelOutput
-    from logflume.chunk import Chunk
-
     agent = pipeline(tmp_path, failures=0, count=0)
     channel = agent.channels["m"]
     real = channel.transaction
@@ -83,11 +83,6 @@ def test_channel_write_failures_are_retried_for_the_source(tmp_path):
 
 def test_batch_bigger_than_the_channel_does_not_deadlock(tmp_path):
     """One delivery larger than the whole channel is committed in parts instead of waiting forever."""
-    import threading
-
-    from agent.runner import ChannelOutput
-    from logflume.chunk import Chunk
-
     agent = pipeline(tmp_path, failures=0, count=0, capacity="1000")
     agent.start()
     try:

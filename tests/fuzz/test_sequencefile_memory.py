@@ -111,8 +111,6 @@ CASES = {
 }
 
 
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_hostile_file_read_in_bounded_memory(tmp_path, name):
     path = tmp_path / "hostile.seq"

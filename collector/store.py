@@ -43,6 +43,7 @@ from logflume.settings import (
     render_settings,
 )
 from logflume.sink import Sink
+from logflume.statefile import remove_durably, write_atomic
 from sinks.seqfile import SeqFileSink
 from sinks.sequencefile import SequenceFileError, SequenceFileReader
 
@@ -50,19 +51,6 @@ _SECONDARY_FILE = re.compile(r"^(\d{16})\.seq$")
 _PROGRESS = "replay.progress"
 #: Per-chunk bytes a secondary record adds to the chunk's data (framing, key JSON), for the capacity check.
 _RECORD_OVERHEAD = 512
-
-
-def _remove_durably(path: str) -> None:
-    """Remove a file and fsync its directory, so the removal is on disk before what follows."""
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        return
-    fd = os.open(os.path.dirname(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -382,7 +370,7 @@ class BufferStore(Sink):
                 self._replay_batch(batch, batch_bytes, progress_path, name, index)
         # Forget the progress before the file: a crash in between replays the file again (duplicates),
         # never skips records of a later file that reuses the name.
-        _remove_durably(progress_path)
+        remove_durably(progress_path)
         if broken is not None:  # never delete what could not be read: set it aside for a person
             aside = os.path.join(self.secondary.local_root, "corrupt")
             os.makedirs(aside, exist_ok=True)
@@ -393,7 +381,7 @@ class BufferStore(Sink):
             self.log.error("store %s: secondary file %s is damaged after record %d (%s); moved to %s",
                            self.name, path, index, broken, target)
         else:
-            _remove_durably(path)
+            remove_durably(path)
         self._m_replayed_files.inc()
         self._m_progress.set(0)
         self._m_backlog.set(self.backlog_bytes())
@@ -409,10 +397,7 @@ class BufferStore(Sink):
         self.primary.deliver(batch)  # returns once the primary holds the batch durably
         self._m_replayed.inc(nbytes)
         self._m_progress.set(upto)
-        tmp = progress_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"file": name, "records": upto}, f)
-        os.replace(tmp, progress_path)
+        write_atomic(progress_path, json.dumps({"file": name, "records": upto}).encode())
 
     def _load_progress(self, progress_path: str, name: str) -> int:
         try:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.errors import JobError
+from logflume.statefile import write_atomic
 
 MANIFEST_DIR = "_manifest"
 FORMAT = 1
@@ -74,8 +75,11 @@ class Manifest:
     def _write(self, path: str, data: dict[str, Any]) -> None:
         """Write to a temporary name, make it durable, rename over ``path``."""
         self.fs.makedirs(self.dir, exist_ok=True)
-        tmp = f"{path}.tmp"
         body = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+        if is_local(self.fs):
+            write_atomic(self.fs._strip_protocol(path), body)
+            return
+        tmp = f"{path}.tmp"
         with self.fs.open(tmp, "wb") as f:
             f.write(body)
             sync_file(f)
@@ -110,6 +114,12 @@ class Manifest:
     def clear_pending(self) -> None:
         if self.fs.exists(self.pending_path):
             self.fs.rm(self.pending_path)
+
+
+def is_local(fs: Any) -> bool:
+    """Whether ``fs`` is the local disk, where state files take the one durable atomic write."""
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocol or "local" in protocol
 
 
 def sync_file(f: Any) -> None:

@@ -44,6 +44,22 @@ METADATA_FIELDS = (
 )
 
 
+#: Bounds on metadata that every hop can store and every job can partition by.  A chunk
+#: outside them is refused by collectors and set aside (``_errors``) by jobs, never
+#: allowed to stop a pipeline.  Timestamps: 1970-01-01 up to 2100-01-01 (ms).
+MAX_TIMESTAMP_MS = 4_102_444_800_000
+MAX_SOURCE_LEN = 255
+MAX_DATATYPE_LEN = 128
+MAX_STREAM_LEN = 4096
+MAX_EPOCH_LEN = 256
+MAX_TAGS = 64
+MAX_TAG_KEY_LEN = 128
+MAX_TAG_VALUE_LEN = 1024
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]*\Z")
+_TAG_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+=/-]*\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -73,6 +89,44 @@ class Chunk:
     def key(self) -> tuple[str, str, str]:
         """The numbering space in which ``seq_id`` is strictly increasing."""
         return (self.source, self.stream, self.epoch)
+
+    def metadata_error(self) -> str | None:
+        """Why this chunk's metadata is unusable downstream, or None when it is within bounds.
+
+        Names become directory names (datatype), log fields (source) and partition
+        keys, so they are bounded in length and characters; the byte range and
+        ``record_ends`` must describe the data.  Checked by collectors at the door
+        and by jobs before they partition.
+        """
+        if not 0 < len(self.source) <= MAX_SOURCE_LEN or _CONTROL.search(self.source) or "/" in self.source:
+            return f"source must be 1-{MAX_SOURCE_LEN} characters without '/' or control characters"
+        if not len(self.datatype) <= MAX_DATATYPE_LEN or not _NAME.match(self.datatype):
+            return (f"datatype must be 1-{MAX_DATATYPE_LEN} characters of letters, digits and _.:@+=- "
+                    f"starting with a letter or digit")
+        if not 0 < len(self.stream) <= MAX_STREAM_LEN or "\x00" in self.stream:
+            return f"stream must be 1-{MAX_STREAM_LEN} characters without NUL"
+        if len(self.epoch) > MAX_EPOCH_LEN or _CONTROL.search(self.epoch):
+            return f"epoch must be at most {MAX_EPOCH_LEN} characters without control characters"
+        if not 0 <= self.timestamp < MAX_TIMESTAMP_MS:
+            return f"timestamp {self.timestamp} is outside 1970-01-01..2100-01-01 (milliseconds since the epoch)"
+        if self.seq_id < len(self.data):
+            return f"seq_id {self.seq_id} is below the chunk's length {len(self.data)} (the range would start before 0)"
+        if len(self.tags) > MAX_TAGS:
+            return f"at most {MAX_TAGS} tags, got {len(self.tags)}"
+        for k, v in self.tags.items():
+            if not len(k) <= MAX_TAG_KEY_LEN or not _TAG_KEY.match(k):
+                return f"tag name {k[:40]!r} must be 1-{MAX_TAG_KEY_LEN} characters of letters, digits and _.:@+=/-"
+            if len(v) > MAX_TAG_VALUE_LEN or _CONTROL.search(v):
+                return f"tag {k!r}: value must be at most {MAX_TAG_VALUE_LEN} characters without control characters"
+        if self.record_ends is not None:
+            if len(self.record_ends) > len(self.data):
+                return "more record_ends than data bytes"
+            prev = 0
+            for end in self.record_ends:
+                if not prev < end <= len(self.data):
+                    return "record_ends must increase strictly within the chunk's data"
+                prev = end
+        return None
 
     def metadata(self) -> dict[str, Any]:
         """Every field but ``data``, as plain JSON-able values."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from logflume.chunk import FLAG_SPLIT, Chunk, now_ms
 from logflume.errors import ChannelClosed
+from logflume.statefile import write_atomic
 
 if TYPE_CHECKING:
     from logflume.source import Source
@@ -87,12 +87,7 @@ class StreamLedger:
     def _save(self) -> None:
         if self.path is None:
             return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({"streams": self._streams}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps({"streams": self._streams}).encode())
 
 
 class _Pending:

@@ -30,6 +30,7 @@ from logflume.chunk import FLAG_PARTIAL, FLAG_SPLIT, Chunk, now_ms
 from logflume.errors import ChannelClosed, ConfigError, StartupError
 from logflume.settings import Duration, Enum, Setting, Size, Str
 from logflume.source import SourceOutput, ThreadedSource
+from logflume.statefile import write_atomic
 
 CHECKPOINT = "checkpoint.json"
 
@@ -85,12 +86,7 @@ class SpoolDirSource(ThreadedSource):
     def _save_state(self) -> None:
         self._failed = {f for f in self._failed if os.path.exists(f[0])}
         self._state["failed"] = sorted(list(f) for f in self._failed)
-        tmp = self._state_path.with_name(CHECKPOINT + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self._state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._state_path)
+        write_atomic(self._state_path, json.dumps(self._state).encode())
 
     # -- picking files ------------------------------------------------------------
     def candidates(self) -> list[Path]:

@@ -14,14 +14,13 @@ renamed over the old one, so a crash leaves either the old or the new one.
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.channels.filelog.records import LogCorrupted
-from agent.channels.filelog.segments import fsync_dir
+from logflume.statefile import write_atomic
 
 MAGIC = b"LFCP"
 VERSION = 1
@@ -101,15 +100,4 @@ def load(directory: Path) -> Checkpoint | None:
 
 def save(directory: Path, checkpoint: Checkpoint) -> None:
     """Replace the checkpoint atomically and durably."""
-    tmp = directory / (FILE_NAME + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        data = memoryview(checkpoint.encode())
-        while data:
-            n = os.write(fd, data)
-            data = data[n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, directory / FILE_NAME)
-    fsync_dir(directory)
+    write_atomic(directory / FILE_NAME, checkpoint.encode())

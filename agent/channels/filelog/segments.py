@@ -20,6 +20,7 @@ from pathlib import Path
 from agent.channels.filelog.records import header, record_size
 from logflume.chunk import Buffer
 from logflume.errors import LogflumeError
+from logflume.statefile import fsync_dir
 
 _NAME = re.compile(r"log-(\d{10})\.seg")
 
@@ -40,15 +41,6 @@ def list_segments(directory: Path) -> list[int]:
         if m:
             out.append(int(m.group(1)))
     return sorted(out)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make file creations, renames and deletions in ``directory`` survive power loss."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def pwrite_all(fd: int, buffers: Sequence[Buffer], offset: int) -> None:

@@ -9,7 +9,6 @@ leaves either the old or the new positions, never a mix or a torn file.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from logflume.errors import StartupError
+from logflume.statefile import write_atomic
 
 FORMAT_VERSION = 1
 
@@ -67,21 +67,7 @@ class PositionFile:
         """Replace the file atomically (write, fsync, rename, fsync directory)."""
         doc = {"version": FORMAT_VERSION, "files": [asdict(p) for p in positions]}
         data = json.dumps(doc, separators=(",", ":")).encode()
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dfd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomic(self.path, data)
 
 
 class CheckpointWriter:

@@ -14,13 +14,15 @@ import sys
 import threading
 
 from logflume.errors import ConfigError, StartupError
+from logflume.logs import setup_logging
+from logflume.secrets import redact_text
 
 EXIT_STARTUP = 1
 EXIT_CONFIG = 2
 
 
 def _cannot_start(reason: object, code: int) -> int:
-    print(f"logflume collector: cannot start: {reason}", file=sys.stderr, flush=True)
+    print(f"logflume collector: cannot start: {redact_text(str(reason))}", file=sys.stderr, flush=True)
     return code
 
 
@@ -29,18 +31,23 @@ def main(argv: list[str]) -> int:
     parser.add_argument("-c", "--config", required=True, help="collector YAML file")
     args = parser.parse_args(argv)
 
-    from collector.config import load_collector_config
+    from collector.config import COLLECTOR_SETTINGS, load_collector_config
     from collector.server import Collector
+    from logflume.settings import secret_warnings
+    from logflume.status import PipelineStatus
 
     try:
         config = load_collector_config(args.config)
+        warnings = secret_warnings(COLLECTOR_SETTINGS, config.collector, "collector", args.config)
     except ConfigError as exc:
         return _cannot_start(exc, EXIT_CONFIG)
-    logging.basicConfig(
-        level=config.collector.log_level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(config.collector.log_level)
+    for warning in warnings:
+        logging.getLogger("logflume.collector").warning("%s", warning)
     collector = Collector(config)
+    config.context.metrics.status = PipelineStatus(
+        "collector", config.collector.name, config.context.metrics, [config.store], store=config.store,
+        pending_bytes=lambda: collector.writer.pending_bytes)
     stop = threading.Event()
     seen: list[int] = []
 

@@ -17,6 +17,8 @@ import yaml
 from logflume import __version__
 from logflume.allocator import reuse_large_buffers
 from logflume.errors import ConfigError, StartupError
+from logflume.logs import setup_logging
+from logflume.secrets import redact_text
 
 # Subcommands whose implementation lives with its stage: "module:function" taking argv, returning an exit code.
 DELEGATED = {
@@ -30,18 +32,14 @@ EXIT_CONFIG = 2
 EXIT_STARTUP = 1
 
 
-def _setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-
-
 def _fail(cmd: str, message: str, code: int) -> int:
-    print(f"logflume {cmd}: {message}", file=sys.stderr)
+    print(f"logflume {cmd}: {redact_text(message)}", file=sys.stderr)
     return code
+
+
+def _warn(cmd: str, warnings: list[str]) -> None:
+    for warning in warnings:
+        print(f"logflume {cmd}: warning: {redact_text(warning)}", file=sys.stderr)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -52,7 +50,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
         topo = load_topology(args.config)
     except ConfigError as exc:
         return _fail("agent", f"invalid config: {exc}", EXIT_CONFIG)
-    _setup_logging(topo.agent.log_level)
+    setup_logging(topo.agent.log_level)
+    for warning in topo.warnings:
+        logging.getLogger("logflume.agent").warning("%s", warning)
     try:
         Agent(topo).run_forever()
     except StartupError as exc:
@@ -65,14 +65,18 @@ def _is_collector_config(raw: dict) -> bool:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Validate, print the resolved config (secrets redacted) on stdout and warnings on stderr."""
     from logflume.config import load_yaml
 
     try:
         raw = load_yaml(args.config)
         if _is_collector_config(raw):
-            from collector.config import load_collector_config
+            from collector.config import COLLECTOR_SETTINGS, load_collector_config
+            from logflume.settings import secret_warnings
 
             resolved = load_collector_config(args.config)
+            warnings = secret_warnings(COLLECTOR_SETTINGS, resolved.collector, "collector", args.config)
+            _warn("check", warnings)
             print(f"# {args.config}: valid collector config")
             print(yaml.safe_dump(resolved.render(), sort_keys=False, default_flow_style=False), end="")
             return 0
@@ -81,6 +85,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         topo = build_topology(raw, args.config)
     except ConfigError as exc:
         return _fail("check", str(exc), EXIT_CONFIG)
+    _warn("check", topo.warnings)
     print(f"# {args.config}: valid agent config")
     print("# flow:")
     for line in topo.flows():
@@ -120,7 +125,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from logflume.quickstart import run_quickstart
 
-    _setup_logging("WARNING")
+    setup_logging("WARNING")
     try:
         return run_quickstart(args.data_dir, args.seconds)
     except StartupError as exc:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from logflume.errors import ConfigError
+from logflume.secrets import remember_tree
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -102,7 +103,9 @@ def parse_yaml(text: str, file: str | None = None) -> dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(file, "", f"expected a mapping at the top level, got {type(data).__name__}")
-    return interpolate(data, file)
+    data = interpolate(data, file)
+    remember_tree(data)  # secret-named keys and URL passwords: hidden from every log line from now on
+    return data
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from logflume import secrets
 from logflume.errors import ConfigError
 
 
@@ -53,14 +54,26 @@ class Str(SettingType):
             raise self._fail(value, path, file)
         return str(value)
 
+    def render(self, value):
+        return secrets.redact_url(value)  # a URL's password is never shown back
+
 
 class Secret(Str):
-    """A string never shown back: `check` output and logs render it as ``<redacted>``."""
+    """A string never shown back: `check` output renders it as ``<redacted>`` and logs hide its value.
+
+    Declaring a setting ``Secret`` is how a plugin marks it: ``check`` also warns when
+    the value is a placeholder or short (:func:`secret_warnings`).
+    """
 
     expected = "a secret string"
 
+    def parse(self, value, path, file):
+        text = super().parse(value, path, file)
+        secrets.remember(text)
+        return text
+
     def render(self, value):
-        return "<redacted>" if value else value
+        return secrets.REDACTED if value else value
 
 
 class Int(SettingType):
@@ -289,7 +302,7 @@ class MapOf(SettingType):
         return {str(k): self.item.parse(v, f"{path}.{k}", file) for k, v in value.items()}
 
     def render(self, value):
-        return {k: self.item.render(v) for k, v in value.items()}
+        return {k: secrets.redact(self.item.render(v), k) for k, v in value.items()}
 
 
 class Optional(SettingType):
@@ -309,10 +322,16 @@ class Optional(SettingType):
 
 
 class AnyValue(SettingType):
+    """Free-form data (e.g. fsspec ``storage_options``): shown with secret-named keys redacted."""
+
     expected = "any value"
 
     def parse(self, value, path, file):
+        secrets.remember_tree(value)
         return value
+
+    def render(self, value):
+        return secrets.redact(value)
 
 
 REQUIRED: Any = object()
@@ -412,6 +431,41 @@ def parse_settings(schema: Mapping[str, Setting], raw: Mapping[str, Any], path: 
 
 def render_settings(schema: Mapping[str, Setting], values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: schema[k].type.render(v) if k in schema else v for k, v in values.items()}
+
+
+def _secret_type(t: SettingType) -> bool:
+    while isinstance(t, (Optional, ListOf)):
+        t = t.inner if isinstance(t, Optional) else t.item
+    return isinstance(t, Secret)
+
+
+def secret_warnings(schema: Mapping[str, Setting], values: Mapping[str, Any], path: str,
+                    file: str | None) -> list[str]:
+    """Warnings about the declared ``Secret`` settings of one component (or collector section).
+
+    Each weak secret (placeholder, short, empty) is a warning, or a ``ConfigError`` when
+    the component's ``listen`` address is beyond loopback; secrets configured while the
+    component's ``tls`` is null get a warning that they travel in clear.
+    """
+    listen = values.get("listen") if isinstance(values.get("listen"), tuple) else None
+    out: list[str] = []
+    configured: list[str] = []
+    for key, setting in schema.items():
+        if not _secret_type(setting.type) or values.get(key) is None:
+            continue
+        value = values[key]
+        items = value if isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            where = f"{path}.{key}[{i}]" if isinstance(value, list) else f"{path}.{key}"
+            warning = secrets.check_secret(item, file=file, path=where, bind=listen)
+            if warning:
+                out.append(warning)
+            configured.append(item)
+    if "tls" in schema:
+        warning = secrets.cleartext_warning(path, values.get("tls"), configured)
+        if warning:
+            out.append(warning)
+    return out
 
 
 def describe_schema(schema: Mapping[str, Setting]) -> list[tuple[str, str, str, str]]:

@@ -28,6 +28,7 @@ from logflume.settings import (
     Values,
     parse_settings,
     render_settings,
+    secret_warnings,
 )
 
 AGENT_SETTINGS: dict[str, Setting] = {
@@ -62,6 +63,8 @@ class Topology:
     channels: dict[str, ComponentSpec] = field(default_factory=dict)
     sinks: dict[str, ComponentSpec] = field(default_factory=dict)
     context: Context | None = None
+    #: Problems worth a look that do not stop the agent (weak secrets, tokens without TLS).
+    warnings: list[str] = field(default_factory=list)
 
     def render(self) -> dict[str, Any]:
         """The resolved config with every default filled in (what `logflume check` prints)."""
@@ -161,6 +164,9 @@ def build_topology(raw: dict[str, Any], file: str | None = None, context: Contex
             except (ValueError, TypeError) as exc:
                 raise ConfigError(file, f"{section}.{name}", str(exc)) from None
     _check_loops(topo, file)
+    for section, specs in (("sources", topo.sources), ("channels", topo.channels), ("sinks", topo.sinks)):
+        for name, spec in specs.items():
+            topo.warnings += secret_warnings(spec.cls.schema(), spec.values, f"{section}.{name}", file)
     return topo
 
 

@@ -33,6 +33,7 @@ import fsspec
 from logflume import __version__
 from logflume.chunk import Chunk
 from logflume.errors import ConfigError, DeliveryError, StartupError
+from logflume.secrets import redact_url
 from logflume.settings import AnyValue, Duration, Enum, MapOf, Optional, Setting, Size, Str
 from logflume.sink import Sink
 from sinks.sequencefile import SequenceFileError, SequenceFileReader, SequenceFileWriter
@@ -424,7 +425,7 @@ class SeqFileSink(Sink):
         return [self.config.url] if self.remote else ["file:" + self.local_root + "/**"]
 
     def describe(self) -> dict[str, Any]:
-        return {"type": type(self).__name__, "url": self.config.url, "staged": self.staged,
+        return {"type": type(self).__name__, "url": redact_url(self.config.url), "staged": self.staged,
                 "collector": self.collector, "compression": self.config.compression, "codec": self.codec}
 
     def start(self) -> None:
@@ -437,7 +438,7 @@ class SeqFileSink(Sink):
                 self._started = True
         except Exception as exc:  # OSError, and paramiko's or other fsspec back ends' own types
             self._abandon()
-            raise StartupError(f"sink {self.name}: cannot use store {self.config.url}: {exc}") from exc
+            raise StartupError(f"sink {self.name}: cannot use store {redact_url(self.config.url)}: {exc}") from exc
         self._thread = threading.Thread(target=self._tick_loop, name=f"seqfile-{self.name}", daemon=True)
         self._thread.start()
 
@@ -495,7 +496,8 @@ class SeqFileSink(Sink):
             except Exception as exc:
                 self.metrics.errors.inc()
                 self._abandon()
-                raise DeliveryError(f"sink {self.name}: writing to {self.config.url} failed: {exc!r}") from exc
+                raise DeliveryError(f"sink {self.name}: writing to {redact_url(self.config.url)} failed: "
+                                    f"{exc!r}") from exc
         self.metrics.chunks_out.inc(len(chunks))
         self.metrics.bytes_out.inc(nbytes)
 
@@ -513,7 +515,8 @@ class SeqFileSink(Sink):
                 self._close_file()
             except Exception as exc:
                 self._abandon()
-                raise DeliveryError(f"sink {self.name}: closing a file on {self.config.url} failed: {exc!r}") from exc
+                raise DeliveryError(f"sink {self.name}: closing a file on {redact_url(self.config.url)} failed: "
+                                    f"{exc!r}") from exc
             return True
 
     @property

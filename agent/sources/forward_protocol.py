@@ -10,15 +10,27 @@ Modes (first element is the tag):
 ``time`` is an integer of seconds or an EventTime (msgpack ext type 0: 32-bit
 seconds, 32-bit nanoseconds), or ``[time, metadata]`` (Fluent Bit 2.1+).
 ``option["chunk"]`` asks for ``{"ack": chunk}`` once the events are stored.
-Decompression is bounded, so a gzip bomb costs at most ``max_size`` bytes.
+
+Decoding is bounded: the buffer never holds more than ``max_size`` bytes, a
+gzip bomb inflates to at most ``max_size`` bytes, and one message may decode
+into at most :func:`container_budget` arrays and maps (counted across its
+packed entries too), so a message of millions of empty events costs about as
+much memory as its size instead of a hundred times more.  Packed entries are
+decoded one at a time as the caller consumes them.
+
+With a ``shared_key`` the server speaks first (``HELO`` with a nonce), the
+client proves the key (``PING``) and the server answers and proves it too
+(``PONG``): :func:`helo`, :func:`check_ping`, :func:`pong`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,10 +43,44 @@ class ProtocolError(ValueError):
     """A message that is not Forward protocol (the caller drops the connection or the message)."""
 
 
+#: Input bytes each decoded array or map must account for, on average, in a message of ``max_size``.
+BYTES_PER_CONTAINER = 16
+#: Arrays and maps any message may have, however small ``max_size`` is.
+MIN_CONTAINERS = 4096
+
+
+def container_budget(max_size: int) -> int:
+    """Arrays and maps one message may decode into."""
+    return max(MIN_CONTAINERS, max_size // BYTES_PER_CONTAINER)
+
+
+class Budget:
+    """Counts the arrays and maps decoded for one message; refuses past ``limit``.
+
+    Its :meth:`list_hook` / :meth:`map_hook` are the unpacker hooks, so the
+    count stops a hostile message while it is being decoded.
+    """
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def _charge(self, value: Any) -> Any:
+        self.used += 1
+        if self.used > self.limit:
+            raise ProtocolError(f"message decodes into more than {self.limit} arrays and maps")
+        return value
+
+    list_hook = _charge
+    map_hook = _charge
+
+
 @dataclass(slots=True)
 class ForwardMessage:
     tag: str
-    events: list[tuple[float, Any]]
+    events: Iterable[tuple[float, Any]]
     option: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -50,11 +96,12 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data)
 
 
-def new_unpacker(max_size: int) -> msgpack.Unpacker:
-    """A streaming decoder whose buffer never grows past ``max_size``."""
+def new_unpacker(max_size: int, budget: Budget | None = None) -> msgpack.Unpacker:
+    """A streaming decoder whose buffer never grows past ``max_size``; ``budget`` counts its containers."""
+    hooks = {} if budget is None else {"list_hook": budget.list_hook, "object_hook": budget.map_hook}
     return msgpack.Unpacker(
         max_buffer_size=max_size, raw=False, unicode_errors="surrogateescape", ext_hook=_ext_hook,
-        strict_map_key=False,
+        strict_map_key=False, **hooks,
     )
 
 
@@ -91,9 +138,10 @@ def _gunzip(data: bytes, max_size: int) -> bytes:
     return bytes(out)
 
 
-def _entries(blob: bytes, max_size: int) -> Iterator[tuple[float, Any]]:
-    unpacker = new_unpacker(max(max_size, len(blob)))
+def _entries(blob: bytes, max_size: int, budget: Budget) -> Iterator[tuple[float, Any]]:
+    unpacker = new_unpacker(max(max_size, len(blob)), budget)
     unpacker.feed(blob)
+    del blob
     try:
         for entry in unpacker:
             if not isinstance(entry, (list, tuple)) or len(entry) < 2:
@@ -105,8 +153,12 @@ def _entries(blob: bytes, max_size: int) -> Iterator[tuple[float, Any]]:
         raise ProtocolError(f"bad packed entries: {exc}") from None
 
 
-def decode_message(obj: Any, max_size: int) -> ForwardMessage:
-    """One top-level msgpack object -> a :class:`ForwardMessage`; raises ProtocolError."""
+def decode_message(obj: Any, max_size: int, budget: Budget) -> ForwardMessage:
+    """One top-level msgpack object -> a :class:`ForwardMessage`; raises ProtocolError.
+
+    ``budget`` is the one that counted ``obj``'s containers; packed entries are charged to it as the
+    returned message's ``events`` are iterated (which may raise ProtocolError).
+    """
     if not isinstance(obj, (list, tuple)) or len(obj) < 2:
         raise ProtocolError("expected an array [tag, ...]")
     tag = obj[0]
@@ -115,11 +167,11 @@ def decode_message(obj: Any, max_size: int) -> ForwardMessage:
     second = obj[1]
     if isinstance(second, (list, tuple)):                       # Forward mode
         option = obj[2] if len(obj) > 2 else {}
-        events = []
         for entry in second:
             if not isinstance(entry, (list, tuple)) or len(entry) < 2:
                 raise ProtocolError("forward entry is not [time, record]")
-            events.append((_time(entry[0]), entry[1]))
+            _time(entry[0])
+        events: Iterable[tuple[float, Any]] = ((_time(t), record) for t, record, *_ in second)
     elif isinstance(second, (bytes, str)):                      # (Compressed)PackedForward
         option = obj[2] if len(obj) > 2 else {}
         if not isinstance(option, dict):
@@ -130,7 +182,7 @@ def decode_message(obj: Any, max_size: int) -> ForwardMessage:
             blob = _gunzip(blob, max_size)
         elif compressed not in (None, "text"):
             raise ProtocolError(f"unknown compression {compressed!r}")
-        events = list(_entries(blob, max_size))
+        events = _entries(blob, max_size, budget)
     else:                                                       # Message mode
         if len(obj) < 3:
             raise ProtocolError("message mode needs [tag, time, record]")
@@ -176,3 +228,45 @@ def event_json(time: float, record: Any, time_key: str | None) -> bytes:
 
 def ack(chunk_id: Any) -> bytes:
     return msgpack.packb({"ack": chunk_id}, use_bin_type=True)
+
+
+# -- the shared_key handshake ---------------------------------------------------------------------
+
+#: Largest PING accepted (the only message read before the handshake succeeded).
+MAX_PING_SIZE = 4096
+
+
+def _raw(value: Any) -> bytes:
+    return value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
+
+
+def key_digest(salt: Any, hostname: Any, nonce: bytes, shared_key: str) -> str:
+    """``sha512_hex(salt + hostname + nonce + shared_key)``, the proof both sides send."""
+    h = hashlib.sha512()
+    for part in (salt, hostname, nonce, shared_key):
+        h.update(_raw(part))
+    return h.hexdigest()
+
+
+def helo(nonce: bytes) -> bytes:
+    """The server's greeting (no user/password authentication: ``auth`` is empty)."""
+    return msgpack.packb(["HELO", {"nonce": nonce, "auth": b"", "keepalive": True}], use_bin_type=True)
+
+
+def check_ping(ping: Any, nonce: bytes, shared_key: str) -> tuple[str, bytes | str | None]:
+    """Check a PING: ``("", salt)`` when it proves ``shared_key``, else ``(reason, salt or None)``."""
+    if not isinstance(ping, (list, tuple)) or len(ping) < 4 or ping[0] != "PING":
+        return "expected PING", None
+    hostname, salt, digest = ping[1], ping[2], ping[3]
+    if not all(isinstance(v, (str, bytes)) for v in (hostname, salt, digest)):
+        return "malformed PING", None
+    expected = key_digest(salt, hostname, nonce, shared_key)
+    if not hmac.compare_digest(_raw(digest), expected.encode()):
+        return "shared_key mismatch", salt
+    return "", salt
+
+
+def pong(ok: bool, reason: str, hostname: str, salt: Any, nonce: bytes, shared_key: str) -> bytes:
+    """The server's answer; its digest proves the server knows the key too (empty when the PING was bad)."""
+    digest = key_digest(salt, hostname, nonce, shared_key) if salt is not None else ""
+    return msgpack.packb(["PONG", ok, reason, hostname, digest], use_bin_type=True)

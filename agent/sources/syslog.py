@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import socket
-import ssl
 import string
 import threading
 import time
@@ -25,11 +24,20 @@ from typing import ClassVar
 
 from agent.sources.record_batcher import OVERFLOW_STREAM_SUFFIX, EventStreams
 from agent.sources.syslog_framing import Buffer, FrameDecoder, SyslogHeader, parse_header
-from agent.sources.tcp_listener import ConnectionClosing, TcpListener, recv_loop
 from logflume.chunk import FLAG_TRUNCATED
 from logflume.errors import ChannelClosed, ConfigError, StartupError
 from logflume.settings import Duration, HostPort, Int, Optional, Setting, Size, Str
 from logflume.source import Source, SourceOutput
+from logflume.wire.connection import Connection
+from logflume.wire.server import (
+    LISTENER_SETTINGS,
+    ConnectionClosing,
+    TcpServer,
+    client_cert_required,
+    receive,
+    refuse_exposed,
+    server_for,
+)
 
 STREAM_CACHE_SIZE = 4096
 TEMPLATE_FIELDS = ("app", "host", "facility", "severity", "procid", "msgid", "format", "transport", "peer")
@@ -39,23 +47,19 @@ _UDP_MAX = 65535
 class SyslogSource(Source):
     settings: ClassVar[dict[str, Setting]] = {
         "datatype": Setting(Str(), "SysLog", "Datatype set on every chunk"),
-        "tcp": Setting(Optional(HostPort()), None, "Listen for TCP (and TLS, with tls_cert) on HOST:PORT"),
+        **LISTENER_SETTINGS,
+        "tcp": Setting(Optional(HostPort()), None, "Listen for TCP (and TLS, with tls) on HOST:PORT"),
         "udp": Setting(Optional(HostPort()), None, "Listen for UDP datagrams on HOST:PORT"),
         "stream": Setting(Str(), "syslog:{app}",
                           "Stream template; fields: " + ", ".join(TEMPLATE_FIELDS)),
         "chunk_size": Setting(Size(min=1024), "1MiB", "Cut a stream's chunk at this many bytes"),
         "flush_interval": Setting(Duration(), "500ms", "Cut a stream's chunk when its oldest record waited this long"),
         "max_message_size": Setting(Size(min=64), "64KiB", "Longer messages are truncated (and flagged)"),
-        "max_connections": Setting(Int(min=1), 256, "TCP connections served at once; more are closed"),
-        "idle_timeout": Setting(Duration(), "5m", "Close a TCP connection silent for this long"),
         "max_streams": Setting(Int(min=1), 1000,
                                "Distinct streams; messages for more go to the stream with every field _other"),
         "udp_queue_size": Setting(Size(min=65536), "16MiB",
                                   "UDP bytes buffered while the channel is full; beyond, datagrams are dropped"),
         "udp_receive_buffer": Setting(Optional(Size(min=4096)), None, "SO_RCVBUF for the UDP socket"),
-        "tls_cert": Setting(Optional(Str()), None, "PEM certificate: serve TLS on the tcp port"),
-        "tls_key": Setting(Optional(Str()), None, "PEM private key for tls_cert (default: in the cert file)"),
-        "tls_ca": Setting(Optional(Str()), None, "PEM CA bundle: require and verify client certificates"),
     }
 
     def configure(self) -> None:
@@ -74,10 +78,15 @@ class SyslogSource(Source):
                                   f"unknown field {{{f}}}; expected one of: {', '.join(TEMPLATE_FIELDS)}")
         if c.max_message_size + 1 > c.chunk_size:
             raise ConfigError(file, f"{where}.max_message_size", "expected a size smaller than chunk_size")
-        if (c.tls_key or c.tls_ca) and not c.tls_cert:
-            raise ConfigError(file, f"{where}.tls_cert", "tls_key/tls_ca need tls_cert")
-        if c.tls_cert and c.tcp is None:
-            raise ConfigError(file, f"{where}.tcp", "tls_cert needs a tcp listener")
+        if c.tls is not None and c.tcp is None:
+            raise ConfigError(file, f"{where}.tcp", "tls needs a tcp listener")
+        # Syslog has no authentication of its own: beyond loopback only mutual TLS identifies a sender.
+        if c.tcp is not None:
+            refuse_exposed(c.tcp[0], authenticated=client_cert_required(c.tls), insecure=c.insecure, file=file,
+                           key=f"{where}.tcp", auth="tls with client_ca and require_client_cert")
+        if c.udp is not None:
+            refuse_exposed(c.udp[0], authenticated=False, insecure=c.insecure, file=file, key=f"{where}.udp",
+                           auth="tcp with mutual TLS instead (UDP cannot authenticate)")
         self._overflow = c.stream.format_map(collections.defaultdict(lambda: OVERFLOW_STREAM_SUFFIX))
         self._template = c.stream
         self._header_fields = tuple(f for f in dict.fromkeys(names) if f not in ("transport", "peer"))
@@ -87,7 +96,7 @@ class SyslogSource(Source):
         self.truncated = self.metrics.counter("truncated_messages", "Messages cut at max_message_size")
         self.rejected = self.metrics.counter("rejected_connections", "TCP connections closed at max_connections")
         self.messages = self.metrics.counter("messages_in", "Syslog messages received")
-        self._tcp: TcpListener | None = None
+        self._tcp: TcpServer | None = None
         self._udp_sock: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self.stopping = threading.Event()
@@ -122,10 +131,7 @@ class SyslogSource(Source):
         self.streams = EventStreams.for_source(self, output.deliver)
         try:
             if c.tcp is not None:
-                self._tcp = TcpListener(
-                    c.tcp, self._serve_tcp, name=self.name, max_connections=c.max_connections,
-                    idle_timeout=c.idle_timeout, ssl_context=self._ssl_context(), on_reject=self.rejected.inc,
-                )
+                self._tcp = server_for(self, self, c.tcp, on_refuse=self.rejected.inc)
                 self._tcp.start()
             if c.udp is not None:
                 self._start_udp()
@@ -133,20 +139,6 @@ class SyslogSource(Source):
             self.stop()
             raise
         self._spawn(self._flush_loop, "flush")
-
-    def _ssl_context(self) -> ssl.SSLContext | None:
-        c = self.config
-        if not c.tls_cert:
-            return None
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        try:
-            ctx.load_cert_chain(c.tls_cert, c.tls_key)
-            if c.tls_ca:
-                ctx.load_verify_locations(c.tls_ca)
-                ctx.verify_mode = ssl.CERT_REQUIRED
-        except (OSError, ssl.SSLError) as exc:
-            raise StartupError(f"source {self.name}: cannot load TLS certificate/key: {exc}") from None
-        return ctx
 
     def _start_udp(self) -> None:
         host, port = self.config.udp
@@ -183,7 +175,7 @@ class SyslogSource(Source):
         with self._udp_cond:
             self._udp_cond.notify_all()
         if self._tcp is not None:
-            self._tcp.stop()
+            self._tcp.stop(timeout=5.0)
         if self._udp_sock is not None:
             self._udp_sock.close()
         for t in self._threads:
@@ -230,14 +222,15 @@ class SyslogSource(Source):
             self.truncated.inc(truncated)
         self.streams.add_many(items, terminator=b"\n")
 
-    def _serve_tcp(self, conn: socket.socket, peer: str) -> None:
-        transport = "tls" if self.config.tls_cert else "tcp"
+    def serve(self, conn: Connection, stopping: threading.Event) -> None:
+        """One TCP (or TLS) connection, run by the server's thread for it."""
+        transport = "tls" if self.config.tls is not None else "tcp"
+        peer = conn.peer_host
         decoder = FrameDecoder(self.config.max_message_size)
         buf = bytearray(max(65536, min(self.config.max_message_size, 1 << 20)))
-        read = recv_loop(conn, buf, self.stopping, self.config.idle_timeout, 0.25)
         while True:
             try:
-                n = read()
+                n = receive(conn, buf, stopping, self.config.idle_timeout)
             except ConnectionClosing:
                 n = 0
             if n == 0:

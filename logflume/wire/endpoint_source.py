@@ -14,21 +14,25 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from logflume.chunk import Chunk
-from logflume.settings import Duration, Int, Setting, Size
+from logflume.settings import Duration, Setting, Size
 from logflume.source import Source, SourceOutput
-from logflume.wire.server import TcpServer
+from logflume.wire.server import LISTENER_SETTINGS, TcpServer, client_cert_required, refuse_exposed, server_for
 
 
 class EndpointSource(Source):
     default_listen: ClassVar[str] = "127.0.0.1:0"
     settings: ClassVar[dict[str, Setting]] = {
+        **LISTENER_SETTINGS,
         "max_frame_size": Setting(Size(min=1024), "16MiB", "Largest Thrift frame accepted (checked before reading)"),
-        "max_connections": Setting(Int(min=1), 256, "Client connections served at once; more are closed"),
-        "idle_timeout": Setting(Duration(), "5m", "Close a client connection that sends nothing this long"),
         "frame_timeout": Setting(Duration(), "30s", "A frame must arrive within this plus its size at 256KiB/s"),
     }
 
     def configure(self) -> None:
+        c = self.config
+        # Scribe and Flume clients send no credentials: beyond loopback only mutual TLS says who they are.
+        refuse_exposed(c.listen[0], authenticated=client_cert_required(c.tls), insecure=c.insecure,
+                       file=self.context.config_file, key=f"sources.{self.name}.listen",
+                       auth="tls with client_ca and require_client_cert")
         self._server: TcpServer | None = None
 
     def make_endpoint(self) -> Any:
@@ -41,9 +45,7 @@ class EndpointSource(Source):
 
     def start(self, output: SourceOutput) -> None:  # type: ignore[override]
         self.output = output
-        host, port = self.config.listen
-        self._server = TcpServer(self.make_endpoint(), host, port, max_connections=self.config.max_connections,
-                                 log=self.log)
+        self._server = server_for(self, self.make_endpoint(), self.config.listen)
         self._server.start()
 
     @property

@@ -145,7 +145,7 @@ action(type="omfwd" target="127.0.0.1" port="{port}" protocol="tcp" TCP_Framing=
 def test_tls(tmp_path, tls_cert):
     cert, key = tls_cert
     port = free_port()
-    src = {"type": "syslog", "tcp": f"127.0.0.1:{port}", "tls_cert": str(cert), "tls_key": str(key),
+    src = {"type": "syslog", "tcp": f"127.0.0.1:{port}", "tls": {"cert": str(cert), "key": str(key)},
            "flush_interval": "50ms", "stream": "syslog:{transport}"}
     with pipeline(tmp_path, src) as agent:
         sink = agent.sinks["out"]
@@ -347,7 +347,9 @@ def test_numbering_continues_across_restart(tmp_path):
     ({"tcp": None, "udp": None}, "sources.src", "at least one of tcp"),
     ({"stream": "syslog:{appname}"}, "sources.src.stream", "unknown field {appname}"),
     ({"max_message_size": "2MiB"}, "sources.src.max_message_size", "smaller than chunk_size"),
-    ({"tls_key": "/k.pem"}, "sources.src.tls_cert", "tls_key/tls_ca need tls_cert"),
+    ({"tcp": None, "udp": "127.0.0.1:1", "tls": {"cert": "/c.pem"}}, "sources.src.tcp", "tls needs a tcp listener"),
+    ({"tcp": "0.0.0.0:1"}, "sources.src.tcp", "without authentication: set tls with client_ca"),
+    ({"tcp": None, "udp": "0.0.0.0:1"}, "sources.src.udp", "without authentication"),
     ({"tcp": "nonsense"}, "sources.src.tcp", "HOST:PORT"),
 ])
 def test_config_errors(tmp_path, extra, path, words):
@@ -364,6 +366,6 @@ def test_port_in_use_is_a_startup_error(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        with pytest.raises(StartupError, match=f"cannot listen on tcp 127.0.0.1:{port}"):
+        with pytest.raises(StartupError, match=f"src: cannot listen on 127.0.0.1:{port}"):
             with pipeline(tmp_path, {"type": "syslog", "tcp": f"127.0.0.1:{port}"}):
                 pass

@@ -37,9 +37,14 @@ def frame_deadline(nbytes: int, idle_timeout: float) -> float:
 class Connection:
     """A stream socket (plain or TLS) with exact, deadline-bound reads."""
 
-    def __init__(self, sock: socket.socket, peer: str) -> None:
+    def __init__(self, sock: socket.socket, peer: str, *, peer_host: str | None = None,
+                 client_name: str | None = None) -> None:
         self.sock = sock
         self.peer = peer
+        #: the peer's IP address (``peer`` is ``host:port``, for logs)
+        self.peer_host = peer_host if peer_host is not None else peer.rpartition(":")[0]
+        #: the verified TLS client certificate's name (commonName), None without one
+        self.client_name = client_name
         self._closed = False
 
     def wait_readable(self, timeout: float, stopping: threading.Event | None = None) -> bool:

@@ -433,36 +433,38 @@ def render_settings(schema: Mapping[str, Setting], values: Mapping[str, Any]) ->
     return {k: schema[k].type.render(v) if k in schema else v for k, v in values.items()}
 
 
-def _secret_type(t: SettingType) -> bool:
-    while isinstance(t, (Optional, ListOf)):
-        t = t.inner if isinstance(t, Optional) else t.item
-    return isinstance(t, Secret)
+def _secrets_in(t: SettingType, value: Any, path: str) -> list[tuple[str, str]]:
+    """(key path, value) of every declared Secret inside one parsed value (lists, maps, nested mappings)."""
+    if value is None:
+        return []
+    if isinstance(t, Secret):
+        return [(path, value)]
+    if isinstance(t, Optional):
+        return _secrets_in(t.inner, value, path)
+    if isinstance(t, ListOf):
+        return [x for i, v in enumerate(value) for x in _secrets_in(t.item, v, f"{path}[{i}]")]
+    if isinstance(t, MapOf):
+        return [x for k, v in value.items() for x in _secrets_in(t.item, v, f"{path}.{k}")]
+    if isinstance(t, Obj):
+        return [x for k, setting in t.fields.items() if k in value
+                for x in _secrets_in(setting.type, value[k], f"{path}.{k}")]
+    return []
 
 
 def secret_warnings(schema: Mapping[str, Setting], values: Mapping[str, Any], path: str,
                     file: str | None) -> list[str]:
-    """Warnings about the declared ``Secret`` settings of one component (or collector section).
+    """Warnings about the declared ``Secret`` settings of one component (or collector section), at any depth.
 
     Each weak secret (placeholder, short, empty) is a warning, or a ``ConfigError`` when
     the component's ``listen`` address is beyond loopback; secrets configured while the
     component's ``tls`` is null get a warning that they travel in clear.
     """
     listen = values.get("listen") if isinstance(values.get("listen"), tuple) else None
-    out: list[str] = []
-    configured: list[str] = []
-    for key, setting in schema.items():
-        if not _secret_type(setting.type) or values.get(key) is None:
-            continue
-        value = values[key]
-        items = value if isinstance(value, list) else [value]
-        for i, item in enumerate(items):
-            where = f"{path}.{key}[{i}]" if isinstance(value, list) else f"{path}.{key}"
-            warning = secrets.check_secret(item, file=file, path=where, bind=listen)
-            if warning:
-                out.append(warning)
-            configured.append(item)
+    found = [x for key, setting in schema.items() if key in values
+             for x in _secrets_in(setting.type, values[key], f"{path}.{key}")]
+    out = [w for where, value in found if (w := secrets.check_secret(value, file=file, path=where, bind=listen))]
     if "tls" in schema:
-        warning = secrets.cleartext_warning(path, values.get("tls"), configured)
+        warning = secrets.cleartext_warning(path, values.get("tls"), [value for _, value in found])
         if warning:
             out.append(warning)
     return out

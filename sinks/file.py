@@ -15,11 +15,10 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import fsspec
-
 from logflume.chunk import Chunk
-from logflume.settings import Duration, Enum, Setting, Size, Str
+from logflume.settings import AnyValue, Duration, Enum, MapOf, Setting, Size, Str
 from logflume.sink import Sink
+from sinks.storage import check_storage_options, open_filesystem
 
 
 class FileSink(Sink):
@@ -29,9 +28,13 @@ class FileSink(Sink):
         "roll_size": Setting(Size(min=1), "128MiB", "Close the file and start a new one past this size"),
         "roll_interval": Setting(Duration(), "5m", "Close the file after this long even if small"),
         "sync": Setting(Enum("every_batch", "none"), "every_batch", "Flush+fsync before acknowledging each batch"),
+        "storage_options": Setting(MapOf(AnyValue()), {}, "Passed to the fsspec filesystem (key_filename, ...); "
+                                   "SFTP: known_hosts, host_key_fingerprint (see docs/store.md)"),
     }
 
     def configure(self) -> None:
+        check_storage_options(self.config.url, self.config.storage_options, self.context.config_file,
+                              f"sinks.{self.name}.storage_options")
         self._fs: Any = None
         self._root = ""
         self._file: Any = None
@@ -46,7 +49,7 @@ class FileSink(Sink):
         return [f"file:{os.path.abspath(url)}/*" if "://" not in url else f"{url}/*"]
 
     def start(self) -> None:
-        self._fs, self._root = fsspec.core.url_to_fs(self.config.url)
+        self._fs, self._root = open_filesystem(self.config.url, dict(self.config.storage_options))
         self._fs.makedirs(self._root, exist_ok=True)
         self._recover()
 

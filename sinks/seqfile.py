@@ -28,8 +28,6 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import fsspec
-
 from logflume import __version__
 from logflume.chunk import Chunk
 from logflume.errors import ConfigError, DeliveryError, StartupError
@@ -37,6 +35,7 @@ from logflume.secrets import redact_url
 from logflume.settings import AnyValue, Duration, Enum, MapOf, Optional, Setting, Size, Str
 from logflume.sink import Sink
 from sinks.sequencefile import SequenceFileError, SequenceFileReader, SequenceFileWriter
+from sinks.storage import SFTP_PROTOCOLS, check_storage_options, open_filesystem
 
 #: Header metadata of every sink file: who wrote it and which layout its records follow.
 FORMAT_VERSION = "1"
@@ -331,17 +330,6 @@ class _SftpWriter:
             self.file.close()
 
 
-def _open_filesystem(url: str, protocol: str, options: dict[str, Any]) -> tuple[Any, str]:
-    """A fresh (uncached) filesystem for ``url``: a dead connection is never handed back."""
-    if protocol in ("sftp", "ssh"):
-        # paramiko's implementation, by name: another package (sshfs) may claim the protocol
-        from fsspec.implementations.sftp import SFTPFileSystem
-
-        kwargs = {**SFTPFileSystem._get_kwargs_from_urls(url), **options}
-        return SFTPFileSystem(skip_instance_cache=True, **kwargs), SFTPFileSystem._strip_protocol(url)
-    return fsspec.core.url_to_fs(url, skip_instance_cache=True, **options)
-
-
 def _protocols(fs: Any) -> tuple[str, ...]:
     proto = fs.protocol
     return (proto,) if isinstance(proto, str) else tuple(proto)
@@ -366,7 +354,8 @@ class SeqFileSink(Sink):
         "staging": Setting(Enum("auto", "always", "never"), "auto",
                            "Stage files locally, upload on roll: auto = all remote stores but sftp and hdfs"),
         "staging_dir": Setting(Optional(Str()), None, "Local directory for staged files (default: the state dir)"),
-        "storage_options": Setting(MapOf(AnyValue()), {}, "Passed to the fsspec filesystem (key_filename, ...)"),
+        "storage_options": Setting(MapOf(AnyValue()), {}, "Passed to the fsspec filesystem (key_filename, ...); "
+                                   "SFTP: known_hosts, host_key_fingerprint (see docs/store.md)"),
         "timeout": Setting(Duration(), "30s", "Network timeout of remote stores (connect and each round trip)"),
     }
 
@@ -387,6 +376,7 @@ class SeqFileSink(Sink):
         url = cfg.url
         if not url:
             raise ConfigError(file, f"{self.name}.url", "expected a directory or fsspec URL, got ''")
+        check_storage_options(url, cfg.storage_options, file, f"{self.name}.storage_options")
         self.remote = "://" in url and not url.startswith("file://")
         self.local_root = os.path.abspath(url[len("file://"):] if url.startswith("file://") else url)
         if self.remote:
@@ -552,11 +542,11 @@ class SeqFileSink(Sink):
             self._target = _Files(self.local_root)
         elif self._target is None:
             options = dict(cfg.storage_options)
-            if self.protocol in ("sftp", "ssh"):
+            if self.protocol in SFTP_PROTOCOLS:
                 options.setdefault("timeout", cfg.timeout)
                 options.setdefault("banner_timeout", cfg.timeout)
                 options.setdefault("auth_timeout", cfg.timeout)
-            fs, root = _open_filesystem(cfg.url, self.protocol, options)
+            fs, root = open_filesystem(cfg.url, options)
             self._target = _RemoteFiles(fs, root, cfg.timeout)
         if self.staged:
             staging = self.config.staging_dir or str(self.context.state_dir("sink", self.name) / "staging")

@@ -33,6 +33,7 @@ def collector_yaml(tmp_path: Path, listen: str = "127.0.0.1:0", tokens: str = f"
         f"  listen: {listen}\n"
         f"  data_dir: {tmp_path / 'data'}\n"
         f"  tokens: {tokens}\n"
+        "  token_sources: ['*']\n"
         f"{tls}"
         "store:\n"
         "  type: buffer\n"
@@ -112,6 +113,15 @@ def test_placeholder_token_refused_beyond_loopback(tmp_path):
     assert "collector.tokens[0]: secret is a well-known placeholder" in res.stderr
     assert "beyond loopback" in res.stderr and "openssl rand" in res.stderr
     assert "changeme" not in res.stderr
+
+
+def test_identity_tokens_are_checked_too(tmp_path):
+    cfg = tmp_path / "collector.yaml"
+    cfg.write_text(collector_yaml(tmp_path, tokens="[]").replace(
+        "  token_sources: ['*']\n", "  identities: {web: {token: change-me, sources: [web-*]}}\n"))
+    res = run_cli("check", "-c", str(cfg))
+    assert res.returncode == 0, res.stderr
+    assert "warning: collector.identities.web.token: secret is a well-known placeholder" in res.stderr
 
 
 def test_short_token_without_tls_warned_in_agent_and_daemon_log(tmp_path, logflume_proc):

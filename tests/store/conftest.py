@@ -73,8 +73,17 @@ class Sshd:
     def url(self, path: Path | str) -> str:
         return f"sftp://{self.user}@127.0.0.1:{self.port}{path}"
 
+    @property
+    def host_key_fingerprint(self) -> str:
+        """The server's key as OpenSSH prints it (``SHA256:...``), read with ssh-keygen, not with our code."""
+        out = subprocess.run([SSH_KEYGEN, "-l", "-E", "sha256", "-f", f"{self.host_key}.pub"], check=True,
+                             capture_output=True, text=True, timeout=30).stdout
+        return out.split()[1]
+
     def storage_options(self) -> dict:
-        return {"key_filename": str(self.user_key), "look_for_keys": False, "allow_agent": False}
+        """Log in with the throwaway user key, trusting this server's host key by fingerprint."""
+        return {"key_filename": str(self.user_key), "look_for_keys": False, "allow_agent": False,
+                "host_key_fingerprint": self.host_key_fingerprint}
 
     def start(self) -> None:
         os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory

@@ -14,25 +14,50 @@ channel is durable):
   already waiting for room for longer than ``full_wait``) -- try again later.
 
 ``GET /health`` answers ``200 ok`` for load balancers.
+
+It runs on the shared :class:`~logflume.wire.server.TcpServer` (TLS,
+connection caps, handshake deadline); the token is checked before a byte of
+the body is read (also before ``100 Continue``), and a request's headers
+(at most ``MAX_HEADER_BYTES``) must arrive within ``read_timeout`` of its first
+byte and its body within ``read_timeout`` plus its size at ``MIN_RATE``, so a
+trickling client cannot hold a connection for long.
 """
 
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import socket
 import threading
+import time
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 
 from agent.sources.record_batcher import OVERFLOW_STREAM_SUFFIX, EventStreams, SourceBusy
-from logflume.errors import ChannelClosed, ChannelFull, ConfigError, StartupError
+from logflume.errors import ChannelClosed, ChannelFull, ConfigError
 from logflume.settings import Duration, Enum, HostPort, Int, ListOf, Optional, Secret, Setting, Size, Str
 from logflume.source import Source, SourceOutput
+from logflume.wire.connection import MIN_RATE, Connection
+from logflume.wire.server import (
+    LISTENER_SETTINGS,
+    ConnectionClosing,
+    TcpServer,
+    client_cert_required,
+    refuse_exposed,
+    server_for,
+)
 
 STREAM_MAX = 256
+#: A refused body (413) up to this size is read and dropped, so the client sees the answer.
 DISCARD_MAX = 64 << 20
+#: An unauthenticated body (401) up to this size is read and dropped; a bigger one closes the connection.
+UNAUTHORIZED_DISCARD_MAX = 64 << 10
+#: Request line plus headers of one request (the standard library alone would allow 100 x 64 KiB).
+MAX_HEADER_BYTES = 64 << 10
+#: Read-ahead of the request reader.
+READ_BUFFER = 8192
 
 
 class BadRequest(ValueError):
@@ -43,6 +68,7 @@ class BadRequest(ValueError):
 
 class HttpSource(Source):
     settings: ClassVar[dict[str, Setting]] = {
+        **{k: v for k, v in LISTENER_SETTINGS.items() if k != "idle_timeout"},  # read_timeout plays that part
         "datatype": Setting(Optional(Str()), None, "Datatype of every chunk (default: JSON for ndjson, Raw for lines)"),
         "listen": Setting(HostPort(), "127.0.0.1:8080", "HOST:PORT to serve HTTP on"),
         "format": Setting(Enum("ndjson", "lines"), "ndjson", "Body format: ndjson (each line checked) or raw lines"),
@@ -63,20 +89,22 @@ class HttpSource(Source):
         if c.stream_from == "header" and not c.stream_header.strip():
             raise ConfigError(self.context.config_file, f"sources.{self.name}.stream_header",
                               "expected a header name")
+        refuse_exposed(c.listen[0], authenticated=bool(c.tokens) or client_cert_required(c.tls),
+                       insecure=c.insecure, file=self.context.config_file, key=f"sources.{self.name}.listen",
+                       auth="tokens (or tls with client_ca and require_client_cert)")
         self.datatype = c.datatype or ("JSON" if c.format == "ndjson" else "Raw")
         self.requests = self.metrics.counter("http_requests", "HTTP requests received")
         self.status = {code: self.metrics.counter("http_responses", "HTTP responses by status", status=str(code))
                        for code in (200, 400, 401, 404, 405, 411, 413, 429, 503)}
         self.records_in = self.metrics.counter("records_in", "Records received")
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: TcpServer | None = None
 
     def reads(self) -> list[str]:
         return ["http:{}:{}".format(*self.config.listen)]
 
     @property
     def address(self) -> tuple[str, int] | None:
-        return self._server.server_address[:2] if self._server else None  # type: ignore[return-value]
+        return self._server.address if self._server else None
 
     def start(self, output: SourceOutput) -> None:  # type: ignore[override]
         c = self.config
@@ -84,24 +112,13 @@ class HttpSource(Source):
         # Each request is delivered whole before it is answered: no flush_interval to wait for.
         self.streams = EventStreams.for_source(self, self._deliver, datatype=self.datatype, flush_interval=0.0)
         self._overflow = c.stream_prefix + OVERFLOW_STREAM_SUFFIX
-        handler = type("Handler", (_Handler,), {"source": self, "timeout": c.read_timeout})
-        host, port = c.listen
-        server_cls = _Server6 if ":" in host else _Server
-        try:
-            self._server = server_cls((host, port), handler)
-        except OSError as exc:
-            raise StartupError(f"source {self.name}: cannot listen on http {host}:{port}: {exc.strerror or exc}") \
-                from None
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.25},
-                                        name=f"source-{self.name}-http", daemon=True)
-        self._thread.start()
+        self._server = server_for(self, _HttpEndpoint(self), c.listen)
+        self._server.start()
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
+            self._server.stop(timeout=2.0)
+            self._server = None
 
     def _deliver(self, chunks) -> None:
         self.output.deliver(chunks, timeout=self.config.full_wait)
@@ -186,14 +203,66 @@ class HttpSource(Source):
         self.streams.deliver_now([(stream, records)], lock_timeout=self.config.full_wait)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+class _HttpEndpoint:
+    """Runs HTTP/1.1 (the standard library's request parsing) on each connection of the server."""
+
+    def __init__(self, source: HttpSource) -> None:
+        self.source = source
+        self.name = source.name
+
+    def serve(self, conn: Connection, stopping: threading.Event) -> None:
+        _Handler(conn.sock, (conn.peer_host, 0), self.source, stopping)
 
 
-class _Server6(_Server):
-    address_family = socket.AF_INET6
+class _RequestReader(io.RawIOBase):
+    """The socket as the handler reads it: every recv bounded by ``timeout``, a request by a deadline
+    and a byte budget (headers first, then the announced body)."""
+
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
+        self.sock = sock
+        self.timeout = timeout
+        self.deadline: float | None = None
+        self.budget = MAX_HEADER_BYTES + READ_BUFFER
+
+    def readable(self) -> bool:
+        return True
+
+    def next_request(self) -> None:
+        """Between requests: wait up to ``timeout`` for the next one; its headers start the clock."""
+        self.deadline = None
+        self.budget = MAX_HEADER_BYTES + READ_BUFFER
+
+    def expect_body(self, size: int) -> None:
+        self.deadline = time.monotonic() + self.timeout + size / MIN_RATE
+        self.budget += size
+
+    def readinto(self, b) -> int:
+        if self.budget <= 0:
+            raise ConnectionClosing(f"request headers over {MAX_HEADER_BYTES} bytes")
+        timeout = self.timeout
+        if self.deadline is not None:
+            timeout = min(timeout, self.deadline - time.monotonic())
+            if timeout <= 0:
+                raise TimeoutError("request not complete within read_timeout")
+        self.sock.settimeout(timeout)
+        view = memoryview(b)
+        n = self.sock.recv_into(view[:min(len(view), self.budget)])
+        self.budget -= n
+        if n and self.deadline is None:
+            self.deadline = time.monotonic() + self.timeout
+        return n
+
+
+class _SocketWriter(io.RawIOBase):
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.sock.sendall(b)
+        return len(b)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -201,6 +270,39 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "logflume"
     sys_version = ""
+
+    def __init__(self, sock: socket.socket, address: tuple[str, int], source: HttpSource,
+                 stopping: threading.Event) -> None:
+        self.source = source
+        self.stopping = stopping
+        super().__init__(sock, address, None)
+
+    def setup(self) -> None:
+        self.connection = self.request
+        self.reader = _RequestReader(self.request, self.source.config.read_timeout)
+        self.rfile = io.BufferedReader(self.reader, READ_BUFFER)
+        self.wfile = _SocketWriter(self.request)
+
+    def handle(self) -> None:
+        self.close_connection = True
+        self.handle_one_request()
+        while not self.close_connection and not self.stopping.is_set():
+            self.reader.next_request()
+            self.handle_one_request()
+
+    def handle_expect_100(self) -> bool:
+        """``Expect: 100-continue``: only an authorized client is asked for its body."""
+        if not self.source.authorized(self.headers):
+            self._unauthorized(0)
+            return False
+        return super().handle_expect_100()
+
+    def _unauthorized(self, size: int) -> None:
+        self.close_connection = True
+        if 0 < size <= UNAUTHORIZED_DISCARD_MAX:
+            self.reader.expect_body(size)
+            self._discard(size)
+        self._reply(401, {"error": "missing or wrong token"}, {"WWW-Authenticate": "Bearer"})
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
         self.source.log.debug("%s " + format, self.address_string(), *args)
@@ -241,16 +343,21 @@ class _Handler(BaseHTTPRequestHandler):
         src = self.source
         src.requests.inc()
         length = self.headers.get("Content-Length")
+        size = int(length) if length is not None and length.strip().isdigit() else 0
+        if not src.authorized(self.headers):  # before a byte of the body is read
+            self._unauthorized(size)
+            return
         if length is None or not length.strip().isdigit():
             self.close_connection = True
             self._reply(411, {"error": "Content-Length required"})
             return
-        size = int(length)
         if size > src.config.max_body_size:
             self.close_connection = True
+            self.reader.expect_body(min(size, DISCARD_MAX))
             self._discard(size)
             self._reply(413, {"error": f"body of {size} bytes over max_body_size ({src.config.max_body_size})"})
             return
+        self.reader.expect_body(size)
         try:
             body = self.rfile.read(size)
         except (TimeoutError, OSError):
@@ -258,9 +365,6 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if len(body) < size:
             self.close_connection = True
-            return
-        if not src.authorized(self.headers):
-            self._reply(401, {"error": "missing or wrong token"}, {"WWW-Authenticate": "Bearer"})
             return
         try:
             stream = src.stream_of(self.path, self.headers)

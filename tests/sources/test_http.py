@@ -106,7 +106,8 @@ def test_client_errors(tmp_path):
         conn.close()
         # A huge Content-Length is refused before anything is read.
         with socket.create_connection(("127.0.0.1", port)) as raw:
-            raw.sendall(b"POST /a HTTP/1.1\r\nContent-Length: 99999999999999\r\n\r\n" + b"{}" * 1000)
+            raw.sendall(b"POST /a HTTP/1.1\r\nContent-Length: 99999999999999\r\nAuthorization: Bearer s3cret\r\n\r\n"
+                        + b"{}" * 1000)
             raw.settimeout(10)
             assert raw.recv(100).startswith(b"HTTP/1.1 413")
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)

@@ -10,7 +10,7 @@ time, so ``check`` catches its mistakes too.
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from logflume.config import load_yaml
 from logflume.errors import ConfigError
 from logflume.metrics import Metrics
 from logflume.registry import resolve
+from logflume.secrets import check_secret, is_loopback
 from logflume.settings import (
     Bool,
     Duration,
@@ -26,6 +27,7 @@ from logflume.settings import (
     HostPort,
     Int,
     ListOf,
+    MapOf,
     Obj,
     Optional,
     Secret,
@@ -37,6 +39,7 @@ from logflume.settings import (
     render_settings,
 )
 from logflume.sink import Sink
+from logflume.wire.identity import Authenticator, Credential
 
 DEFAULT_PORT = 7465
 
@@ -47,21 +50,39 @@ TLS_SETTINGS: dict[str, Setting] = {
     "require_client_cert": Setting(Bool(), False, "Refuse agents without a client certificate signed by client_ca"),
 }
 
+IDENTITY_SETTINGS: dict[str, Setting] = {
+    "token": Setting(Optional(Secret()), None, "Token this identity authenticates with"),
+    "certificate": Setting(Optional(Str()), None,
+                           "Client certificate name (subject CN or DNS subjectAltName; glob) it authenticates with"),
+    "sources": Setting(ListOf(Str(), min_items=1), doc="Source names (globs) it may send; {certificate} is the "
+                                                        "matched certificate name"),
+}
+
 COLLECTOR_SETTINGS: dict[str, Setting] = {
     "name": Setting(Str(), socket.gethostname(), "This collector's name (in handshakes, logs and metrics)"),
-    "listen": Setting(HostPort(), f"0.0.0.0:{DEFAULT_PORT}", "HOST:PORT agents forward to (logflume protocol)"),
+    "listen": Setting(HostPort(), f"127.0.0.1:{DEFAULT_PORT}", "HOST:PORT agents forward to (logflume protocol)"),
     "data_dir": Setting(Str(), "/var/lib/logflume-collector", "Where the default store keeps its files"),
     "max_frame_size": Setting(Size(min=1024), "160MiB", "Largest frame (one batch) accepted; checked before reading"),
     "max_connections": Setting(Int(min=1), 1024, "Connections served at once (per listener); more are closed at once"),
     "idle_timeout": Setting(Duration(), "5m", "Close a connection that sends nothing for this long"),
     "frame_timeout": Setting(Duration(), "30s", "A frame must arrive within this plus its size at 256KiB/s"),
+    "progress_timeout": Setting(Duration(), "10s", "Drop a peer whose admitted batch stops arriving for this long"),
     "max_pending_bytes": Setting(Size(min=1), "512MiB", "Answer TRY_LATER while this many bytes wait for the store"),
+    "max_pending_bytes_per_peer": Setting(Size(min=1), "256MiB",
+                                          "Answer TRY_LATER while one identity (or address) holds this much"),
     "tls": Setting(Optional(Obj(TLS_SETTINGS)), None, "TLS for the logflume listener (null: plain TCP)"),
-    "tokens": Setting(ListOf(Secret()), [], "Accepted auth tokens (empty: no token needed)"),
+    "identities": Setting(MapOf(Obj(IDENTITY_SETTINGS)), {},
+                          "Who may connect: name -> token and/or certificate, and the sources it may send"),
+    "tokens": Setting(ListOf(Secret()), [], "Shared tokens (every holder is one identity, 'shared-token')"),
+    "token_sources": Setting(Optional(ListOf(Str())), None,
+                             "Sources (globs) holders of a shared token may send; required with tokens"),
+    "insecure": Setting(Bool(), False, "Allow listeners beyond loopback without any credentials configured"),
     "metrics": Setting(Optional(HostPort()), None, "Serve Prometheus metrics on HOST:PORT"),
     "scribe": Setting(Optional(HostPort()), None, "HOST:PORT of the Scribe-compatible endpoint (null: off)"),
     "flume": Setting(Optional(HostPort()), None, "HOST:PORT of the Flume-ThriftSource-compatible endpoint (null: off)"),
     "flume_protocol": Setting(Enum("compact", "binary"), "compact", "Thrift protocol of the Flume endpoint"),
+    "scribe_tls": Setting(Bool(), False, "Serve the Scribe endpoint with the tls section's certificate"),
+    "flume_tls": Setting(Bool(), False, "Serve the Flume endpoint with the tls section's certificate"),
     "thrift_max_frame_size": Setting(Size(min=1024), "16MiB", "Largest frame on the Scribe and Flume endpoints"),
     "shutdown_timeout": Setting(Duration(), "30s", "On SIGTERM, how long in-flight batches may take to finish"),
     "log_level": Setting(Enum("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "Logging level"),
@@ -87,6 +108,8 @@ class CollectorConfig:
     store_values: Values
     store: Sink
     context: Context
+    authenticator: Authenticator = field(default_factory=Authenticator)
+    warnings: list[str] = field(default_factory=list)
 
     def render(self) -> dict[str, Any]:
         """The resolved config with every default filled in (``logflume check``)."""
@@ -107,6 +130,7 @@ def build_collector_config(raw: dict[str, Any], file: str | None = None) -> Coll
     tls = values.tls
     if tls is not None and tls.require_client_cert and not tls.client_ca:
         raise ConfigError(file, "collector.tls.client_ca", "required when require_client_cert is true")
+    authenticator, warnings = _authentication(values, file)
     ports = [("listen", values.listen)] + [(k, values[k]) for k in ("scribe", "flume") if values[k] is not None]
     seen: dict[tuple[str, int], str] = {}
     for key, addr in ports:
@@ -133,7 +157,60 @@ def build_collector_config(raw: dict[str, Any], file: str | None = None) -> Coll
         raise
     except (ValueError, TypeError) as exc:
         raise ConfigError(file, "store", str(exc)) from None
-    return CollectorConfig(file, values, store_type, cls, store_values, store, context)
+    return CollectorConfig(file, values, store_type, cls, store_values, store, context, authenticator, warnings)
+
+
+def _authentication(values: Values, file: str | None) -> tuple[Authenticator, list[str]]:
+    """The collector's Authenticator, and warnings; ConfigError for configs that would leave a listener open.
+
+    A listener beyond loopback needs credentials (identities, shared tokens or
+    required client certificates) unless ``insecure: true``; shared tokens need
+    ``token_sources``, so letting every token holder speak for every source is
+    a choice written down, never a default.
+    """
+    tls = values.tls
+    credentials = []
+    for name, ident in values.identities.items():
+        where = f"collector.identities.{name}"
+        if ident.token is None and ident.certificate is None:
+            raise ConfigError(file, where, "expected a token, a certificate, or both")
+        if ident.certificate is not None and (tls is None or not tls.client_ca):
+            raise ConfigError(file, f"{where}.certificate", "needs collector.tls with client_ca to verify certificates")
+        credentials.append(Credential(str(name), tuple(ident.sources), ident.token, ident.certificate))
+    if values.tokens:
+        if values.token_sources is None:
+            raise ConfigError(file, "collector.token_sources", "required with collector.tokens: the source names "
+                                                               "(globs) any holder of a shared token may send; ['*'] "
+                                                               "lets every agent speak for every other")
+        credentials += [Credential("shared-token", tuple(values.token_sources), t) for t in values.tokens]
+    require_cert = bool(tls is not None and tls.require_client_cert)
+    authenticator = Authenticator(credentials, require_certificate=require_cert)
+    warnings: list[str] = []
+    listeners = [("listen", values.listen)] + [(k, values[k]) for k in ("scribe", "flume") if values[k] is not None]
+    for key in ("scribe_tls", "flume_tls"):
+        if values[key] and tls is None:
+            raise ConfigError(file, f"collector.{key}", "needs the collector.tls section (cert and key)")
+    if authenticator.open and not values.insecure:
+        for key, (host, port) in listeners:
+            if not is_loopback(host):
+                raise ConfigError(file, f"collector.{key}", f"binds {host}:{port} beyond loopback with no credentials "
+                                                            "configured; expected identities, tokens or "
+                                                            "tls.require_client_cert (or insecure: true)")
+    for cred in credentials:
+        if cred.token is not None and cred.name != "shared-token":
+            warning = check_secret(cred.token, file=file, path=f"collector.identities.{cred.name}.token",
+                                   bind=values.listen)
+            if warning:
+                warnings.append(warning)
+    if any(c.token for c in credentials):
+        # collector.tokens without tls on `listen` is already reported by logflume.settings.secret_warnings
+        listen_clear = tls is None and any(c.token and c.name != "shared-token" for c in credentials)
+        clear = [k for k, on in (("listen", not listen_clear), ("scribe", values.scribe_tls),
+                                 ("flume", values.flume_tls)) if values[k] is not None and not on]
+        if clear:
+            warnings.append(f"collector: tokens travel in clear on {', '.join(clear)} (no tls); expected "
+                            "collector.tls (and scribe_tls / flume_tls)")
+    return authenticator, warnings
 
 
 def load_collector_config(path: str) -> CollectorConfig:

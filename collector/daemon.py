@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
 
     try:
         config = load_collector_config(args.config)
-        warnings = secret_warnings(COLLECTOR_SETTINGS, config.collector, "collector", args.config)
+        warnings = secret_warnings(COLLECTOR_SETTINGS, config.collector, "collector", args.config) + config.warnings
     except ConfigError as exc:
         return _cannot_start(exc, EXIT_CONFIG)
     setup_logging(config.collector.log_level)

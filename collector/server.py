@@ -41,10 +41,13 @@ GROUP_BYTES = 64 * 1024 * 1024
 class StoreWriter:
     """Serializes calls to the store; ``deliver`` blocks until the batch is durable (or raises)."""
 
-    def __init__(self, store: Sink, max_pending_bytes: int, metrics=None) -> None:
+    def __init__(self, store: Sink, max_pending_bytes: int, metrics=None, *,
+                 max_pending_bytes_per_peer: int | None = None) -> None:
         self.store = store
         self.max_pending_bytes = max_pending_bytes
+        self.max_pending_bytes_per_peer = max_pending_bytes_per_peer or max_pending_bytes
         self.pending_bytes = 0
+        self._pending_by_peer: dict[str, int] = {}
         self._lock = threading.Lock()
         self._queue: queue.Queue[tuple[list[Chunk], int, Future] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
@@ -55,24 +58,40 @@ class StoreWriter:
         self._thread.start()
 
     @contextmanager
-    def reserve(self, nbytes: int) -> Iterator[None]:
-        """Admit ``nbytes`` towards the store, or raise TryLater while too much is pending.
+    def reserve(self, nbytes: int, peer: str = "") -> Iterator[None]:
+        """Admit ``nbytes`` towards the store for ``peer``, or raise TryLater while too much is pending.
 
         A batch is always admitted when nothing is pending, so one batch larger
-        than ``max_pending_bytes`` still gets through.
+        than ``max_pending_bytes`` still gets through.  One peer (an identity,
+        or an address when there are no credentials) may hold at most
+        ``max_pending_bytes_per_peer`` (again: always one batch), so a peer that
+        announces big batches and stalls cannot hold all of the capacity.
         """
         with self._lock:
+            mine = self._pending_by_peer.get(peer, 0)
             if self.pending_bytes and self.pending_bytes + nbytes > self.max_pending_bytes:
+                reason = f"store behind: {self.pending_bytes} bytes pending"
+            elif mine and mine + nbytes > self.max_pending_bytes_per_peer:
+                reason = f"{mine} bytes of this sender already pending"
+            else:
+                reason = ""
+            if reason:
                 self.try_laters += 1
                 if self._metrics is not None:
                     self._metrics.counter("try_later", "Batches answered TRY_LATER (store behind)").inc()
-                raise TryLater(f"store behind: {self.pending_bytes} bytes pending", TRY_LATER_DELAY)
+                raise TryLater(reason, TRY_LATER_DELAY)
             self.pending_bytes += nbytes
+            self._pending_by_peer[peer] = mine + nbytes
         try:
             yield
         finally:
             with self._lock:
                 self.pending_bytes -= nbytes
+                left = self._pending_by_peer[peer] - nbytes
+                if left:
+                    self._pending_by_peer[peer] = left
+                else:
+                    del self._pending_by_peer[peer]
 
     def write(self, chunks: Sequence[Chunk]) -> None:
         """Hand chunks to the writer thread; returns once the store has them durably (or raises its error)."""
@@ -82,7 +101,7 @@ class StoreWriter:
 
     def deliver(self, chunks: Sequence[Chunk]) -> None:
         """``reserve`` + ``write``: for endpoints whose batch size is only known once decoded (Scribe, Flume)."""
-        with self.reserve(sum(len(c.data) for c in chunks)):
+        with self.reserve(sum(len(c.data) for c in chunks), chunks[0].sender if chunks else ""):
             self.write(chunks)
 
     def _run(self) -> None:
@@ -125,7 +144,8 @@ class Collector:
         cfg = config.collector
         self.store = config.store
         self.metrics = config.context.metrics.component("collector", cfg.name)
-        self.writer = StoreWriter(self.store, cfg.max_pending_bytes, self.metrics)
+        self.writer = StoreWriter(self.store, cfg.max_pending_bytes, self.metrics,
+                                  max_pending_bytes_per_peer=cfg.max_pending_bytes_per_peer)
         self.servers: list[TcpServer] = []
         self._started_store = False
 
@@ -158,26 +178,28 @@ class Collector:
                 raise StartupError(f"store ({self.config.store_type}) cannot start: {exc}") from None
             self._started_store = True
             self.writer.start()
+            auth = self.config.authenticator
             wire = WireEndpoint(
                 self._write, reserve=self.writer.reserve, pool=BufferPool(cfg.max_pending_bytes),
                 server_name=cfg.name, max_frame_size=cfg.max_frame_size,
-                idle_timeout=cfg.idle_timeout, frame_timeout=cfg.frame_timeout, tokens=cfg.tokens,
+                idle_timeout=cfg.idle_timeout, frame_timeout=cfg.frame_timeout,
+                progress_timeout=cfg.progress_timeout, authenticator=auth,
                 log=logging.getLogger("logflume.collector.wire"),
             )
             self._add(wire, cfg.listen, ssl_ctx)
             if cfg.scribe is not None:
                 self._add(ScribeEndpoint(
                     self._deliver, source=cfg.name, max_frame_size=cfg.thrift_max_frame_size,
-                    idle_timeout=cfg.idle_timeout, frame_timeout=cfg.frame_timeout,
+                    idle_timeout=cfg.idle_timeout, frame_timeout=cfg.frame_timeout, authenticator=auth,
                     log=logging.getLogger("logflume.collector.scribe"),
-                ), cfg.scribe, None)
+                ), cfg.scribe, ssl_ctx if cfg.scribe_tls else None)
             if cfg.flume is not None:
                 self._add(FlumeEndpoint(
                     self._deliver, source=cfg.name, protocol=cfg.flume_protocol,
                     max_frame_size=cfg.thrift_max_frame_size,
-                    idle_timeout=cfg.idle_timeout, frame_timeout=cfg.frame_timeout,
+                    idle_timeout=cfg.idle_timeout, frame_timeout=cfg.frame_timeout, authenticator=auth,
                     log=logging.getLogger("logflume.collector.flume"),
-                ), cfg.flume, None)
+                ), cfg.flume, ssl_ctx if cfg.flume_tls else None)
             if cfg.metrics is not None:
                 try:
                     self.config.context.metrics.serve(*cfg.metrics)

@@ -76,6 +76,8 @@ class Chunk:
     record_ends: list[int] | None = None
     timestamp: int = field(default_factory=now_ms)
     flags: list[str] = field(default_factory=list)
+    #: Identity that delivered the chunk to a collector (set by the collector, never by the sender).
+    sender: str = ""
 
     def __len__(self) -> int:
         return len(self.data)
@@ -143,6 +145,8 @@ class Chunk:
             meta["record_ends"] = list(self.record_ends)
         if self.flags:
             meta["flags"] = list(self.flags)
+        if self.sender:
+            meta["sender"] = self.sender
         meta["length"] = len(self.data)
         return meta
 
@@ -172,6 +176,7 @@ class Chunk:
                 record_ends=[int(x) for x in record_ends] if record_ends is not None else None,
                 timestamp=int(meta.get("timestamp", 0)),
                 flags=[str(f) for f in (meta.get("flags") or [])],
+                sender=str(meta.get("sender") or ""),
             )
         except KeyError as exc:
             raise ValueError(f"chunk metadata lacks field {exc.args[0]!r}") from None

@@ -16,7 +16,34 @@ from typing import ClassVar
 
 from logflume.chunk import Chunk
 from logflume.component import Component
+from logflume.errors import ConfigError
 from logflume.settings import ListOf, MapOf, Setting, Str
+
+
+def _metadata_problem(datatype: str = "Raw", tags: dict[str, str] | None = None) -> str | None:
+    """What ``Chunk.metadata_error`` says of chunks with this datatype and tags (collectors refuse those)."""
+    return Chunk(source="x", stream="x", datatype=datatype, seq_id=0, epoch="", data=b"",
+                 tags=tags or {}).metadata_error()
+
+
+class DatatypeName(Str):
+    expected = "a datatype name (letters, digits and _.:@+=-, starting with a letter or digit)"
+
+    def parse(self, value, path, file):
+        text = super().parse(value, path, file)
+        problem = _metadata_problem(datatype=text)
+        if problem:
+            raise ConfigError(file, path, f"expected a datatype collectors accept: {problem}")
+        return text
+
+
+class ChunkTags(MapOf):
+    def parse(self, value, path, file):
+        tags = super().parse(value, path, file)
+        problem = _metadata_problem(tags=tags)
+        if problem:
+            raise ConfigError(file, path, f"expected tags collectors accept: {problem}")
+        return tags
 
 
 class SourceOutput:
@@ -32,8 +59,8 @@ class Source(Component):
     kind: ClassVar[str] = "source"
     settings: ClassVar[dict[str, Setting]] = {
         "channels": Setting(ListOf(Str(), min_items=1), doc="Channel(s) this source writes to (each gets every chunk)"),
-        "datatype": Setting(Str(), "Raw", "Datatype set on every chunk (decides the demux processor)"),
-        "tags": Setting(MapOf(Str()), {}, "Tags set on every chunk"),
+        "datatype": Setting(DatatypeName(), "Raw", "Datatype set on every chunk (decides the demux processor)"),
+        "tags": Setting(ChunkTags(Str()), {}, "Tags set on every chunk"),
     }
 
     output: SourceOutput

@@ -9,6 +9,17 @@ fails over to another one after a short capped, jittered exponential backoff
 raises (TryLater when they asked for it) and the runtime rolls the channel
 transaction back and retries later: the channel absorbs the outage.
 
+A chunk whose metadata is out of bounds (``Chunk.metadata_error``) can never
+be stored, so it must neither block the channel nor vanish: it is written to
+``<data_dir>/quarantine/<sink>/`` (one file: its metadata as a JSON line, then
+its bytes), logged as an error naming it, counted in ``quarantined_chunks``,
+and the rest of the batch goes on.  A legitimate source cannot produce one
+(its ``datatype`` and ``tags`` are checked against the same bounds when the
+config is loaded); the sink checks before sending, and quarantines a chunk
+the collector answers REFUSED for.  A batch refused because this agent's
+identity may not send its source is retried after ``cooldown`` with the
+collector's reason logged: the collector's config is what must change.
+
 The collector list is inline (``collectors``) or a file with one
 ``HOST:PORT`` per line (``collectors_file``, Chukwa's collectors file), which
 is re-read whenever it changes.
@@ -16,6 +27,7 @@ is re-read whenever it changes.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import re
@@ -23,6 +35,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
@@ -31,6 +44,7 @@ from logflume.chunk import Chunk, runs_within
 from logflume.errors import ConfigError, DeliveryError, TryLater
 from logflume.settings import Duration, Enum, HostPort, ListOf, Obj, Optional, Secret, Setting, Str
 from logflume.sink import Sink
+from logflume.statefile import make_state_dir, write_atomic
 from logflume.wire.client import RefusedError, WireClient
 from logflume.wire.idl import Status
 from logflume.wire.tls import client_context
@@ -110,6 +124,8 @@ class CollectorSink(Sink):
         self._file_list: list[tuple[str, int]] = []
         self._stopping = threading.Event()
         self.failovers = self.metrics.counter("failovers", "Batches moved to another collector after a failure")
+        self.quarantined = self.metrics.counter("quarantined_chunks",
+                                                "Chunks set aside in the quarantine directory (metadata refused)")
         self.healthy = self.metrics.gauge("healthy_collectors", "Collectors not cooling down")
 
     def start(self) -> None:
@@ -178,7 +194,28 @@ class CollectorSink(Sink):
 
     # -- delivery ---------------------------------------------------------------
 
+    def quarantine(self, chunk: Chunk, reason: str) -> Path:
+        """Keep a chunk that can never be delivered, durably, where an operator finds it; log and count it."""
+        directory = make_state_dir(self.context.data_dir / "quarantine" / self.name)
+        meta = chunk.metadata_json()
+        path = directory / f"{time.time_ns()}-{hashlib.sha256(meta).hexdigest()[:16]}.chunk"
+        write_atomic(path, meta + b"\n" + bytes(chunk.data))
+        self.quarantined.inc()
+        self.log.error("chunk of source %r stream %r (seq_id %d, %d bytes) cannot be delivered: %s; kept in %s",
+                       chunk.source[:80], chunk.stream[:200], chunk.seq_id, len(chunk.data), reason, path)
+        return path
+
     def deliver(self, chunks: Sequence[Chunk]) -> None:
+        if not chunks:
+            return
+        sendable = []
+        for c in chunks:
+            problem = c.metadata_error()
+            if problem is None:
+                sendable.append(c)
+            else:
+                self.quarantine(c, problem)
+        chunks = sendable
         if not chunks:
             return
         collectors = self._refresh()
@@ -234,6 +271,19 @@ class CollectorSink(Sink):
                 client.connect()
             for group in runs_within(chunks, max(client.max_frame_size - HEADER_ROOM, 1)):
                 ack = client.deliver(group)
+                while ack.status == Status.REFUSED and ack.chunk is not None:
+                    group = list(group)
+                    self.quarantine(group.pop(ack.chunk), f"collector {target.address} refused it: {ack.reason}")
+                    if not group:
+                        break
+                    ack = client.deliver(group)
+                if not group:
+                    continue
+                if ack.status == Status.REFUSED:
+                    target.cool_until = time.monotonic() + self.config.cooldown
+                    self.metrics.errors.inc()
+                    self.log.error("collector %s refused the batch: %s", target.address, ack.reason)
+                    raise _Failed(target.address, f"REFUSED ({ack.reason})")
                 if ack.status == Status.TRY_LATER:
                     target.cool_until = time.monotonic() + max(ack.delay, 0.05)
                     self.metrics.counter("try_later", "Batches a collector answered TRY_LATER").inc()

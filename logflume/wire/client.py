@@ -39,6 +39,8 @@ class AckResult:
     status: int
     delay: float
     reason: str
+    #: REFUSED for one chunk's metadata: its index in the batch (None: the whole batch, e.g. its sources)
+    chunk: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -148,7 +150,8 @@ class WireClient:
             )
         self._send([head, *bodies])
         ack = self._read_reply("deliver")
-        result = AckResult(int(ack.status), max(0, int(ack.delay_ms or 0)) / 1000.0, ack.reason or "")
+        index = ack.chunk if isinstance(ack.chunk, int) and 0 <= ack.chunk < len(chunks) else None
+        result = AckResult(int(ack.status), max(0, int(ack.delay_ms or 0)) / 1000.0, ack.reason or "", index)
         if result.status == Status.ERROR and "authentication" in result.reason:
             self.close()
             raise RefusedError(f"collector {self.address} refused us: {result.reason}")

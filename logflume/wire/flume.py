@@ -5,6 +5,12 @@ default, binary as an option), so Flume's ThriftRpcClient and any
 Thrift-generated client ship to logflume unchanged.  Consecutive events with
 the same headers go into one chunk; the call is answered OK only after
 ``deliver`` returned (durable), FAILED when it could not be stored.
+
+Authentication: a client with no client certificate sends its token in the
+event header ``logflume-token`` (Flume's ``static`` interceptor adds it to
+every event; ``RpcClient`` users put it in the headers map).  The header is
+removed before the headers become tags.  Flume's own Thrift RPC client
+speaks TLS (``ssl = true`` with a truststore), which ``flume_tls`` serves.
 """
 
 from __future__ import annotations
@@ -15,10 +21,13 @@ from collections.abc import Callable, Sequence
 from logflume.chunk import Chunk
 from logflume.errors import ChannelClosed, TryLater
 from logflume.wire.events import EventChunker
+from logflume.wire.identity import Authenticator
 from logflume.wire.idl import flume_thrift
-from logflume.wire.thrift_service import ThriftServiceEndpoint
+from logflume.wire.thrift_service import Peer, Refused, ThriftServiceEndpoint
 
 FlumeStatus = flume_thrift.Status
+#: Event header that carries a Flume client's token (removed from the chunk's tags).
+TOKEN_HEADER = "logflume-token"
 
 
 def _text(v: bytes | str | None) -> str:
@@ -32,17 +41,19 @@ class _FlumeHandler:
                  log: logging.Logger) -> None:
         self.chunker, self.stream, self.deliver, self.log = chunker, stream, deliver, log
 
-    def append(self, event: object) -> int:
-        return self.appendBatch([event])
+    def append(self, event: object, *, peer: Peer) -> int:
+        return self.appendBatch([event], peer=peer)
 
-    def appendBatch(self, events: list | None) -> int:  # noqa: N802 - the Thrift method name
+    def appendBatch(self, events: list | None, *, peer: Peer) -> int:  # noqa: N802 - the Thrift method name
         if not events:
             return FlumeStatus.OK
         chunks: list[Chunk] = []
         run: list[bytes] = []
         run_tags: dict[str, str] | None = None
+        tokens: set[str | None] = set()
         for ev in events:
             tags = {_text(k): _text(v) for k, v in (ev.headers or {}).items()}
+            tokens.add(tags.pop(TOKEN_HEADER, None))
             body = ev.body if isinstance(ev.body, bytes) else _text(ev.body).encode() if ev.body is not None else b""
             if run and tags != run_tags:
                 chunks.append(self.chunker.chunk(self.stream, run, run_tags))
@@ -50,6 +61,14 @@ class _FlumeHandler:
             run.append(body)
             run_tags = tags
         chunks.append(self.chunker.chunk(self.stream, run, run_tags))
+        if len(tokens) != 1:
+            raise Refused(f"authentication failed: events of one call carry different {TOKEN_HEADER} headers")
+        token = tokens.pop()
+        if peer.needs_token and not token:
+            raise Refused(f"authentication failed: missing {TOKEN_HEADER} header (or client certificate)")
+        sender = peer.identity(token.encode() if token and peer.needs_token else None).name
+        for c in chunks:
+            c.sender = sender
         try:
             self.deliver(chunks)
         except (TryLater, ChannelClosed):
@@ -75,10 +94,11 @@ class FlumeEndpoint(ThriftServiceEndpoint):
         max_frame_size: int = 16 * 1024 * 1024,
         idle_timeout: float = 60.0,
         frame_timeout: float = 30.0,
+        authenticator: Authenticator | None = None,
         log: logging.Logger | None = None,
     ) -> None:
         log = log or logging.getLogger("logflume.wire.flume")
         self.chunker = EventChunker(source, datatype, tags)
         super().__init__(flume_thrift.ThriftSourceProtocol, _FlumeHandler(self.chunker, stream, deliver, log),
                          protocol=protocol, max_frame_size=max_frame_size, idle_timeout=idle_timeout,
-                         frame_timeout=frame_timeout, log=log)
+                         frame_timeout=frame_timeout, authenticator=authenticator, log=log)

@@ -15,6 +15,8 @@ enum Status {
   OK = 0,         // the whole batch is durable in the collector's store
   TRY_LATER = 1,  // alive but behind: send again after delay_ms (to this or another collector)
   ERROR = 2,      // refused (bad token, bad batch, store failure): reason says why
+  REFUSED = 3,    // never acceptable as sent (a source this identity may not send, metadata out of
+                  // bounds): retrying the same chunks cannot help; Ack.chunk names the chunk when one is at fault
 }
 
 enum Compression {
@@ -40,7 +42,7 @@ struct ChunkHeader {
 
 struct Batch {
   1: required i16 version,
-  2: optional string token,
+  2: optional string token,       // ignored: the connection's Hello authenticated it
   3: required string sender,
   4: required list<ChunkHeader> chunks,
 }
@@ -49,6 +51,7 @@ struct Ack {
   1: required Status status,
   2: required i32 delay_ms,
   3: required string reason,
+  4: optional i32 chunk,          // REFUSED: index in Batch.chunks of the chunk refused for its metadata
 }
 
 struct Hello {
@@ -66,7 +69,8 @@ struct Welcome {
 }
 
 service LogFlume {
-  // Handshake: checks version and token before any data is sent.
+  // Handshake: checks version and credentials (token or client certificate) before any data is
+  // sent; the only call accepted before it succeeds, and its frame is at most 8 KiB.
   Welcome ping(1: Hello hello),
   // One batch; Ack.status OK only once every chunk is durable.
   Ack deliver(1: Batch batch),

@@ -74,6 +74,16 @@ def decode_message(raw: bytes | bytearray, expect_type: int = TMessageType.CALL)
         raise ProtocolError(f"malformed Thrift header: {exc}") from None
 
 
+def method_name(raw: bytes | bytearray) -> str:
+    """The method a strict binary message calls, read without decoding its arguments; ProtocolError otherwise."""
+    if len(raw) < 8 or raw[:2] != b"\x80\x01":
+        raise ProtocolError("malformed Thrift header: not a strict binary message")
+    n = struct.unpack_from(">i", raw, 4)[0]
+    if not 0 < n <= 64 or 8 + n > len(raw):
+        raise ProtocolError("malformed Thrift header: bad method name length")
+    return bytes(raw[8:8 + n]).decode("ascii", "replace")
+
+
 def pack_prefix(header_len: int, body_len: int) -> bytes:
     return PREFIX.pack(MAGIC, header_len, body_len)
 
@@ -204,18 +214,32 @@ def _text(v: Any) -> str:
     return v.decode("utf-8", "replace") if isinstance(v, (bytes, bytearray)) else str(v)
 
 
-def validate_batch(batch: Any, body_len: int) -> None:
-    """Check the batch's declared body lengths add up to the frame's; ProtocolError otherwise."""
+def validate_batch(batch: Any, body_len: int, max_frame_size: int) -> int:
+    """Check the batch's declared sizes; the bytes it will take in memory once inflated, or ProtocolError.
+
+    The declared (decompressed) lengths are what decompression will produce, so
+    they are held to the same limit as the frame: a few KiB of zstd may not
+    announce gigabytes.  The result (bodies as received plus what compressed
+    ones inflate to) is what admission must reserve before anything is read.
+    """
     if batch is None or batch.chunks is None:
         raise ProtocolError("deliver call without a batch")
-    total = 0
+    total = inflated = declared = 0
     for i, h in enumerate(batch.chunks):
         if h.wire_length is None or h.wire_length < 0 or h.length is None or h.length < 0:
             raise ProtocolError(f"chunk {i}: missing or negative length")
-        if h.compression in (None, Compression.NONE) and h.length != h.wire_length:
-            raise ProtocolError(f"chunk {i}: length {h.length} != wire_length {h.wire_length} without compression")
+        if h.compression in (None, Compression.NONE):
+            if h.length != h.wire_length:
+                raise ProtocolError(f"chunk {i}: length {h.length} != wire_length {h.wire_length} without compression")
+        else:
+            inflated += h.length
         if h.source is None or h.stream is None or h.seq_id is None:
             raise ProtocolError(f"chunk {i}: missing source, stream or seq_id")
         total += h.wire_length
+        declared += h.length
     if total != body_len:
         raise ProtocolError(f"chunk bodies add up to {total} bytes, frame carries {body_len}")
+    if declared > max_frame_size:
+        raise ProtocolError(f"chunks declare {declared} bytes once decompressed, more than max_frame_size "
+                            f"{max_frame_size}")
+    return body_len + inflated

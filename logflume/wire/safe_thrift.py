@@ -10,6 +10,13 @@ length and container count is checked against the bytes that remain before
 anything is built, unknown types are errors, nesting is bounded, and any
 problem raises :class:`DecodeError`.
 
+Lengths backed by bytes are not enough: an empty struct is one byte on the
+wire and about 250 bytes as a Python object, so a 2 MiB list of them would
+decode to half a gigabyte.  Every decoded value is therefore charged its
+in-memory cost (``*_COST`` below, measured on CPython 3.11) against a budget
+of ``MAX_EXPANSION`` bytes per input byte (plus ``BUDGET_SLACK``); a message
+that would need more is refused before it is built.
+
 Decoding is driven by thriftpy2's generated ``thrift_spec`` and produces
 thriftpy2's struct objects, so handlers see what thriftpy2 would give them.
 Encoding (our own replies) stays with thriftpy2.
@@ -23,6 +30,19 @@ from typing import Any
 from thriftpy2.thrift import TType
 
 MAX_DEPTH = 32
+#: Decoded objects may take at most this many bytes of memory per byte of input ...
+MAX_EXPANSION = 8
+#: ... plus this much, so small messages of small values always decode.
+BUDGET_SLACK = 256 * 1024
+#: Memory charged per decoded value (CPython 3.11: struct object with its attribute dict,
+#: bytes/str header, int, container header, container slot).
+STRUCT_COST = 256
+FIELD_COST = 48
+STRING_COST = 40
+INT_COST = 32
+CONTAINER_COST = 64
+SLOT_COST = 8
+MAP_ENTRY_COST = 48
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
@@ -40,6 +60,19 @@ _C_TRUE, _C_FALSE, _C_BYTE, _C_I16, _C_I32, _C_I64, _C_DOUBLE, _C_BINARY, _C_LIS
 _C_TO_TTYPE = {_C_TRUE: TType.BOOL, _C_FALSE: TType.BOOL, _C_BYTE: TType.BYTE, _C_I16: TType.I16,
                _C_I32: TType.I32, _C_I64: TType.I64, _C_DOUBLE: TType.DOUBLE, _C_BINARY: TType.STRING,
                _C_LIST: TType.LIST, _C_SET: TType.SET, _C_MAP: TType.MAP, _C_STRUCT: TType.STRUCT}
+
+
+def _value_cost(wire: int) -> int:
+    """Memory one decoded value of a wire type takes beyond its bytes (structs and containers charge themselves)."""
+    if wire == TType.STRING:
+        return STRING_COST
+    if wire in (TType.BYTE, TType.I16, TType.I32, TType.I64, TType.DOUBLE):
+        return INT_COST
+    return 0
+
+
+def _struct_cost(cls: type) -> int:
+    return STRUCT_COST + FIELD_COST * len(cls.thrift_spec)
 
 
 class DecodeError(ValueError):
@@ -65,6 +98,14 @@ class _Reader:
         self.pos = 0
         self.end = len(self.data)
         self.text = text  # decode STRING fields to str (BINARY fields stay bytes)
+        self.budget = self.end * MAX_EXPANSION + BUDGET_SLACK
+
+    def charge(self, cost: int) -> None:
+        """Spend ``cost`` bytes of the decode budget; DecodeError once it is exhausted."""
+        self.budget -= cost
+        if self.budget < 0:
+            raise DecodeError(f"message of {self.end} bytes would decode to more than "
+                              f"{MAX_EXPANSION}x its size in memory (offset {self.pos})")
 
     def take(self, n: int) -> bytes:
         if n < 0 or n > self.end - self.pos:
@@ -89,6 +130,7 @@ class _Reader:
     def read_struct(self, cls: type, depth: int = 0) -> Any:
         if depth > MAX_DEPTH:
             raise DecodeError("structures nested too deeply")
+        self.charge(_struct_cost(cls))
         obj = cls()
         spec = cls.thrift_spec
         for fid, wire, value in self.fields(depth):
@@ -145,7 +187,10 @@ class BinaryReader(_Reader):
         """Fast path: a per-class plan of field readers (the hot loop for batches of many chunk headers)."""
         if depth > MAX_DEPTH:
             raise DecodeError("structures nested too deeply")
-        plan, defaults = _binary_plan(cls)
+        plan, defaults, cost = _binary_plan(cls)
+        self.budget -= cost
+        if self.budget < 0:
+            self.charge(0)
         values = dict(defaults)
         data, end = self.data, self.end
         while True:
@@ -217,6 +262,7 @@ class BinaryReader(_Reader):
                 for _ in range(n):
                     self.skip(got, None, depth + 1)
                 return []
+            self.charge(CONTAINER_COST + n * (SLOT_COST + _value_cost(got)))
             return [self.read_value(etype, esub, depth + 1) for _ in range(n)]
         if wire == TType.MAP:
             (ktype, ksub), (vtype, vsub) = _split(sub[0]), _split(sub[1])
@@ -227,6 +273,7 @@ class BinaryReader(_Reader):
                     self.skip(kgot, None, depth + 1)
                     self.skip(vgot, None, depth + 1)
                 return {}
+            self.charge(CONTAINER_COST + n * (MAP_ENTRY_COST + _value_cost(kgot) + _value_cost(vgot)))
             return {self.read_value(ktype, ksub, depth + 1): self.read_value(vtype, vsub, depth + 1)
                     for _ in range(n)}
         raise DecodeError(f"unknown Thrift type {ttype}")
@@ -257,12 +304,12 @@ class BinaryReader(_Reader):
             raise DecodeError(f"unknown Thrift type {wire}")
 
 
-_PLANS: dict[type, tuple[dict[int, tuple[str, int, Any]], dict[str, Any]]] = {}
+_PLANS: dict[type, tuple[dict[int, tuple[str, int, Any]], dict[str, Any], int]] = {}
 _I16_FROM, _I32_FROM, _I64_FROM = _I16.unpack_from, _I32.unpack_from, _I64.unpack_from
 
 
-def _binary_plan(cls: type) -> tuple[dict[int, tuple[str, int, Any]], dict[str, Any]]:
-    """({field id: (attribute, wire type, reader(reader, depth))}, default values) for a struct class, built once."""
+def _binary_plan(cls: type) -> tuple[dict[int, tuple[str, int, Any]], dict[str, Any], int]:
+    """({field id: (attribute, wire type, reader(reader, depth))}, defaults, memory cost) for a class, built once."""
     plan = _PLANS.get(cls)
     if plan is None:
         fields = {}
@@ -270,7 +317,7 @@ def _binary_plan(cls: type) -> tuple[dict[int, tuple[str, int, Any]], dict[str, 
             sub = field[2] if len(field) == 4 else None
             fields[fid] = (field[1], _wire_type(field[0]), _binary_field_reader(field[0], sub))
         defaults = dict(getattr(cls, "default_spec", None) or [(f[1], None) for f in cls.thrift_spec.values()])
-        plan = _PLANS[cls] = (fields, defaults)
+        plan = _PLANS[cls] = (fields, defaults, _struct_cost(cls))
     return plan
 
 
@@ -347,6 +394,7 @@ def _binary_field_reader(ttype: int, sub: Any) -> Any:
 
 def _list_reader(etype: int, esub: Any) -> Any:
     ewire, elem = _wire_type(etype), _binary_field_reader(etype, esub)
+    elem_cost = SLOT_COST + _value_cost(ewire)
 
     def read(r: BinaryReader, depth: int) -> list:
         if depth > MAX_DEPTH:
@@ -357,6 +405,7 @@ def _list_reader(etype: int, esub: Any) -> Any:
             for _ in range(n):
                 r.skip(got, None, depth + 1)
             return []
+        r.charge(CONTAINER_COST + n * elem_cost)
         if ewire == TType.STRUCT:
             return [r.read_struct(esub, depth + 1) for _ in range(n)]
         return [elem(r, depth + 1) for _ in range(n)]
@@ -367,6 +416,7 @@ def _list_reader(etype: int, esub: Any) -> Any:
 def _map_reader(kspec: tuple[int, Any], vspec: tuple[int, Any]) -> Any:
     kwire, vwire = _wire_type(kspec[0]), _wire_type(vspec[0])
     key, value = _binary_field_reader(*kspec), _binary_field_reader(*vspec)
+    entry_cost = MAP_ENTRY_COST + _value_cost(kwire) + _value_cost(vwire)
 
     def read(r: BinaryReader, depth: int) -> dict:
         if depth > MAX_DEPTH:
@@ -378,6 +428,7 @@ def _map_reader(kspec: tuple[int, Any], vspec: tuple[int, Any]) -> Any:
                 r.skip(kgot, None, depth + 1)
                 r.skip(vgot, None, depth + 1)
             return {}
+        r.charge(CONTAINER_COST + n * entry_cost)
         return {key(r, depth + 1): value(r, depth + 1) for _ in range(n)}
 
     return read
@@ -479,6 +530,7 @@ class CompactReader(_Reader):
                 for _ in range(n):
                     self.skip(got, None, depth + 1)
                 return []
+            self.charge(CONTAINER_COST + n * (SLOT_COST + _value_cost(got)))
             return [self.read_value(etype, esub, depth + 1) for _ in range(n)]
         if wire == TType.MAP:
             (ktype, ksub), (vtype, vsub) = _split(sub[0]), _split(sub[1])
@@ -488,6 +540,7 @@ class CompactReader(_Reader):
                     self.skip(kgot, None, depth + 1)
                     self.skip(vgot, None, depth + 1)
                 return {}
+            self.charge(CONTAINER_COST + n * (MAP_ENTRY_COST + _value_cost(kgot) + _value_cost(vgot)))
             return {self.read_value(ktype, ksub, depth + 1): self.read_value(vtype, vsub, depth + 1)
                     for _ in range(n)}
         raise DecodeError(f"unknown Thrift type {ttype}")

@@ -5,6 +5,13 @@ or non-strict message headers), so ``scribe_cat`` and the old Python loggers
 ship to logflume unchanged.  A whole call becomes one chunk per category and
 is answered OK only after ``deliver`` returned (durable); when ``deliver``
 asks to back off, or fails, the call is refused with TRY_LATER, as Scribe does.
+
+Authentication: Scribe carries nothing but categories and messages, so a
+client that has no client certificate shows its token as a category prefix,
+``TOKEN:category`` (``scribe_cat host:1463 "$TOKEN:app"``); the prefix is
+removed before the category becomes the stream.  Every entry of a call must
+carry the same token.  An endpoint with no credentials configured takes the
+categories as they are and names the client by its address.
 """
 
 from __future__ import annotations
@@ -15,8 +22,9 @@ from collections.abc import Callable, Sequence
 from logflume.chunk import Chunk
 from logflume.errors import ChannelClosed, TryLater
 from logflume.wire.events import EventChunker
+from logflume.wire.identity import Authenticator
 from logflume.wire.idl import scribe_thrift
-from logflume.wire.thrift_service import ThriftServiceEndpoint
+from logflume.wire.thrift_service import Peer, Refused, ThriftServiceEndpoint
 
 ResultCode = scribe_thrift.ResultCode
 
@@ -37,10 +45,22 @@ class _ScribeHandler:
     def __init__(self, chunker: EventChunker, deliver: Callable[[Sequence[Chunk]], None], log: logging.Logger) -> None:
         self.chunker, self.deliver, self.log = chunker, deliver, log
 
-    def Log(self, messages: list | None) -> int:  # noqa: N802 - the Thrift method name
+    def Log(self, messages: list | None, *, peer: Peer) -> int:  # noqa: N802 - the Thrift method name
         if not messages:
             return ResultCode.OK
-        chunks = self.chunker.by_stream((_text(m.category), _raw(m.message)) for m in messages)
+        categories = [_raw(m.category) for m in messages]
+        token: bytes | None = None
+        if peer.needs_token:
+            token = categories[0].partition(b":")[0]
+            for i, cat in enumerate(categories):
+                given, sep, rest = cat.partition(b":")
+                if not sep or given != token:
+                    raise Refused("authentication failed: every category must start with the same TOKEN:")
+                categories[i] = rest
+        sender = peer.identity(token).name
+        chunks = self.chunker.by_stream((_text(c), _raw(m.message)) for c, m in zip(categories, messages, strict=True))
+        for c in chunks:
+            c.sender = sender
         try:
             self.deliver(chunks)
         except (TryLater, ChannelClosed):
@@ -64,10 +84,11 @@ class ScribeEndpoint(ThriftServiceEndpoint):
         max_frame_size: int = 16 * 1024 * 1024,
         idle_timeout: float = 60.0,
         frame_timeout: float = 30.0,
+        authenticator: Authenticator | None = None,
         log: logging.Logger | None = None,
     ) -> None:
         log = log or logging.getLogger("logflume.wire.scribe")
         self.chunker = EventChunker(source, datatype, tags)
         super().__init__(scribe_thrift.scribe, _ScribeHandler(self.chunker, deliver, log), protocol="binary",
                          max_frame_size=max_frame_size, idle_timeout=idle_timeout,
-                         frame_timeout=frame_timeout, log=log)
+                         frame_timeout=frame_timeout, authenticator=authenticator, log=log)

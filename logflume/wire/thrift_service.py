@@ -6,6 +6,12 @@ one framed reply.  The length is checked against ``max_frame_size`` before
 the frame is allocated, and the message is decoded by
 :mod:`logflume.wire.safe_thrift` (no length in it is trusted); garbage or a
 slow peer closes only that connection.  Replies are encoded by thriftpy2.
+
+Scribe and Flume have no authentication of their own, so the handler gets a
+:class:`Peer` for each call and authenticates what the call carries (a token
+in the Scribe category or a Flume header, see those modules) or the
+connection's client certificate; a refusal (:class:`Refused`) closes the
+connection with one log line.
 """
 
 from __future__ import annotations
@@ -21,9 +27,46 @@ from thriftpy2.thrift import TMessageType
 from thriftpy2.transport.memory import TMemoryBuffer
 
 from logflume.wire.connection import Connection, PeerClosed, Timeout, frame_deadline
+from logflume.wire.identity import Authenticator, Identity, certificate_names
 from logflume.wire.safe_thrift import DecodeError, decode_call
 
 _LEN = struct.Struct(">i")
+
+
+class Refused(Exception):
+    """A call's credentials were refused: the connection is closed (these protocols cannot say why)."""
+
+
+class Peer:
+    """One connection's credentials: its verified certificate names and address; authenticates each call."""
+
+    def __init__(self, authenticator: Authenticator, conn: Connection) -> None:
+        self.authenticator = authenticator
+        self.address = conn.peer
+        self.cert_names = certificate_names(conn.sock)
+        self._known: tuple[bytes | None, Identity] | None = None
+
+    @property
+    def by_certificate(self) -> bool:
+        """True when the certificate alone authenticates (then no token is expected in the calls)."""
+        return not self.authenticator.open and isinstance(self._authenticate(None), Identity)
+
+    @property
+    def needs_token(self) -> bool:
+        return not self.authenticator.open and not self.by_certificate
+
+    def identity(self, token: bytes | None) -> Identity:
+        """The identity of a call carrying ``token`` (None: none shown), or Refused."""
+        if self._known is not None and self._known[0] == token:
+            return self._known[1]
+        result = self._authenticate(token)
+        if not isinstance(result, Identity):
+            raise Refused(result)
+        self._known = (token, result)
+        return result
+
+    def _authenticate(self, token: bytes | None) -> Identity | str:
+        return self.authenticator.authenticate(token, self.cert_names, self.address)
 
 
 class ThriftServiceEndpoint:
@@ -44,6 +87,7 @@ class ThriftServiceEndpoint:
         max_frame_size: int = 16 * 1024 * 1024,
         idle_timeout: float = 60.0,
         frame_timeout: float = 30.0,
+        authenticator: Authenticator | None = None,
         log: logging.Logger | None = None,
     ) -> None:
         if protocol not in ("binary", "compact"):
@@ -54,6 +98,7 @@ class ThriftServiceEndpoint:
         self.max_frame_size = max_frame_size
         self.idle_timeout = idle_timeout
         self.frame_timeout = frame_timeout
+        self.authenticator = authenticator or Authenticator()
         self.log = log or logging.getLogger(f"logflume.wire.{self.name}")
 
     def _reply(self, name: str, seqid: int, result: Any) -> bytes:
@@ -64,16 +109,17 @@ class ThriftServiceEndpoint:
         proto.write_message_end()
         return out.getvalue()
 
-    def _call(self, frame: bytes) -> bytes | None:
+    def _call(self, frame: bytes, peer: Peer) -> bytes | None:
         """Decode one call, run the handler, return the reply message (None for oneway calls)."""
         name, mtype, seqid, args = decode_call(frame, self.service, self.protocol, strict=False, text=False)
         values = [getattr(args, field[1]) for _, field in sorted(args.thrift_spec.items())]
-        result = getattr(self.handler, name)(*values)
+        result = getattr(self.handler, name)(*values, peer=peer)
         if mtype == TMessageType.ONEWAY:
             return None
         return self._reply(name, seqid, result)
 
     def serve(self, conn: Connection, stopping: threading.Event) -> None:
+        peer = Peer(self.authenticator, conn)
         while conn.wait_readable(self.idle_timeout, stopping):
             try:
                 size = _LEN.unpack(conn.read_exact(4, frame_deadline(4, self.frame_timeout)))[0]
@@ -90,9 +136,12 @@ class ThriftServiceEndpoint:
                 self.log.info("connection %s: %s", conn.peer, exc)
                 return
             try:
-                reply = self._call(frame)
+                reply = self._call(frame, peer)
             except DecodeError as exc:
                 self.log.warning("closing %s: bad %s call: %s", conn.peer, self.name, exc)
+                return
+            except Refused as exc:
+                self.log.warning("refusing %s (%s): %s", conn.peer, self.name, exc)
                 return
             if reply:
                 try:

@@ -25,7 +25,7 @@ def build(tmp_path, collector=None, store=None):
 def test_defaults_are_filled(tmp_path):
     cfg = build(tmp_path)
     c = cfg.collector
-    assert c.listen == ("0.0.0.0", 7465)
+    assert c.listen == ("127.0.0.1", 7465)  # loopback unless told otherwise
     assert c.max_frame_size == 160 * 1024 * 1024 and c.max_pending_bytes == 512 * 1024 * 1024
     assert c.scribe is None and c.flume is None and c.tls is None and c.tokens == []
     assert c.flume_protocol == "compact"

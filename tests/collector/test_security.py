@@ -20,7 +20,7 @@ def test_mutual_tls_and_tokens(tmp_path, start_collector, start_agent):
     pki = make_pki(tmp_path / "pki")
     n = 5_000
     cfg, port, store = collector_config(
-        tmp_path, "c", tokens=["t0ken"],
+        tmp_path, "c", identities={"good-agent": {"token": "t0ken", "certificate": "agent", "sources": ["good"]}},
         tls={"cert": pki.server_cert, "key": pki.server_key, "client_ca": pki.ca, "require_client_cert": True},
     )
     col = start_collector(cfg)
@@ -50,7 +50,7 @@ def test_mutual_tls_and_tokens(tmp_path, start_collector, start_agent):
     wait_for(lambda: "TLS refused" in rogue.log() and "UNKNOWN_CA" in rogue.log(), 30,
              message="agent with a foreign client certificate logs its refusal")
     clog = col.log()
-    assert "authentication failed: missing or wrong token" in clog
+    assert "authentication failed: unknown token" in clog
     assert "PEER_DID_NOT_RETURN_A_CERTIFICATE" in clog  # no client certificate
     assert "CERTIFICATE_VERIFY_FAILED" in clog  # a client certificate from another CA
     assert set(numbers([store])) == set(range(n))  # only the good agent's records (0..n-1, each agent restarts at 0)

@@ -15,6 +15,7 @@ from logflume.chunk import FLAG_PARTIAL, Chunk
 from logflume.errors import DeliveryError, TryLater
 from logflume.wire import PROTOCOL_VERSION, RefusedError, Status, WireClient
 from logflume.wire.buffers import BufferPool
+from logflume.wire.identity import Authenticator, Credential
 from logflume.wire.protocol import (
     MAX_HEADER,
     PREFIX,
@@ -30,13 +31,22 @@ from logflume.wire.protocol import (
 pytestmark = pytest.mark.timeout(60)
 
 
+def tokens(*values: str) -> Authenticator:
+    """Shared tokens that may send any source."""
+    return Authenticator([Credential("shared-token", ("*",), v) for v in values])
+
+
 def chunk(i: int, data: bytes, **kw) -> Chunk:
     return Chunk(source="host-a", stream=f"/var/log/s{i % 3}", datatype="SysLog", seq_id=1000 * i + len(data),
                  epoch="dev:ino:fp", data=data, **kw)
 
 
 def same(a: Chunk, b: Chunk) -> bool:
-    return a.metadata() == b.metadata() and bytes(a.data) == bytes(b.data)
+    """Same metadata and bytes (``sender`` is the collector's to set)."""
+    meta_a, meta_b = a.metadata(), b.metadata()
+    meta_a.pop("sender", None)
+    meta_b.pop("sender", None)
+    return meta_a == meta_b and bytes(a.data) == bytes(b.data)
 
 
 @pytest.mark.parametrize("compression", ["none", "zstd", "lz4"])
@@ -55,6 +65,7 @@ def test_batch_round_trips_every_field(wire_server, compression):
     assert len(rec.chunks) == len(sent)
     for a, b in zip(sent, rec.chunks, strict=True):
         assert same(a, b), (a.metadata(), b.metadata())
+        assert b.sender == "peer:127.0.0.1"  # no credentials configured: the peer is named by its address
 
 
 def test_64mib_chunk_arrives_intact(wire_server):
@@ -69,7 +80,7 @@ def test_64mib_chunk_arrives_intact(wire_server):
 
 
 def test_token_auth(wire_server, caplog):
-    srv, rec = wire_server(tokens=["s3cret", "other"])
+    srv, rec = wire_server(authenticator=tokens("s3cret", "other"))
     with caplog.at_level(logging.WARNING):
         bad = WireClient(*srv.address, token="wrong", sender="agent-x")
         with pytest.raises(RefusedError, match="authentication failed"):
@@ -247,9 +258,32 @@ def test_decode_rejects_garbage_and_inconsistent_batches():
     _, _, _, args = decode_message(head[PREFIX.size:])
     from logflume.wire.protocol import validate_batch
 
-    validate_batch(args.batch, 3)
+    assert validate_batch(args.batch, 3, 1024) == 3
     with pytest.raises(ProtocolError, match="add up"):
-        validate_batch(args.batch, 4)
+        validate_batch(args.batch, 4, 1024)
+
+
+def test_declared_inflated_sizes_are_bounded_and_reserved():
+    """A compressed chunk counts at its declared length, which may not exceed the frame limit."""
+    head, _ = encode_batch([chunk(1, b"a" * 5000), chunk(2, b"b" * 100)], sender="a", token=None,
+                           compression="zstd")
+    batch = decode_message(head[PREFIX.size:])[3].batch
+    from logflume.wire.protocol import validate_batch
+
+    wire = sum(h.wire_length for h in batch.chunks)
+    assert validate_batch(batch, wire, 1 << 20) == wire + 5100  # bodies as received + what they inflate to
+    with pytest.raises(ProtocolError, match="declare 5100 bytes once decompressed"):
+        validate_batch(batch, wire, 5099)
+
+
+def test_a_body_inflating_past_its_declared_length_is_refused():
+    import zstandard
+
+    stream = zstandard.ZstdCompressor(write_content_size=False).compress(b"\0" * (64 << 20))
+    from logflume.wire.protocol import Compression, decompress
+
+    with pytest.raises(ProtocolError, match="more than the 1024 bytes"):
+        decompress(memoryview(stream), Compression.ZSTD, 1024)
 
 
 def test_buffer_pool_reuses_but_never_overwrites_held_views():
@@ -273,7 +307,7 @@ def test_refused_batch_is_drained_and_connection_stays_usable(wire_server):
     admitted = {"ok": False}
 
     class Gate:
-        def __init__(self, n):
+        def __init__(self, n, peer):
             if not admitted["ok"]:
                 raise TryLater("no room", 0.25)
 
@@ -295,7 +329,7 @@ def test_refused_batch_is_drained_and_connection_stays_usable(wire_server):
 
 
 def test_batches_before_the_handshake_are_refused(wire_server, caplog):
-    srv, rec = wire_server(tokens=["t"])
+    srv, rec = wire_server(authenticator=tokens("t"))
     head, bodies = encode_batch([chunk(1, b"y" * (1 << 20))], sender="sneaky", token="t")
     with caplog.at_level(logging.WARNING), socket.create_connection(srv.address, timeout=5) as s:
         s.sendall(head)  # no ping first: the server reads nothing big from an unknown peer

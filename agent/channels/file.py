@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from agent.channels.filelog import checkpoint as checkpoints
+from agent.channels.filelog import salvage
 from agent.channels.filelog.checkpoint import Checkpoint, Entry
 from agent.channels.filelog.records import (
     HEADER_SIZE,
@@ -36,7 +37,7 @@ from agent.channels.filelog.records import (
     encode_positions,
     read_put,
 )
-from agent.channels.filelog.replay import replay
+from agent.channels.filelog.replay import ReplayResult, replay
 from agent.channels.filelog.segments import LogWriteError, SegmentLog, list_segments
 from logflume.channel import ByteBudget, Channel, Transaction
 from logflume.chunk import Buffer, Chunk
@@ -67,6 +68,9 @@ class FileChannel(Channel):
         "checkpoint_interval": Setting(Duration(), "30s",
                                        "How often to checkpoint (also done on every segment roll and on stop)"),
         "max_chunk_size": Setting(Size(min=1), "256MiB", "A put of a bigger chunk fails with ChunkTooLarge"),
+        "on_corruption": Setting(Enum("refuse", "quarantine"), "refuse",
+                                 "Damaged log at start: refuse to start, or quarantine: move the damage to "
+                                 "<dir>.quarantine/ and start with every intact chunk"),
     }
 
     def configure(self) -> None:
@@ -93,6 +97,8 @@ class FileChannel(Channel):
         self._fsyncs = self.metrics.counter("channel_fsyncs", "fsync calls made by a durable channel")
         self._checkpoints = self.metrics.counter("channel_checkpoints", "Checkpoints written by a durable channel")
         self._segments = self.metrics.gauge("channel_segments", "Segment files of a durable channel on disk")
+        self._quarantined = self.metrics.counter("channel_quarantined_bytes",
+                                                 "Damaged bytes moved to the quarantine folder at start")
 
     def _reset_state(self) -> None:
         self._queue: OrderedDict[tuple[int, int], _Held] = OrderedDict()  # committed, not taken; commit order
@@ -136,15 +142,13 @@ class FileChannel(Channel):
         self._thread.start()
 
     def _open(self, directory: Path) -> None:
-        ckpt = checkpoints.load(directory)
-        segments = list_segments(directory)
-        if ckpt is None:
-            if segments:
-                raise LogCorrupted(str(directory / checkpoints.FILE_NAME), 0,
-                                   f"checkpoint missing but {len(segments)} segment file(s) exist; "
-                                   "replaying them without it could resurrect or lose chunks")
-            ckpt = Checkpoint(segment=0)
-        result = replay(directory, ckpt, segments)
+        try:
+            ckpt, segments, result = self._replay(directory)
+        except LogCorrupted as exc:
+            if self.config.on_corruption == "refuse":
+                raise LogCorrupted(exc.segment, exc.offset, exc.reason, salvage.commands_hint(directory)) from None
+            self._quarantine(directory, exc)
+            ckpt, segments, result = self._replay(directory)
         if result.torn:
             self.log.warning("file channel %s: discarded a torn record at the end of %s (offset %d, %d bytes): %s",
                              self.name, *result.torn)
@@ -169,6 +173,36 @@ class FileChannel(Channel):
         self._try_checkpoint("after reopen")
         self.log.info("file channel %s: opened %s with %d chunk(s), %d bytes (%d record(s) replayed)",
                       self.name, directory, len(self._queue), self._held_bytes, result.records)
+
+    @staticmethod
+    def _replay(directory: Path) -> tuple[Checkpoint, list[int], ReplayResult]:
+        ckpt = checkpoints.load(directory)
+        segments = list_segments(directory)
+        if ckpt is None:
+            if segments:
+                raise LogCorrupted(str(directory / checkpoints.FILE_NAME), 0,
+                                   f"checkpoint missing but {len(segments)} segment file(s) exist; "
+                                   "replaying them without it could resurrect or lose chunks")
+            ckpt = Checkpoint(segment=0)
+        return ckpt, segments, replay(directory, ckpt, segments)
+
+    def _quarantine(self, directory: Path, found: LogCorrupted) -> None:
+        """on_corruption: quarantine: what ``logflume channel salvage`` does, then start."""
+        self.log.error("file channel %s: %s; quarantining the damage (on_corruption: quarantine)", self.name, found)
+        try:
+            moved = salvage.salvage(directory)
+        except OSError as exc:
+            raise StartupError(f"file channel {self.name}: {found}; quarantine failed: {exc.strerror or exc} "
+                               f"({exc.filename}); {salvage.commands_hint(directory)}") from None
+        if moved is None:  # the survey is replay's tolerant twin: it always sees what replay refused
+            raise LogCorrupted(found.segment, found.offset, found.reason, salvage.commands_hint(directory))
+        self._quarantined.inc(moved.bytes)
+        self.metrics.errors.inc()
+        for d in moved.damage:
+            self.log.warning("file channel %s: quarantined %s at offset %d (%d bytes): %s; %s",
+                             self.name, d.path, d.offset, d.length, d.reason, d.impact)
+        self.log.warning("file channel %s: %d damaged region(s), %d bytes, moved to %s; starting with %d intact "
+                         "chunk(s)", self.name, len(moved.damage), moved.bytes, moved.directory, moved.kept_chunks)
 
     def stop(self) -> None:
         with self._cond:
@@ -395,7 +429,8 @@ class FileChannel(Channel):
             return Chunk.from_metadata_json(meta, data)
         except (BadRecord, ValueError) as exc:
             self.metrics.errors.inc()
-            err = LogCorrupted(str(path), off, f"committed chunk unreadable: {exc}")
+            err = LogCorrupted(str(path), off, f"committed chunk unreadable: {exc}",
+                               f"stop the agent, then {salvage.commands_hint(log.directory, setting=False)}")
             self.log.error("%s (the chunk stays at the head of the channel; it is not skipped)", err)
             raise err from None
         except OSError as exc:

@@ -59,14 +59,16 @@ class Checkpoint:
         return body + _CRC.pack(zlib.crc32(body))
 
     @classmethod
-    def decode(cls, raw: bytes, where: str) -> Checkpoint:
+    def decode(cls, raw: bytes, where: str, check_crc: bool = True) -> Checkpoint:
+        """Parse a checkpoint; ``check_crc=False`` lets salvage read one whose checksum failed, to test it."""
+
         def bad(reason: str, at: int = 0) -> LogCorrupted:
             return LogCorrupted(where, at, reason)
 
         if len(raw) < _HEAD.size + _CRC.size:
             raise bad(f"checkpoint too short ({len(raw)} bytes)")
         (crc,) = _CRC.unpack_from(raw, len(raw) - _CRC.size)
-        if zlib.crc32(memoryview(raw)[:-_CRC.size]) != crc:
+        if check_crc and zlib.crc32(memoryview(raw)[:-_CRC.size]) != crc:
             raise bad("checkpoint checksum mismatch")
         magic, version, next_txid, seg, off, n_queue, n_open = _HEAD.unpack_from(raw)
         if magic != MAGIC or version != VERSION:

@@ -56,11 +56,13 @@ class LogCorrupted(StartupError):
     Raised instead of skipping, because what is damaged may be committed data.
     """
 
-    def __init__(self, segment: str, offset: int, reason: str) -> None:
+    def __init__(self, segment: str, offset: int, reason: str, hint: str = "") -> None:
         self.segment = segment
         self.offset = offset
         self.reason = reason
-        super().__init__(f"file channel log corrupted: {segment} at offset {offset}: {reason}")
+        self.hint = hint
+        super().__init__(f"file channel log corrupted: {segment} at offset {offset}: {reason}"
+                         + (f"; {hint}" if hint else ""))
 
 
 class BadRecord(ValueError):

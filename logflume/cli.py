@@ -25,9 +25,9 @@ DELEGATED = {
     "collector": ("collector.daemon:main", "Run a collector daemon (logflume collector -c FILE)"),
     "cat": ("sinks.sequencefile.cat:main", "Print the records of SequenceFiles (like hadoop fs -text)"),
     "archive": ("jobs.archive:main", "Compact sink files by datatype and hour, dropping duplicate chunks"),
+    "demux": ("jobs.demux:main", "Split chunks into records and parse them per datatype"),
     "channel": ("agent.channels.filelog.salvage:main",
                 "Check or repair a file channel: channel verify|salvage DIR"),
-    "demux": ("jobs.demux:main", "Split chunks into records and parse them per datatype"),
 }
 
 EXIT_CONFIG = 2

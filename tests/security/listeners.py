@@ -1,0 +1,82 @@
+"""A real agent process with one network source, for the hostile-client tests of the listeners.
+
+The agent is ``python -m logflume agent`` (memory channel, a CollectSink writing
+JSON lines); its peak resident memory (VmHWM) and thread count are read from
+``/proc/PID/status``, after ``clear_refs`` reset the peak to the idle level.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import wait_for
+
+
+def proc_status(pid: int, field: str) -> int:
+    """A ``/proc/PID/status`` number (kB for Vm* fields)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def peak_mib(pid: int) -> float:
+    return proc_status(pid, "VmHWM") / 1024
+
+
+def rss_mib(pid: int) -> float:
+    return proc_status(pid, "VmRSS") / 1024
+
+
+def threads(pid: int) -> int:
+    return proc_status(pid, "Threads")
+
+
+def reset_peak(pid: int) -> None:
+    """Make VmHWM the current RSS, so the next peak is the attack's own."""
+    with open(f"/proc/{pid}/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+def can_connect(port: int, source_ip: str = "127.0.0.1") -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5, source_address=(source_ip, 0)).close()
+        return True
+    except OSError:
+        return False
+
+
+class Agent:
+    """One agent subprocess around ``source`` (a mapping for YAML) on loopback."""
+
+    def __init__(self, logflume_proc, tmp_path: Path, source: dict, *, port: int) -> None:
+        self.out = tmp_path / "out.jsonl"
+        cfg = tmp_path / "agent.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "agent": {"name": "victim", "data_dir": str(tmp_path / "data")},
+            "sources": {"src": {**source, "channels": ["mem"]}},
+            "channels": {"mem": {"type": "memory"}},
+            "sinks": {"out": {"type": "tests.sources.sinks:CollectSink", "channel": "mem", "jsonl": str(self.out)}},
+        }))
+        self.config = cfg
+        self.port = port
+        self.proc = logflume_proc(["agent", "-c", cfg], name="agent")
+
+    def wait_listening(self) -> None:
+        wait_for(lambda: can_connect(self.port) or not self.proc.alive(), 30, message="agent listening")
+        assert self.proc.alive(), self.proc.log()[-3000:]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def records(self) -> list[str]:
+        """Every record the sink got so far."""
+        if not self.out.exists():
+            return []
+        return [r for line in self.out.read_text().splitlines() for r in json.loads(line)["data"].splitlines()]

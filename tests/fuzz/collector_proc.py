@@ -32,7 +32,9 @@ def proc_status_kib(pid: int, field: str) -> int:
 class CollectorProcess:
     """Collector with logflume, scribe and flume listeners and a local store, under an address-space limit."""
 
-    def __init__(self, root: Path, *, max_frame_size: str = "16MiB", as_limit: int = 2 << 30) -> None:
+    def __init__(self, root: Path, *, max_frame_size: str = "16MiB", as_limit: int = 2 << 30,
+                 extra: str = "") -> None:
+        """``extra``: more ``collector:`` settings, as YAML lines indented by two spaces."""
         self.root = root
         self.ports = {"logflume": free_port(), "scribe": free_port(), "flume": free_port()}
         self.store = root / "store"
@@ -48,6 +50,7 @@ class CollectorProcess:
             "  idle_timeout: 3s\n"
             "  frame_timeout: 2s\n"
             "  max_connections: 64\n"
+            f"{extra}"
             "store:\n"
             "  type: buffer\n"
             f"  primary: {{type: seqfile, url: {self.store}, roll_interval: 1h, collector_name: fuzzcoll}}\n"
@@ -133,3 +136,39 @@ class CollectorProcess:
                 self.proc.wait(10)
         self._log.close()
         return self.proc.returncode
+
+
+class Cost:
+    """What an attack cost a collector: peak RSS growth (VmHWM after a reset), CPU and wall time."""
+
+    def __init__(self, collector: CollectorProcess) -> None:
+        self.collector = collector
+        self.peak_growth_mib = self.seconds = self.cpu_seconds = 0.0
+
+    def __enter__(self) -> Cost:
+        self.collector.wait_quiet()
+        self.collector.reset_peak()
+        self._rss = self.collector.peak_rss_mib()
+        self._cpu = self.collector.cpu_seconds()
+        self._t0 = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.monotonic() - self._t0
+        self.collector.wait_quiet()
+        self.peak_growth_mib = self.collector.peak_rss_mib() - self._rss
+        self.cpu_seconds = self.collector.cpu_seconds() - self._cpu
+
+    def __str__(self) -> str:
+        return f"peak RSS +{self.peak_growth_mib:.0f} MiB, {self.seconds:.1f} s, {self.cpu_seconds:.2f} s CPU"
+
+
+def stored_chunks(store: Path) -> list:
+    """Every chunk in the SequenceFiles under ``store`` (stop the collector first, so every file is closed)."""
+    from sinks.sequencefile import SequenceFileReader
+
+    out = []
+    for path in sorted(store.rglob("*.seq")):
+        with open(path, "rb") as f:
+            out.extend(SequenceFileReader(f).iter_chunks())
+    return out

@@ -336,3 +336,23 @@ def test_batches_before_the_handshake_are_refused(wire_server, caplog):
         assert _closed_by_server(s, 5) < 5
     assert "expected a ping handshake first" in caplog.text
     assert not rec.chunks
+
+
+def test_admission_reserves_the_inflated_size_before_reading_the_body(wire_server):
+    reserved: list[int] = []
+
+    class Record:
+        def __init__(self, n, peer):
+            reserved.append(n)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    srv, rec = wire_server(reserve=Record)
+    client = WireClient(*srv.address, compression="zstd")
+    assert client.deliver([chunk(1, b"z" * (1 << 20))]).ok
+    client.close()
+    assert len(reserved) == 1 and reserved[0] > 1 << 20  # compressed body plus the 1 MiB it inflates to

@@ -37,7 +37,7 @@ from agent.channels.filelog.records import (
     encode_positions,
     read_put,
 )
-from agent.channels.filelog.replay import ReplayResult, replay
+from agent.channels.filelog.replay import Damage, ReplayResult, replay
 from agent.channels.filelog.segments import LogWriteError, SegmentLog, list_segments
 from logflume.channel import ByteBudget, Channel, Transaction
 from logflume.chunk import Buffer, Chunk
@@ -69,8 +69,8 @@ class FileChannel(Channel):
                                        "How often to checkpoint (also done on every segment roll and on stop)"),
         "max_chunk_size": Setting(Size(min=1), "256MiB", "A put of a bigger chunk fails with ChunkTooLarge"),
         "on_corruption": Setting(Enum("refuse", "quarantine"), "refuse",
-                                 "Damaged log at start: refuse to start, or quarantine: move the damage to "
-                                 "<dir>.quarantine/ and start with every intact chunk"),
+                                 "Damaged log: refuse (to start; a damaged chunk stops the take), or quarantine: move "
+                                 "the damage to <dir>.quarantine/ and go on with every intact chunk"),
     }
 
     def configure(self) -> None:
@@ -98,7 +98,7 @@ class FileChannel(Channel):
         self._checkpoints = self.metrics.counter("channel_checkpoints", "Checkpoints written by a durable channel")
         self._segments = self.metrics.gauge("channel_segments", "Segment files of a durable channel on disk")
         self._quarantined = self.metrics.counter("channel_quarantined_bytes",
-                                                 "Damaged bytes moved to the quarantine folder at start")
+                                                 "Damaged bytes moved to the quarantine folder")
 
     def _reset_state(self) -> None:
         self._queue: OrderedDict[tuple[int, int], _Held] = OrderedDict()  # committed, not taken; commit order
@@ -395,31 +395,66 @@ class FileChannel(Channel):
 
     def _take(self, timeout: float | None) -> tuple[tuple[int, int], _Held, Chunk] | None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not self._queue:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    if self._closed:
+                        raise ChannelClosed(self.name)
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return None
+                    self._cond.wait(remaining if remaining is not None else 1.0)
                 if self._closed:
                     raise ChannelClosed(self.name)
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._cond.wait(remaining if remaining is not None else 1.0)
-            if self._closed:
-                raise ChannelClosed(self.name)
-            key, held = self._queue.popitem(last=False)
-            self._taken[key] = held
-            self._reading += 1
-            log = self._log
-        try:
-            assert log is not None
-            chunk = self._read(log, held[1])
-        except BaseException:
-            self._return_to_head([(key, held)])
-            raise
-        finally:
+                key, held = self._queue.popitem(last=False)
+                self._taken[key] = held
+                self._reading += 1
+                log = self._log
+            try:
+                assert log is not None
+                try:
+                    return key, held, self._read(log, held[1])
+                except LogCorrupted as exc:
+                    if self.config.on_corruption == "refuse":
+                        raise
+                    self._quarantine_held(log, key, held, exc)
+            except BaseException:
+                self._return_to_head([(key, held)])
+                raise
+            finally:
+                with self._cond:
+                    self._reading -= 1
+                    self._cond.notify_all()
+
+    def _quarantine_held(self, log: SegmentLog, key: tuple[int, int], held: _Held, found: LogCorrupted) -> None:
+        """on_corruption: quarantine for a held chunk found damaged at take: copy it aside, consume it durably.
+
+        It is consumed by a COMMIT that takes it and puts nothing, so it stays gone after a restart.
+        """
+        seg, off, meta_len, data_len = held[1]
+        path = log.path(seg)
+        present = max(0, min(os.path.getsize(path), off + HEADER_SIZE + meta_len + data_len) - off)
+        damage = Damage(str(path), off, present, found.reason, "committed chunk lost")
+        assert self.directory is not None
+        folder, copied = salvage.write_quarantine(
+            self.directory, [damage], {"kept_chunks": None},
+            "Found when a sink took the chunk; the channel went on with the next one.")
+        body = encode_positions([key])
+        with self._write_lock:
+            end_seg, end_off = self._append_locked(OP_COMMIT, 0, body, b"", body_crc(body))
             with self._cond:
-                self._reading -= 1
+                del self._taken[key]
+                self._held_bytes -= data_len
+                self._budget.used -= data_len
+                self._update_gauges()
                 self._cond.notify_all()
-        return key, held, chunk
+        self._quarantined.inc(copied)
+        try:
+            self._sync_to((end_seg, end_off + HEADER_SIZE + len(body)))
+        except LogWriteError as exc:  # not durable: after a restart the chunk is found and quarantined again
+            self.log.error("file channel %s: %s", self.name, exc)
+        self.log.warning("file channel %s: quarantined the held chunk at %s offset %d (%d bytes) to %s: %s",
+                         self.name, path, off, copied, folder, found.reason)
 
     def _read(self, log: SegmentLog, entry: Entry) -> Chunk:
         seg, off, meta_len, data_len = entry
@@ -430,8 +465,9 @@ class FileChannel(Channel):
         except (BadRecord, ValueError) as exc:
             self.metrics.errors.inc()
             err = LogCorrupted(str(path), off, f"committed chunk unreadable: {exc}",
-                               f"stop the agent, then {salvage.commands_hint(log.directory, setting=False)}")
-            self.log.error("%s (the chunk stays at the head of the channel; it is not skipped)", err)
+                               f"stop the agent, then {salvage.commands_hint(log.directory)}")
+            if self.config.on_corruption == "refuse":
+                self.log.error("%s (the chunk stays at the head of the channel; it is not skipped)", err)
             raise err from None
         except OSError as exc:
             self.metrics.errors.inc()

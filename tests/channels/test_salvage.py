@@ -19,7 +19,7 @@ import pytest
 
 from agent.channels.file import FileChannel
 from agent.channels.filelog import checkpoint as checkpoints
-from agent.channels.filelog.records import HEADER_SIZE, OP_PUT, BadRecord, parse_at
+from agent.channels.filelog.records import HEADER_SIZE, OP_PUT, BadRecord, LogCorrupted, parse_at
 from agent.channels.filelog.salvage import salvage, survey
 from agent.channels.filelog.segments import list_segments, segment_name
 from logflume.chunk import Chunk
@@ -216,6 +216,65 @@ def test_truncated_segment_verify_salvage_delivers_the_rest(tmp_path, logflume_p
     expected = [i for i in range(CONSUMED, CHUNKS) if i not in lost]
     got, _ = run_agent(logflume_proc, tmp_path, d, expected)
     assert got == expected
+
+
+def test_on_corruption_quarantine_at_take_time_with_a_truncated_segment(tmp_path, logflume_proc):
+    """Damage behind the checkpoint is found only at take: quarantine mode sets each chunk aside and goes on."""
+    d = tmp_path / "ch"
+    fill(d, crash=False, segment_size="4KiB")
+    records = puts(d)
+    seg, off, length = records[12]
+    with open(seg, "r+b") as f:
+        f.truncate(off + length // 2)
+    lost = sorted(i for i, (s, o, _) in records.items() if s == seg and o >= off and i >= CONSUMED)
+    expected = [i for i in range(CONSUMED, CHUNKS) if i not in lost]
+    got, log = run_agent(logflume_proc, tmp_path, d, expected, mode="quarantine")
+    assert got == expected
+    assert f"quarantined the held chunk at {seg} offset {off} ({length // 2} bytes)" in log
+    assert logflume("channel", "verify", d).returncode == 0, "the quarantined chunks were consumed durably"
+
+
+def test_take_time_quarantine_counts_bytes_and_survives_a_restart(tmp_path):
+    d = tmp_path / "ch"
+    fill(d, crash=False)
+    seg, off, length = puts(d)[8]
+    flip(seg, off + length - 3)
+    ch = channel(d, on_corruption="quarantine")
+    crashed = tmp_path / "crashed"
+    try:
+        tx = ch.transaction()
+        got = [int(c.tags["i"]) for c in iter(tx.take, None)]
+        tx.rollback()  # the intact chunks go back; the quarantined one was consumed on its own
+        labels = {"kind": "channel", "component": "f"}
+        assert ch.context.metrics.value("channel_quarantined_bytes_total", **labels) == length
+        shutil.copytree(d, crashed, ignore=shutil.ignore_patterns("lock"))  # no checkpoint after the take
+    finally:
+        ch.stop()
+    assert got == [i for i in range(CONSUMED, CHUNKS) if i != 8]
+    [folder] = (tmp_path / "ch.quarantine").iterdir()
+    [item] = json.loads((folder / "manifest.json").read_text())["damage"]
+    assert (item["offset"], item["length"], item["impact"]) == (off, length, "committed chunk lost")
+    ch = channel(crashed)
+    try:
+        assert ch.size_chunks() == CHUNKS - CONSUMED - 1, "the quarantine is logged: a crash does not undo it"
+    finally:
+        ch.stop()
+
+
+def test_refuse_at_take_time_keeps_the_chunk_and_names_the_commands(tmp_path):
+    d = tmp_path / "ch"
+    fill(d, crash=False)
+    seg, off, length = puts(d)[CONSUMED]
+    flip(seg, off + length - 3)
+    ch = channel(d)
+    try:
+        tx = ch.transaction()
+        with pytest.raises(LogCorrupted, match=f"logflume channel salvage {d}"):
+            tx.take()
+        tx.rollback()
+        assert ch.size_chunks() == CHUNKS - CONSUMED
+    finally:
+        ch.stop()
 
 
 # -- a damaged checkpoint --------------------------------------------------------------------------------------

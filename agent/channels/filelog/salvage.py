@@ -210,6 +210,22 @@ def salvage(directory: Path, found: Survey | None = None) -> Quarantine | None:
     found = found or survey(directory)
     if not found.damage:
         return None
+    doubt = f", {found.in_doubt} of them kept in doubt (may be delivered twice)" if found.in_doubt else ""
+    folder, total = write_quarantine(
+        directory, found.damage,
+        {"kept_chunks": len(found.queue), "kept_bytes": found.intact_bytes, "kept_in_doubt": found.in_doubt},
+        f"The channel kept {len(found.queue)} intact committed chunk(s) ({found.intact_bytes} bytes{doubt}) in "
+        "commit order and delivers them at its next start; their old segment files are deleted once delivered.")
+    # The commit point: one atomic rename.  Positions past every damaged byte, so nothing is replayed.
+    newest = max(found.segments, default=0)
+    end = (directory / segment_name(newest)).stat().st_size if found.segments else 0
+    checkpoints.save(directory, Checkpoint(found.next_txid, newest, end, list(found.queue), {}))
+    return Quarantine(folder, total, found.damage, len(found.queue))
+
+
+def write_quarantine(directory: Path, damage: list[Damage], summary: dict, kept: str) -> tuple[Path, int]:
+    """A new folder under ``<directory>.quarantine/`` with a copy of each damaged region, manifest.json and
+    README.txt, all fsynced; returns the folder and the bytes copied."""
     root = quarantine_root(directory)
     root.mkdir(mode=0o700, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -226,7 +242,7 @@ def salvage(directory: Path, found: Survey | None = None) -> Quarantine | None:
     fsync_dir(root.parent)
     items = []
     total = 0
-    for d in found.damage:
+    for d in damage:
         saved = None
         if d.length:
             saved = f"{Path(d.path).name}@{d.offset}.bin"
@@ -237,19 +253,13 @@ def salvage(directory: Path, found: Survey | None = None) -> Quarantine | None:
         "channel": str(directory),
         "salvaged_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "quarantined_bytes": total,
-        "kept_chunks": len(found.queue),
-        "kept_bytes": found.intact_bytes,
-        "kept_in_doubt": found.in_doubt,
+        **summary,
         "damage": items,
     }
     write_atomic(folder / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
-    write_atomic(folder / "README.txt", _readme(directory, found, items, total).encode())
+    write_atomic(folder / "README.txt", _readme(directory, items, total, kept).encode())
     fsync_dir(folder)
-    # The commit point: one atomic rename.  Positions past every damaged byte, so nothing is replayed.
-    newest = max(found.segments, default=0)
-    end = (directory / segment_name(newest)).stat().st_size if found.segments else 0
-    checkpoints.save(directory, Checkpoint(found.next_txid, newest, end, list(found.queue), {}))
-    return Quarantine(folder, total, found.damage, len(found.queue))
+    return folder, total
 
 
 def _copy_range(src: Path, offset: int, length: int, dest: Path) -> None:
@@ -270,15 +280,14 @@ def _copy_range(src: Path, offset: int, length: int, dest: Path) -> None:
             os.close(fd)
 
 
-def _readme(directory: Path, found: Survey, items: list[dict], total: int) -> str:
+def _readme(directory: Path, items: list[dict], total: int, kept: str) -> str:
     lines = [
         f"Damaged parts of the file channel {directory}, set aside by `logflume channel salvage`",
-        f"(or by the channel's on_corruption: quarantine) at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}.",
+        f"or by the channel's on_corruption: quarantine, at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}.",
         "",
         "Each .bin file is a copy of the damaged bytes of the file and offset in its name; manifest.json",
-        "lists them with the reason and what it cost.  The channel no longer refers to these bytes: it",
-        f"kept {len(found.queue)} intact committed chunk(s) ({found.intact_bytes} bytes) in commit order and",
-        "delivers them at its next start; their old segment files are deleted once delivered.",
+        "lists them with the reason and what it cost.  The channel no longer refers to these bytes.",
+        kept,
         "",
     ]
     for item in items:

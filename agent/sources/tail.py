@@ -5,10 +5,13 @@ reads the ones that grew, hands their chunks to the channel and, once the
 channel committed them, advances the position file.  See docs/tail.md for the
 settings, rotation semantics and guarantees.
 
-Files are tracked by identity (device + inode + fingerprint of the first
-bytes), not by path: a file renamed by rotation keeps being read to its end
-through its open descriptor, the new file at the old path is read from its
-beginning, and a file that shrinks (copytruncate) starts a new epoch at 0.
+Files are tracked by identity (a fingerprint of the first bytes, with device
+and inode as hints), not by path: a file renamed by rotation keeps being read
+to its end through its open descriptor, the new file at the old path is read
+from its beginning, and a file that shrinks (copytruncate) starts a new epoch
+at 0.  A generation read before and found again (after a restart, at another
+inode, or as the copy copytruncate made) resumes at its committed offset under
+the stream and epoch it was first read under: it is never read twice.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ import os
 import stat
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from agent.chunker import MultilinePattern, RecordChunker
 from agent.sources.tailing.checkpoint import CheckpointWriter, Position, PositionFile
-from agent.sources.tailing.identity import FileIdentity
+from agent.sources.tailing.generations import FingerprintIndex, Generations
+from agent.sources.tailing.identity import FileIdentity, read_head
 from agent.sources.tailing.reader import TailedFile
 from agent.sources.tailing.watcher import ChangeWatcher
 from logflume.chunk import Chunk
@@ -48,6 +52,13 @@ from logflume.source import SourceOutput, ThreadedSource
 
 #: Rotated files compressed by logrotate: skipped unless the glob itself names the suffix.
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
+
+#: Full scans an ended generation (truncated away by copytruncate) waits for its copy before it is dropped.
+#: The copy exists before the truncation is noticed, so the first scan after it finds it.
+ENDED_GENERATION_SCANS = 3
+
+#: What a newly seen file is (see ``TailSource._identify``).
+NEW, RESUME, WAIT = "new", "resume", "wait"
 
 PATH_SETTINGS = {
     "glob": Setting(Str(), doc="Files to follow (``*``, ``?``, ``[..]``, ``**`` for any depth)"),
@@ -150,7 +161,10 @@ class TailSource(ThreadedSource):
         self.max_buffered = cfg.max_buffered or cfg.chunk_size
         self.files: dict[tuple[int, int], TailedFile] = {}
         self.by_path: dict[str, tuple[int, int]] = {}
-        self.remembered: dict[tuple[int, int], Position] = {}
+        self.remembered = Generations()  # generations read before and not being read now
+        self._ended_scans: dict[str, int] = {}  # ended generation -> full scans it has waited for its copy
+        self._live: FingerprintIndex[TailedFile] | None = None  # files being read, by fingerprint (per step)
+        self._rescan = False  # a generation ended: look for its copy at once
         self.unreadable: dict[tuple[int, int], tuple[int, int]] = {}
         self.open_count = 0
         self._initial_scan = True
@@ -174,7 +188,8 @@ class TailSource(ThreadedSource):
 
     def start(self, output: SourceOutput) -> None:  # type: ignore[override]
         self.positions = PositionFile(self.context.state_dir("source", self.name) / "positions.json")
-        self.remembered = {p.key: p for p in self.positions.load()}
+        self.remembered = Generations(self.positions.load())
+        self._ended_scans = {p.epoch: 0 for p in self.remembered if p.ended}
         self.checkpoints = CheckpointWriter(self.positions, self.config.checkpoint_interval, self._checkpoint_failed)
         self.watcher = ChangeWatcher([s.glob for s in self.specs], use_events=self.config.use_events)
         self.watcher.start()
@@ -235,10 +250,12 @@ class TailSource(ThreadedSource):
 
     def _step(self, now: float, next_scan: float) -> int:
         """One round: take events, scan if due, read and deliver; returns bytes read."""
+        self._live = None
         dirty, moves, dir_changed = self.watcher.take()
         for old, new in moves:
             self._moved(old, new, now)
-        if dir_changed or now >= next_scan:
+        if dir_changed or now >= next_scan or self._rescan:
+            self._rescan = False
             self._scan(now)
             self.watcher.ensure_watches()
         else:
@@ -298,10 +315,17 @@ class TailSource(ThreadedSource):
             if tf.fd is None and not self._open(tf, now):
                 if tf.chunker.pending_bytes == 0:
                     self._forget_file(tf, remember=True)
-        for key, pos in list(self.remembered.items()):
-            if wall - pos.last_seen > self.config.forget_after:
-                del self.remembered[key]
-                self._ckpt_dirty = True
+        for pos in self.remembered:
+            if pos.ended:  # its copy, if followed, was found by now
+                waited = self._ended_scans.get(pos.epoch, 0) + 1
+                self._ended_scans[pos.epoch] = waited
+                if waited < ENDED_GENERATION_SCANS:
+                    continue
+            elif wall - pos.last_seen <= self.config.forget_after:
+                continue
+            self.remembered.pop(pos.epoch)
+            self._ended_scans.pop(pos.epoch, None)
+            self._ckpt_dirty = True
         self.m_tracked.set(len(self.files))
 
     def _consider(self, path: str, spec: PathSpec, now: float) -> tuple[int, int] | None:
@@ -334,7 +358,13 @@ class TailSource(ThreadedSource):
             return key  # nothing to read yet; followed once it has bytes (from its beginning)
         return self._track_new(path, spec, now)
 
-    def _track_new(self, path: str, spec: PathSpec, now: float, stream: str | None = None) -> tuple[int, int] | None:
+    def _track_new(self, path: str, spec: PathSpec | None, now: float, stream: str | None = None,
+                   known_only: bool = False) -> tuple[int, int] | None:
+        """Open a file not followed yet; returns its key once followed.
+
+        ``stream`` names a file first seen under another name (a rename event); ``known_only`` follows the
+        file only if it holds a generation read before (files outside the globs, looked at after a restart).
+        """
         if self.open_count >= self.config.max_open_files and not self._evict_one(now):
             return None  # every descriptor drains a rotated file: look again at the next scan
         try:
@@ -342,6 +372,8 @@ class TailSource(ThreadedSource):
         except FileNotFoundError:
             return None
         except OSError as exc:
+            if known_only:
+                return None
             try:
                 st = os.stat(path)
                 self.unreadable[(st.st_dev, st.st_ino)] = (st.st_mtime_ns, st.st_mode)
@@ -353,42 +385,92 @@ class TailSource(ThreadedSource):
             return None
         try:
             st = os.fstat(fd)
-            ident = FileIdentity.of_fd(fd, st)
+            head = read_head(fd)
+            verdict, pos, had_position = self._identify(st, head, path)
         except OSError:
             os.close(fd)
             return None
-        key = ident.key
+        if verdict == WAIT or (verdict == NEW and known_only):
+            os.close(fd)
+            return None
+        key = (st.st_dev, st.st_ino)
         self.unreadable.pop(key, None)
-        pos = self.remembered.pop(key, None)
-        resumed = False
         if pos is not None:
-            old = FileIdentity(pos.dev, pos.ino, pos.fp_len, pos.fp)
-            try:
-                resumed = old.matches(fd)
-            except OSError:
-                resumed = False
-        if resumed:
-            assert pos is not None
+            self.remembered.pop(pos.epoch)
+            self._ended_scans.pop(pos.epoch, None)
             offset, epoch, stream, truncs = pos.offset, pos.epoch, pos.stream, pos.truncations
-            ident = FileIdentity(pos.dev, pos.ino, pos.fp_len, pos.fp)
+            spec = self._spec_for(pos.stream) or spec or self.specs[0]
+            if pos.key == key and not pos.ended:
+                ident = pos.identity  # the same file: keep the fingerprint length it had
+            else:
+                ident = FileIdentity.of_head(st, head)
+                how = "a copy of" if pos.ended else "moved from"
+                self.log.info("%s is %s %s (epoch %s): continuing it at offset %d", path, how, pos.path,
+                              pos.epoch, pos.offset)
         else:
-            if pos is not None:
-                self.log.info("%s reuses the inode of a file read before (first bytes differ): "
-                              "reading it as a new file from 0", path)
-            at_end = self._initial_scan and self.config.start_at == "end" and pos is None
+            ident = FileIdentity.of_head(st, head)
+            at_end = self._initial_scan and self.config.start_at == "end" and not had_position
             offset = st.st_size if at_end else 0
             epoch, stream, truncs = ident.epoch(), stream or path, 0
+            assert spec is not None
         tf = TailedFile(
             ident, epoch=epoch, stream=stream, path=path, datatype=spec.datatype, tags=spec.tags,
             offset=offset, truncations=truncs, make_chunker=self._make_chunker, now=now, last_seen=time.time(),
         )
         self.files[key] = tf
+        if self._live is not None:
+            self._live.add(ident.fp_len, ident.fp, tf)
         self.by_path[path] = key
         self._ckpt_dirty = True
         tf.fd = fd
         self.open_count += 1
         self.m_open.set(self.open_count)
         return key
+
+    def _identify(self, st: os.stat_result, head: bytes, path: str) -> tuple[str, Position | None, bool]:
+        """What a file not followed yet holds: (verdict, generation to resume, had a position at its inode).
+
+        RESUME: a generation read before: the same inode and first bytes, or the same first bytes elsewhere
+        (a copy, a move to another inode or device) and at least as long as its committed offset.
+        WAIT: a copy of a generation still being read (copytruncate copies before it truncates), or one shorter
+        than what was read of it: looked at again later.  NEW: a file to read from its beginning.
+        A generation known only by a fingerprint of less than the maximum is taken for a copy only away from
+        the paths it was read at (a new file at the same path that starts with the same few bytes is new).
+        """
+        key = (st.st_dev, st.st_ino)
+        had_position = False
+        for pos in self.remembered.at_inode(key):
+            if pos.identity.head_matches(head):
+                return RESUME, pos, True
+            # Other first bytes at its inode: truncated while we were away, or the inode was reused.  Its
+            # bytes live on only in a copy, if one was made: remember it as ended.
+            had_position = True
+            self.log.info("%s no longer holds epoch %s (first bytes differ): reading it as a new file from 0",
+                          path, pos.epoch)
+            self.remembered.add(replace(pos, ended=True))
+            self._ended_scans[pos.epoch] = 0
+            self._ckpt_dirty = True
+        for tf in self._live_index().find(head):
+            if tf.key != key and (tf.ident.full or path not in (tf.stream, tf.path)):
+                return WAIT, None, had_position
+        best, shorter = None, False
+        for pos in self.remembered.with_head(head):
+            if not (pos.ended or pos.identity.full or path not in (pos.stream, pos.path)):
+                continue
+            if st.st_size < pos.offset:
+                shorter = True
+            elif best is None or pos.offset > best.offset:
+                best = pos
+        if best is not None:
+            return RESUME, best, had_position
+        return (WAIT if shorter else NEW), None, had_position
+
+    def _live_index(self) -> FingerprintIndex[TailedFile]:
+        if self._live is None:
+            self._live = FingerprintIndex()
+            for tf in self.files.values():
+                self._live.add(tf.ident.fp_len, tf.ident.fp, tf)
+        return self._live
 
     def _moved(self, old: str, new: str, now: float) -> None:
         """A rename event: follow the file to its new name, even one it had before we first saw it."""
@@ -414,26 +496,30 @@ class TailSource(ThreadedSource):
             tf.rotated_at = now  # renamed out of the globs: read to its end, then let go
 
     def _recover_moved(self, now: float) -> None:
-        """Files renamed out of the globs while we were down: find them by inode and read their rest."""
-        by_dir: dict[str, list[Position]] = {}
-        for pos in self.remembered.values():
-            by_dir.setdefault(os.path.dirname(pos.path), []).append(pos)
-        for directory, positions in by_dir.items():
-            wanted = {p.ino: p for p in positions}
+        """Generations that left the globs while we were down (renamed, or copied to another inode) are
+        found by content where they were last seen, and read to their end under their own stream."""
+        directories = sorted({os.path.dirname(p.path) for p in self.remembered})
+        for directory in directories:
             try:
                 entries = list(os.scandir(directory))
             except OSError:
                 continue
             for entry in entries:
-                pos = wanted.get(entry.inode())
-                if pos is None or not entry.is_file(follow_symlinks=False):
+                if not len(self.remembered):
+                    return
+                try:
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
                     continue
-                spec = self._spec_for(pos.stream) or self.specs[0]
-                key = self._track_new(entry.path, spec, now)
+                if (st.st_dev, st.st_ino) in self.files or st.st_size == 0 or self._spec_for(entry.path):
+                    continue  # followed already, empty, or the scan's to decide
+                key = self._track_new(entry.path, None, now, known_only=True)
                 tf = self.files.get(key) if key else None
-                if tf is not None and tf.stream == pos.stream:
-                    tf.rotated_at = now
-                    self.log.info("resuming %s (was %s) at offset %d", entry.path, pos.stream, tf.committed)
+                if tf is not None:
+                    tf.rotated_at = now  # not at a watched path: read to its end, then let go
+                    self.log.info("resuming %s (stream %s) at offset %d", entry.path, tf.stream, tf.committed)
 
     def _make_chunker(self, stream: str, epoch: str, offset: int, datatype: str, tags: dict[str, str]):
         cfg = self.config
@@ -483,8 +569,9 @@ class TailSource(ThreadedSource):
         self.files.pop(key, None)
         if self.by_path.get(tf.path) == key:
             del self.by_path[tf.path]
+        self._take_ended(tf)
         if remember:
-            self.remembered[key] = tf.position()
+            self.remembered.add(tf.position())
         self._lag_gauge(tf).set(0)
         self._ckpt_dirty = True
 
@@ -580,6 +667,7 @@ class TailSource(ThreadedSource):
             if tf.committed_truncations != tf.truncations:
                 self.m_truncations.inc(tf.truncations - tf.committed_truncations)
             tf.mark_committed()
+            self._take_ended(tf)
             self._lag_gauge(tf).set(tf.lag)
             self._ckpt_dirty = True
         if chunks:
@@ -590,9 +678,20 @@ class TailSource(ThreadedSource):
         if not (self._ckpt_dirty or force):
             return
         entries = [tf.position() for tf in self.files.values()]
-        entries += [p for k, p in self.remembered.items() if k not in self.files]
+        live = {p.epoch for p in entries}
+        entries += [p for p in self.remembered if p.epoch not in live]
         self.checkpoints.submit(entries)
         self._ckpt_dirty = False
+
+    def _take_ended(self, tf: TailedFile) -> None:
+        """Generations the file was truncated away from, committed to their end: remembered for their copy."""
+        if tf.ended:
+            for pos in tf.ended:
+                self.remembered.add(pos)
+                self._ended_scans[pos.epoch] = 0
+            tf.ended = []
+            self._rescan = True
+            self._ckpt_dirty = True
 
     def _checkpoint_failed(self, exc: OSError) -> None:
         # disk full, read-only: reading goes on, the writer tries again

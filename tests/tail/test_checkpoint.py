@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import asdict
 
 import pytest
 
@@ -22,6 +23,18 @@ def test_save_load_round_trip_and_no_temp_left(tmp_path):
     f.save([pos(10), pos(20, ino=8)])
     assert f.load() == [pos(10), pos(20, ino=8)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["positions.json"]
+
+
+def test_version_1_is_read_and_rewritten_as_version_2(tmp_path):
+    f = PositionFile(tmp_path / "positions.json")
+    v1 = {k: v for k, v in asdict(pos(10)).items() if k != "ended"}
+    f.path.write_text(json.dumps({"version": 1, "files": [v1]}))
+    assert f.load() == [pos(10)]
+    ended = Position(**{**asdict(pos(4)), "epoch": "1:7:ab#0", "ended": True})
+    f.save([pos(10), ended])  # two generations of one inode: the current one and the one its copy continues
+    doc = json.loads(f.path.read_bytes())
+    assert doc["version"] == 2 and [e["ended"] for e in doc["files"]] == [False, True]
+    assert f.load() == [pos(10), ended]
 
 
 def test_wrong_version_is_a_startup_error(tmp_path):

@@ -238,8 +238,9 @@ def test_checkpoint_resume_and_format(tmp_path, running):
     wait_for(lambda: r.stream_bytes(log) == lines(0, 50))
     r.source.stop()
     doc = json.loads((tmp_path / "data" / "source" / "t" / "positions.json").read_bytes())
-    assert doc["version"] == 1
+    assert doc["version"] == 2
     (entry,) = doc["files"]
+    assert entry["ended"] is False
     st = os.stat(log)
     assert (entry["dev"], entry["ino"], entry["offset"], entry["seq_id"]) == (
         st.st_dev, st.st_ino, len(lines(0, 50)), len(lines(0, 50)))

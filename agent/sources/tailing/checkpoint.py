@@ -1,9 +1,15 @@
-"""The position file: where each tailed file's committed data ends, written atomically.
+"""The position file: where each generation's committed data ends, written atomically.
 
 One JSON document per source (``positions.json`` in the source's state
-directory).  It is replaced whole: written to a temporary file, fsynced,
-renamed over the old one and the directory fsynced, so a crash at any moment
-leaves either the old or the new positions, never a mix or a torn file.
+directory), one entry per *generation*: the content of a file between two
+truncations, named by its epoch and found again by its fingerprint (device and
+inode are hints).  Several entries may share an inode: a file truncated by
+copytruncate has its current generation and the ended one that lives on in the
+copy.  The entry carries the stream the generation was first read under, so a
+restart resumes it under that name wherever the file has gone.
+
+It is replaced whole with :func:`logflume.statefile.write_atomic`, so a crash
+at any moment leaves either the old or the new positions, never a torn file.
 """
 
 from __future__ import annotations
@@ -15,15 +21,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from agent.sources.tailing.identity import FileIdentity
 from logflume.errors import StartupError
 from logflume.statefile import write_atomic
 
-FORMAT_VERSION = 1
+#: 2: one entry per generation (unique epoch, ``ended`` flag; inodes may repeat); 1: one entry per inode.
+FORMAT_VERSION = 2
 
 
 @dataclass
 class Position:
-    """One file's committed position (see docs/tail.md, "Checkpoint format")."""
+    """One generation's committed position (see docs/tail.md, "Checkpoints and guarantees")."""
 
     dev: int
     ino: int
@@ -36,10 +44,16 @@ class Position:
     seq_id: int  # seq_id of the last committed chunk (== offset)
     truncations: int
     last_seen: float  # wall-clock time the file was last seen (for forget_after)
+    ended: bool = False  # truncated away from its inode: it goes on only in a copy (copytruncate)
 
     @property
     def key(self) -> tuple[int, int]:
+        """Device and inode where the generation was last read: a hint, confirmed by the fingerprint."""
         return (self.dev, self.ino)
+
+    @property
+    def identity(self) -> FileIdentity:
+        return FileIdentity(self.dev, self.ino, self.fp_len, self.fp)
 
 
 class PositionFile:
@@ -54,8 +68,11 @@ class PositionFile:
             return []
         try:
             doc = json.loads(raw)
-            if doc.get("version") != FORMAT_VERSION:
-                raise ValueError(f"unsupported version {doc.get('version')!r}, expected {FORMAT_VERSION}")
+            version = doc.get("version")
+            if version == 1:  # one entry per inode, none ended: each is that file's current generation
+                return [Position(**entry, ended=False) for entry in doc["files"]]
+            if version != FORMAT_VERSION:
+                raise ValueError(f"unsupported version {version!r}, expected {FORMAT_VERSION} (or 1)")
             return [Position(**entry) for entry in doc["files"]]
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise StartupError(

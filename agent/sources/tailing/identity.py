@@ -1,11 +1,12 @@
-"""Which file is this? Device + inode + a fingerprint of its first bytes.
+"""Which file is this? A fingerprint of its first bytes, with device + inode as hints.
 
 Device and inode alone are not enough: a deleted file's inode is soon given
 to a new file, and resuming the new file at the old file's offset would skip
-its first bytes.  The fingerprint (a hash of the first ``FINGERPRINT_BYTES``,
-or of as many as the file had when first seen) tells the two apart.  A file
-seen while shorter than that is re-fingerprinted over more bytes as it grows,
-after checking that what was already hashed did not change.
+its first bytes; a copy (copytruncate) or a file whose device number changed
+has other numbers but the same bytes.  The fingerprint (a hash of the first
+``FINGERPRINT_BYTES``, or of as many as the file had when first seen) is what
+decides.  A file seen while shorter than that is re-fingerprinted over more
+bytes as it grows, after checking that what was already hashed did not change.
 """
 
 from __future__ import annotations
@@ -18,8 +19,14 @@ from dataclasses import dataclass
 FINGERPRINT_BYTES = 1024
 
 
-def _hash(data: bytes) -> str:
+def fingerprint(data: bytes) -> str:
+    """blake2b-128 hex of a file's leading bytes."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def read_head(fd: int) -> bytes:
+    """The leading bytes that identify an open file (as many as it has, up to the maximum)."""
+    return os.pread(fd, FINGERPRINT_BYTES, 0)
 
 
 @dataclass
@@ -37,8 +44,20 @@ class FileIdentity:
     def of_fd(cls, fd: int, st: os.stat_result | None = None) -> FileIdentity:
         """Identity of an open file, fingerprinting as many leading bytes as it has (up to the maximum)."""
         st = st or os.fstat(fd)
-        head = os.pread(fd, FINGERPRINT_BYTES, 0)
-        return cls(st.st_dev, st.st_ino, len(head), _hash(head))
+        return cls.of_head(st, read_head(fd))
+
+    @classmethod
+    def of_head(cls, st: os.stat_result, head: bytes) -> FileIdentity:
+        return cls(st.st_dev, st.st_ino, len(head), fingerprint(head))
+
+    @property
+    def full(self) -> bool:
+        """Does the fingerprint cover the maximum (a file shorter than that may still change identity)?"""
+        return self.fp_len >= FINGERPRINT_BYTES
+
+    def head_matches(self, head: bytes) -> bool:
+        """Do these leading bytes (of any file) start with the bytes this fingerprint covers?"""
+        return len(head) >= self.fp_len and fingerprint(head[:self.fp_len]) == self.fp
 
     def matches(self, fd: int) -> bool:
         """True when the open file has the same device, inode and leading bytes."""
@@ -48,13 +67,13 @@ class FileIdentity:
         if self.fp_len == 0:
             return True
         head = os.pread(fd, self.fp_len, 0)
-        return len(head) == self.fp_len and _hash(head) == self.fp
+        return len(head) == self.fp_len and fingerprint(head) == self.fp
 
     def extend(self, fd: int, size: int) -> None:
         """Hash more leading bytes once the file has them (call only after :meth:`matches`)."""
         if self.fp_len < FINGERPRINT_BYTES and size > self.fp_len:
-            head = os.pread(fd, FINGERPRINT_BYTES, 0)
-            self.fp_len, self.fp = len(head), _hash(head)
+            head = read_head(fd)
+            self.fp_len, self.fp = len(head), fingerprint(head)
 
     def epoch(self) -> str:
         """The epoch string of a file first seen with this identity."""

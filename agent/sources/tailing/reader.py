@@ -62,13 +62,17 @@ class TailedFile:
         self.datatype = datatype
         self.tags = tags
         self.truncations = truncations
-        self.base_epoch = epoch.split("#", 1)[0]
+        # Epochs after a truncation: this inode's numbers with the first generation's fingerprint.  A copy
+        # continuing another file's generation gets epochs of its own if it is ever truncated itself.
+        self.base_epoch = f"{ident.dev}:{ident.ino}:{epoch.split('#', 1)[0].rsplit(':', 1)[-1]}"
         self._make_chunker = make_chunker
         self.chunker = make_chunker(stream, epoch, offset, datatype, tags)
         self.committed = offset
         self.committed_epoch = epoch
         self.committed_truncations = truncations
         self.committed_ident = replace(ident)
+        self._ending: list[Position] = []  # generations truncated away, not yet committed to their end
+        self.ended: list[Position] = []  # ... committed: the source remembers them for their copies
         self.fd: int | None = None
         self.size = -1  # size at the last fstat
         self.last_active = now  # monotonic time bytes were last read (or the file was opened)
@@ -85,6 +89,10 @@ class TailedFile:
     @property
     def read_pos(self) -> int:
         return self.chunker.offset + self.chunker.pending_bytes
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.ident.key
 
     @property
     def lag(self) -> int:
@@ -192,6 +200,12 @@ class TailedFile:
         """The file was truncated (copytruncate): send what was read, then number from 0 again."""
         assert self.fd is not None
         tail = self.chunker.finish()
+        old = self.ident
+        self._ending.append(Position(
+            dev=old.dev, ino=old.ino, fp_len=old.fp_len, fp=old.fp, epoch=self.chunker.epoch, stream=self.stream,
+            path=self.path, offset=self.chunker.offset, seq_id=self.chunker.offset, truncations=self.truncations,
+            last_seen=self.last_seen, ended=True,
+        ))
         self.truncations += 1
         epoch = f"{self.base_epoch}#{self.truncations}"
         log.info("%s was truncated (size %d < position %d, or its first bytes changed): reading it "
@@ -204,6 +218,7 @@ class TailedFile:
     def rewind(self) -> None:
         """Forget what was read but not committed (after an unexpected error): it is read again."""
         self.truncations = self.committed_truncations
+        self._ending = []
         self.ident = replace(self.committed_ident)
         self.chunker = self._make_chunker(self.stream, self.committed_epoch, self.committed, self.datatype,
                                           self.tags)
@@ -218,6 +233,8 @@ class TailedFile:
         self.committed_epoch = self.chunker.epoch
         self.committed_truncations = self.truncations
         self.committed_ident = replace(self.ident)
+        self.ended += self._ending
+        self._ending = []
 
     def position(self) -> Position:
         ident = self.committed_ident

@@ -1,0 +1,83 @@
+"""A real agent killed and restarted after its file was rotated: the file keeps its stream, epoch and offset."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.tail.harness import by_epoch, epoch_bytes, wait_for
+from tests.tail.sinks import read_chunks
+from tests.tail.test_rotation_e2e import agent_config
+from tests.tail.writer import line, numbers
+
+
+def block(a: int, b: int) -> bytes:
+    return b"".join(line(n) for n in range(a, b))
+
+
+def committed(positions: Path, path: Path) -> int:
+    """Offset the agent's position file holds for the file now at ``path`` (same inode), 0 if none."""
+    try:
+        doc = json.loads(positions.read_bytes())
+    except (OSError, ValueError):
+        return 0
+    ino = path.stat().st_ino
+    return max((e["offset"] for e in doc["files"] if e["ino"] == ino and not e.get("ended")), default=0)
+
+
+@pytest.mark.parametrize("rotation", ["rename", "copy-and-unlink"])
+@pytest.mark.parametrize("glob_suffix", ["", "*"], ids=["rotated-out-of-glob", "rotated-inside-glob"])
+def test_restart_after_rotation_keeps_stream_epoch_and_offset(tmp_path, logflume_proc, rotation, glob_suffix):
+    """Rotation while the agent is down, by rename (same inode) or by a move that copies (``mv`` to another
+    filesystem, logrotate's ``olddir`` there): the rest is read once, under the stream it was first read
+    under, from the checkpointed offset, never from 0 under the rotated name."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "x.log"
+    rotated = logs / "x.log.1"
+    out = tmp_path / "out.bin"
+    positions = tmp_path / "data" / "source" / "t" / "positions.json"
+    cfg = agent_config(tmp_path, [str(logs / "*.log") + glob_suffix], out)
+    log.write_bytes(block(0, 500))
+    agent = logflume_proc(["agent", "-c", cfg], name="first")
+    wait_for(lambda: committed(positions, log) == log.stat().st_size
+             and sum(len(c.data) for c in read_chunks(out)) == log.stat().st_size,
+             timeout=30, message="first part delivered and its position written")
+    agent.kill()
+    before = len(read_chunks(out))
+    (epoch,) = by_epoch(read_chunks(out), str(log))
+
+    with open(log, "ab") as fh:  # written while the agent is down, then rotated away
+        fh.write(block(500, 800))
+    if rotation == "rename":
+        os.rename(log, rotated)
+    else:
+        shutil.copyfile(log, rotated)  # a new inode with the same bytes
+        os.unlink(log)
+    log.write_bytes(block(800, 850))
+
+    agent = logflume_proc(["agent", "-c", cfg], name="second")
+
+    def streams() -> dict[str, dict[str, bytes]]:
+        chunks = read_chunks(out)
+        return {s: {e: epoch_bytes(g) for e, g in by_epoch(chunks, s).items()} for s in {c.stream for c in chunks}}
+
+    def done() -> bool:
+        mine = streams().get(str(log), {})
+        return len(mine.get(epoch, b"")) >= len(block(0, 800)) and len(mine) == 2
+
+    wait_for(done, timeout=60, message="the rest of the rotated file and the new one")
+    assert agent.terminate() == 0, agent.log()
+    got = streams()
+    assert set(got) == {str(log)}, f"chunks under other streams: {sorted(set(got) - {str(log)})}"
+    assert got[str(log)][epoch] == block(0, 800)  # one epoch: the old one, continued at its offset
+    (new_epoch,) = set(got[str(log)]) - {epoch}
+    assert got[str(log)][new_epoch] == block(800, 850)
+    # nothing read twice: the second agent started at the checkpointed offset, not at 0
+    second = [c for c in read_chunks(out)[before:] if c.epoch == epoch]
+    assert min(c.start for c in second) == len(block(0, 500))
+    assert sorted(numbers(b"".join(bytes(c.data) for c in read_chunks(out)))) == list(range(850))

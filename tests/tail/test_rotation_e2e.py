@@ -122,6 +122,43 @@ def test_copytruncate_every_few_ms_loses_only_inside_the_window(tmp_path, logflu
     assert len(seen) > total // 2  # most of it: the window is short compared with 20 ms
 
 
+def test_copytruncate_with_copies_followed_is_exactly_once(tmp_path, logflume_proc):
+    """Following the copies (``app.log*``) closes the loss window: each copy continues the generation it
+    copies from what was read of it, so every line arrives once (no logrotate race here: the writer does
+    not append between its copy and its truncate)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.log"
+    log.write_bytes(b"")
+    out = tmp_path / "out.bin"
+    cfg = agent_config(tmp_path, [str(log) + "*"], out)
+    agent = logflume_proc(["agent", "-c", cfg], name="agent")
+    wait_for(lambda: (tmp_path / "data" / "source" / "t" / "positions.json").exists(), message="agent started")
+    writer = RotatingWriter(log, "copytruncate", rotate_every=0.02)
+    writer.start()
+    time.sleep(2.0)
+    total = writer.finish()
+    with open(log, "ab") as fh:  # end on known lines
+        fh.write(b"".join(line(n) for n in range(total, total + 10)))
+    total += 10
+    assert len(writer.rotations) > 20
+
+    def collected() -> list[int]:
+        chunks = read_chunks(out)
+        return sorted(n for s in {c.stream for c in chunks} for g in by_epoch(chunks, s).values()
+                      for n in complete_numbers(epoch_bytes(g)))
+
+    wait_for(lambda: collected()[-1:] == [total - 1] and len(collected()) >= total, timeout=60,
+             message="every line collected")
+    assert agent.terminate() == 0, agent.log()
+    got = collected()
+    assert got == list(range(total)), (
+        f"{len(got) - len(set(got))} lines twice, {len(set(range(total)) - set(got))} lost")
+    streams = {c.stream for c in read_chunks(out)}
+    print(f"copytruncate, copies followed: {len(writer.rotations)} copies, {total} lines once, "
+          f"{len(streams)} stream(s)")
+
+
 def test_agent_rejects_sink_writing_into_tailed_glob(tmp_path, logflume_proc):
     out = tmp_path / "logs" / "out.log"
     out.parent.mkdir()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
@@ -136,6 +137,48 @@ def test_copytruncate_new_epoch_from_zero(tmp_path, running):
     assert r.metric("tail_truncations_total") == 1
 
 
+@pytest.mark.parametrize("order", ["copy-seen-first", "truncate-seen-first"])
+def test_copytruncate_copy_is_continued_not_read_again(tmp_path, running, order):
+    """The copy copytruncate makes continues the generation it copies, from what was read of it.
+
+    Its bytes past that point (written after the source's last read, before the truncate: the loss
+    window) arrive under the original stream and epoch; nothing is read twice and nothing comes under
+    the copy's name.
+    """
+    log = tmp_path / "t.log"
+    copy = tmp_path / "t.log.1"
+    log.write_bytes(lines(0, 100))
+    r = running(tmp_path, {"paths": [str(tmp_path / "t.log*")], **FAST})
+    wait_for(lambda: r.stream_bytes(log) == lines(0, 100))
+    (first_epoch,) = {c.epoch for c in r.output.snapshot()}
+    window = lines(100, 130)  # in the copy only: appended and copied before the source read them
+
+    def make_copy() -> None:
+        tmp = tmp_path / ".copy.tmp"  # whole at once, as if the source had not looked while it was written
+        tmp.write_bytes(lines(0, 100) + window)
+        os.rename(tmp, copy)
+
+    if order == "copy-seen-first":
+        make_copy()
+        time.sleep(0.5)  # events and a scan look at the copy while the original still holds the generation
+        assert not [c for c in r.output.snapshot() if c.stream == str(copy)]
+        os.truncate(log, 0)
+    else:
+        os.truncate(log, 0)
+        wait_for(lambda: r.metric("tail_truncations_total") == 1, message="truncation noticed")
+        make_copy()
+    with open(log, "ab") as fh:
+        fh.write(lines(130, 140))
+    wait_for(lambda: r.stream_bytes(log) == lines(0, 140), message="window from the copy, then the new epoch")
+    chunks = r.output.snapshot()
+    assert {c.stream for c in chunks} == {str(log)}, "the copy was read as a file of its own"
+    by = {}
+    for c in chunks:
+        by.setdefault(c.epoch, []).append(c)
+    assert [c.start for c in by[first_epoch]][-1] == len(lines(0, 100))  # continued, not re-read from 0
+    assert b"".join(bytes(c.data) for c in by[first_epoch]) == lines(0, 130)
+
+
 def test_truncation_to_empty_moves_the_position_to_the_new_epoch(tmp_path, running):
     """A truncate that leaves nothing to send still checkpoints offset 0 of the new epoch.
 
@@ -151,7 +194,7 @@ def test_truncation_to_empty_moves_the_position_to_the_new_epoch(tmp_path, runni
 
     def entry() -> dict:
         try:
-            (e,) = json.loads(positions.read_bytes())["files"]
+            (e,) = [e for e in json.loads(positions.read_bytes())["files"] if not e["ended"]]
         except (OSError, ValueError):
             return {}
         return e

@@ -18,6 +18,7 @@ from types import FrameType
 
 from agent.runner import ChannelOutput, SinkRunner
 from logflume.errors import StartupError
+from logflume.status import PipelineStatus
 from logflume.topology import Topology
 
 log = logging.getLogger("logflume.agent")
@@ -57,6 +58,7 @@ class Agent:
                 raise StartupError(f"data_dir {data_dir} is not writable")
             if topo.agent.metrics:
                 host, port = topo.agent.metrics
+                self.context.metrics.status = PipelineStatus.for_agent(topo)
                 try:
                     self.context.metrics.serve(host, port)
                 except OSError as exc:

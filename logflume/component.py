@@ -76,3 +76,12 @@ class Component:
 
     def describe(self) -> dict[str, Any]:
         return {"type": type(self).__name__}
+
+    def status(self) -> dict[str, Any]:
+        """Live state for ``/status`` beyond the component's metrics (cheap: it may be asked every second).
+
+        Optional.  A source may return ``{"streams": [{"stream": ..., "lag_bytes": ..., "bytes_read": ...,
+        "bytes_acked": ..., "last_rotation": epoch seconds}, ...]}`` to replace the rows built from its
+        per-stream lag gauges.
+        """
+        return {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 PREFIX = "logflume_"
 _BASE_LABELS = ("kind", "component")
@@ -23,6 +23,8 @@ class Metrics:
         self._metrics: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._server: Any = None
+        #: What ``/status`` and ``/ready`` report (a ``logflume.status.PipelineStatus``), set by the daemon.
+        self.status: Any = None
 
     def _get(self, cls: type, name: str, doc: str, labels: tuple[str, ...]) -> Any:
         full = PREFIX + name
@@ -43,14 +45,19 @@ class Metrics:
         return 0.0 if v is None else v
 
     def serve(self, host: str, port: int) -> None:
-        """Expose ``/metrics``; raises OSError if the port is taken."""
-        self._server = start_http_server(port, addr=host, registry=self.registry)
+        """Expose ``/metrics``, ``/health``, ``/ready`` and ``/status``; raises OSError if the port is taken."""
+        from logflume.status import StatusServer
+
+        self._server = StatusServer(host, port, self)
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """Bound address of the endpoint (port 0 in the config picks a free one)."""
+        return self._server.server_address[:2] if self._server is not None else None
 
     def close(self) -> None:
         if self._server is not None:
-            server, _thread = self._server
-            server.shutdown()
-            server.server_close()
+            self._server.close()
             self._server = None
 
 

@@ -1,0 +1,417 @@
+"""What a running agent or collector tells operators: ``/health``, ``/ready`` and ``/status`` beside ``/metrics``.
+
+The status document is built from the process's own metrics registry (every
+component's counters and gauges), each component's ``describe()`` and its
+optional ``status()`` hook, so a new plugin shows up without code here.  It is
+cached for :data:`CACHE_SECONDS` and the stream list is capped, so polling it
+every second from many consoles costs the daemon a bounded amount of work.
+
+Readiness ("it is delivering") fails, with the reasons in the body, when
+
+* the oldest byte a source or channel accepted and has not handed on is older
+  than ``max_age`` (a stuck sink, a full channel);
+* every collector of a collector sink is cooling down;
+* the store's primary is down and its secondary is nearly full.
+
+The age of the oldest uncommitted byte comes from :class:`BacklogAge`, which
+samples each component's cumulative ``bytes_in``/``bytes_out`` counters once a
+second: FIFO order means the oldest uncommitted byte is byte number
+``bytes_out``, and it arrived when ``bytes_in`` first went past that number.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from logflume import __version__
+from logflume.settings import Invalid, parse_duration
+
+log = logging.getLogger("logflume.status")
+
+#: A status document is rebuilt at most this often, however often it is asked for.
+CACHE_SECONDS = 0.5
+#: How often the sampler feeds :class:`BacklogAge`.
+SAMPLE_SECONDS = 1.0
+#: Readiness defaults, overridable per probe: ``/ready?max_age=2m&secondary_full=0.8``.
+DEFAULT_MAX_AGE = 300.0
+DEFAULT_SECONDARY_FULL = 0.9
+#: Streams listed by default and at most (``/status?streams=N``); the most lagging come first.
+DEFAULT_STREAMS = 1000
+MAX_STREAMS = 20000
+#: Connections the endpoint serves at once; more are closed at once.
+MAX_CONNECTIONS = 32
+#: A client that sends nothing for this long is dropped.
+REQUEST_TIMEOUT = 10.0
+#: Per-stream gauges: metric name -> label that names the stream.
+STREAM_LAG_METRICS = {"logflume_tail_file_lag_bytes": "path"}
+
+
+class BacklogAge:
+    """Age of the oldest byte a component accepted and has not handed on, from its cumulative counters.
+
+    Marks are ``(time, bytes_in)`` taken whenever ``bytes_in`` grew; marks the
+    output has passed are dropped, and past ``max_marks`` every other mark is
+    thinned out (the age can then read younger, never older, than it is).
+    """
+
+    def __init__(self, max_marks: int = 512) -> None:
+        self.max_marks = max_marks
+        self._marks: deque[tuple[float, float]] = deque()
+
+    def observe(self, now: float, bytes_in: float, bytes_out: float) -> None:
+        if bytes_in > (self._marks[-1][1] if self._marks else bytes_out):
+            self._marks.append((now, bytes_in))
+        while self._marks and self._marks[0][1] <= bytes_out:
+            self._marks.popleft()
+        if len(self._marks) > self.max_marks:
+            self._marks = deque(list(self._marks)[::2])
+
+    def age(self, now: float) -> float:
+        """Seconds since the oldest uncommitted byte arrived (0 when nothing is uncommitted)."""
+        return max(0.0, now - self._marks[0][0]) if self._marks else 0.0
+
+
+class ReadyQuery:
+    """Readiness thresholds of one probe (query parameters, defaults above)."""
+
+    def __init__(self, max_age: float = DEFAULT_MAX_AGE, secondary_full: float = DEFAULT_SECONDARY_FULL) -> None:
+        self.max_age = max_age
+        self.secondary_full = secondary_full
+
+    @classmethod
+    def parse(cls, query: dict[str, list[str]]) -> ReadyQuery:
+        """Raises ValueError with the parameter named."""
+        out = cls()
+        if "max_age" in query:
+            try:
+                out.max_age = parse_duration(query["max_age"][0])
+            except (Invalid, ValueError):
+                shown = query["max_age"][0]
+                raise ValueError(f"max_age: expected a duration such as 30s or 5m, got {shown!r}") from None
+        if "secondary_full" in query:
+            try:
+                out.secondary_full = float(query["secondary_full"][0])
+            except ValueError:
+                out.secondary_full = -1.0
+            if not 0 < out.secondary_full <= 1:
+                raise ValueError("secondary_full: expected a fraction in (0, 1]")
+        return out
+
+
+def _samples(registry: Any) -> tuple[dict[tuple[str, str, str], float], list[tuple[str, str, float]]]:
+    """One pass over the registry: per-component values, and per-stream lag rows."""
+    values: dict[tuple[str, str, str], float] = {}
+    lags: list[tuple[str, str, float]] = []
+    for family in registry.collect():
+        for s in family.samples:
+            labels = s.labels
+            component = labels.get("component")
+            if component is None:
+                continue
+            stream_label = STREAM_LAG_METRICS.get(s.name)
+            if stream_label is not None:
+                lags.append((component, labels.get(stream_label, ""), s.value))
+            elif len(labels) == 2:
+                values[(s.name, labels.get("kind", ""), component)] = s.value
+    return values, lags
+
+
+class PipelineStatus:
+    """The status document and readiness of one process (an agent or a collector)."""
+
+    def __init__(self, role: str, name: str, metrics: Any, components: Sequence[Any],
+                 store: Any = None, pending_bytes: Callable[[], int] | None = None) -> None:
+        self.role = role
+        self.name = name
+        self.metrics = metrics
+        self.components = list(components)
+        self.store = store
+        self.pending_bytes = pending_bytes
+        self.started = time.time()
+        self._ages: dict[tuple[str, str], BacklogAge] = {}
+        self._lock = threading.Lock()
+        self._cache: tuple[float, int, dict[str, Any]] | None = None
+
+    @classmethod
+    def for_agent(cls, topology: Any) -> PipelineStatus:
+        ctx = topology.context
+        comps = [s.component for specs in (topology.sources, topology.channels, topology.sinks)
+                 for s in specs.values()]
+        return cls("agent", ctx.agent_name, ctx.metrics, comps)
+
+    # -- sampling -------------------------------------------------------------
+
+    def sample(self, now: float | None = None) -> None:
+        """Feed every source's and channel's backlog clock (called once a second by the endpoint)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            for comp in self.components:
+                if comp.kind not in ("source", "channel"):
+                    continue
+                key = (comp.kind, comp.name)
+                clock = self._ages.setdefault(key, BacklogAge())
+                labels = {"kind": comp.kind, "component": comp.name}
+                clock.observe(now, self.metrics.value("bytes_in_total", **labels),
+                              self.metrics.value("bytes_out_total", **labels))
+
+    def _age(self, kind: str, name: str, now: float) -> float:
+        clock = self._ages.get((kind, name))
+        return clock.age(now) if clock is not None else 0.0
+
+    # -- the document -----------------------------------------------------------
+
+    def document(self, streams: int = DEFAULT_STREAMS) -> dict[str, Any]:
+        """The ``/status`` JSON (cached for CACHE_SECONDS per stream limit)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache
+            if cached is not None and now - cached[0] < CACHE_SECONDS and cached[1] == streams:
+                return cached[2]
+            doc = self._build(now, streams)
+            self._cache = (now, streams, doc)
+            return doc
+
+    def _build(self, now: float, stream_limit: int) -> dict[str, Any]:
+        values, lags = _samples(self.metrics.registry)
+
+        def v(name: str, kind: str, comp: str) -> float:
+            return values.get(("logflume_" + name, kind, comp), 0.0)
+
+        components, channels, collectors, hooked_streams = [], [], [], []
+        for comp in self.components:
+            kind, name = comp.kind, comp.name
+            entry: dict[str, Any] = {
+                "kind": kind, "name": name, "type": type(comp).__name__,
+                **{k: v(k + "_total", kind, name) for k in ("bytes_in", "bytes_out", "chunks_in", "chunks_out",
+                                                          "retries", "errors")},
+            }
+            extra = dict(comp.status() or {}) if hasattr(comp, "status") else {}
+            if extra:
+                hooked_streams.extend({"source": name, **s} for s in extra.pop("streams", []))
+                entry["status"] = extra
+            if kind == "source":
+                entry["oldest_uncommitted_s"] = round(self._age(kind, name, now), 1)
+            components.append(entry)
+            if kind == "channel":
+                capacity = v("channel_capacity_bytes", kind, name) or float(comp.config.capacity)
+                fill = v("channel_fill_bytes", kind, name)
+                channels.append({
+                    "name": name, "type": type(comp).__name__, "durable": bool(getattr(comp, "durable", False)),
+                    "fill_bytes": fill, "fill_chunks": v("channel_fill_chunks", kind, name),
+                    "capacity_bytes": capacity, "fill_ratio": round(fill / capacity, 4) if capacity else 0.0,
+                    "oldest_uncommitted_s": round(self._age(kind, name, now), 1),
+                })
+            if kind == "sink" and "collectors" in comp.config:
+                configured = list(comp.config.collectors)
+                healthy = v("healthy_collectors", kind, name)
+                tried = v("retries_total", kind, name) > 0 or v("chunks_out_total", kind, name) > 0
+                collectors.append({
+                    "sink": name, "collectors": [f"{h}:{p}" for h, p in configured],
+                    "collectors_file": comp.config.collectors_file,
+                    "healthy": int(healthy) if tried else None,
+                    "all_cooling_down": bool(tried and healthy == 0 and v("retries_total", kind, name) > 0),
+                    "cooldown_s": comp.config.cooldown, "failovers": v("failovers_total", kind, name),
+                    "try_later": v("try_later_total", kind, name),
+                })
+        if hooked_streams:
+            rows = hooked_streams
+        else:
+            rows = [{"source": comp, "stream": stream, "lag_bytes": lag} for comp, stream, lag in lags]
+        rows.sort(key=lambda r: (-(r.get("lag_bytes") or 0), r["source"], r["stream"]))
+        doc: dict[str, Any] = {
+            "role": self.role, "name": self.name, "version": __version__, "pid": os.getpid(),
+            "started": round(self.started, 3), "time": round(time.time(), 3),
+            "totals": {
+                "bytes_in": sum(c["bytes_in"] for c in components if c["kind"] == "source"),
+                "bytes_out": sum(c["bytes_out"] for c in components if c["kind"] == "sink"),
+                "lag_bytes": sum(r.get("lag_bytes") or 0 for r in rows),
+                "streams": len(rows),
+            },
+            "components": components,
+            "channels": channels,
+            "collectors": collectors,
+            "streams": rows[:stream_limit],
+            "streams_truncated": len(rows) > stream_limit,
+        }
+        if self.store is not None:
+            doc["store"] = self._store(values)
+        if self.pending_bytes is not None:
+            doc["totals"]["pending_bytes"] = self.pending_bytes()
+            doc["totals"]["bytes_in"] = v("bytes_in_total", "collector", self.name)
+            doc["totals"]["try_later"] = v("try_later_total", "collector", self.name)
+        return doc
+
+    def _store(self, values: dict[tuple[str, str, str], float]) -> dict[str, Any]:
+        store = self.store
+        name = store.name
+
+        def v(metric: str) -> float | None:
+            return values.get(("logflume_" + metric, "sink", name))
+
+        out: dict[str, Any] = {"name": name, "type": type(store).__name__,
+                               "bytes_in": v("bytes_in_total") or 0.0, "bytes_out": v("bytes_out_total") or 0.0}
+        up = v("primary_up")
+        out["primary_up"] = None if up is None else bool(up)
+        out["backlog_bytes"] = v("backlog_bytes") or 0.0
+        secondary = store.config.get("secondary") if hasattr(store.config, "get") else None
+        max_bytes = getattr(secondary, "max_bytes", None) if secondary is not None else None
+        out["secondary_max_bytes"] = max_bytes
+        out["secondary_fill"] = round(out["backlog_bytes"] / max_bytes, 4) if max_bytes else None
+        out["failovers"] = v("failovers_total") or 0.0
+        out["secondary_full_refusals"] = v("secondary_full_total") or 0.0
+        files = []
+        for part_name in ("primary", "secondary"):
+            part = getattr(store, part_name, None)
+            part = part if part is not None else (store if part_name == "primary" else None)
+            if part is None or not hasattr(part, "open_file_bytes"):
+                continue
+            url = getattr(part.config, "url", "") if hasattr(part, "config") else ""
+            files.append({"part": part_name, "url": url, "open_file_bytes": part.open_file_bytes,
+                          "files_closed": values.get(("logflume_seqfile_files_closed_total", "sink", part.name), 0.0)})
+        out["files"] = files
+        return out
+
+    # -- readiness ------------------------------------------------------------------
+
+    def not_ready(self, query: ReadyQuery) -> list[str]:
+        """Reasons this process is not delivering; empty when it is ready."""
+        now = time.monotonic()
+        doc = self.document()
+        reasons = []
+        for comp in self.components:
+            if comp.kind in ("source", "channel"):
+                age = self._age(comp.kind, comp.name, now)
+                if age > query.max_age:
+                    reasons.append(f"{comp.kind} {comp.name}: oldest uncommitted byte is {age:.0f}s old "
+                                   f"(limit {query.max_age:g}s)")
+        for c in doc["collectors"]:
+            if c["all_cooling_down"]:
+                n = len(c["collectors"]) or "all"
+                reasons.append(f"sink {c['sink']}: every collector ({n}) is cooling down")
+        store = doc.get("store")
+        if store and store["primary_up"] is False and store["secondary_fill"] is not None \
+                and store["secondary_fill"] >= query.secondary_full:
+            reasons.append(f"store {store['name']}: primary down and secondary {store['secondary_fill']:.0%} full "
+                           f"({store['backlog_bytes']:.0f} of {store['secondary_max_bytes']} bytes; "
+                           f"limit {query.secondary_full:.0%})")
+        return reasons
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: StatusServer
+    protocol_version = "HTTP/1.1"
+    timeout = REQUEST_TIMEOUT
+    server_version = f"logflume/{__version__}"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        url = urlsplit(self.path)
+        query = parse_qs(url.query, max_num_fields=8)
+        status = self.server.metrics.status
+        if url.path == "/metrics":
+            self._send(HTTPStatus.OK, generate_latest(self.server.metrics.registry), CONTENT_TYPE_LATEST)
+        elif url.path == "/health":
+            self._json(HTTPStatus.OK, {"status": "alive", "pid": os.getpid()})
+        elif url.path == "/ready":
+            try:
+                ready_query = ReadyQuery.parse(query)
+            except ValueError as exc:
+                self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+                return
+            reasons = status.not_ready(ready_query) if status is not None else []
+            code = HTTPStatus.SERVICE_UNAVAILABLE if reasons else HTTPStatus.OK
+            self._json(code, {"ready": not reasons, "reasons": reasons})
+        elif url.path == "/status" and status is not None:
+            try:
+                limit = min(MAX_STREAMS, max(0, int(query.get("streams", [DEFAULT_STREAMS])[0])))
+            except ValueError:
+                self._json(HTTPStatus.BAD_REQUEST, {"error": "streams: expected an integer"})
+                return
+            self._json(HTTPStatus.OK, status.document(limit))
+        else:
+            self._json(HTTPStatus.NOT_FOUND, {"error": "not found; try /health, /ready, /status or /metrics"})
+
+    def _json(self, code: HTTPStatus, body: dict[str, Any]) -> None:
+        self._send(code, json.dumps(body, separators=(",", ":")).encode(), "application/json")
+
+    def _send(self, code: HTTPStatus, body: bytes, content_type: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class StatusServer(ThreadingHTTPServer):
+    """The HTTP endpoint: ``/metrics``, ``/health``, ``/ready``, ``/status``; a sampler thread feeds the clocks."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, host: str, port: int, metrics: Any) -> None:
+        self.metrics = metrics
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._stop = threading.Event()
+        super().__init__((host, port), _Handler)
+        self._workers = [threading.Thread(target=self.serve_forever, name="status-http", daemon=True),
+                         threading.Thread(target=self._sample_loop, name="status-sampler", daemon=True)]
+        for t in self._workers:
+            t.start()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _sample_loop(self) -> None:
+        while not self._stop.wait(SAMPLE_SECONDS):
+            status = self.metrics.status
+            if status is not None:
+                try:
+                    status.sample()
+                except Exception:  # noqa: BLE001 - a bad plugin hook must not stop the endpoint
+                    log.exception("status sampler failed")
+
+    def close(self) -> None:
+        self._stop.set()
+        self.shutdown()
+        self.server_close()
+
+
+def probe(url: str, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
+    """GET a status URL; (HTTP code, JSON body).  For HICC and tests."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+

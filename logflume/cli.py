@@ -23,11 +23,13 @@ from logflume.secrets import redact_text
 # Subcommands whose implementation lives with its stage: "module:function" taking argv, returning an exit code.
 DELEGATED = {
     "collector": ("collector.daemon:main", "Run a collector daemon (logflume collector -c FILE)"),
+    "hicc": ("hicc.daemon:main", "Run HICC, the web console (logflume hicc -c FILE)"),
     "cat": ("sinks.sequencefile.cat:main", "Print the records of SequenceFiles (like hadoop fs -text)"),
     "archive": ("jobs.archive:main", "Compact sink files by datatype and hour, dropping duplicate chunks"),
     "demux": ("jobs.demux:main", "Split chunks into records and parse them per datatype"),
     "channel": ("agent.channels.filelog.salvage:main",
                 "Check or repair a file channel: channel verify|salvage DIR"),
+    "test": ("logflume.pipeline_tests:main", "Run unit tests of an agent config (logflume test -c AGENT TESTS)"),
 }
 
 EXIT_CONFIG = 2
@@ -72,6 +74,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     try:
         raw = load_yaml(args.config)
+        if "hicc" in raw:
+            from hicc.config import build_hicc_config
+
+            print(f"# {args.config}: valid hicc config")
+            print(yaml.safe_dump(build_hicc_config(raw, args.config).render(), sort_keys=False), end="")
+            return 0
         if _is_collector_config(raw):
             from collector.config import COLLECTOR_SETTINGS, load_collector_config
             from logflume.settings import secret_warnings

@@ -180,6 +180,8 @@ class PipelineStatus:
             if cached is not None and now - cached[0] < CACHE_SECONDS and cached[1] == streams:
                 return cached[2]
             doc = self._build(now, streams)
+            reasons = self._reasons(doc, ReadyQuery(), now)
+            doc["ready"] = {"ok": not reasons, "reasons": reasons}
             self._cache = (now, streams, doc)
             return doc
 
@@ -287,8 +289,11 @@ class PipelineStatus:
 
     def not_ready(self, query: ReadyQuery) -> list[str]:
         """Reasons this process is not delivering; empty when it is ready."""
-        now = time.monotonic()
         doc = self.document()
+        with self._lock:
+            return self._reasons(doc, query, time.monotonic())
+
+    def _reasons(self, doc: dict[str, Any], query: ReadyQuery, now: float) -> list[str]:
         reasons = []
         for comp in self.components:
             if comp.kind in ("source", "channel"):

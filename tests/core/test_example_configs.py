@@ -27,6 +27,8 @@ def test_example_config_checks(path, tmp_path, monkeypatch, capsys):
     if path.name.startswith("agent"):
         assert "-> channel" in out
         assert set(resolved) == {"agent", "sources", "channels", "sinks"}
+    elif path.name.startswith("hicc"):
+        assert set(resolved) == {"hicc"}
     else:
         assert set(resolved) == {"collector", "store"}
 

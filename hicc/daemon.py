@@ -1,0 +1,81 @@
+"""``logflume hicc -c FILE``: run the console until SIGTERM/SIGINT.
+
+It cannot start (bad config, port in use, unreadable TLS files): one line,
+``logflume hicc: cannot start: REASON``, and exit 2 (config) or 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from logflume.errors import ConfigError, StartupError
+
+EXIT_STARTUP = 1
+EXIT_CONFIG = 2
+
+
+def _cannot_start(reason: object, code: int) -> int:
+    print(f"logflume hicc: cannot start: {reason}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="logflume hicc", description="Run HICC, the logflume web console")
+    parser.add_argument("-c", "--config", required=True, help="hicc YAML file")
+    args = parser.parse_args(argv)
+
+    from hicc.config import load_hicc_config
+    from hicc.poller import Poller
+    from hicc.server import Console, ConsoleServer
+    from hicc.timeseries import TimeSeries
+
+    try:
+        config = load_hicc_config(args.config)
+    except ConfigError as exc:
+        return _cannot_start(exc, EXIT_CONFIG)
+    cfg = config.values
+    logging.basicConfig(level=cfg.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("logflume.hicc")
+    try:
+        os.makedirs(cfg.data_dir, exist_ok=True)
+        series = TimeSeries(os.path.join(cfg.data_dir, "timeseries.sqlite"), cfg.retention, cfg.max_db_size)
+        poller = Poller(cfg, series)
+        ssl_ctx = None
+        if cfg.tls is not None:
+            from logflume.wire.tls import server_context
+
+            ssl_ctx = server_context(cfg.tls.cert, cfg.tls.key)
+        server = ConsoleServer(Console(cfg, poller, series), ssl_ctx)
+    except ConfigError as exc:
+        return _cannot_start(exc, EXIT_CONFIG)
+    except StartupError as exc:
+        return _cannot_start(exc, EXIT_STARTUP)
+    except OSError as exc:
+        return _cannot_start(f"{cfg.listen[0]}:{cfg.listen[1]} or {cfg.data_dir}: {exc.strerror or exc}",
+                             EXIT_STARTUP)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    poller.start()
+    server.start()
+    host, port = server.server_address[:2]
+    scheme = "https" if ssl_ctx is not None else "http"
+    log.info("hicc ready: %s://%s:%d/ watching %d agent(s) and %d collector(s)", scheme, host, port,
+             len(poller.snapshot("agent")), len(poller.snapshot("collector")))
+    while not stop.wait(0.5):
+        pass
+    server.close()
+    poller.stop()
+    series.close()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(sys.argv[1:]))

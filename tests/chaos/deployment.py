@@ -1,11 +1,13 @@
-"""The deployment under test, every part a real process on 127.0.0.1: sshd (SFTP primary), two collectors, two agents.
+"""The deployment under test, every part a real process on 127.0.0.1: sshd (SFTP primary), two collectors, three agents.
 
 Collectors share one SFTP primary (a real OpenSSH ``sshd``, started the way
 tests/store does it, with throwaway keys) and each has a small local
 secondary, so an sshd outage fills it to its limit and TRY_LATER is
-exercised.  Agent ``afile`` has a file channel (the full promise), agent
-``amem`` a memory channel (the weaker one).  Each process's peak RSS is
-sampled from ``/proc/PID/status`` (VmHWM), kept across restarts.
+exercised.  Agent ``afile`` has a file channel (the full promise) and one
+tail source per file-channel case, agent ``amem`` a memory channel (the
+weaker one), agent ``atwin`` a file channel and the name ``afile``
+(``tests/chaos/cases.py``).  Each process's peak RSS is sampled from
+``/proc/PID/status`` (VmHWM), kept across restarts.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.chaos.cases import AGENT_NAMES, AGENTS, CASES
 from tests.store.conftest import Sshd
 
 REPO = Path(__file__).resolve().parents[2]
 PR_SET_PDEATHSIG = 1
-AGENTS = ("afile", "amem")
 COLLECTORS = ("c1", "c2")
 #: Secondary size limits: small, so that a long primary outage fills them (TRY_LATER).
 SECONDARY_MAX = {"c1": "1MiB", "c2": "256KiB"}
@@ -151,7 +153,8 @@ class Deployment:
     def __init__(self, root: Path, *, agent_chunk_flush: str = "1s") -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        (root / "logs").mkdir(exist_ok=True)
+        for case in CASES:
+            (root / "logs" / case.name).mkdir(parents=True, exist_ok=True)
         self.primary = root / "primary"
         self.primary.mkdir(exist_ok=True)
         sshd_dir = root / "sshd"
@@ -167,7 +170,6 @@ class Deployment:
             self.procs[name] = Process(name, [py, "-m", "logflume", "collector", "-c", str(cfg)],
                                        root / f"{name}.log")
         for name in AGENTS:
-            (root / "logs" / name).mkdir(exist_ok=True)
             cfg = root / f"{name}.yaml"
             cfg.write_text(self._agent_yaml(name, agent_chunk_flush))
             self.procs[name] = Process(name, [py, "-m", "logflume", "agent", "-c", str(cfg)], root / f"{name}.log")
@@ -202,20 +204,28 @@ class Deployment:
         )
 
     def _agent_yaml(self, name: str, flush: str) -> str:
-        channel = (f"{{type: file, capacity: 256MiB, dir: {self.root / name / 'channel'}}}" if name == "afile"
+        channel = (f"{{type: file, capacity: 256MiB, dir: {self.root / name / 'channel'}}}" if name != "amem"
                    else "{type: memory, capacity: 64MiB}")
         collectors = ", ".join(f"127.0.0.1:{self.ports[c]}" for c in COLLECTORS)
+        sources = ""
+        for case in CASES:
+            if name not in case.agents:
+                continue
+            tags = f"    tags: {{reader: {name}}}\n" if len(case.agents) > 1 else ""
+            sources += (
+                f"  {case.name}:\n"
+                "    type: tail\n"
+                f"    paths: ['{self.logs(case.name)}/{case.glob}']\n"
+                "    channels: [buf]\n"
+                f"{tags}"
+                f"    flush_interval: {flush}\n"
+                "    scan_interval: 1s\n"
+                "    rotate_wait: 3s\n"
+            )
         return (
-            f"agent: {{name: {name}, data_dir: {self.root / name}, metrics: 127.0.0.1:{self.metric_ports[name]},"
-            " shutdown_timeout: 20s}\n"
-            "sources:\n"
-            "  logs:\n"
-            "    type: tail\n"
-            f"    paths: ['{self.logs(name)}/*.log*']\n"
-            "    channels: [buf]\n"
-            f"    flush_interval: {flush}\n"
-            "    scan_interval: 1s\n"
-            "    rotate_wait: 3s\n"
+            f"agent: {{name: {AGENT_NAMES[name]}, data_dir: {self.root / name},"
+            f" metrics: 127.0.0.1:{self.metric_ports[name]}, shutdown_timeout: 20s}}\n"
+            f"sources:\n{sources}"
             "channels:\n"
             f"  buf: {channel}\n"
             "sinks:\n"
@@ -229,11 +239,11 @@ class Deployment:
             "    retry_max: 3s\n"
         )
 
-    def logs(self, agent: str) -> Path:
-        return self.root / "logs" / agent
+    def logs(self, case: str) -> Path:
+        return self.root / "logs" / case
 
-    def positions(self, agent: str) -> Path:
-        return self.root / agent / "source" / "logs" / "positions.json"
+    def positions(self, agent: str, case: str) -> Path:
+        return self.root / agent / "source" / case / "positions.json"
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -276,22 +286,29 @@ class Deployment:
                 p.start()
 
     def drained(self) -> tuple[bool, str]:
-        """True when every tailed byte is committed, channels are empty and no collector holds a backlog."""
+        """True when every written byte is committed by every agent that tails it, channels are empty and
+        no collector holds a backlog."""
         for agent in AGENTS:
             p = self.procs[agent]
             if not p.alive():
                 return False, f"{agent} not running (exit {p.proc.returncode if p.proc else None})"
-            try:
-                doc = json.loads(self.positions(agent).read_bytes())
-            except (OSError, ValueError):
-                return False, f"{agent}: no positions yet"
-            committed = {e["ino"]: e["offset"] for e in doc.get("files", [])}
-            for f in self.logs(agent).iterdir():
-                if ".log" not in f.name:
-                    continue
-                st = f.stat()
-                if committed.get(st.st_ino, 0) < st.st_size:
-                    return False, f"{agent}: {f.name} committed {committed.get(st.st_ino)} of {st.st_size}"
+        for case in CASES:
+            for agent in case.agents:
+                try:
+                    doc = json.loads(self.positions(agent, case.name).read_bytes())
+                except (OSError, ValueError):
+                    return False, f"{agent}: no positions of {case.name} yet"
+                committed: dict[int, int] = {}
+                for e in doc.get("files", []):
+                    committed[e["ino"]] = max(committed.get(e["ino"], 0), e["offset"])
+                for f in self.logs(case.name).iterdir():
+                    if ".log" not in f.name:  # copies named ct-*.copy are not followed
+                        continue
+                    st = f.stat()
+                    if committed.get(st.st_ino, 0) < st.st_size:
+                        return False, (f"{agent}: {case.name}/{f.name} committed {committed.get(st.st_ino)} "
+                                       f"of {st.st_size}")
+        for agent in AGENTS:
             m = scrape(self.metric_ports[agent])
             if not m or metric_sum(m, "logflume_channel_fill_chunks") != 0:
                 return False, f"{agent}: channel not empty ({metric_sum(m, 'logflume_channel_fill_chunks')})"

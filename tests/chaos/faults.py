@@ -5,7 +5,8 @@ agent or a collector, SIGSTOP/SIGCONT of a collector (a hung peer), stopping
 sshd (the SFTP primary) and starting it again, a long sshd outage that fills
 the collectors' small secondaries to their limit (TRY_LATER), and a rogue
 client process sending garbage, oversized frames and half-open connections
-to a collector.
+to a collector.  Beside that schedule, :func:`twin_stops` hangs agent
+``atwin`` (SIGSTOP, then SIGCONT) now and then, in a thread of its own.
 
 ``python -m tests.chaos.faults rogue --port P --seconds S --seed N`` is the
 rogue client.
@@ -23,8 +24,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from tests.chaos.deployment import AGENTS, COLLECTORS, REPO, Deployment, die_with_parent
+from tests.chaos.deployment import COLLECTORS, REPO, Deployment, die_with_parent
 
+#: Agents the schedule kills (the same two for every seed since the suite began, so schedules stay comparable).
+TARGET_AGENTS = ("afile", "amem")
 KINDS = ("kill_agent", "kill_collector", "stop_collector", "sshd_restart", "fill_secondary", "rogue")
 WEIGHTS = (3, 3, 2, 2, 1, 1)
 
@@ -48,7 +51,7 @@ def schedule(seed: int, duration: float) -> list[Fault]:
     while t < duration:
         kind = rng.choices(KINDS, WEIGHTS)[0]
         if kind == "kill_agent":
-            target, hold = rng.choice(AGENTS), rng.uniform(0.2, 4)
+            target, hold = rng.choice(TARGET_AGENTS), rng.uniform(0.2, 4)
         elif kind == "kill_collector":
             target, hold = rng.choice(COLLECTORS), rng.uniform(0.5, 5)
         elif kind == "stop_collector":
@@ -64,6 +67,23 @@ def schedule(seed: int, duration: float) -> list[Fault]:
         faults.append(Fault(round(t, 2), kind, target, round(hold, 2)))
         t += hold + rng.uniform(0.5, 4)
     return faults
+
+
+def twin_stops(seed: int, duration: float) -> list[Fault]:
+    """SIGSTOPs of ``atwin`` (the twin case), long enough to span several of its files' rotations (every 1-3 s).
+
+    A hung twin then sees one truncation where ``afile`` saw several, so the two number the
+    same file's generations differently.  Seeded apart from :func:`schedule`.
+    """
+    rng = random.Random(f"twin:{seed}")
+    out: list[Fault] = []
+    t = rng.uniform(8, 15)
+    while True:
+        hold = rng.uniform(9, 12)
+        if t + hold > duration:
+            return out
+        out.append(Fault(round(t, 2), "stop_agent", "atwin", round(hold, 2)))
+        t += hold + rng.uniform(10, 20)
 
 
 class Injector:
@@ -109,6 +129,7 @@ class Injector:
         time.sleep(f.hold)
         self.dep.sshd.start()
 
+    stop_agent = stop_collector  # a hung agent (the twin case's atwin)
     fill_secondary = sshd_restart  # the same outage, long enough for the small secondaries to fill
 
     def rogue(self, f: Fault) -> None:
@@ -194,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for f in schedule(args.seed, args.duration):
             print(f.describe())
+        for f in twin_stops(args.seed, args.duration):
+            print(f.describe(), "(twin thread)")
     return 0
 
 

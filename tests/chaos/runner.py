@@ -8,17 +8,19 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-from tests.chaos.deployment import AGENTS, COLLECTORS, REPO, Deployment, die_with_parent
-from tests.chaos.faults import Injector, schedule
-from tests.chaos.report import Summary
+from tests.chaos.cases import AGENTS, CASES
+from tests.chaos.deployment import COLLECTORS, REPO, Deployment, die_with_parent
+from tests.chaos.faults import Injector, schedule, twin_stops
+from tests.chaos.report import CaseResult, Summary
 from tests.chaos.verify import count_lines, judge, sink_files
 
-WRITERS_PER_AGENT = 2
-FILES_PER_WRITER = 3
+#: Where archive puts the losing side of a conflict (docs/jobs.md).
+CONFLICTS = "_conflicts"
 
 
 def run(*, duration: float, seed: int, workdir: Path | None = None, drain_timeout: float = 300.0,
@@ -30,22 +32,32 @@ def run(*, duration: float, seed: int, workdir: Path | None = None, drain_timeou
     writers: list[subprocess.Popen] = []
     problems: list[str] = []
     injector = Injector(dep, seed, log)
+    twin_injector = Injector(dep, seed, log)
+    twin_thread: threading.Thread | None = None
     try:
         dep.start()
-        for agent in AGENTS:
-            for i in range(WRITERS_PER_AGENT):
-                prefix = f"{agent}-w{i}"
-                writers.append(subprocess.Popen(
-                    [sys.executable, "-m", "tests.chaos.writers", "--dir", str(dep.logs(agent)), "--prefix", prefix,
-                     "--files", str(FILES_PER_WRITER), "--seed", str(seed), "--rate", str(rate),
-                     "--positions", str(dep.positions(agent)), "--ledger", str(root / f"ledger-{prefix}.json")],
-                    cwd=REPO, preexec_fn=die_with_parent, stdout=subprocess.DEVNULL,
-                    stderr=open(root / f"writer-{prefix}.log", "ab")))
+        for case in CASES:
+            for i in range(case.writers):
+                prefix = f"{case.name}-w{i}"
+                argv = [sys.executable, "-m", "tests.chaos.writers", "--dir", str(dep.logs(case.name)),
+                        "--prefix", prefix, "--files", str(case.files), "--seed", str(seed), "--rate", str(rate),
+                        "--rotate", case.rotate, "--copies", case.copies, "--rotate-every", str(case.rotate_every),
+                        "--first-write", str(case.first_write), "--ledger", str(root / f"ledger-{prefix}.json")]
+                if case.wait_for:
+                    argv += ["--positions", str(dep.positions(case.wait_for, case.name))]
+                writers.append(subprocess.Popen(argv, cwd=REPO, preexec_fn=die_with_parent,
+                                                stdout=subprocess.DEVNULL,
+                                                stderr=open(root / f"writer-{prefix}.log", "ab")))
         started = time.monotonic()
+        twin_thread = threading.Thread(target=twin_injector.run, args=(twin_stops(seed, duration), started,
+                                                                         lambda: False), name="twin-faults")
+        twin_thread.start()
         injector.run(schedule(seed, duration), started, lambda: False)
         while time.monotonic() - started < duration:
             time.sleep(0.2)
-        log(f"chaos: {len(injector.done)} faults injected; healing, stopping writers, draining")
+        twin_thread.join()
+        log(f"chaos: {len(injector.done)} faults and {len(twin_injector.done)} twin stops injected; "
+            "healing, stopping writers, draining")
         dep.heal()
         for w in writers:
             w.send_signal(signal.SIGTERM)
@@ -73,6 +85,8 @@ def run(*, duration: float, seed: int, workdir: Path | None = None, drain_timeou
                 problems.append(f"{name} did not stop cleanly on SIGTERM (exit {code}): "
                                 f"{dep.procs[name].log_tail(800)}")
     finally:
+        if twin_thread is not None and twin_thread.is_alive():
+            twin_thread.join(60)
         for w in writers:
             if w.poll() is None:
                 w.kill()
@@ -91,58 +105,103 @@ def run(*, duration: float, seed: int, workdir: Path | None = None, drain_timeou
     if hidden:
         problems.append(f"in-progress sink files left in the primary after SIGTERM: {hidden[:5]}")
 
-    ledgers = {}
+    ledgers: dict[str, tuple[dict[str, int], list[list], Counter]] = {}
     rotations: Counter = Counter()
-    for agent in AGENTS:
+    for case in CASES:
         written: dict[str, int] = {}
         windows: list[list] = []
-        for i in range(WRITERS_PER_AGENT):
-            doc = json.loads((root / f"ledger-{agent}-w{i}.json").read_text())
+        turns: Counter = Counter()
+        for i in range(case.writers):
+            doc = json.loads((root / f"ledger-{case.name}-w{i}.json").read_text())
             written.update(doc["files"])
-            rotations.update(doc["rotations"])
+            turns.update(doc["rotations"])
             windows += doc["windows"]
-        ledgers[agent] = (written, windows)
+        rotations.update(turns)
+        ledgers[case.name] = (written, windows, turns)
 
-    before = count_lines(sink_files(dep.primary))
+    twins = tuple(c.name for c in CASES if len(c.agents) > 1)
+    before = count_lines(sink_files(dep.primary), by_reader=True, names_for=twins)
     log(f"chaos: primary holds {before.files} sink files, {before.chunks} chunks; archiving")
     archive = root / "archive"
     proc = subprocess.run([sys.executable, "-m", "logflume", "archive", "--input", str(dep.primary),
-                           "--output", str(archive), "--no-progress"], cwd=REPO, capture_output=True, text=True,
-                          timeout=1800)
-    log(f"chaos: {proc.stdout.strip()}")
+                           "--output", str(archive), "--no-progress", "--json"], cwd=REPO, capture_output=True,
+                          text=True, timeout=1800)
+    log(f"chaos: archive: {proc.stdout.strip()[-2000:]}")
+    try:
+        archived = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        archived = {}
+    archive_conflicts = archived.get("conflicts")
     if proc.returncode != 0:
         problems.append(f"archive exited {proc.returncode}: {proc.stderr[-1000:]}")
     after = count_lines(sink_files(archive))
+    aside = count_lines(sink_files(archive, CONFLICTS), by_reader=True)
 
-    v = judge(*ledgers["afile"], after.seen.get("afile", Counter()), after.corrupt.get("afile", 0))
-    vb = judge(*ledgers["afile"], before.seen.get("afile", Counter()), before.corrupt.get("afile", 0))
-    vm = judge(*ledgers["amem"], after.seen.get("amem", Counter()), after.corrupt.get("amem", 0))
+    results: dict[str, CaseResult] = {}
+    verdicts = {}
+    for case in CASES:
+        written, windows, turns = ledgers[case.name]
+        twin = case.name in twins
+        v = judge(written, windows, after.seen.get(case.name, Counter()), after.corrupt.get(case.name, 0),
+                  set_aside=aside.seen.get(case.name) if twin else None, names=before.names if twin else None)
+        vb = judge(written, windows, before.seen.get(case.name, Counter()), before.corrupt.get(case.name, 0),
+                   names=before.names if twin else None)
+        verdicts[case.name] = v
+        label = "memory channel" if not case.file_channel else f"file channel, {case.name}"
+        if v.corrupt:
+            problems.append(f"{label}: {v.corrupt} damaged or partial lines in the archive")
+        if v.unknown:
+            problems.append(f"{label}: {v.unknown} lines in the archive that were never written")
+        if after.conflicts.get(case.name):
+            problems.append(f"{label}: the archive holds different bytes under one name in "
+                            f"{after.conflicts[case.name]} stream(s)")
+        if not case.file_channel:
+            continue
+        if v.lost:
+            problems.append(f"{label}: {v.lost} lines lost; first missing: file {v.first_missing[0]}.log "
+                            f"line {v.first_missing[1]}")
+        if v.duplicated:
+            problems.append(f"{label}: {v.duplicated} duplicate lines after archive")
+        seen_conflicts = before.conflicts.get(case.name, 0)
+        result = CaseResult(lines=v.written, lost=v.lost, duplicated_after_archive=v.duplicated,
+                            duplicates_before_archive=vb.duplicated, ct_window=v.lost_in_ct_window,
+                            rotations=dict(turns), conflicts_seen=seen_conflicts)
+        if twin:
+            result.read_twice = v.read_twice
+            result.conflicts_archive = int(archive_conflicts or 0)
+            result.set_aside = sum(1 for k in aside.seen.get(case.name, ()) if not after.seen[case.name].get(k))
+            result.stopped = len(twin_injector.done)
+            if archive_conflicts is None:
+                problems.append(f"{label}: archive's summary has no conflict count: {proc.stdout[-300:]}")
+            elif not archive_conflicts:
+                problems.append(f"{label}: archive reported no conflict; {seen_conflicts} stream(s) of the store "
+                                "hold different bytes under one name")
+        elif seen_conflicts:
+            problems.append(f"{label}: {seen_conflicts} stream(s) carry different bytes for one range under one "
+                            "name before archive (one agent named two contents alike)")
+        results[case.name] = result
+
+    file_cases = [c.name for c in CASES if c.file_channel]
+    vm = verdicts["memory"]
     mem_killed = sum(1 for f in injector.done if f.kind == "kill_agent" and f.target == "amem")
-    if v.lost:
-        problems.append(f"file channel: {v.lost} lines lost; first missing: file {v.first_missing[0]}.log "
-                        f"line {v.first_missing[1]}")
-    if v.duplicated:
-        problems.append(f"file channel: {v.duplicated} duplicate lines after archive")
-    for name, verdict in (("file channel", v), ("memory channel", vm)):
-        if verdict.corrupt:
-            problems.append(f"{name}: {verdict.corrupt} damaged or partial lines in the archive")
-        if verdict.unknown:
-            problems.append(f"{name}: {verdict.unknown} lines in the archive that were never written")
     if vm.duplicated:
         problems.append(f"memory channel: {vm.duplicated} duplicate lines after archive")
     if vm.lost and not mem_killed:
         problems.append(f"memory channel: {vm.lost} lines lost although its agent was never killed; first missing: "
                         f"{vm.first_missing}")
+    first = next((verdicts[n].first_missing for n in file_cases if verdicts[n].first_missing), None)
     summary = Summary(
         seed=seed, duration=duration, faults=len(injector.done),
-        fault_kinds=dict(Counter(f.kind for f in injector.done)), lines=v.written, lost=v.lost,
-        duplicated_after_archive=v.duplicated, duplicates_before_archive=vb.duplicated,
-        drain_seconds=round(drain_seconds, 1), corrupt=v.corrupt + vm.corrupt,
-        ct_window=v.lost_in_ct_window, mem_lines=vm.written, mem_lost=vm.lost + vm.lost_in_ct_window,
-        mem_duplicated_after_archive=vm.duplicated, mem_killed=mem_killed,
+        fault_kinds=dict(Counter(f.kind for f in injector.done + twin_injector.done)),
+        lines=sum(results[n].lines for n in file_cases), lost=sum(results[n].lost for n in file_cases),
+        duplicated_after_archive=sum(results[n].duplicated_after_archive for n in file_cases),
+        duplicates_before_archive=sum(results[n].duplicates_before_archive for n in file_cases),
+        drain_seconds=round(drain_seconds, 1), corrupt=sum(v.corrupt for v in verdicts.values()),
+        ct_window=sum(results[n].ct_window for n in file_cases), mem_lines=vm.written,
+        mem_lost=vm.lost + vm.lost_in_ct_window, mem_duplicated_after_archive=vm.duplicated, mem_killed=mem_killed,
         try_later=dep.count_in_logs(AGENTS, "TRY_LATER"), rotations=dict(rotations),
-        first_missing=f"{v.first_missing[0]}.log line {v.first_missing[1]}" if v.first_missing else None,
-        peak_rss_mib=dep.peaks_mib(), problems=problems,
+        first_missing=f"{first[0]}.log line {first[1]}" if first else None,
+        peak_rss_mib=dep.peaks_mib(), cases={n: results[n] for n in file_cases}, problems=problems,
     )
     summary.write(root / "summary.json")
     for p in problems:

@@ -1,18 +1,25 @@
-"""A writer process: numbered lines appended to several files, rotated by rename and by copytruncate at random.
+"""A writer process: numbered lines appended to several files and rotated, as one chaos case needs.
 
 ``python -m tests.chaos.writers --dir D --prefix w1 --files 3 --seed N --ledger OUT.json [--positions P]``
 runs until SIGTERM, then writes its ledger: the last line number of every
 file, and the copytruncate windows.
 
-Copytruncate is done as logrotate does it (copy, then truncate in place), but
-a careful operator's way: writing to that file pauses and the writer waits
-(up to ``--ct-wait`` seconds) until the agent's position file says everything
-was committed.  Lines the agent had not committed when the file was truncated
-(when the agent was down for longer than the wait) are the copytruncate
-window: no shipper can read them any more.  They are recorded, and reported
-apart from losses.  Rename rotation has no such window (the tail source
-follows the renamed file by identity), so the glob must also match the
-rotated names (``*.log*``); copies are named so that it does not match them.
+``--rotate`` picks how files are rotated: ``mixed`` (at random by rename to
+``x.log.N``, N counting up, or by copytruncate), ``rename`` (logrotate's
+numbering: ``x.log.1`` -> ``x.log.2`` ..., ``x.log`` -> ``x.log.1``, a new
+``x.log``) or ``copytruncate``.  ``--copies`` names the copytruncate copies: ``apart``
+(``ct-x-N.copy``, which no ``*.log*`` glob matches) or ``followed``
+(``x.log.N``, which ``*.log*`` matches, so the agent reads the copies too).
+
+Copytruncate is done as logrotate does it (copy, then truncate in place, with
+no write in between).  With ``--positions`` it is done a careful operator's
+way: writing to that file pauses and the writer waits (up to ``--ct-wait``
+seconds) until the agent's position file says everything was committed.
+Lines the agent had not committed when the file was truncated (when the agent
+was down for longer than the wait) are the copytruncate window: they are
+only in a copy that no glob follows.  They are recorded, and reported apart
+from losses.  Without ``--positions`` the writer does not wait and records no
+window: that is for copies that are followed, where no line may be missing.
 """
 
 from __future__ import annotations
@@ -33,9 +40,11 @@ from tests.chaos.lines import make_line
 class LogFile:
     """One numbered-line file and its current generation (lines since the last rotation)."""
 
-    def __init__(self, directory: Path, file_id: str) -> None:
+    def __init__(self, directory: Path, file_id: str, copies: str = "apart", first_write: int = 0) -> None:
         self.dir = directory
         self.id = file_id
+        self.copies = copies
+        self.first_write = first_write
         self.path = directory / f"{file_id}.log"
         self.seq = 0
         self.rotations = 0
@@ -49,19 +58,37 @@ class LogFile:
         self.size = os.fstat(self.fd).st_size
         self.starts = []
 
-    def write(self, rng: random.Random) -> None:
-        self.seq += 1
-        line = make_line(self.id, self.seq, rng)
-        self.starts.append((self.size, self.seq))
+    def write(self, rng: random.Random) -> int:
+        """Append the next line; the first write to an empty file holds ``first_write`` bytes or more.
+
+        One write of at least 1 KiB means every reader that looks at the new file
+        fingerprints the same first bytes (the twin case needs both agents to agree).
+        Returns how many lines were written.
+        """
+        line = b""
+        n = 0
+        while n == 0 or (self.size == 0 and len(line) < self.first_write):
+            self.seq += 1
+            self.starts.append((self.size + len(line), self.seq))
+            line += make_line(self.id, self.seq, rng)
+            n += 1
         view = memoryview(line)
         while view:
             view = view[os.write(self.fd, view):]
         self.size += len(line)
+        return n
 
-    def rotate_rename(self) -> None:
+    def rotate_rename(self, shift: bool = False) -> None:
+        """``x.log`` -> ``x.log.N`` (N counting up), or with ``shift`` logrotate's way: every ``x.log.K``
+        becomes ``x.log.K+1`` (oldest first), then ``x.log`` becomes ``x.log.1``."""
         self.rotations += 1
         os.close(self.fd)
-        os.rename(self.path, self.dir / f"{self.id}.log.{self.rotations}")
+        if shift:
+            for k in range(self.rotations - 1, 0, -1):
+                os.rename(self.dir / f"{self.id}.log.{k}", self.dir / f"{self.id}.log.{k + 1}")
+            os.rename(self.path, self.dir / f"{self.id}.log.1")
+        else:
+            os.rename(self.path, self.dir / f"{self.id}.log.{self.rotations}")
         self.open()
 
     def copytruncate(self, positions: Path | None, wait: float) -> tuple[int, int] | None:
@@ -72,7 +99,8 @@ class LogFile:
         while committed < self.size and time.monotonic() < deadline:
             time.sleep(0.05)
             committed = committed_offset(positions, self.fd) if positions else self.size
-        shutil.copyfile(self.path, self.dir / f"ct-{self.id}-{self.rotations}.copy")
+        copy = f"{self.id}.log.{self.rotations}" if self.copies == "followed" else f"ct-{self.id}-{self.rotations}.copy"
+        shutil.copyfile(self.path, self.dir / copy)
         os.ftruncate(self.fd, 0)
         at_risk = [seq for off, seq in self.starts if off >= committed]
         self.size = 0
@@ -111,7 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--files", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rate", type=float, default=30.0, help="lines per second per file")
+    p.add_argument("--rotate", choices=("mixed", "rename", "copytruncate"), default="mixed",
+                   help="mixed: by rename or copytruncate at random (default)")
+    p.add_argument("--copies", choices=("apart", "followed"), default="apart",
+                   help="copytruncate copies named ct-ID-N.copy (apart) or ID.log.N (followed)")
     p.add_argument("--rotate-every", type=float, default=15.0, help="mean seconds between rotations of a file")
+    p.add_argument("--first-write", type=int, default=0, help="bytes (whole lines) of a new file's first write")
     p.add_argument("--positions", type=Path, default=None, help="the agent's positions.json (copytruncate waits)")
     p.add_argument("--ct-wait", type=float, default=8.0)
     p.add_argument("--ledger", required=True, type=Path)
@@ -127,8 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_term)
     rng = random.Random(f"{args.seed}:{args.prefix}")
     args.dir.mkdir(parents=True, exist_ok=True)
-    files = [LogFile(args.dir, f"{args.prefix}-f{i}") for i in range(args.files)]
-    next_rotate = [time.monotonic() + rng.expovariate(1 / args.rotate_every) for _ in files]
+    files = [LogFile(args.dir, f"{args.prefix}-f{i}", args.copies, args.first_write) for i in range(args.files)]
+
+    def gap() -> float:
+        # mixed keeps the exponential gaps of the original runs; one-way cases rotate steadily,
+        # so a SIGSTOP of a few seconds always spans several rotations
+        if args.rotate == "mixed":
+            return rng.expovariate(1 / args.rotate_every)
+        return rng.uniform(0.5, 1.5) * args.rotate_every
+
+    next_rotate = [time.monotonic() + gap() for _ in files]
     windows: list[list] = []
     counts = {"rename": 0, "copytruncate": 0}
     owed = [0.0] * len(files)
@@ -140,18 +181,18 @@ def main(argv: list[str] | None = None) -> int:
         for i, f in enumerate(files):
             owed[i] += dt * args.rate * rng.uniform(0.5, 1.5)
             while owed[i] >= 1 and not stop:
-                owed[i] -= 1
-                f.write(rng)
+                owed[i] -= f.write(rng)
             if now >= next_rotate[i] and not stop:
-                if rng.random() < 0.5:
-                    f.rotate_rename()
+                by_rename = rng.random() < 0.5 if args.rotate == "mixed" else args.rotate == "rename"
+                if by_rename:
+                    f.rotate_rename(shift=args.rotate == "rename")
                     counts["rename"] += 1
                 else:
                     window = f.copytruncate(args.positions, args.ct_wait)
                     counts["copytruncate"] += 1
                     if window:
                         windows.append([f.id, *window])
-                next_rotate[i] = time.monotonic() + rng.expovariate(1 / args.rotate_every)
+                next_rotate[i] = time.monotonic() + gap()
                 last = time.monotonic()  # the wait is not owed as a burst of lines
     for f in files:
         os.fsync(f.fd)

@@ -149,10 +149,10 @@ class TcpServer:
             t.start()
 
     def _refuse(self, sock: socket.socket, host: str, why: str) -> None:
-        sock.close()
         self.refused += 1
         if self.on_refuse is not None:
             self.on_refuse()
+        sock.close()
         self._refusals_unlogged += 1
         now = time.monotonic()
         if now - self._last_refusal_log >= REFUSAL_LOG_INTERVAL:

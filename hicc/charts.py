@@ -62,7 +62,7 @@ def line_chart(title: str, series: dict[str, Sequence[tuple[float, float]]], uni
     return "".join(parts)
 
 
-def bar_chart(title: str, bars: Sequence[tuple[str, int]], width: int = 760, height: int = 150) -> str:
+def bar_chart(title: str, bars: Sequence[tuple[str, int]], width: int = 1100, height: int = 160) -> str:
     """Vertical bars of ``[(label, count)]`` (the records-per-hour histogram)."""
     pad_l, pad_b, pad_t = 50, 22, 22
     head = f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">' \
@@ -71,7 +71,7 @@ def bar_chart(title: str, bars: Sequence[tuple[str, int]], width: int = 760, hei
         return head + "</svg>"
     vmax = max(n for _, n in bars) or 1
     iw, ih = width - pad_l - 10, height - pad_t - pad_b
-    w = iw / len(bars)
+    w = min(iw / len(bars), 40.0)
     parts = [head, f'<text x="{pad_l - 4}" y="{pad_t + 8}" text-anchor="end" class="tick">{vmax}</text>']
     for i, (lab, n) in enumerate(bars):
         h = n / vmax * ih

@@ -187,7 +187,8 @@ def test_version_and_help():
 
 def test_check_redacts_secrets(tmp_path):
     cfg = tmp_path / "collector.yaml"
-    cfg.write_text(f"collector:\n  listen: 127.0.0.1:7465\n  data_dir: {tmp_path}\n  tokens: [hunter2]\n")
+    cfg.write_text(f"collector:\n  listen: 127.0.0.1:7465\n  data_dir: {tmp_path}\n  tokens: [hunter2]\n"
+                   "  token_sources: ['*']\n")
     res = run_cli("check", "-c", str(cfg))
     assert res.returncode == 0, res.stderr
     assert "hunter2" not in res.stdout and "<redacted>" in res.stdout

@@ -19,7 +19,7 @@ from logflume.config import load_yaml
 from logflume.errors import ConfigError
 from logflume.metrics import Metrics
 from logflume.registry import resolve
-from logflume.secrets import check_secret, is_loopback
+from logflume.secrets import is_loopback
 from logflume.settings import (
     Bool,
     Duration,
@@ -196,20 +196,12 @@ def _authentication(values: Values, file: str | None) -> tuple[Authenticator, li
                 raise ConfigError(file, f"collector.{key}", f"binds {host}:{port} beyond loopback with no credentials "
                                                             "configured; expected identities, tokens or "
                                                             "tls.require_client_cert (or insecure: true)")
-    for cred in credentials:
-        if cred.token is not None and cred.name != "shared-token":
-            warning = check_secret(cred.token, file=file, path=f"collector.identities.{cred.name}.token",
-                                   bind=values.listen)
-            if warning:
-                warnings.append(warning)
     if any(c.token for c in credentials):
-        # collector.tokens without tls on `listen` is already reported by logflume.settings.secret_warnings
-        listen_clear = tls is None and any(c.token and c.name != "shared-token" for c in credentials)
-        clear = [k for k, on in (("listen", not listen_clear), ("scribe", values.scribe_tls),
-                                 ("flume", values.flume_tls)) if values[k] is not None and not on]
+        # weak tokens, and tokens without tls on `listen`, are reported by logflume.settings.secret_warnings
+        clear = [k for k in ("scribe", "flume") if values[k] is not None and not values[f"{k}_tls"]]
         if clear:
-            warnings.append(f"collector: tokens travel in clear on {', '.join(clear)} (no tls); expected "
-                            "collector.tls (and scribe_tls / flume_tls)")
+            warnings.append(f"collector: tokens travel in clear on {' and '.join(clear)} (no tls); expected "
+                            f"collector.{clear[0]}_tls: true")
     return authenticator, warnings
 
 

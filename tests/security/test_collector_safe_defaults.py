@@ -45,10 +45,12 @@ def test_insecure_true_is_the_explicit_way_out(tmp_path, logflume_proc):
 
 def test_tokens_in_clear_are_warned_about_and_sender_names_are_logged_sanitized(tmp_path, logflume_proc):
     port = free_port()
-    cfg = config(tmp_path, listen=f"127.0.0.1:{port}", identities={"a": {"token": TOKEN, "sources": ["a"]}})
+    cfg = config(tmp_path, listen=f"127.0.0.1:{port}", scribe=f"127.0.0.1:{free_port()}",
+                 identities={"a": {"token": TOKEN, "sources": ["a"]}})
     coll = logflume_proc(["collector", "-c", cfg], name="collector")
     wait_for(lambda: "ready:" in coll.log() or not coll.alive(), 30, message="collector ready")
-    assert "tokens travel in clear" in coll.log()
+    assert "a token is configured without tls: it travels in clear" in coll.log()
+    assert "tokens travel in clear on scribe" in coll.log()
     client = WireClient("127.0.0.1", port, token="wrong-token-of-32-characters-xx", sender="x\nFAKE ERROR line\x1b[2J")
     with pytest.raises(RefusedError, match="unknown token"):
         client.connect()

@@ -30,6 +30,7 @@ DELEGATED = {
     "channel": ("agent.channels.filelog.salvage:main",
                 "Check or repair a file channel: channel verify|salvage DIR"),
     "test": ("logflume.pipeline_tests:main", "Run unit tests of an agent config (logflume test -c AGENT TESTS)"),
+    "test": ("logflume.pipeline_tests:main", "Run unit tests of an agent config (logflume test -c AGENT TESTS)"),
 }
 
 EXIT_CONFIG = 2

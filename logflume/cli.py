@@ -30,7 +30,6 @@ DELEGATED = {
     "channel": ("agent.channels.filelog.salvage:main",
                 "Check or repair a file channel: channel verify|salvage DIR"),
     "test": ("logflume.pipeline_tests:main", "Run unit tests of an agent config (logflume test -c AGENT TESTS)"),
-    "test": ("logflume.pipeline_tests:main", "Run unit tests of an agent config (logflume test -c AGENT TESTS)"),
 }
 
 EXIT_CONFIG = 2
@@ -138,7 +137,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
     setup_logging("WARNING")
     try:
-        return run_quickstart(args.data_dir, args.seconds)
+        return run_quickstart(args.data_dir, args.seconds, keep_running=args.keep_running)
     except StartupError as exc:
         return _fail("quickstart", f"cannot start: {exc}", EXIT_STARTUP)
 
@@ -167,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quickstart", help="Run a working local pipeline (agent + collector on loopback)")
     p.add_argument("--data-dir", default=None, help="where to put config, logs and the store (default: a new temp dir)")
     p.add_argument("--seconds", type=float, default=5.0, help="how long to let data flow before stopping")
+    p.add_argument("--keep-running", action="store_true",
+                   help="after the check, run archive and demux and keep everything (and HICC) up until Ctrl-C")
     p.set_defaults(func=cmd_quickstart)
     p = sub.add_parser("plugins", help="List plugins and their settings (Markdown reference)")
     p.add_argument("kind", nargs="?", choices=["source", "channel", "sink", "processor"])

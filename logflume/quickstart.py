@@ -26,6 +26,7 @@ COLLECTOR_YAML = """\
 collector:
   name: quickstart-collector
   listen: 127.0.0.1:{port}
+  metrics: 127.0.0.1:{collector_metrics}
   data_dir: {dir}/collector
 store:
   type: buffer
@@ -42,6 +43,7 @@ AGENT_YAML = """\
 agent:
   name: quickstart-agent
   data_dir: {dir}/agent
+  metrics: 127.0.0.1:{agent_metrics}
   shutdown_timeout: 20s
 sources:
   demo:
@@ -61,6 +63,20 @@ sinks:
     type: collector
     channel: disk
     collectors: ["127.0.0.1:{port}"]
+"""
+
+HICC_YAML = """\
+# Written by `logflume quickstart`. Run it yourself with: logflume hicc -c {dir}/hicc.yaml
+hicc:
+  listen: 127.0.0.1:{port}
+  data_dir: {dir}/hicc
+  agents: ["127.0.0.1:{agent_metrics}"]
+  collectors: ["127.0.0.1:{collector_metrics}"]
+  poll_interval: 1s
+  refresh: 2s
+  store: {dir}/store
+  archive: {dir}/archive
+  demux: {dir}/demux
 """
 
 PATHS = ["/", "/index.html", "/api/orders", "/api/users/42", "/static/app.js", "/login", "/healthz"]
@@ -86,17 +102,24 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen:
                             stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 20.0) -> None:
+def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 20.0, what: str = "collector") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise StartupError(f"collector exited with status {proc.returncode}; see {log}")
+            raise StartupError(f"{what} exited with status {proc.returncode}; see {log}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return
         except OSError:
             time.sleep(0.1)
-    raise StartupError(f"collector did not listen on 127.0.0.1:{port} within {timeout:.0f}s; see {log}")
+    raise StartupError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f}s; see {log}")
+
+
+def _archive_and_demux(root: Path) -> None:
+    """Give the console's Store and Records pages something to show."""
+    for job in (["archive", "--input", f"{root}/store", "--output", f"{root}/archive"],
+                ["demux", "--input", f"{root}/archive", "--output", f"{root}/demux", "--no-progress"]):
+        subprocess.run([sys.executable, "-m", "logflume", *job], stdout=subprocess.DEVNULL, check=False, timeout=300)
 
 
 def _stored_lines(store: Path) -> list[bytes]:
@@ -123,22 +146,27 @@ def _stop(proc: subprocess.Popen, timeout: float = 30.0) -> int:
     return proc.returncode
 
 
-def run_quickstart(data_dir: str | None, seconds: float = 5.0, lines: int = 20000) -> int:
+def run_quickstart(data_dir: str | None, seconds: float = 5.0, lines: int = 20000, keep_running: bool = False) -> int:
     root = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="logflume-quickstart-"))
     root = root.resolve()
     for sub in ("logs", "agent", "collector", "store"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    (root / "collector.yaml").write_text(COLLECTOR_YAML.format(dir=root, port=port))
-    (root / "agent.yaml").write_text(AGENT_YAML.format(dir=root, port=port))
+    port, hicc_port = _free_port(), _free_port()
+    ports = {"port": port, "agent_metrics": _free_port(), "collector_metrics": _free_port()}
+    (root / "collector.yaml").write_text(COLLECTOR_YAML.format(dir=root, **ports))
+    (root / "agent.yaml").write_text(AGENT_YAML.format(dir=root, **ports))
+    (root / "hicc.yaml").write_text(HICC_YAML.format(dir=root, **{**ports, "port": hicc_port}))
     print(f"logflume quickstart: data dir {root}")
     print(f"  collector on 127.0.0.1:{port}  config {root}/collector.yaml  log {root}/collector.log")
     print(f"  agent tailing {root}/logs/*.log  config {root}/agent.yaml  log {root}/agent.log")
+    print(f"  console (HICC): http://127.0.0.1:{hicc_port}/  config {root}/hicc.yaml  log {root}/hicc.log")
 
     collector = _spawn(["collector", "-c", str(root / "collector.yaml")], root / "collector.log")
+    hicc = _spawn(["hicc", "-c", str(root / "hicc.yaml")], root / "hicc.log")
     agent = None
     try:
         _wait_port(port, collector, root / "collector.log")
+        _wait_port(hicc_port, hicc, root / "hicc.log", what="hicc")
         agent = _spawn(["agent", "-c", str(root / "agent.yaml")], root / "agent.log")
         rng = random.Random(42)
         written = []
@@ -164,10 +192,17 @@ def run_quickstart(data_dir: str | None, seconds: float = 5.0, lines: int = 2000
             if len(stored) >= len(written):
                 break
             time.sleep(0.5)
+        if keep_running:
+            _archive_and_demux(root)
+            print(f"running: open http://127.0.0.1:{hicc_port}/ (Pipeline, Streams, Store and jobs, Records); "
+                  "Ctrl-C stops everything", flush=True)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:
         if agent is not None:
             _stop(agent)
         _stop(collector)
+        _stop(hicc)
     stored = _stored_lines(root / "store")
     missing = len(set(written) - set(stored))
     files = sorted(p for p in (root / "store").rglob("*.seq") if not p.name.startswith((".", "_")))
@@ -181,8 +216,9 @@ def run_quickstart(data_dir: str | None, seconds: float = 5.0, lines: int = 2000
         print(f"logflume quickstart: {missing} line(s) did not arrive; see {root}/agent.log and "
               f"{root}/collector.log", file=sys.stderr)
         return 1
-    print("every line arrived. Stop here, or edit the two configs and run them with "
-          "`logflume agent -c` / `logflume collector -c`.")
+    print("every line arrived. Stop here, or edit the configs and run them with "
+          "`logflume agent -c` / `logflume collector -c` / `logflume hicc -c`; "
+          "`logflume quickstart --keep-running` leaves the pipeline and the console up.")
     return 0
 
 

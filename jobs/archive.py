@@ -1,12 +1,16 @@
 """``logflume archive``: sink files -> hourly archive SequenceFiles, every byte exactly once.
 
-Reads finished sink files, drops duplicate and overlapping bytes (see
-:mod:`jobs.dedup`), groups what is left by datatype and the UTC hour of each
-chunk's timestamp, sorts it by (source, stream, epoch, seq_id) and writes
-``<output>/<datatype>/<yyyy-mm-dd>/<HH>/archive-<batch>.seq``.  Work is done in
-batches committed through :mod:`jobs.manifest`, so a run killed at any point
-and run again gives the same archive.  Chunks for an hour archived by an
-earlier batch (late arrivals) go to that batch's own new file in the hour.
+Reads finished sink files, drops duplicate and overlapping bytes once they
+are proven identical (see :mod:`jobs.dedup`), groups what is left by datatype
+and the UTC hour of each chunk's timestamp, sorts it by (source, stream,
+epoch, seq_id) and writes ``<output>/<datatype>/<yyyy-mm-dd>/<HH>/archive-<batch>.seq``.
+No chunk can stop it: chunks with unusable metadata go to
+``<output>/_errors/errors-<batch>.seq``, chunks whose bytes disagree with bytes
+already kept to ``<output>/_conflicts/conflicts-<batch>.seq`` (see
+:mod:`jobs.setaside`).  Work is done in batches committed through
+:mod:`jobs.manifest`: a run that dies at any point leaves a batch the next run
+rolls back and does again.  Chunks for an hour archived by an earlier batch
+(late arrivals) go to that batch's own new file in the hour.
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ from jobs.dedup import Deduplicator, DedupStats
 from jobs.errors import JobError
 from jobs.layout import partition_name, utc_day_hour
 from jobs.manifest import Committed, Manifest, Pending, sync_file
-from jobs.sinkfiles import list_finished, open_fs, read_chunks
+from jobs.setaside import CONFLICTS_DIR, ERRORS_DIR, Rejected, SetAsideFile
+from jobs.sinkfiles import list_finished, open_fs, parse_record, read_chunks
 from logflume.chunk import Chunk
 from logflume.settings import Invalid, parse_size
 
 WRITER_NAME = "logflume-archive"
 DEFAULT_BATCH = 256 * 1024 * 1024
+#: Exit status when the run completed and committed, but set aside conflicting chunks.
+EXIT_CONFLICTS = 3
 
 
 @dataclass
@@ -53,12 +60,16 @@ class ArchiveSummary:
     bytes_out: int = 0
     duplicates_dropped: int = 0
     overlaps_trimmed: int = 0
-    recovered_batches: int = 0
+    conflicts: int = 0  # chunks set aside to _conflicts
+    bad_chunks: int = 0  # records set aside to _errors (unusable metadata)
+    recovered_batches: int = 0  # interrupted batches rolled back (and done again)
     seconds: float = 0.0
     outputs: list[str] = field(default_factory=list)
+    set_aside: list[str] = field(default_factory=list)  # _errors and _conflicts files written
 
     def add_dedup(self, st: DedupStats) -> None:
-        for name in ("chunks_in", "chunks_out", "bytes_in", "bytes_out", "duplicates_dropped", "overlaps_trimmed"):
+        for name in ("chunks_in", "chunks_out", "bytes_in", "bytes_out", "duplicates_dropped", "overlaps_trimmed",
+                     "conflicts"):
             setattr(self, name, getattr(self, name) + getattr(st, name))
 
 
@@ -93,87 +104,165 @@ class Archiver:
         t0 = time.monotonic()
         committed = self.manifest.load()
         pending = self.manifest.pending()
-        if pending is not None and pending.batch <= committed.batches:
-            # killed after the commit, before pending.json was removed: that batch is done
-            if not self.opts.dry_run:
-                self.manifest.clear_pending()
-            pending = None
+        if pending is not None and not self.opts.dry_run:
+            if pending.batch > committed.batches:  # else: killed after its commit, nothing to undo
+                self.rollback(pending.batch)
+                self.summary.recovered_batches += 1
+            self.manifest.clear_pending()
         todo = [f for f in list_finished(self.in_fs, self.in_root) if self.url(f.path) not in committed.done]
-        if pending is not None:
-            self.summary.recovered_batches += 1
-            todo = [f for f in todo if self.url(f.path) not in pending.inputs]
-        total = sum(f.size for f in todo) + (sum(pending.inputs.values()) if pending else 0)
+        total = sum(f.size for f in todo)
         done_bytes = 0
-        while True:
-            if pending is None:
-                if not todo:
-                    break
-                take, size = [], 0
-                while todo and (not take or size + todo[0].size <= self.opts.batch_size):
-                    f = todo.pop(0)
-                    take.append(f)
-                    size += f.size
-                pending = Pending(committed.batches + 1, {self.url(f.path): f.size for f in take})
-                if not self.opts.dry_run:
-                    self.manifest.begin(pending)
+        while todo:
+            take, size = [], 0
+            while todo and (not take or size + todo[0].size <= self.opts.batch_size):
+                f = todo.pop(0)
+                take.append(f)
+                size += f.size
+            pending = Pending(committed.batches + 1, {self.url(f.path): f.size for f in take})
+            if not self.opts.dry_run:
+                self.manifest.begin(pending)
             committed = self.run_batch(pending, committed)
-            done_bytes += sum(pending.inputs.values())
+            done_bytes += size
             if self.progress:
                 self.progress(done_bytes, total, committed.batches)
-            pending = None
         self.summary.seconds = time.monotonic() - t0
         return self.summary
 
+    def rollback(self, batch: int) -> None:
+        """Remove every output (and temporary) of an uncommitted batch: all carry its number."""
+        root = self.out_root
+        n = f"{batch:06d}"
+        patterns = [f"{root}/*/*/*/archive-{n}.seq", f"{root}/*/*/*/.archive-{n}.seq.tmp"]
+        for folder, stem in ((ERRORS_DIR, "errors"), (CONFLICTS_DIR, "conflicts")):
+            patterns += [f"{root}/{folder}/{stem}-{n}.seq", f"{root}/{folder}/.{stem}-{n}.seq.tmp"]
+        for pattern in patterns:
+            for path in self.out_fs.glob(pattern):
+                self.out_fs.rm(path)
+
     def run_batch(self, pending: Pending, committed: Committed) -> Committed:
         chunks: list[Chunk] = []
+        rejected: list[Rejected] = []
+        origin: dict[int, str] = {}  # id(chunk) -> input URL, for conflict reports
         for url in sorted(pending.inputs):
-            path = self.in_fs._strip_protocol(url)
-            if not self.in_fs.exists(path):
-                raise JobError(f"batch {pending.batch} lists input {url}, which no longer exists; restore it, or "
-                               f"delete {self.manifest.pending_path} and that batch's archive-{pending.batch:06d}"
-                               f".seq files to start the batch over")
-            chunks.extend(read_chunks(self.in_fs, path))
-        dedup = Deduplicator.from_state(committed.state)
+            for item in read_chunks(self.in_fs, self.in_fs._strip_protocol(url)):
+                if isinstance(item, Rejected):
+                    rejected.append(item)
+                else:
+                    chunks.append(item)
+                    origin[id(item)] = url
+        dedup = Deduplicator.from_state(committed.state, self.read_archived)
         kept = dedup.run(chunks)
         groups = group_by_hour(kept)
-        outputs = [self.write_group(pending.batch, key, group) for key, group in sorted(groups.items())]
+        outputs = []
+        for key, group in sorted(groups.items()):
+            path, runs = self.write_group(pending.batch, key, group)
+            outputs.append(path)
+            rel = path[len(self.out_root):].lstrip("/")
+            for stream, start, end, offset in runs:
+                dedup.locate(stream, start, end, None if self.opts.dry_run else rel, offset)
+        set_aside = [p for p in (
+            self.set_aside(ERRORS_DIR, "errors", pending.batch, [(r.key(), r.data) for r in rejected]),
+            self.set_aside(CONFLICTS_DIR, "conflicts", pending.batch,
+                           [(c.key(lambda ch: origin.get(id(ch), "")), c.chunk.data) for c in dedup.conflicts]),
+        ) if p is not None]
         s = self.summary
         s.batches += 1
         s.input_files += len(pending.inputs)
         s.output_files += len(outputs)
         s.outputs.extend(outputs)
+        s.set_aside.extend(set_aside)
         s.add_dedup(dedup.stats)
+        s.bad_chunks += len(rejected)
         totals = dict(committed.totals)
         for name, value in asdict(dedup.stats).items():
             totals[name] = totals.get(name, 0) + value
         totals["output_files"] = totals.get("output_files", 0) + len(outputs)
+        totals["bad_chunks"] = totals.get("bad_chunks", 0) + len(rejected)
         new = Committed(pending.batch, {**committed.done, **pending.inputs}, dedup.state(), totals)
         if not self.opts.dry_run:
             self.manifest.commit(new)
         return new
 
-    def write_group(self, batch: int, key: tuple[str, str, str], chunks: list[Chunk]) -> str:
+    def write_group(self, batch: int, key: tuple[str, str, str], chunks: list[Chunk]
+                    ) -> tuple[str, list[tuple[tuple[str, str, str], int, int, int]]]:
+        """Write one hour's archive file; returns its path and, per stream in it, (key, first byte,
+        end, offset of a sync point just before the stream's first record)."""
         from sinks.sequencefile import BYTES_WRITABLE, TEXT, SequenceFileWriter
 
         rel = f"{key[0]}/{key[1]}/{key[2]}/archive-{batch:06d}.seq"
         final = f"{self.out_root}/{rel}"
+        runs = _stream_runs(chunks)
         if self.opts.dry_run:
-            return final
+            return final, [(k, chunks[i].start, chunks[j - 1].seq_id, 0) for k, i, j in runs]
         folder = final.rsplit("/", 1)[0]
         tmp = f"{folder}/.archive-{batch:06d}.seq.tmp"
         self.out_fs.makedirs(folder, exist_ok=True)
         # Everything in the file derives from the batch's inputs, so a redo writes the same bytes.
         meta = {"logflume.writer": WRITER_NAME, "logflume.format": "1", "logflume.batch": str(batch)}
+        located = []
         with self.out_fs.open(tmp, "wb") as f:
             w = SequenceFileWriter(f, key_class=TEXT, value_class=BYTES_WRITABLE, compression=self.opts.compression,
                                    codec=self.opts.codec, metadata=meta,
                                    sync_marker=hashlib.md5(rel.encode()).digest())
-            for c in chunks:
-                w.append_chunk(c)
+            for k, i, j in runs:
+                located.append((k, chunks[i].start, chunks[j - 1].seq_id, _sync_point(w)))
+                for c in chunks[i:j]:
+                    w.append_chunk(c)
             w.close()
             sync_file(f)
         self.out_fs.mv(tmp, final)
-        return final
+        return final, located
+
+    def set_aside(self, folder: str, stem: str, batch: int, records: list[tuple[dict[str, Any], Any]]) -> str | None:
+        """Write a batch's set-aside chunks to ``<output>/<folder>/<stem>-<batch>.seq``; None if there are none."""
+        path = f"{self.out_root}/{folder}/{stem}-{batch:06d}.seq"
+        if not records or self.opts.dry_run:
+            return path if records else None
+        out = SetAsideFile(self.out_fs, path, WRITER_NAME, {"logflume.batch": str(batch)})
+        try:
+            for key, data in records:
+                out.add(key, data)
+            return out.close()
+        except BaseException:
+            out.abort()
+            raise
+
+    def read_archived(self, rel: str, offset: int, key: tuple[str, str, str]) -> list[Chunk]:
+        """The chunks of stream ``key`` an earlier batch wrote to archive file ``rel`` from sync point ``offset``."""
+        from sinks.sequencefile import SequenceFileReader
+
+        out: list[Chunk] = []
+        with self.out_fs.open(f"{self.out_root}/{rel}", "rb") as f:
+            for k, v in SequenceFileReader(f, start=offset).iter_raw():
+                item = parse_record(k, v, rel)
+                if isinstance(item, Rejected):
+                    raise JobError(f"{rel}: archived record is not a usable chunk: {item.reason}")
+                if item.key != key:
+                    break
+                out.append(item)
+        return out
+
+
+def _stream_runs(chunks: list[Chunk]) -> list[tuple[tuple[str, str, str], int, int]]:
+    """(key, first index, end index) of each stream's consecutive chunks (the list is sorted by key)."""
+    runs = []
+    i = 0
+    for j in range(1, len(chunks) + 1):
+        if j == len(chunks) or chunks[j].key != chunks[i].key:
+            runs.append((chunks[i].key, i, j))
+            i = j
+    return runs
+
+
+def _sync_point(w: Any) -> int:
+    """Write a sync marker and return the offset from which a reader starts at the next record.
+
+    A record-file marker is written where the writer stands; a block file's
+    next block starts with one once the pending block is written.
+    """
+    before = w.position
+    w.sync()
+    return w.position if w.compression == "BLOCK" else before
 
 
 def _size(text: str) -> int:
@@ -225,7 +314,7 @@ def main(argv: list[str]) -> int:
     progress = None if args.no_progress or not sys.stderr.isatty() else _progress_bar(sys.stderr)
     try:
         summary = Archiver(opts, progress).run()
-    except (JobError, FileNotFoundError) as exc:
+    except (JobError, OSError) as exc:
         print(f"logflume archive: {exc}", file=sys.stderr)
         return 1
     if args.json:
@@ -235,11 +324,16 @@ def main(argv: list[str]) -> int:
     else:
         s = summary
         what = "would write" if args.dry_run else "wrote"
-        rec = f", redid {s.recovered_batches} interrupted batch" if s.recovered_batches else ""
+        rec = f", rolled back {s.recovered_batches} interrupted batch" if s.recovered_batches else ""
         print(f"archive: {s.batches} batch(es){rec}: read {s.input_files} file(s), {s.chunks_in} chunks, "
               f"{s.bytes_in} bytes; {what} {s.output_files} file(s), {s.chunks_out} chunks, {s.bytes_out} bytes; "
               f"dropped {s.duplicates_dropped} duplicate chunk(s), trimmed {s.overlaps_trimmed} overlapping; "
-              f"{s.seconds:.2f}s")
+              f"set aside {s.bad_chunks} bad chunk(s) to {ERRORS_DIR}, {s.conflicts} conflict(s) to "
+              f"{CONFLICTS_DIR}; {s.seconds:.2f}s")
+    if summary.conflicts:
+        print(f"logflume archive: {summary.conflicts} chunk(s) disagree with bytes already archived for their range; "
+              f"set aside in {CONFLICTS_DIR}/ (see docs/jobs.md)", file=sys.stderr)
+        return EXIT_CONFLICTS
     return 0
 
 

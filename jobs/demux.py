@@ -4,7 +4,8 @@ Reads sink or archive files, splits each chunk into records (at its record
 ends, else at newlines), runs the processor configured for the chunk's
 datatype and writes ``<output>/<datatype>/<yyyy-mm-dd>/part-NNNNN.<fmt>``.
 Records a processor rejects go to ``<output>/_errors/<datatype>/<yyyy-mm-dd>/``
-with the reason.  The day is the UTC day the chunk was read (its timestamp):
+with the reason; chunks whose metadata cannot be used go whole, in sink-file
+format, to ``<output>/_errors/_chunks/``.  The day is the UTC day the chunk was read (its timestamp):
 always present, unlike a parseable time inside every record.
 """
 
@@ -35,6 +36,7 @@ class DemuxSummary:
     records: int = 0
     errors: int = 0
     bytes: int = 0
+    bad_chunks: int = 0
     output_files: int = 0
     seconds: float = 0.0
     outputs: list[str] = field(default_factory=list)
@@ -44,6 +46,7 @@ class DemuxSummary:
         self.records += stats.records
         self.errors += stats.errors
         self.bytes += stats.bytes
+        self.bad_chunks += stats.bad_chunks
 
 
 def load_spec(config: str | None, overrides: list[str]) -> ProcessorSpec:
@@ -171,7 +174,8 @@ def main(argv: list[str]) -> int:
         s = summary
         mb = s.bytes / 1e6
         print(f"demux ({s.engine}): {s.input_files} file(s), {s.chunks} chunks, {mb:.1f} MB -> {s.records} records, "
-              f"{s.errors} to _errors, {s.output_files} output file(s); {s.seconds:.2f}s "
+              f"{s.errors} to _errors, {s.bad_chunks} bad chunk(s) to _errors/_chunks, {s.output_files} output "
+              f"file(s); {s.seconds:.2f}s "
               f"({mb / s.seconds if s.seconds else 0:.1f} MB/s)")
     return 0
 

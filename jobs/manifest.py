@@ -3,18 +3,21 @@
 The manifest lives in ``<output>/_manifest/`` (hidden from Hadoop and Spark):
 
 * ``manifest.json`` — the committed state: batches committed, every input
-  file archived (URL -> size), the byte ranges kept per stream (so later runs
-  keep dropping duplicates) and running totals.  Replaced atomically.
+  file archived (URL -> size), per stream the byte ranges kept and the archive
+  files holding them (so later runs keep dropping duplicates and can re-read
+  kept bytes to compare), and running totals.  Replaced atomically.
 * ``pending.json`` — the batch in progress: its number and its inputs, written
   before any output of the batch.
 
-A batch writes each output under a hidden temporary name and renames it; only
-then is ``manifest.json`` replaced with the inputs marked done; then
-``pending.json`` goes.  After a crash anywhere, the next run finds
-``pending.json`` and redoes exactly that batch: same inputs, same prior state,
-same batch number, hence the same output names and bytes (written again over
-any it had already renamed).  Nothing is lost (inputs are done only after their
-outputs exist) and nothing doubles (a redo overwrites, never adds).
+Every output of batch N carries N in its name.  A batch writes each output
+under a hidden temporary name and renames it; only then is ``manifest.json``
+replaced with the inputs marked done; then ``pending.json`` goes.  After a
+crash anywhere (or any exception), the next run finds ``pending.json`` and
+rolls that batch back: it removes every output named with its number, which
+no committed state refers to, then plans batches afresh from the committed
+state.  Nothing is lost (inputs are done only after their outputs exist),
+nothing doubles (a rolled-back batch leaves nothing behind), and nothing a
+batch did can stall the next run (a rollback needs none of its inputs).
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from jobs.errors import JobError
 from logflume.statefile import write_atomic
 
 MANIFEST_DIR = "_manifest"
-FORMAT = 1
+FORMAT = 2
+#: Formats this version reads: 1 kept ranges without their archive files (trusted, never re-read).
+READABLE = (1, 2)
 
 
 @dataclass
@@ -68,8 +73,9 @@ class Manifest:
                 data = json.loads(f.read())
         except (OSError, ValueError) as exc:
             raise JobError(f"{path}: unreadable manifest: {exc}") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise JobError(f"{path}: not a logflume archive manifest of format {FORMAT}")
+        if not isinstance(data, dict) or data.get("format") not in READABLE:
+            raise JobError(f"{path}: not a logflume archive manifest of format "
+                           f"{' or '.join(map(str, READABLE))}")
         return data
 
     def _write(self, path: str, data: dict[str, Any]) -> None:

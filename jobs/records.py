@@ -6,20 +6,26 @@ records.  Each output record is the processor's fields plus its provenance:
 record's first byte), ``_datatype``, ``_timestamp`` (ms, when the chunk was
 read) and ``_tags``.  A record the processor rejects becomes an error record
 (provenance, ``reason``, ``raw``) in the ``_errors`` partition: none is dropped.
+A chunk whose metadata cannot be used (:mod:`jobs.setaside`) is set aside whole,
+in sink-file format, to ``_errors/_chunks/``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.layout import partition_name, utc_day
 from jobs.processor import ParseError, Processor, RecordContext, build_processor
+from jobs.setaside import ERRORS_DIR, Rejected, SetAsideFile
 from logflume.chunk import FLAG_SPLIT, Chunk
 from logflume.errors import ConfigError
 
-ERRORS = "_errors"
+ERRORS = ERRORS_DIR
+#: Where demux sets aside whole chunks with unusable metadata (never a datatype directory: those never start
+#: with "_").
+BAD_CHUNKS = f"{ERRORS_DIR}/_chunks"
 
 
 def default_processor_type(datatype: str) -> str:
@@ -89,19 +95,27 @@ class DemuxStats:
     records: int = 0
     errors: int = 0
     bytes: int = 0
+    bad_chunks: int = 0
 
     def add(self, other: DemuxStats) -> None:
         self.chunks += other.chunks
         self.records += other.records
         self.errors += other.errors
         self.bytes += other.bytes
+        self.bad_chunks += other.bad_chunks
+
+
+def bad_chunks_file(fs: Any, root: str, index: int) -> SetAsideFile:
+    """Task ``index``'s file of set-aside chunks: ``<root>/_errors/_chunks/chunks-NNNNN.seq``."""
+    return SetAsideFile(fs, f"{root.rstrip('/')}/{BAD_CHUNKS}/chunks-{index:05d}.seq", "demux")
 
 
 class RecordSplitter:
     """Turns chunks into (partition, record) pairs with one processor per datatype, built on first use."""
 
-    def __init__(self, spec: ProcessorSpec) -> None:
+    def __init__(self, spec: ProcessorSpec, set_aside: Callable[[Rejected], None] | None = None) -> None:
         self.spec = spec
+        self.set_aside = set_aside
         self._procs: dict[str, Processor] = {}
         self.stats = DemuxStats()
 
@@ -111,8 +125,17 @@ class RecordSplitter:
             proc = self._procs[datatype] = _build(self.spec.entry(datatype))
         return proc
 
-    def split(self, chunk: Chunk) -> Iterator[tuple[tuple[str, ...], dict[str, Any]]]:
-        """``((datatype dir, day), record)`` for good records, ``(("_errors", datatype dir, day), error)`` else."""
+    def split(self, chunk: Chunk | Rejected) -> Iterator[tuple[tuple[str, ...], dict[str, Any]]]:
+        """``((datatype dir, day), record)`` for good records, ``(("_errors", datatype dir, day), error)`` else.
+
+        A rejected chunk yields nothing: it goes whole to ``set_aside``.
+        """
+        if isinstance(chunk, Rejected):
+            self.stats.bad_chunks += 1
+            if self.set_aside is None:
+                raise ValueError(f"{chunk.where}: {chunk.reason}")
+            self.set_aside(chunk)
+            return
         proc = self.processor(chunk.datatype)
         dt_dir, day = partition_name(chunk.datatype), utc_day(chunk.timestamp)
         good, bad = (dt_dir, day), (ERRORS, dt_dir, day)

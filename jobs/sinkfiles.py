@@ -3,11 +3,17 @@
 A file being written has a name starting with ``_`` or ``.`` (as Hadoop and
 Spark skip) and gets its final name only once closed, so a job takes exactly
 the ``*.seq`` files none of whose path parts, below the root, starts with
-``_`` or ``.``.  That also skips archive's own ``_manifest`` and temporaries.
+``_`` or ``.``.  That also skips archive's own ``_manifest``, ``_errors``,
+``_conflicts`` and temporaries.
+
+Every record read is either a usable chunk or a :class:`~jobs.setaside.Rejected`
+naming why not: no record can stop a job.  A file that is not a SequenceFile,
+or is damaged, still stops it (that is damage to the store, not a chunk).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +21,8 @@ from typing import Any
 import fsspec
 
 from jobs.errors import JobError
-from logflume.chunk import Chunk
+from jobs.setaside import Rejected, metadata_problem
+from logflume.chunk import Buffer, Chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,18 +66,39 @@ def hadoop_url(fs: Any, path: str) -> str:
     return fs.unstrip_protocol(path)
 
 
-def read_chunks(fs: Any, path: str, start: int = 0, end: int | None = None) -> Iterator[Chunk]:
-    """Chunks of one sink/archive file split; a bad file raises JobError naming it."""
+def parse_record(key: Buffer, value: Buffer, where: str) -> Chunk | Rejected:
+    """A stored record as a chunk a job can use, or the reason it cannot be one.
+
+    The key is hostile input as far as a job knows: any failure to decode it
+    (not JSON, too deeply nested, a number out of range, a missing field) or
+    metadata outside the bounds (:func:`~jobs.setaside.metadata_problem`) gives
+    a :class:`Rejected` that keeps the record whole.
+    """
+    meta: Any = None
+    try:
+        meta = json.loads(bytes(key))
+        if not isinstance(meta, dict):
+            return Rejected(None, key, value, "chunk metadata is not a JSON object", where)
+        chunk = Chunk.from_metadata(meta, value)
+    except (ValueError, TypeError, OverflowError, RecursionError, AttributeError) as exc:
+        meta = meta if isinstance(meta, dict) else None
+        reason = str(exc) if isinstance(exc, ValueError) else f"malformed chunk metadata: {exc!r}"
+        return Rejected(meta, key, value, reason, where)
+    reason = metadata_problem(chunk)
+    if reason is not None:
+        return Rejected(meta, key, value, reason, where)
+    return chunk
+
+
+def read_chunks(fs: Any, path: str, start: int = 0, end: int | None = None) -> Iterator[Chunk | Rejected]:
+    """Chunks (or rejected records) of one sink/archive file split; a damaged file raises JobError naming it."""
     from sinks.sequencefile import SequenceFileError, SequenceFileReader
 
+    url = fs.unstrip_protocol(path)
     with fs.open(path, "rb") as f:
         try:
             reader = SequenceFileReader(f, start=start, end=end)
             for key, value in reader.iter_raw():
-                try:
-                    yield Chunk.from_metadata_json(key, value)
-                except ValueError as exc:
-                    raise JobError(f"{path}: record near offset {reader.last_record_end} is not a chunk: "
-                                   f"{exc}") from None
+                yield parse_record(key, value, f"{url}@{reader.last_record_end}")
         except SequenceFileError as exc:
             raise JobError(f"{path}: {exc}") from None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.outputs import write_partitions
-from jobs.records import DemuxStats, ProcessorSpec, RecordSplitter
+from jobs.records import DemuxStats, ProcessorSpec, RecordSplitter, bad_chunks_file
 from jobs.sinkfiles import InputFile, read_chunks
 
 #: Default split size: large enough to amortise a task, small enough to balance cores.
@@ -52,10 +52,16 @@ def plan_tasks(files: list[InputFile], split_size: int = SPLIT_SIZE) -> list[Tas
 
 
 def run_task(task: Task, in_fs: Any, out_fs: Any, out_root: str, spec: ProcessorSpec, fmt: str) -> TaskResult:
-    splitter = RecordSplitter(spec)
+    bad = bad_chunks_file(out_fs, out_root, task.index)
+    splitter = RecordSplitter(spec, lambda r: bad.add(r.key(), r.data))
     records = (pr for chunk in read_chunks(in_fs, task.path, task.start, task.end) for pr in splitter.split(chunk))
-    files = write_partitions(records, out_fs, out_root, task.index, fmt)
-    return TaskResult(task.index, splitter.stats, files)
+    try:
+        files = write_partitions(records, out_fs, out_root, task.index, fmt)
+        bad_file = bad.close()
+    except BaseException:
+        bad.abort()
+        raise
+    return TaskResult(task.index, splitter.stats, files + ([bad_file] if bad_file else []))
 
 
 _WORKER: dict[str, Any] = {}

@@ -16,10 +16,10 @@ import sys
 from functools import partial
 from typing import Any
 
-from jobs.errors import JobError
 from jobs.outputs import write_partitions
-from jobs.records import DemuxStats, ProcessorSpec, RecordSplitter
-from jobs.sinkfiles import InputFile, hadoop_url, open_fs
+from jobs.records import DemuxStats, ProcessorSpec, RecordSplitter, bad_chunks_file
+from jobs.setaside import Rejected
+from jobs.sinkfiles import InputFile, hadoop_url, open_fs, parse_record
 from logflume.chunk import Chunk
 
 TEXT = "org.apache.hadoop.io.Text"
@@ -28,23 +28,27 @@ BYTES_WRITABLE = "org.apache.hadoop.io.BytesWritable"
 SPLIT_SIZE = 64 * 1024 * 1024
 
 
-def _to_chunk(key: Any, value: Any) -> Chunk:
-    raw = key.encode("utf-8") if isinstance(key, str) else bytes(key)
+def _to_chunk(key: Any, value: Any, where: str) -> Chunk | Rejected:
+    raw = key.encode("utf-8", "surrogateescape") if isinstance(key, str) else bytes(key)
     data = value if isinstance(value, (bytes, bytearray)) else bytes(value)  # PySpark gives bytearray: no copy
-    try:
-        return Chunk.from_metadata_json(raw, data)
-    except ValueError as exc:
-        raise JobError(f"a record is not a chunk: {exc}") from None
+    return parse_record(raw, data, where)
 
 
 def _partition(output_url: str, spec: ProcessorSpec, fmt: str, index: int, pairs: Any) -> Any:
     """Runs on an executor: one Spark partition -> part-<index> files; yields its stats and file names."""
     out_fs, out_root = open_fs(output_url)
-    splitter = RecordSplitter(spec)
-    records = (pr for key, value in pairs for pr in splitter.split(_to_chunk(key, value)))
-    files = write_partitions(records, out_fs, out_root, index, fmt)
+    bad = bad_chunks_file(out_fs, out_root, index)
+    splitter = RecordSplitter(spec, lambda r: bad.add(r.key(), r.data))
+    where = f"spark partition {index}"
+    records = (pr for key, value in pairs for pr in splitter.split(_to_chunk(key, value, where)))
+    try:
+        files = write_partitions(records, out_fs, out_root, index, fmt)
+        bad_file = bad.close()
+    except BaseException:
+        bad.abort()
+        raise
     st = splitter.stats
-    yield (st.chunks, st.records, st.errors, st.bytes, files)
+    yield (st.chunks, st.records, st.errors, st.bytes, st.bad_chunks, files + ([bad_file] if bad_file else []))
 
 
 def spark_context(master: str | None = None, conf: dict[str, str] | None = None) -> Any:
@@ -114,7 +118,7 @@ def run(files: list[InputFile], in_fs: Any, output_url: str, spec: ProcessorSpec
             _stop_gateway()
     stats = DemuxStats()
     outputs: list[str] = []
-    for chunks, records, errors, nbytes, names in results:
-        stats.add(DemuxStats(chunks, records, errors, nbytes))
+    for chunks, records, errors, nbytes, bad_chunks, names in results:
+        stats.add(DemuxStats(chunks, records, errors, nbytes, bad_chunks))
         outputs.extend(names)
     return stats, outputs, partitions

@@ -42,7 +42,7 @@ def read_seq_chunks(path: Path) -> list[Chunk]:
 def _copy(c: Chunk) -> dict:
     return {"source": c.source, "stream": c.stream, "datatype": c.datatype, "seq_id": c.seq_id, "epoch": c.epoch,
             "data": bytes(c.data), "tags": c.tags, "record_ends": c.record_ends, "timestamp": c.timestamp,
-            "flags": c.flags}
+            "flags": c.flags, "sender": c.sender}
 
 
 @dataclass

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from jobs.archive import ArchiveOptions, Archiver
 from jobs.dedup import RangeSet
 from logflume.chunk import Chunk
+from sinks.sequencefile import BYTES_WRITABLE, TEXT, SequenceFileReader, SequenceFileWriter
 from tests.jobs.conftest import HOUR_MS, T0, SinkSet, make_sink_set, read_seq_chunks, run_cli, write_sink_file
 
 
@@ -153,3 +156,169 @@ def test_crash_between_outputs_and_commit_is_redone_identically(sink_set: SinkSe
     s = Archiver(ArchiveOptions(str(sink_set.root), str(out), batch_size=40_000)).run()
     assert s.recovered_batches == 1
     assert archive_files(out) == archive_files(ref)
+
+
+def _raw_records(path: Path) -> list[tuple[dict, bytes]]:
+    """(key JSON, value bytes) of every record of a sink-format file."""
+    with open(path, "rb") as f:
+        return [(json.loads(bytes(k)), bytes(v)) for k, v in SequenceFileReader(f).iter_raw()]
+
+
+def test_conflicting_chunk_is_kept_and_reported(tmp_path: Path) -> None:
+    """Issue 14 H2 / two hosts with one agent name: a chunk claiming a kept range with other bytes."""
+    body = b"".join(b"real line %03d\n" % i for i in range(40))
+    key = ("web-01", "/var/log/app.log", "ino-1")
+
+    def piece(a: int, b: int, data: bytes | None = None, sender: str = "web-01/tail", ts: int = T0) -> Chunk:
+        return Chunk(key[0], key[1], "Raw", b, key[2], data if data is not None else body[a:b], timestamp=ts,
+                     sender=sender)
+
+    sink = tmp_path / "sink"
+    write_sink_file(sink / "a" / "c0-1-0.seq", [piece(0, 150), piece(150, 300)])
+    forged = piece(0, 320, b"X" * 320, sender="clone/tail", ts=T0 + 5)
+    # a later batch: the forged chunk, an exact retry (dropped silently) and the stream's real continuation
+    write_sink_file(sink / "b" / "c1-1-0.seq", [forged, piece(150, 300), piece(300, len(body))])
+    out = tmp_path / "archive"
+    r = run_cli("archive", "--input", str(sink), "--output", str(out), "--batch-size", "1", "--json")
+    assert r.returncode == 3, r.stderr
+    s = json.loads(r.stdout)
+    assert (s["conflicts"], s["duplicates_dropped"], s["batches"]) == (1, 1, 2)
+    assert "conflict" in r.stderr and "_conflicts" in r.stderr
+    # the archive holds the real bytes, each once
+    kept = sorted((c for p in out.rglob("archive-*.seq") for c in read_seq_chunks(p)), key=lambda c: c.seq_id)
+    assert b"".join(bytes(c.data) for c in kept) == body
+    assert [c.sender for c in kept] == ["web-01/tail"] * 3  # the collector's sender survives archive
+    # the other side is kept whole, with both sides' metadata and senders
+    (conflicts,) = (out / "_conflicts").glob("conflicts-*.seq")
+    assert conflicts.name == "conflicts-000002.seq"
+    ((meta, data),) = _raw_records(conflicts)
+    assert data == b"X" * 320
+    assert (meta["sender"], meta["seq_id"], meta["timestamp"]) == ("clone/tail", 320, T0 + 5)
+    info = meta["conflict"]
+    assert info["range"] == [0, 150] and info["input"].endswith("b/c1-1-0.seq")
+    assert info["kept"]["sender"] == "web-01/tail" and info["kept"]["seq_id"] == 150
+    assert info["kept_in"] == "Raw/2025-11-24/16/archive-000001.seq"
+    # the set-aside record reads back as the chunk it was
+    (again,) = read_seq_chunks(conflicts)
+    assert (again.key, again.seq_id, bytes(again.data)) == (key, 320, b"X" * 320)
+    # committed: a rerun has nothing to do and reports no conflict
+    r = run_cli("archive", "--input", str(sink), "--output", str(out), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["batches"] == 0
+
+
+def test_conflict_in_one_batch_loses_no_byte(tmp_path: Path) -> None:
+    """Both sides in one batch: one stays in the archive, the other in _conflicts; every real byte is kept."""
+    body = b"".join(b"line %03d\n" % i for i in range(30))
+    real = [Chunk("h", "s", "Raw", b, "e", body[a:b], timestamp=T0) for a, b in ((0, 90), (90, len(body)))]
+    forged = Chunk("h", "s", "Raw", 200, "e", b"Y" * 200, timestamp=T0, sender="clone")
+    sink = tmp_path / "sink"
+    write_sink_file(sink / "c-1-0.seq", [*real, forged])
+    s = Archiver(ArchiveOptions(str(sink), str(tmp_path / "out"))).run()
+    assert s.conflicts >= 1
+    archived = [c for p in s.outputs for c in read_seq_chunks(Path(p))]
+    set_aside = [c for p in s.set_aside for c in read_seq_chunks(Path(p))]
+    got = RangeSet()
+    for c in archived:
+        assert ((c.start, c.seq_id), bytes(c.data)) in {((0, 200), b"Y" * 200), ((200, 270), body[200:])}
+    for c in archived + set_aside:
+        if c.sender == "":
+            got.add(c.start, c.seq_id)
+            assert bytes(c.data) == body[c.start:c.seq_id]
+    assert list(got) == [(0, len(body))]
+
+
+def _poison_file(path: Path, good: list[Chunk]) -> int:
+    """A sink file with good chunks between records no job can use; returns how many are bad."""
+    good_meta = json.loads(good[0].metadata_json())
+    bad_keys = [
+        {**good_meta, "timestamp": 2**62},  # year out of range
+        {**good_meta, "datatype": "D" * 300},  # ENAMETOOLONG as a directory
+        {**good_meta, "stream": "\ud800"},  # not writable as UTF-8
+        {**good_meta, "seq_id": 1e400},  # inf
+        {k: v for k, v in good_meta.items() if k != "seq_id"},
+        "[" * 100_000,  # deeper than the JSON parser recurses
+        "not json",
+        {**good_meta, "length": 99},  # does not match the bytes
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        w = SequenceFileWriter(f, key_class=TEXT, value_class=BYTES_WRITABLE)
+        w.append_chunk(good[0])
+        for k in bad_keys:
+            w.append(k if isinstance(k, str) else json.dumps(k), bytes(good[0].data))
+        for c in good[1:]:
+            w.append_chunk(c)
+        w.close()
+    return len(bad_keys)
+
+
+def test_poison_chunks_go_to_errors_and_archive_exits_0(tmp_path: Path) -> None:
+    body = b"".join(b"line %03d\n" % i for i in range(20))
+    good = [Chunk("h", "s", "Raw", b, "e", body[a:b], timestamp=T0) for a, b in ((0, 45), (45, len(body)))]
+    sink = tmp_path / "sink"
+    n_bad = _poison_file(sink / "c-1-0.seq", good)
+    out = tmp_path / "archive"
+    # as the old archive left it after crashing on this batch: pending.json and a partial output
+    (out / "_manifest").mkdir(parents=True)
+    (out / "_manifest" / "pending.json").write_text(json.dumps(
+        {"format": 1, "batch": 1, "inputs": {f"file://{sink}/c-1-0.seq": 1}}))
+    (out / "Raw" / "2025-11-24" / "16").mkdir(parents=True)
+    (out / "Raw" / "2025-11-24" / "16" / "archive-000001.seq").write_bytes(b"half a file")
+    r = run_cli("archive", "--input", str(sink), "--output", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert (s["bad_chunks"], s["chunks_out"], s["recovered_batches"], s["conflicts"]) == (n_bad, 2, 1, 0)
+    assert not (out / "_manifest" / "pending.json").exists()
+    (arch,) = out.rglob("archive-*.seq")
+    assert b"".join(bytes(c.data) for c in read_seq_chunks(arch)) == body
+    errors = _raw_records(out / "_errors" / "errors-000001.seq")
+    assert len(errors) == n_bad
+    assert all(data == bytes(good[0].data) and meta["error"] and meta["input"].endswith("c-1-0.seq@" + meta[
+        "input"].rsplit("@", 1)[1]) for meta, data in errors)
+    reasons = [meta["error"] for meta, _ in errors]
+    assert "2100" in reasons[0] and "datatype" in reasons[1] and "Unicode" in reasons[2]
+    assert errors[0][0]["timestamp"] == 2**62 and errors[6][0]["raw_key"] == "not json"
+    # the text summary says so too
+    r = run_cli("archive", "--input", str(sink), "--output", str(tmp_path / "again"))
+    assert r.returncode == 0 and f"set aside {n_bad} bad chunk(s) to _errors, 0 conflict(s)" in r.stdout, r.stdout
+
+
+def test_failure_mid_batch_is_rolled_back_by_the_next_run(sink_set: SinkSet, tmp_path: Path, monkeypatch) -> None:
+    """Any exception after some outputs of a batch are in place: the next run completes, each byte once."""
+    ref = tmp_path / "ref"
+    Archiver(ArchiveOptions(str(sink_set.root), str(ref), batch_size=40_000)).run()
+    out = tmp_path / "archive"
+    real_write = Archiver.write_group
+    calls = {"n": 0}
+
+    def fail_mid_batch(self, batch, key, chunks):
+        if batch == 2:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise _Crash
+        return real_write(self, batch, key, chunks)
+
+    monkeypatch.setattr(Archiver, "write_group", fail_mid_batch)
+    with pytest.raises(_Crash):
+        Archiver(ArchiveOptions(str(sink_set.root), str(out), batch_size=40_000)).run()
+    monkeypatch.setattr(Archiver, "write_group", real_write)
+    assert list(out.rglob("archive-000002.seq")) and (out / "_manifest" / "pending.json").exists()
+    s = Archiver(ArchiveOptions(str(sink_set.root), str(out), batch_size=40_000)).run()
+    assert s.recovered_batches == 1
+    check_exactly_once(sink_set, out)
+    assert archive_files(out) == archive_files(ref)
+
+
+def test_batch_stopped_by_a_damaged_file_does_not_stall_once_it_is_moved_aside(sink_set: SinkSet,
+                                                                                tmp_path: Path) -> None:
+    """The documented fix for a damaged sink file (move it aside, re-run) works mid-batch too."""
+    damaged = sink_set.root / "2025-11-24" / "collector0-zz.seq"
+    damaged.write_bytes(next(sink_set.root.rglob("collector1-*.seq")).read_bytes()[:-9])
+    out = tmp_path / "archive"
+    r = run_cli("archive", "--input", str(sink_set.root), "--output", str(out))
+    assert r.returncode == 1 and "collector0-zz.seq" in r.stderr
+    assert (out / "_manifest" / "pending.json").exists()
+    damaged.rename(tmp_path / "aside.seq")
+    r = run_cli("archive", "--input", str(sink_set.root), "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    check_exactly_once(sink_set, out)

@@ -241,3 +241,23 @@ def test_raw_records_offsets_crlf_blank_and_partial_lines() -> None:
     assert raw_records(c) == [(0, b"a"), (3, b"b"), (5, b""), (6, b"c\r")]
     c.record_ends = [3, 5]
     assert raw_records(c) == [(0, b"a"), (3, b"b"), (5, b"\nc\r")]
+
+
+def test_chunks_with_bad_metadata_are_set_aside_not_fatal(tmp_path: Path) -> None:
+    """A poison chunk (as archive sets aside) neither stops demux nor vanishes: _errors/_chunks, whole."""
+    from tests.jobs.test_archive import _poison_file, _raw_records
+
+    body = b"one\ntwo\nthree\n"
+    good = [Chunk("h", "s", "Raw", 8, "e", body[:8], timestamp=T0), Chunk("h", "s", "Raw", 14, "e", body[8:],
+                                                                          timestamp=T0)]
+    n_bad = _poison_file(tmp_path / "sink" / "d" / "c-1-1.seq", good)
+    for workers in ("1", "2"):
+        out = tmp_path / f"out{workers}"
+        r = run_cli("demux", "--input", str(tmp_path / "sink"), "--output", str(out), "--json", "--workers", workers,
+                    "--split-size", "1KiB")
+        assert r.returncode == 0, r.stderr
+        s = json.loads(r.stdout)
+        assert (s["records"], s["errors"], s["bad_chunks"], s["chunks"]) == (3, 0, n_bad, 2)
+        assert [x["message"] for x in read_output(out)[("Raw", "2025-11-24")]] == ["one", "two", "three"]
+        aside = [rec for p in sorted((out / "_errors" / "_chunks").glob("chunks-*.seq")) for rec in _raw_records(p)]
+        assert len(aside) == n_bad and all(meta["error"] and data == body[:8] for meta, data in aside)

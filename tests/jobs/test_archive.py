@@ -322,3 +322,28 @@ def test_batch_stopped_by_a_damaged_file_does_not_stall_once_it_is_moved_aside(s
     r = run_cli("archive", "--input", str(sink_set.root), "--output", str(out))
     assert r.returncode == 0, r.stderr
     check_exactly_once(sink_set, out)
+
+
+def test_rolled_back_batch_leaves_no_output_when_the_next_run_plans_differently(sink_set: SinkSet, tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    """New sink files arrive between the failed run and the next: the failed batch's outputs must not linger."""
+    out = tmp_path / "archive"
+    real_write = Archiver.write_group
+
+    def fail_mid_batch_2(self, batch, key, chunks):
+        if batch == 2 and list(out.rglob("archive-000002.seq")):
+            raise _Crash
+        return real_write(self, batch, key, chunks)
+
+    monkeypatch.setattr(Archiver, "write_group", fail_mid_batch_2)
+    with pytest.raises(_Crash):
+        Archiver(ArchiveOptions(str(sink_set.root), str(out), batch_size=40_000)).run()
+    monkeypatch.setattr(Archiver, "write_group", real_write)
+    assert list(out.rglob("archive-000002.seq"))
+    # a collector's late file of retries, sorted first: the next batch 2 is only this file, all duplicates
+    done = json.loads((out / "_manifest" / "manifest.json").read_text())["done"]
+    retries = [c for url in sorted(done) for c in read_seq_chunks(Path(url.removeprefix("file://")))]
+    write_sink_file(sink_set.root / "2025-11-24" / "aaa-late.seq", retries * 4)
+    s = Archiver(ArchiveOptions(str(sink_set.root), str(out), batch_size=40_000)).run()
+    assert s.recovered_batches == 1 and s.conflicts == 0
+    check_exactly_once(sink_set, out)

@@ -50,6 +50,17 @@ def test_reserve_admits_when_empty_and_refuses_when_full():
     assert w.try_laters == 1
 
 
+def test_one_peer_holds_at_most_its_share():
+    w = StoreWriter(SlowStore(), max_pending_bytes=1000, max_pending_bytes_per_peer=300)
+    with w.reserve(500, "stalled"):  # its first batch is always admitted, even above its share
+        with pytest.raises(TryLater, match="500 bytes of this sender already pending"):
+            with w.reserve(1, "stalled"):
+                pass
+        with w.reserve(300, "agent"), w.reserve(200, "other"):  # others still get in
+            assert w.pending_bytes == 1000
+    assert w.pending_bytes == 0 and not w._pending_by_peer
+
+
 def test_concurrent_batches_are_group_committed_by_one_thread():
     store = SlowStore(delay=0.2)
     w = StoreWriter(store, max_pending_bytes=1 << 30)

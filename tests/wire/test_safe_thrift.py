@@ -117,3 +117,27 @@ def test_mutations_decode_or_raise(protocol, pos, value, cut):
     except DecodeError:
         pass
     assert time.monotonic() - t0 < 0.5
+
+
+def _log_call(entries: list) -> bytes:
+    return encode(TBinaryProtocol, "Log", Scribe.Log_args(messages=entries))
+
+
+def test_decoded_memory_is_bounded_by_the_input_size():
+    """An empty struct is 1 byte on the wire and ~250 in memory: a list of them is refused, not built."""
+    n = 1 << 20
+    raw = (b"\x80\x01\x00\x01" + struct.pack(">i", 3) + b"Log" + struct.pack(">i", 1) + b"\x0f\x00\x01\x0c"
+           + struct.pack(">i", n) + b"\x00" * n + b"\x00")
+    t0 = time.monotonic()
+    with pytest.raises(DecodeError, match="more than 8x its size in memory"):
+        decode_call(raw, Scribe, strict=False, text=False)
+    assert time.monotonic() - t0 < 1
+    # real traffic decodes: short categories and messages of a few dozen bytes, and 2000 chunk headers
+    entries = [scribe_thrift.LogEntry(category="app", message=f"GET /index.html 200 {i}\n") for i in range(20_000)]
+    assert len(decode_call(_log_call(entries), Scribe, strict=False, text=False)[3].messages) == 20_000
+    headers = [ChunkHeader(source="web-01", stream="/var/log/app.log", datatype="Raw", tags={"env": "prod"},
+                           seq_id=i, epoch="dev:ino:fp", record_ends=list(range(1, 50)), timestamp=1, flags=[],
+                           length=4096, wire_length=4096, compression=0) for i in range(2000)]
+    batch = Batch(version=1, token=None, sender="a", chunks=headers)
+    raw = encode_message("deliver", TMessageType.CALL, 1, Service.deliver_args(batch=batch))
+    assert len(decode_call(raw, Service)[3].batch.chunks) == 2000

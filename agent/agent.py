@@ -18,6 +18,7 @@ from types import FrameType
 
 from agent.runner import ChannelOutput, SinkRunner
 from logflume.errors import StartupError
+from logflume.statefile import make_state_dir
 from logflume.status import PipelineStatus
 from logflume.topology import Topology
 
@@ -51,7 +52,7 @@ class Agent:
         try:
             data_dir = self.context.data_dir
             try:
-                data_dir.mkdir(parents=True, exist_ok=True)
+                make_state_dir(data_dir)  # owner-only: it holds positions and buffered logs
             except OSError as exc:
                 raise StartupError(f"data_dir {data_dir}: {exc.strerror or exc}") from None
             if not os.access(data_dir, os.W_OK):

@@ -43,7 +43,7 @@ from logflume.settings import (
     render_settings,
 )
 from logflume.sink import Sink
-from logflume.statefile import remove_durably, write_atomic
+from logflume.statefile import make_state_dir, remove_durably, write_atomic
 from sinks.seqfile import SeqFileSink
 from sinks.sequencefile import SequenceFileError, SequenceFileReader
 
@@ -101,6 +101,7 @@ class SecondaryFiles(SeqFileSink):
 
     inprogress_glob = ".*.seq.inprogress"
     final_glob = "*.seq"
+    private_files = True  # buffered chunks of private logs
 
     def configure(self) -> None:
         super().configure()
@@ -114,7 +115,7 @@ class SecondaryFiles(SeqFileSink):
         return f"{self._seq:016d}.seq"
 
     def start(self) -> None:
-        os.makedirs(self.local_root, exist_ok=True)
+        make_state_dir(self.local_root)
         numbers = [int(m.group(1)) for name in os.listdir(self.local_root)
                    if (m := _SECONDARY_FILE.match(name.lstrip(".").removesuffix(".inprogress")))]
         self._seq = max(numbers, default=0)
@@ -373,7 +374,7 @@ class BufferStore(Sink):
         remove_durably(progress_path)
         if broken is not None:  # never delete what could not be read: set it aside for a person
             aside = os.path.join(self.secondary.local_root, "corrupt")
-            os.makedirs(aside, exist_ok=True)
+            make_state_dir(aside)
             target = os.path.join(aside, name)
             if os.path.exists(target):
                 target += f".{time.time_ns()}"

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from logflume.metrics import ComponentMetrics, Metrics
 from logflume.settings import Setting, Values
+from logflume.statefile import make_state_dir
 
 
 @dataclass
@@ -30,9 +31,7 @@ class Context:
 
     def state_dir(self, kind: str, name: str) -> Path:
         """A private directory for one component's durable state (checkpoints, segments)."""
-        path = self.data_dir / kind / name
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return make_state_dir(self.data_dir / kind / name)
 
 
 class Component:

@@ -57,7 +57,24 @@ def remove_durably(path: str | os.PathLike[str]) -> None:
 
 
 def make_state_dir(directory: str | os.PathLike[str]) -> Path:
-    """Create ``directory`` (and missing parents) owner-only; an existing one is left as the operator made it."""
+    """Create ``directory`` and each missing parent owner-only; existing ones are left as the operator made them.
+
+    (``mkdir(parents=True, mode=...)`` would give the parents the umask's mode: a 0755
+    data_dir lets anyone list which streams and channels live there.)
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True, mode=STATE_DIR_MODE)
+    missing = []
+    level = directory
+    while not level.exists() and level != level.parent:
+        missing.append(level)
+        level = level.parent
+    for level in reversed(missing):
+        try:
+            level.mkdir(mode=STATE_DIR_MODE)
+        except FileExistsError:  # made meanwhile by another thread or process
+            pass
+        else:
+            os.chmod(level, STATE_DIR_MODE)  # mkdir's mode is masked by the umask
+    if not directory.is_dir():
+        directory.mkdir()  # raises the error that says why (a file in the way)
     return directory

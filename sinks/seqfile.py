@@ -34,6 +34,7 @@ from logflume.errors import ConfigError, DeliveryError, StartupError
 from logflume.secrets import redact_url
 from logflume.settings import AnyValue, Duration, Enum, MapOf, Optional, Setting, Size, Str
 from logflume.sink import Sink
+from logflume.statefile import STATE_FILE_MODE, make_state_dir
 from sinks.sequencefile import SequenceFileError, SequenceFileReader, SequenceFileWriter
 from sinks.storage import SFTP_PROTOCOLS, check_storage_options, open_filesystem
 
@@ -103,21 +104,32 @@ def good_prefix(f: Any) -> tuple[int, int]:
 
 
 class _Files:
-    """Where files go: a local directory (fsync, rename) or an fsspec filesystem (flush, mv)."""
+    """Where files go: a local directory (fsync, rename) or an fsspec filesystem (flush, mv).
+
+    ``private`` files and the directories made for them are owner-only (0600/0700);
+    others get the umask's mode.
+    """
 
     local = True
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, private: bool = False) -> None:
         self.root = root
+        self.private = private
 
     def path(self, rel: str) -> str:
         return f"{self.root}/{rel}"
 
     def makedirs(self, rel: str) -> None:
-        os.makedirs(self.path(rel) if rel else self.root, exist_ok=True)
+        path = self.path(rel) if rel else self.root
+        if self.private:
+            make_state_dir(path)
+        else:
+            os.makedirs(path, exist_ok=True)
 
     def create(self, rel: str) -> Any:
-        return open(self.path(rel), "xb")  # buffered: big writes go straight from the caller's buffer
+        mode = STATE_FILE_MODE if self.private else 0o666
+        fd = os.open(self.path(rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        return os.fdopen(fd, "wb")  # buffered: big writes go straight from the caller's buffer
 
     def sync(self, f: Any, rel: str, new_name: bool) -> None:
         f.flush()
@@ -517,6 +529,9 @@ class SeqFileSink(Sink):
 
     # -- naming (a subclass may lay files out differently) --------------------
 
+    #: Whether local files are owner-only (buffers of private logs) rather than the umask's mode (the store's
+    #: product, which jobs may read as another user: share it with ``UMask=``, see docs/store.md).
+    private_files: ClassVar[bool] = False
     #: Glob, relative to the root, that finds in-progress files of any collector.
     inprogress_glob = "*/.*.seq" + _INPROGRESS
     #: Glob, relative to the root, that finds finished files of any collector.
@@ -539,7 +554,7 @@ class SeqFileSink(Sink):
     def _connect(self) -> None:
         cfg = self.config
         if not self.remote:
-            self._target = _Files(self.local_root)
+            self._target = _Files(self.local_root, private=self.private_files)
         elif self._target is None:
             options = dict(cfg.storage_options)
             if self.protocol in SFTP_PROTOCOLS:
@@ -550,7 +565,7 @@ class SeqFileSink(Sink):
             self._target = _RemoteFiles(fs, root, cfg.timeout)
         if self.staged:
             staging = self.config.staging_dir or str(self.context.state_dir("sink", self.name) / "staging")
-            self._disk = _Files(os.path.abspath(staging))
+            self._disk = _Files(os.path.abspath(staging), private=True)
         else:
             self._disk = self._target
         self._disk.makedirs("")

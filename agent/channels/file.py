@@ -43,6 +43,7 @@ from logflume.channel import ByteBudget, Channel, Transaction
 from logflume.chunk import Buffer, Chunk
 from logflume.errors import ChannelClosed, ConfigError, LogflumeError, StartupError
 from logflume.settings import Duration, Enum, Optional, Setting, Size, Str
+from logflume.statefile import STATE_FILE_MODE, make_state_dir
 
 __all__ = ["FileChannel", "ChunkTooLarge", "LogCorrupted", "LogWriteError"]
 
@@ -120,8 +121,8 @@ class FileChannel(Channel):
             self.directory = self.context.state_dir("channel", self.name)
         directory = self.directory
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            make_state_dir(directory)
+            self._lock_fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, STATE_FILE_MODE)
         except OSError as exc:
             raise StartupError(f"file channel {self.name}: cannot use directory {directory}: {exc.strerror}") from None
         try:

@@ -20,7 +20,7 @@ from pathlib import Path
 from agent.channels.filelog.records import header, record_size
 from logflume.chunk import Buffer
 from logflume.errors import LogflumeError
-from logflume.statefile import fsync_dir
+from logflume.statefile import STATE_FILE_MODE, fsync_dir
 
 _NAME = re.compile(r"log-(\d{10})\.seg")
 
@@ -83,7 +83,8 @@ class SegmentLog:
         return self.directory / segment_name(number)
 
     def _create(self, number: int) -> int:
-        fd = os.open(self.path(number), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.path(number), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                     STATE_FILE_MODE)  # chunks of private logs: owner only
         fsync_dir(self.directory)
         return fd
 

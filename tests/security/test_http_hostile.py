@@ -126,3 +126,40 @@ def test_https(tmp_path, logflume_proc):
         except OSError:
             pass
     assert agent.records() == ['{"d": 4}']
+
+
+def test_trickled_and_oversized_headers_are_cut(tmp_path, logflume_proc):
+    """Headers sent a byte at a time are cut at read_timeout; more than 64 KiB of headers closes the connection."""
+    agent = http_agent(logflume_proc, tmp_path, read_timeout="2s")
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", agent.port)) as s:
+        s.settimeout(0.3)
+        closed = False
+        for i in range(200):  # 0.3 s per byte: each read makes progress, only the request deadline stops it
+            try:
+                s.sendall(b"POST /x HTTP/1.1\r\nX-Pad: "[i:i + 1] or b"a")
+                if s.recv(100) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+                break
+        assert closed, "a trickling client kept its connection"
+    assert time.monotonic() - t0 < 15
+    reset_peak(agent.pid)
+    base = peak_mib(agent.pid)
+    with socket.create_connection(("127.0.0.1", agent.port)) as s:
+        s.settimeout(10)
+        try:
+            s.sendall(b"POST /x HTTP/1.1\r\n" + b"X-Pad: " + b"a" * 60000 + b"\r\n" + b"X-Pad2: " + b"b" * 60000
+                      + b"\r\n")
+            reply = s.recv(100)
+        except (ConnectionResetError, BrokenPipeError):
+            reply = b""
+        assert not reply.startswith(b"HTTP/1.1 2")
+        assert reply == b"" or s.recv(100) == b""
+    assert peak_mib(agent.pid) - base < 20
+    assert post(agent.port, "/ok", b'{"f": 6}\n', AUTH) == 200
+    assert "Traceback" not in agent.proc.log()

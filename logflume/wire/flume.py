@@ -23,7 +23,7 @@ from logflume.errors import ChannelClosed, TryLater
 from logflume.wire.events import EventChunker
 from logflume.wire.identity import Authenticator
 from logflume.wire.idl import flume_thrift
-from logflume.wire.thrift_service import Peer, Refused, ThriftServiceEndpoint
+from logflume.wire.thrift_service import Peer, Refused, ThriftServiceEndpoint, refuse_bad_metadata
 
 FlumeStatus = flume_thrift.Status
 #: Event header that carries a Flume client's token (removed from the chunk's tags).
@@ -69,6 +69,7 @@ class _FlumeHandler:
         sender = peer.identity(token.encode() if token and peer.needs_token else None).name
         for c in chunks:
             c.sender = sender
+        refuse_bad_metadata(chunks)
         try:
             self.deliver(chunks)
         except (TryLater, ChannelClosed):

@@ -24,7 +24,7 @@ from logflume.errors import ChannelClosed, TryLater
 from logflume.wire.events import EventChunker
 from logflume.wire.identity import Authenticator
 from logflume.wire.idl import scribe_thrift
-from logflume.wire.thrift_service import Peer, Refused, ThriftServiceEndpoint
+from logflume.wire.thrift_service import Peer, Refused, ThriftServiceEndpoint, refuse_bad_metadata
 
 ResultCode = scribe_thrift.ResultCode
 
@@ -61,6 +61,7 @@ class _ScribeHandler:
         chunks = self.chunker.by_stream((_text(c), _raw(m.message)) for c, m in zip(categories, messages, strict=True))
         for c in chunks:
             c.sender = sender
+        refuse_bad_metadata(chunks)
         try:
             self.deliver(chunks)
         except (TryLater, ChannelClosed):

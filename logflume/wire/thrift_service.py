@@ -37,6 +37,14 @@ class Refused(Exception):
     """A call's credentials were refused: the connection is closed (these protocols cannot say why)."""
 
 
+def refuse_bad_metadata(chunks: list) -> None:
+    """Refused when a chunk made from a call has metadata jobs could not use (a NUL in a category, odd header names)."""
+    for c in chunks:
+        problem = c.metadata_error()
+        if problem is not None:
+            raise Refused(f"stream {c.stream[:80]!r}: metadata refused: {problem}")
+
+
 class Peer:
     """One connection's credentials: its verified certificate names and address; authenticates each call."""
 

@@ -119,3 +119,14 @@ def test_scribe_and_flume_need_credentials_and_record_the_sender(collector, pki)
     assert senders == {"app": "app", "flume": "app", "certified": "agent-cert"}
     assert all("logflume-token" not in c.tags and APP not in c.stream for c in stored)
     assert b"real line\n" in data and b"real event\n" in data and b"certified line\n" in data
+
+
+def test_calls_that_would_make_unusable_metadata_are_refused(collector, pki):
+    with scribe_tls(collector.ports["scribe"], pki, with_cert=False) as s:
+        nul = call(s, scribe_log(f"{APP}:app\x00/../../etc", "poison line\n"))
+    with socket.create_connection(("127.0.0.1", collector.ports["flume"]), 10) as s:
+        bad_tag = call(s, flume_batch({"logflume-token": APP, "bad key\n": "v"}, b"poison event\n"))
+    assert nul is None and bad_tag is None
+    assert collector.log().count("metadata refused") == 2
+    assert collector.stop() == 0
+    assert stored_chunks(collector.store) == []

@@ -184,6 +184,9 @@ def _authentication(values: Values, file: str | None) -> tuple[Authenticator, li
                                                                "lets every agent speak for every other")
         credentials += [Credential("shared-token", tuple(values.token_sources), t) for t in values.tokens]
     require_cert = bool(tls is not None and tls.require_client_cert)
+    if require_cert and not credentials:
+        raise ConfigError(file, "collector.tls.require_client_cert", "no identity to give a certificate: expected "
+                                                                     "collector.identities with a certificate name")
     authenticator = Authenticator(credentials, require_certificate=require_cert)
     warnings: list[str] = []
     listeners = [("listen", values.listen)] + [(k, values[k]) for k in ("scribe", "flume") if values[k] is not None]
@@ -194,8 +197,8 @@ def _authentication(values: Values, file: str | None) -> tuple[Authenticator, li
         for key, (host, port) in listeners:
             if not is_loopback(host):
                 raise ConfigError(file, f"collector.{key}", f"binds {host}:{port} beyond loopback with no credentials "
-                                                            "configured; expected identities, tokens or "
-                                                            "tls.require_client_cert (or insecure: true)")
+                                                            "configured; expected collector.identities or "
+                                                            "tokens (or insecure: true)")
     if any(c.token for c in credentials):
         # weak tokens, and tokens without tls on `listen`, are reported by logflume.settings.secret_warnings
         clear = [k for k in ("scribe", "flume") if values[k] is not None and not values[f"{k}_tls"]]

@@ -89,3 +89,30 @@ def test_daemon_cannot_start_with_missing_tls_files(tmp_path):
     proc = run_daemon(cfg)
     assert proc.returncode == 1
     assert "logflume collector: cannot start: cannot load TLS certificate/key" in proc.stderr
+
+
+TLS = {"cert": "c.pem", "key": "c.key"}
+
+
+@pytest.mark.parametrize("collector, path, message", [
+    ({"tokens": ["a" * 32]}, "collector.token_sources", "required with collector.tokens"),
+    ({"identities": {"web": {"sources": ["web"]}}}, "collector.identities.web", "expected a token, a certificate"),
+    ({"identities": {"web": {"token": "a" * 32}}}, "collector.identities.web.sources", "missing required key"),
+    ({"identities": {"web": {"certificate": "web", "sources": ["web"]}}, "tls": TLS},
+     "collector.identities.web.certificate", "needs collector.tls with client_ca"),
+    ({"tls": {**TLS, "client_ca": "ca.pem", "require_client_cert": True}}, "collector.tls.require_client_cert",
+     "no identity to give a certificate"),
+    ({"scribe": "127.0.0.1:1463", "scribe_tls": True}, "collector.scribe_tls", "needs the collector.tls section"),
+    ({"listen": "0.0.0.0:7465"}, "collector.listen", "beyond loopback with no credentials"),
+])
+def test_identity_config_mistakes_name_the_key(tmp_path, collector, path, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        build(tmp_path, collector)
+    assert info.value.path == path
+
+
+def test_shared_tokens_are_one_identity_with_the_sources_written_down(tmp_path):
+    cfg = build(tmp_path, {"listen": "0.0.0.0:7465", "tokens": ["a" * 32], "token_sources": ["web-*"]})
+    who = cfg.authenticator.authenticate("a" * 32, [], "10.0.0.1:1")
+    assert who.name == "shared-token" and who.may_send("web-01") and not who.may_send("db-01")
+    assert build(tmp_path, {"listen": "0.0.0.0:7465", "insecure": True}).authenticator.open

@@ -86,17 +86,23 @@ class TimeSeries:
         now = time.time() if now is None else now
         width = max(window / buckets, 1.0)
         start = now - window
-        sql = ("SELECT target, CAST((t - ?) / ? AS INTEGER) AS b, min(bytes_out), max(bytes_out), min(t), max(t), "
+        # Per bucket the counter's last value and time; the rate is the change since the previous bucket
+        # (a bucket may hold one sample or none when buckets are narrower than the poll interval).
+        sql = ("SELECT target, CAST((t - ?) / ? AS INTEGER) AS b, max(bytes_out), max(t), "
                "max(lag), avg(up) FROM samples WHERE t >= ? GROUP BY target, b ORDER BY target, b")
         with self._lock:
-            rows = self._db.execute(sql, (start, width, start)).fetchall()
+            rows = self._db.execute(sql, (start - width, width, start - width)).fetchall()
         wanted = set(targets) if targets is not None else None
         out: dict[str, list[tuple[float, float, float, float]]] = {}
-        for target, b, lo, hi, t0, t1, lag, up in rows:
+        prev: tuple[str, float, float] | None = None
+        for target, b, counter, t_last, lag, up in rows:
             if wanted is not None and target not in wanted:
                 continue
-            rate = max(0.0, (hi or 0) - (lo or 0)) / (t1 - t0) if t1 > t0 else 0.0
-            out.setdefault(target, []).append((start + b * width, rate, lag or 0.0, up))
+            counter = counter or 0.0
+            if prev is not None and prev[0] == target and t_last > prev[2]:
+                rate = max(0.0, counter - prev[1]) / (t_last - prev[2])  # a restart (counter reset) reads 0
+                out.setdefault(target, []).append((start + (b - 1) * width, rate, lag or 0.0, up))
+            prev = (target, counter, t_last)
         return out
 
     def close(self) -> None:

@@ -111,7 +111,7 @@ def pipeline_page(agents: Sequence[Target], collectors: Sequence[Target], series
             '<th class="num">backlog</th><th class="num">secondary fill</th><th>last seen</th></tr>'
     for t in collectors:
         totals, store = t.doc.get("totals", {}), t.doc.get("store") or {}
-        primary = {True: "up", False: "DOWN", None: "-"}[store.get("primary_up")]
+        primary = {True: "up", False: "DOWN", None: "-"}[store.get("primary_up")] if t.up else "unknown"
         fill = store.get("secondary_fill")
         body += (f'<tr data-target="{escape(t.address)}"><td>{escape(t.name)}<br><span class="muted">'
                  f'{escape(t.address)}</span></td><td>{_state(t.state)}</td>'

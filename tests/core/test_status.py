@@ -102,6 +102,7 @@ def test_agent_endpoints_and_a_stuck_channel(tmp_path, logflume_proc):
     assert status["channels"][0]["capacity_bytes"] == 64 * 1024 * 1024
     assert status["collectors"][0]["collectors"] == [f"127.0.0.1:{cport}"]
     assert status["collectors"][0]["healthy"] == 1
+    assert status["ready"] == {"ok": True, "reasons": []}
     assert get(amport, "/ready?max_age=2s") == (200, {"ready": True, "reasons": []})
     code, cstatus = get(cmport, "/status")
     assert code == 200 and cstatus["role"] == "collector" and cstatus["store"]["primary_up"] is True

@@ -64,3 +64,17 @@ def test_a_long_search_is_stopped(demux):
         f.write(line * 400_000)
     with pytest.raises(SearchError, match="longer than"):
         RecordSearch(str(demux), timeout=0.05).search(Query(datatype="Big", text="zzz"))
+
+
+def test_parquet_parts_are_searched_too(demux):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    folder = demux / "JSON" / "2025-12-05"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([{"_source": "db-1", "_stream": "s", "_offset": 7, "_timestamp": T0,
+                                          "_datatype": "JSON", "level": "error", "msg": "disk full on db-1"}]),
+                   folder / "part-00000.parquet")
+    res = RecordSearch(str(demux)).search(Query(text="disk full"))
+    assert res.total == 1 and res.records[0]["_offset"] == 7 and res.records[0]["level"] == "error"
+    assert res.histogram == [(T0, 1)]

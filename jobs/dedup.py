@@ -216,7 +216,7 @@ class StreamState:
 
 
 class _BatchPieces:
-    """This batch's kept pieces of one stream, sorted by start, each with the chunk it came from."""
+    """Disjoint kept pieces of one stream, sorted by start, each with the chunk it came from."""
 
     __slots__ = ("starts", "pieces", "origins")
 
@@ -272,7 +272,7 @@ class Deduplicator:
         self.stats = DedupStats()
         self.conflicts: list[Conflict] = []
         self._batch: dict[tuple[str, str, str], _BatchPieces] = {}
-        self._archived: tuple[tuple[str, int, tuple[str, str, str]], list[Chunk] | str] | None = None
+        self._archived: tuple[tuple[str, int, tuple[str, str, str]], _BatchPieces | str] | None = None
 
     def feed(self, chunk: Chunk) -> list[Chunk]:
         """The new parts of ``chunk`` (none, itself, or trimmed pieces); marks them covered.
@@ -349,14 +349,12 @@ class Deduplicator:
                 break
             if seg.end <= x:
                 continue
-            pieces = self._read_segment(seg, chunk.key)
-            if isinstance(pieces, str):
+            archived = self._read_segment(seg, chunk.key)
+            if isinstance(archived, str):
                 return Conflict(chunk, max(x, seg.start), min(y, seg.end),
-                                f"kept bytes cannot be re-read to compare: {pieces}", None, seg.file)
-            for piece in pieces:
+                                f"kept bytes cannot be re-read to compare: {archived}", None, seg.file)
+            for piece, _ in archived.within(x, y):
                 a, b = max(x, piece.start), min(y, piece.seq_id)
-                if a >= b:
-                    continue
                 if not same_bytes(_view(chunk, a, b), _view(piece, a, b)):
                     return Conflict(chunk, a, b, "bytes differ from the archived chunk for this range", piece,
                                     seg.file)
@@ -367,16 +365,18 @@ class Deduplicator:
                                 "names", None, "")
         return None
 
-    def _read_segment(self, seg: Segment, key: tuple[str, str, str]) -> list[Chunk] | str:
+    def _read_segment(self, seg: Segment, key: tuple[str, str, str]) -> _BatchPieces | str:
         """The stream's archived pieces in ``seg`` (the last segment read is cached), or why they cannot be read."""
         ident = (seg.file, seg.offset, key)
         if self._archived is not None and self._archived[0] == ident:
             return self._archived[1]
         if self.read_archived is None:
             return "no reader for archive files"
+        got: _BatchPieces | str = _BatchPieces()
         try:
-            got: list[Chunk] | str = [c for c in self.read_archived(seg.file, seg.offset, key)
-                                      if c.seq_id > seg.start and c.start < seg.end]
+            for c in self.read_archived(seg.file, seg.offset, key):
+                if c.seq_id > seg.start and c.start < seg.end:
+                    got.add(c, c)
         except Exception as exc:  # a missing or damaged archive file: reported as a conflict, never a stop
             got = f"{seg.file}: {exc}"
         self._archived = (ident, got)

@@ -1,0 +1,70 @@
+"""M1 against the collector: silent sockets must not hold its connection slots for the 5-minute idle_timeout.
+
+Before: 64 silent sockets took every slot of a collector with
+``max_connections: 64`` for the whole ``idle_timeout`` (5 min); agents were
+refused throughout.  Now the shared server closes a connection that sends
+nothing within ``handshake_timeout`` (10 s), so an agent gets in soon after.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from logflume.chunk import Chunk
+from logflume.wire import WireClient
+from tests.conftest import free_port, wait_for
+from tests.security.listeners import can_connect, peak_mib, reset_peak, threads
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def delivered(port: int) -> bool:
+    client = WireClient("127.0.0.1", port, sender="agent-1", timeout=5)
+    try:
+        chunk = Chunk(source="agent-1", stream="s", datatype="Raw", seq_id=3, epoch="e", data=b"hi\n")
+        return client.deliver([chunk]).ok
+    except Exception:  # noqa: BLE001 - refused or reset while the slots are taken: try again
+        return False
+    finally:
+        client.close()
+
+
+def test_silent_sockets_release_collector_slots(tmp_path, logflume_proc):
+    port = free_port()
+    cfg = tmp_path / "collector.yaml"
+    cfg.write_text(f"collector:\n  name: c\n  listen: 127.0.0.1:{port}\n  data_dir: {tmp_path / 'data'}\n"
+                   "  max_connections: 64\n")
+    proc = logflume_proc(["collector", "-c", cfg], name="collector")
+    wait_for(lambda: can_connect(port) or not proc.alive(), 30, message="collector listening")
+    assert proc.alive(), proc.log()[-3000:]
+    reset_peak(proc.pid)
+    t0 = time.monotonic()
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(64)]
+    try:
+        for s in silent:
+            s.settimeout(0.05)
+        wait_for(lambda: delivered(port), 40, interval=0.5, message="an agent served while silent sockets wait")
+        served = time.monotonic() - t0
+        assert served < 40
+        open_ = list(silent)
+        while open_ and time.monotonic() - t0 < 40:
+            still = []
+            for s in open_:
+                try:
+                    if s.recv(1) != b"":
+                        still.append(s)
+                except TimeoutError:
+                    still.append(s)
+                except OSError:
+                    pass
+            open_ = still
+        assert not open_, f"{len(open_)} silent sockets still open"
+        print(f"M1 collector: agent served after {served:.1f}s, threads now {threads(proc.pid)}, "
+              f"VmHWM {peak_mib(proc.pid):.0f} MiB")
+        assert "Traceback" not in proc.log()
+    finally:
+        for s in silent:
+            s.close()

@@ -115,14 +115,6 @@ class SyslogSource(Source):
             out.append("udp:{}:{}".format(*self.config.udp))
         return out
 
-    @property
-    def tcp_address(self) -> tuple[str, int] | None:
-        return self._tcp.address if self._tcp else None
-
-    @property
-    def udp_address(self) -> tuple[str, int] | None:
-        return self._udp_sock.getsockname()[:2] if self._udp_sock else None
-
     # -- lifecycle -----------------------------------------------------------
     def start(self, output: SourceOutput) -> None:  # type: ignore[override]
         c = self.config

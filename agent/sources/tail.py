@@ -221,7 +221,7 @@ class TailSource(ThreadedSource):
             self._scan(now)
             self._initial_scan = False
             self._recover_moved(now)
-            self._save_checkpoint(force=True)
+            self._save_checkpoint(force=True, urgent=True)
             self.checkpoints.flush(timeout=10)
             next_scan = now + self.config.scan_interval
             while not self.stopping.is_set():
@@ -243,7 +243,7 @@ class TailSource(ThreadedSource):
                 if nread == 0 and not self.stopping.is_set():
                     self.watcher.wait(self._idle_wait(time.monotonic(), next_scan))
         finally:
-            self._save_checkpoint(force=True)
+            self._save_checkpoint(force=True, urgent=True)
             self.checkpoints.flush(timeout=10)
             for tf in self.files.values():
                 self._close(tf)
@@ -417,6 +417,7 @@ class TailSource(ThreadedSource):
             ident, epoch=epoch, stream=stream, path=path, datatype=spec.datatype, tags=spec.tags,
             offset=offset, truncations=truncs, make_chunker=self._make_chunker, now=now, last_seen=time.time(),
         )
+        tf.announced = pos is not None  # a generation the position file holds already
         self.files[key] = tf
         if self._live is not None:
             self._live.add(ident.fp_len, ident.fp, tf)
@@ -659,6 +660,7 @@ class TailSource(ThreadedSource):
 
     def _deliver(self, chunks: Sequence[Chunk], touched: list[TailedFile]) -> None:
         if chunks:
+            self._announce([tf for tf in touched if not tf.announced])
             self.output.deliver(chunks)
             self.metrics.chunks_out.inc(len(chunks))
             self.metrics.bytes_out.inc(sum(len(c) for c in chunks))
@@ -673,15 +675,29 @@ class TailSource(ThreadedSource):
         if chunks:
             self._save_checkpoint()
 
-    def _save_checkpoint(self, force: bool = False) -> None:
+    def _save_checkpoint(self, force: bool = False, urgent: bool = False) -> None:
         """Hand the committed positions to the writer thread (it coalesces and paces the writes)."""
         if not (self._ckpt_dirty or force):
             return
         entries = [tf.position() for tf in self.files.values()]
         live = {p.epoch for p in entries}
         entries += [p for p in self.remembered if p.epoch not in live]
-        self.checkpoints.submit(entries)
+        self.checkpoints.submit(entries, urgent)
         self._ckpt_dirty = False
+
+    def _announce(self, fresh: list[TailedFile]) -> None:
+        """Put new files in the position file (offset 0, their stream) before any of their chunks is sent.
+
+        A crash after the channel committed a new file's first chunks but before the position file named
+        the file would leave nothing to tell a restart that the file, renamed meanwhile, was first read
+        as ``app.log``: it would be read again under its new name, a duplicate archive cannot recognise.
+        """
+        if not fresh:
+            return
+        self._save_checkpoint(force=True, urgent=True)
+        if self.checkpoints.flush(timeout=10):  # a failed write was reported; reading goes on
+            for tf in fresh:
+                tf.announced = True
 
     def _take_ended(self, tf: TailedFile) -> None:
         """Generations the file was truncated away from, committed to their end: remembered for their copy."""

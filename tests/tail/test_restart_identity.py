@@ -81,3 +81,36 @@ def test_restart_after_rotation_keeps_stream_epoch_and_offset(tmp_path, logflume
     second = [c for c in read_chunks(out)[before:] if c.epoch == epoch]
     assert min(c.start for c in second) == len(block(0, 500))
     assert sorted(numbers(b"".join(bytes(c.data) for c in read_chunks(out)))) == list(range(850))
+
+
+@pytest.mark.parametrize("glob_suffix", ["", "*"], ids=["rotated-out-of-glob", "rotated-inside-glob"])
+def test_crash_before_the_first_position_write_keeps_the_stream(tmp_path, logflume_proc, glob_suffix):
+    """The agent dies after the channel committed a new file's first chunks and before any position write
+    named that file; the file is renamed before the restart.  The position file must already name it
+    (under its first stream, from offset 0): what is read again then carries the same stream and epoch,
+    a duplicate archive removes, instead of coming back under the rotated name (or not at all)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "x.log"
+    out = tmp_path / "out.bin"
+    positions = tmp_path / "data" / "source" / "t" / "positions.json"
+    # Positions are written at start and then at most once an hour: only a new file's announcement can
+    # put it in the position file before the kill.
+    cfg = agent_config(tmp_path, [str(logs / "*.log") + glob_suffix], out, checkpoint_interval="1h")
+    agent = logflume_proc(["agent", "-c", cfg], name="first")
+    wait_for(lambda: positions.exists(), message="agent started")
+    log.write_bytes(block(0, 300))
+    wait_for(lambda: sum(len(c.data) for c in read_chunks(out)) == log.stat().st_size, message="first part sent")
+    agent.kill()
+    (epoch,) = by_epoch(read_chunks(out), str(log))
+    with open(log, "ab") as fh:
+        fh.write(block(300, 400))
+    os.rename(log, logs / "x.log.1")
+
+    agent = logflume_proc(["agent", "-c", cfg], name="second")
+    wait_for(lambda: len(epoch_bytes(by_epoch(read_chunks(out), str(log)).get(epoch, []))) == len(block(0, 400))
+             or {c.stream for c in read_chunks(out)} != {str(log)}, timeout=30, message="the rest of x.log")
+    assert agent.terminate() == 0, agent.log()
+    chunks = read_chunks(out)
+    assert {c.stream for c in chunks} == {str(log)}, "read again under the rotated name"
+    assert epoch_bytes(by_epoch(chunks, str(log))[epoch]) == block(0, 400)

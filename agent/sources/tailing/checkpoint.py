@@ -102,15 +102,18 @@ class CheckpointWriter:
         self.on_error = on_error
         self._cond = threading.Condition()
         self._pending: list[Position] | None = None
+        self._urgent = False
         self._writing = False
         self._failed = False  # the last write failed: flush() does not wait for the retry
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"positions-{file.path.parent.name}", daemon=True)
         self._thread.start()
 
-    def submit(self, positions: list[Position]) -> None:
+    def submit(self, positions: list[Position], urgent: bool = False) -> None:
+        """Hand over the newest positions; ``urgent`` writes them without waiting for ``min_interval``."""
         with self._cond:
             self._pending = positions
+            self._urgent = self._urgent or urgent
             self._cond.notify_all()
 
     def flush(self, timeout: float = 30.0) -> bool:
@@ -142,10 +145,11 @@ class CheckpointWriter:
                 if self._pending is None:
                     return
                 wait = last + self.min_interval - time.monotonic()
-                if wait > 0 and not self._closed:
+                if wait > 0 and not self._closed and not self._urgent:
                     self._cond.wait(wait)  # let more snapshots coalesce
                     continue
                 positions, self._pending = self._pending, None
+                self._urgent = False
                 self._writing = True
             try:
                 self.file.save(positions)

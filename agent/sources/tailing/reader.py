@@ -81,6 +81,7 @@ class TailedFile:
         self.wants_read = True  # a scan or event saw it grow since the last read to EOF
         self.at_eof = False
         self.deleted = False  # its last link is gone: nothing can find it again
+        self.announced = False  # the position file names it (its stream) on disk
 
     @property
     def epoch(self) -> str:

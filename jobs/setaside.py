@@ -26,6 +26,8 @@ ERRORS_DIR = "_errors"
 CONFLICTS_DIR = "_conflicts"
 #: Bounds on the ``sender`` a collector records in the key (jobs log and report it).
 MAX_SENDER_LEN = 1024
+#: Stream offsets become Java longs and Parquet int64 columns (demux's ``_offset``).
+MAX_SEQ_ID = 2**63
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -52,11 +54,14 @@ def metadata_problem(chunk: Chunk) -> str | None:
     The bounds every hop checks (:meth:`Chunk.metadata_error`), then what the
     jobs themselves do with the metadata: a UTC day and hour from the timestamp,
     a directory name from the datatype, UTF-8 text in every name (JSON allows
-    lone surrogates, which cannot be written back), a bounded ``sender``.
+    lone surrogates, which cannot be written back), a bounded ``sender``, a
+    ``seq_id`` that fits 64 bits.
     """
     reason = chunk.metadata_error()
     if reason is not None:
         return reason
+    if chunk.seq_id >= MAX_SEQ_ID:
+        return f"seq_id {chunk.seq_id} does not fit a signed 64-bit integer (Hadoop, Spark and Parquet readers)"
     sender = chunk.sender
     if len(sender) > MAX_SENDER_LEN or _CONTROL.search(sender):
         return f"sender must be at most {MAX_SENDER_LEN} characters without control characters"

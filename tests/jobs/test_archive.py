@@ -239,6 +239,7 @@ def _poison_file(path: Path, good: list[Chunk]) -> int:
         "[" * 100_000,  # deeper than the JSON parser recurses
         "not json",
         {**good_meta, "length": 99},  # does not match the bytes
+        {**good_meta, "seq_id": 2**70},  # overflows Parquet's int64 _offset and Hadoop's long
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:

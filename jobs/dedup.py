@@ -215,7 +215,7 @@ class StreamState:
                 [[a, b] for a, b in self.unlocated]]
 
 
-class _BatchPieces:
+class _Pieces:
     """Disjoint kept pieces of one stream, sorted by start, each with the chunk it came from."""
 
     __slots__ = ("starts", "pieces", "origins")
@@ -271,8 +271,8 @@ class Deduplicator:
         self.read_archived = read_archived
         self.stats = DedupStats()
         self.conflicts: list[Conflict] = []
-        self._batch: dict[tuple[str, str, str], _BatchPieces] = {}
-        self._archived: tuple[tuple[str, int, tuple[str, str, str]], _BatchPieces | str] | None = None
+        self._batch: dict[tuple[str, str, str], _Pieces] = {}
+        self._archived: tuple[tuple[str, int, tuple[str, str, str]], _Pieces | str] | None = None
 
     def feed(self, chunk: Chunk) -> list[Chunk]:
         """The new parts of ``chunk`` (none, itself, or trimmed pieces); marks them covered.
@@ -307,7 +307,7 @@ class Deduplicator:
         stream.covered.add(start, end)
         batch = self._batch.get(key)
         if batch is None:
-            batch = self._batch[key] = _BatchPieces()
+            batch = self._batch[key] = _Pieces()
         for p in pieces:
             batch.add(p, chunk)
         st.chunks_out += len(pieces)
@@ -365,14 +365,14 @@ class Deduplicator:
                                 "names", None, "")
         return None
 
-    def _read_segment(self, seg: Segment, key: tuple[str, str, str]) -> _BatchPieces | str:
+    def _read_segment(self, seg: Segment, key: tuple[str, str, str]) -> _Pieces | str:
         """The stream's archived pieces in ``seg`` (the last segment read is cached), or why they cannot be read."""
         ident = (seg.file, seg.offset, key)
         if self._archived is not None and self._archived[0] == ident:
             return self._archived[1]
         if self.read_archived is None:
             return "no reader for archive files"
-        got: _BatchPieces | str = _BatchPieces()
+        got: _Pieces | str = _Pieces()
         try:
             for c in self.read_archived(seg.file, seg.offset, key):
                 if c.seq_id > seg.start and c.start < seg.end:

@@ -56,7 +56,7 @@ def line_chart(title: str, series: dict[str, Sequence[tuple[float, float]]], uni
         else:
             parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" '
                          f'points="{" ".join(xy(t, v) for t, v in pts)}"/>')
-        parts.append(f'<text x="{width - pad_r - 4}" y="{14 + 12 * i}" text-anchor="end" fill="{colour}" '
+        parts.append(f'<text x="{width - pad_r - 4}" y="{14 + 12 * i}" text-anchor="end" style="fill:{colour}" '
                      f'class="tick">{escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)

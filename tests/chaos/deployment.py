@@ -24,6 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from agent.sources.tailing.identity import FINGERPRINT_BYTES, fingerprint
 from tests.chaos.cases import AGENT_NAMES, AGENTS, CASES
 from tests.store.conftest import Sshd
 
@@ -145,6 +146,24 @@ def scrape(port: int) -> dict[str, float]:
 
 def metric_sum(metrics: dict[str, float], name: str) -> float:
     return sum(v for k, v in metrics.items() if k == name or k.startswith(name + "{"))
+
+
+def committed(entries: list[dict], path: Path) -> int:
+    """What a position file's entries say was committed of the file at ``path``, found by its content.
+
+    A file is matched by the fingerprint of its first bytes, not by its inode: a file moved by copying
+    (a new inode) is the same generation, and an inode freed by an unlink may already hold a new file.
+    A copy that the agent never had to read (its bytes came through the original) has no entry: it
+    counts as committed, as its original was waited for while it was at a watched path.
+    """
+    with open(path, "rb") as f:
+        head = f.read(FINGERPRINT_BYTES)
+    best = None
+    for e in entries:
+        n = e.get("fp_len", 0)
+        if len(head) >= n and fingerprint(head[:n]) == e.get("fp"):
+            best = max(best or 0, int(e.get("offset", 0)))
+    return path.stat().st_size if best is None and path.name.count(".log.") else (best or 0)
 
 
 class Deployment:
@@ -298,16 +317,14 @@ class Deployment:
                     doc = json.loads(self.positions(agent, case.name).read_bytes())
                 except (OSError, ValueError):
                     return False, f"{agent}: no positions of {case.name} yet"
-                committed: dict[int, int] = {}
-                for e in doc.get("files", []):
-                    committed[e["ino"]] = max(committed.get(e["ino"], 0), e["offset"])
+                entries = doc.get("files", [])
                 for f in self.logs(case.name).iterdir():
                     if ".log" not in f.name:  # copies named ct-*.copy are not followed
                         continue
-                    st = f.stat()
-                    if committed.get(st.st_ino, 0) < st.st_size:
-                        return False, (f"{agent}: {case.name}/{f.name} committed {committed.get(st.st_ino)} "
-                                       f"of {st.st_size}")
+                    size = f.stat().st_size
+                    done = committed(entries, f)
+                    if done < size:
+                        return False, f"{agent}: {case.name}/{f.name} committed {done} of {size}"
         for agent in AGENTS:
             m = scrape(self.metric_ports[agent])
             if not m or metric_sum(m, "logflume_channel_fill_chunks") != 0:

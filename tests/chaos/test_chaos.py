@@ -73,9 +73,11 @@ def test_rename_shifts_like_logrotate_and_first_write_is_whole_lines(tmp_path):
     f = LogFile(tmp_path, "rename-w0-f0", first_write=1024)
     assert f.write(rng) > 1 and f.size >= 1024  # one write of whole lines, at least 1 KiB
     first = f.seq
-    for _ in range(3):
-        f.rotate_rename(shift=True)
+    inode = os.stat(f.path).st_ino
+    for i in range(3):
+        f.rotate_rename(shift=True, by_copy=i == 0)  # the first move copies and unlinks (mv across filesystems)
         f.write(rng)
+    assert os.stat(tmp_path / "rename-w0-f0.log.3").st_ino != inode
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["rename-w0-f0.log", "rename-w0-f0.log.1", "rename-w0-f0.log.2", "rename-w0-f0.log.3"]
     oldest = (tmp_path / "rename-w0-f0.log.3").read_bytes().split(b"\n")

@@ -7,7 +7,8 @@ file, and the copytruncate windows.
 ``--rotate`` picks how files are rotated: ``mixed`` (at random by rename to
 ``x.log.N``, N counting up, or by copytruncate), ``rename`` (logrotate's
 numbering: ``x.log.1`` -> ``x.log.2`` ..., ``x.log`` -> ``x.log.1``, a new
-``x.log``) or ``copytruncate``.  ``--copies`` names the copytruncate copies: ``apart``
+``x.log``; half of the moves of ``x.log`` copy and unlink, as ``mv`` to
+another filesystem does) or ``copytruncate``.  ``--copies`` names the copytruncate copies: ``apart``
 (``ct-x-N.copy``, which no ``*.log*`` glob matches) or ``followed``
 (``x.log.N``, which ``*.log*`` matches, so the agent reads the copies too).
 
@@ -78,17 +79,26 @@ class LogFile:
         self.size += len(line)
         return n
 
-    def rotate_rename(self, shift: bool = False) -> None:
+    def rotate_rename(self, shift: bool = False, by_copy: bool = False) -> None:
         """``x.log`` -> ``x.log.N`` (N counting up), or with ``shift`` logrotate's way: every ``x.log.K``
-        becomes ``x.log.K+1`` (oldest first), then ``x.log`` becomes ``x.log.1``."""
+        becomes ``x.log.K+1`` (oldest first), then ``x.log`` becomes ``x.log.1``.
+
+        ``by_copy`` moves the file as ``mv`` does across filesystems (logrotate's ``olddir`` there):
+        copy to the new name (a new inode with the same bytes), then unlink the old name.
+        """
         self.rotations += 1
         os.close(self.fd)
         if shift:
             for k in range(self.rotations - 1, 0, -1):
                 os.rename(self.dir / f"{self.id}.log.{k}", self.dir / f"{self.id}.log.{k + 1}")
-            os.rename(self.path, self.dir / f"{self.id}.log.1")
+            target = self.dir / f"{self.id}.log.1"
         else:
-            os.rename(self.path, self.dir / f"{self.id}.log.{self.rotations}")
+            target = self.dir / f"{self.id}.log.{self.rotations}"
+        if by_copy:
+            shutil.copyfile(self.path, target)
+            os.unlink(self.path)
+        else:
+            os.rename(self.path, target)
         self.open()
 
     def copytruncate(self, positions: Path | None, wait: float) -> tuple[int, int] | None:
@@ -171,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
     next_rotate = [time.monotonic() + gap() for _ in files]
     windows: list[list] = []
-    counts = {"rename": 0, "copytruncate": 0}
+    counts = {"rename": 0, "copytruncate": 0, "moved_by_copy": 0}
     owed = [0.0] * len(files)
     last = time.monotonic()
     while not stop:
@@ -185,8 +195,10 @@ def main(argv: list[str] | None = None) -> int:
             if now >= next_rotate[i] and not stop:
                 by_rename = rng.random() < 0.5 if args.rotate == "mixed" else args.rotate == "rename"
                 if by_rename:
-                    f.rotate_rename(shift=args.rotate == "rename")
+                    moved = args.rotate == "rename" and rng.random() < 0.5
+                    f.rotate_rename(shift=args.rotate == "rename", by_copy=moved)
                     counts["rename"] += 1
+                    counts["moved_by_copy"] += moved
                 else:
                     window = f.copytruncate(args.positions, args.ct_wait)
                     counts["copytruncate"] += 1

@@ -39,7 +39,7 @@ from logflume.chunk import Chunk
 from logflume.errors import TryLater
 from logflume.wire.buffers import BufferPool
 from logflume.wire.connection import Connection, PeerClosed, Timeout, frame_deadline
-from logflume.wire.identity import Authenticator, Identity, certificate_names, peer_host, sanitize
+from logflume.wire.identity import Authenticator, Identity, certificate_names, sanitize
 from logflume.wire.idl import PROTOCOL_VERSION, Compression, Status
 from logflume.wire.protocol import (
     PREFIX,
@@ -147,7 +147,7 @@ class WireEndpoint:
                 self._reply(conn, "deliver", seqid, Ack(status=Status.REFUSED, delay_ms=0, reason=refusal))
                 return True
         try:
-            with self.reserve(need, who.name if not self.authenticator.open else peer_host(conn.peer)):
+            with self.reserve(need, who.name):  # per identity; with no credentials that is the peer's address
                 ack = self._receive_and_deliver(conn, batch, body_len, deadline, who)
         except TryLater as exc:
             self._discard(conn, body_len, deadline)

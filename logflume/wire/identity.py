@@ -40,6 +40,8 @@ class Identity:
     sources: tuple[str, ...]
 
     def may_send(self, source: str) -> bool:
+        if "*" in self.sources:
+            return True
         return any(fnmatchcase(source, glob) for glob in self.sources)
 
     def refusal(self, source: str) -> str | None:

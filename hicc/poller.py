@@ -55,6 +55,11 @@ class Target:
         return "up" if self.ready.get("ok") else "not ready"
 
 
+def address(host: str, port: int) -> str:
+    """``HOST:PORT`` as it goes in a URL (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def read_targets_file(path: str) -> list[str]:
     """One HOST:PORT per line, ``#`` comments; the collectors-file format."""
     out = []
@@ -66,7 +71,7 @@ def read_targets_file(path: str) -> list[str]:
             host, sep, port = line.rpartition(":")
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ConfigError(path, f"line {n}", f"expected HOST:PORT, got {line!r}")
-            out.append(f"{host.strip('[]')}:{int(port)}")
+            out.append(address(host.strip("[]"), int(port)))
     return out
 
 
@@ -85,7 +90,7 @@ class Poller:
 
     def _listed(self, role: str) -> list[str]:
         cfg = self.config
-        addrs = [f"{h}:{p}" for h, p in (cfg.agents if role == "agent" else cfg.collectors)]
+        addrs = [address(h, p) for h, p in (cfg.agents if role == "agent" else cfg.collectors)]
         path = cfg.agents_file if role == "agent" else cfg.collectors_file
         if path:
             try:

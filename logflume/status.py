@@ -216,14 +216,22 @@ class PipelineStatus:
                     "oldest_uncommitted_s": round(self._age(kind, name, now), 1),
                 })
             if kind == "sink" and "collectors" in comp.config:
-                configured = list(comp.config.collectors)
-                healthy = v("healthy_collectors", kind, name)
-                tried = v("retries_total", kind, name) > 0 or v("chunks_out_total", kind, name) > 0
+                addresses = [f"{h}:{p}" for h, p in comp.config.collectors]
+                per = (extra or {}).get("collectors")
+                if per:  # the sink's own view (status() hook): every collector with its cool-down left
+                    addresses = [c["address"] for c in per]
+                    healthy: int | None = sum(1 for c in per if c["cooldown_left_s"] <= 0)
+                    all_cooling = healthy == 0
+                else:  # from metrics: the gauge the last delivery attempt set
+                    tried = v("retries_total", kind, name) > 0 or v("chunks_out_total", kind, name) > 0
+                    gauge = v("healthy_collectors", kind, name)
+                    healthy = int(gauge) if tried else None
+                    all_cooling = bool(tried and gauge == 0 and v("retries_total", kind, name) > 0)
                 collectors.append({
-                    "sink": name, "collectors": [f"{h}:{p}" for h, p in configured],
+                    "sink": name, "collectors": addresses, "cooldowns": per or [],
                     "collectors_file": comp.config.collectors_file,
-                    "healthy": int(healthy) if tried else None,
-                    "all_cooling_down": bool(tried and healthy == 0 and v("retries_total", kind, name) > 0),
+                    "healthy": healthy,
+                    "all_cooling_down": all_cooling,
                     "cooldown_s": comp.config.cooldown, "failovers": v("failovers_total", kind, name),
                     "try_later": v("try_later_total", kind, name),
                 })

@@ -141,6 +141,13 @@ class CollectorSink(Sink):
             for c in self._collectors.values():
                 c.client.close()
 
+    def status(self) -> dict[str, Any]:
+        """Each collector and the seconds left of its cool-down (for the agent's ``/status``)."""
+        now = time.monotonic()
+        with self._lock:
+            return {"collectors": [{"address": c.address, "cooldown_left_s": round(max(0.0, c.cool_until - now), 1)}
+                                   for c in self._collectors.values()]}
+
     def writes(self) -> list[str]:
         addrs = list(self.config.collectors)
         if self.config.collectors_file:

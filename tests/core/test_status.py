@@ -102,6 +102,7 @@ def test_agent_endpoints_and_a_stuck_channel(tmp_path, logflume_proc):
     assert status["channels"][0]["capacity_bytes"] == 64 * 1024 * 1024
     assert status["collectors"][0]["collectors"] == [f"127.0.0.1:{cport}"]
     assert status["collectors"][0]["healthy"] == 1
+    assert status["collectors"][0]["cooldowns"] == [{"address": f"127.0.0.1:{cport}", "cooldown_left_s": 0.0}]
     assert status["ready"] == {"ok": True, "reasons": []}
     assert get(amport, "/ready?max_age=2s") == (200, {"ready": True, "reasons": []})
     code, cstatus = get(cmport, "/status")
@@ -151,6 +152,8 @@ def test_ready_fails_on_a_dead_store(tmp_path, logflume_proc):
     assert any("primary down and secondary" in r for r in body["reasons"]), body
     code, body = wait_for(lambda: (r := get(amport, "/ready"))[0] == 503 and r, 60, message="agent not ready")
     assert any(r == "sink up: every collector (1) is cooling down" for r in body["reasons"]), body
+    cooling = get(amport, "/status")[1]["collectors"][0]["cooldowns"]
+    assert len(cooling) == 1 and cooling[0]["address"] == f"127.0.0.1:{cport}"
     assert collector.alive()
 
 

@@ -20,10 +20,21 @@ from logflume.errors import ConfigError
 from logflume.settings import ListOf, MapOf, Setting, Str
 
 
-def _metadata_problem(datatype: str = "Raw", tags: dict[str, str] | None = None) -> str | None:
-    """What ``Chunk.metadata_error`` says of chunks with this datatype and tags (collectors refuse those)."""
-    return Chunk(source="x", stream="x", datatype=datatype, seq_id=0, epoch="", data=b"",
+def _metadata_problem(datatype: str = "Raw", tags: dict[str, str] | None = None, source: str = "x") -> str | None:
+    """What ``Chunk.metadata_error`` says of chunks with this source, datatype and tags (collectors refuse those)."""
+    return Chunk(source=source, stream="x", datatype=datatype, seq_id=0, epoch="", data=b"",
                  tags=tags or {}).metadata_error()
+
+
+class SourceName(Str):
+    """The agent name, stamped as ``source`` on every chunk."""
+
+    def parse(self, value, path, file):
+        text = super().parse(value, path, file)
+        problem = _metadata_problem(source=text)
+        if problem:
+            raise ConfigError(file, path, f"expected a source name collectors accept: {problem}")
+        return text
 
 
 class DatatypeName(Str):

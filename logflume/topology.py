@@ -30,9 +30,10 @@ from logflume.settings import (
     render_settings,
     secret_warnings,
 )
+from logflume.source import SourceName
 
 AGENT_SETTINGS: dict[str, Setting] = {
-    "name": Setting(Str(), socket.gethostname(), "Source name stamped on every chunk (default: the host name)"),
+    "name": Setting(SourceName(), socket.gethostname(), "Source name stamped on every chunk (default: the host name)"),
     "data_dir": Setting(Str(), "/var/lib/logflume", "Where checkpoints and file-channel segments live"),
     "metrics": Setting(Optional(HostPort()), None, "Serve Prometheus metrics on HOST:PORT (off by default)"),
     "shutdown_timeout": Setting(Duration(), "30s", "On SIGTERM, how long sinks may drain before the agent exits"),

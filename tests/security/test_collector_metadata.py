@@ -91,3 +91,11 @@ def test_an_agent_config_that_would_make_such_chunks_is_refused(tmp_path, logflu
     check = logflume_proc(["check", "-c", cfg], name="check")
     assert check.wait(60) != 0
     assert "sources.gen.datatype: expected a datatype collectors accept" in check.log()
+
+
+def test_an_agent_name_collectors_would_refuse_is_a_config_error(tmp_path, logflume_proc):
+    cfg = agent_config(tmp_path, "web-01", {"collectors": ["127.0.0.1:1"]}, sources={"gen": exec_source(1)})
+    cfg.write_text(cfg.read_text().replace("name: web-01", "name: web/01"))
+    check = logflume_proc(["check", "-c", cfg], name="check")
+    assert check.wait(60) != 0
+    assert "agent.name: expected a source name collectors accept" in check.log()

@@ -18,11 +18,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
-
 from jobs.errors import JobError
 from jobs.setaside import Rejected, metadata_problem
 from logflume.chunk import Buffer, Chunk
+from sinks.storage import open_filesystem
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +32,8 @@ class InputFile:
 
 
 def open_fs(url: str) -> tuple[Any, str]:
-    """(filesystem, root path) for a URL or a local path."""
-    fs, root = fsspec.core.url_to_fs(url)
+    """(filesystem, root path) for a URL or a local path; an SFTP server must prove its host key."""
+    fs, root = open_filesystem(url, {})
     return fs, root.rstrip("/") or "/"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from logflume.component import Context
 from logflume.errors import ConfigError, StartupError
 from sinks.file import FileSink
 from sinks.seqfile import SeqFileSink
+from sinks.storage import open_filesystem
 from tests.store.conftest import SSH_KEYGEN, SSHD, ChunkMaker, Sshd, final_files, make_sink, read_chunks
 
 pytestmark = [pytest.mark.timeout(120),
@@ -167,3 +169,15 @@ def test_host_key_options_are_checked(context, options, key, message):
 def test_host_key_options_only_for_sftp(context, tmp_path):
     with pytest.raises(ConfigError, match="only for sftp:// stores"):
         make_sink(SeqFileSink, "s", {"url": str(tmp_path), "storage_options": {"known_hosts": "/x"}}, context)
+
+
+def test_a_pickled_filesystem_verifies_again(sshd, tmp_path, home):
+    """Spark and Dask ship filesystems to workers by pickling: the copy keeps the trust settings."""
+    fs, root = open_filesystem(sshd.url(tmp_path), {**login(sshd), "host_key_fingerprint": sshd.host_key_fingerprint})
+    copy = pickle.loads(pickle.dumps(fs))
+    assert copy.fingerprints == [sshd.host_key_fingerprint] and copy.exists(root)
+    impostor = " ".join(Path(f"{other_key(tmp_path)}.pub").read_text().split()[:2])
+    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{sshd.port} {impostor}\n")
+    type(fs).clear_instance_cache()  # as in a fresh worker process
+    with pytest.raises(Exception, match="does not match"):
+        pickle.loads(pickle.dumps(fs))  # reconnects: known_hosts now names another key for this server

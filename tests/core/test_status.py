@@ -183,3 +183,39 @@ def test_endpoint_refuses_bad_requests_within_bounds(tmp_path, logflume_proc):
         for s in idle:
             s.close()
     wait_for(lambda: answers(cmport), 15, message="endpoint serving again after the idle clients left")
+
+
+def test_building_the_document_takes_at_most_a_tenth_of_the_time():
+    """10,000 streams: however often /status is asked, builds are at least ten build-times apart."""
+    from logflume.metrics import Metrics
+    from logflume.status import PipelineStatus
+
+    class Source:
+        kind, name, config = "source", "app", {}
+
+        def status(self):
+            return {}
+
+    metrics = Metrics()
+    source = metrics.component("source", "app")
+    for j in range(10000):
+        source.gauge("tail_file_lag_bytes", "lag", path=f"/var/log/f{j}.log").set(j)
+    status = PipelineStatus("agent", "big", metrics, [Source()])
+    builds, took = [], []
+    real_build = status._build
+
+    def build(now, limit):
+        builds.append(time.monotonic())
+        doc = real_build(now, limit)
+        took.append(time.monotonic() - builds[-1])
+        return doc
+
+    status._build = build
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        doc = status.document(20000)
+    assert doc["totals"]["streams"] == 10000 and len(doc["streams"]) == 10000
+    assert doc["streams"][0]["lag_bytes"] == 9999, "most lagging first"
+    gaps = [b - a for a, b in zip(builds, builds[1:], strict=False)]
+    assert gaps and all(gap >= 10 * t for gap, t in zip(gaps, took, strict=False)), (gaps, took)
+    assert len(builds) <= 3 / 0.5 + 1

@@ -18,9 +18,9 @@ class CaseResult:
     ct_window: int
     rotations: dict[str, int]
     read_twice: int = 0  # twin: lines read under two names (kept once per name)
-    conflicts_archive: int = 0  # twin: conflicts archive reported
+    conflicts_archive: int = 0  # twin: chunks archive set aside as conflicts (its summary's count)
     conflicts_seen: int = 0  # names whose chunks disagree in the store before archive (verify's own count)
-    set_aside: int = 0  # twin: lines archive kept in _conflicts only
+    set_aside: int = 0  # twin: lines that are only in _conflicts (the losing side), present but not archived
     stopped: int = 0  # twin: SIGSTOPs of atwin
 
     def fields(self, name: str) -> str:
@@ -28,7 +28,7 @@ class CaseResult:
                f"rotations={self.rotations.get('rename', 0)}+{self.rotations.get('copytruncate', 0)}ct")
         if name == "twin":
             out += (f" read_twice={self.read_twice} conflicts={self.conflicts_archive}"
-                    f" (store {self.conflicts_seen}) set_aside={self.set_aside} stopped={self.stopped}")
+                    f" names_in_conflict={self.conflicts_seen} set_aside={self.set_aside} stopped={self.stopped}")
         return out
 
 

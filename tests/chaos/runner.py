@@ -132,10 +132,16 @@ def run(*, duration: float, seed: int, workdir: Path | None = None, drain_timeou
     except (ValueError, IndexError):
         archived = {}
     archive_conflicts = archived.get("conflicts")
-    if proc.returncode != 0:
-        problems.append(f"archive exited {proc.returncode}: {proc.stderr[-1000:]}")
     after = count_lines(sink_files(archive))
     aside = count_lines(sink_files(archive, CONFLICTS), by_reader=True)
+    # 3: done, with conflicting chunks set aside (docs/jobs.md); expected when they all come from the twin case
+    if proc.returncode not in (0, 3) or (proc.returncode == 3) != bool(archive_conflicts):
+        problems.append(f"archive exited {proc.returncode} reporting {archive_conflicts} conflict(s): "
+                        f"{proc.stderr[-1000:]}")
+    for name, lines in aside.seen.items():
+        if name not in twins and lines:
+            problems.append(f"{name}: {sum(lines.values())} lines set aside in {CONFLICTS} (a conflict outside the "
+                            "twin case: one agent named two contents alike)")
 
     results: dict[str, CaseResult] = {}
     verdicts = {}

@@ -22,6 +22,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import stat
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -134,7 +135,9 @@ class SpoolDirSource(ThreadedSource):
     # -- one file -------------------------------------------------------------
     def ingest(self, path: Path) -> None:
         try:
-            fd = os.open(path, os.O_RDONLY)
+            # Listed as a regular file, but it may have been swapped since: never read through a symbolic
+            # link (ELOOP) and never wait on a FIFO for a writer that does not come.
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return
         except OSError as exc:
@@ -143,6 +146,10 @@ class SpoolDirSource(ThreadedSource):
             return
         with os.fdopen(fd, "rb", buffering=0) as fh:
             st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                self.metrics.errors.inc()
+                self.log.error("source %s: %s is no longer a regular file; skipped", self.name, path)
+                return
             key = self._key(str(path), st)
             epoch = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
             saved = self._state.get("file") or {}

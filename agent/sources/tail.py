@@ -17,6 +17,7 @@ the stream and epoch it was first read under: it is never read twice.
 from __future__ import annotations
 
 import codecs
+import errno
 import fnmatch
 import glob
 import os
@@ -31,7 +32,7 @@ from agent.sources.tailing.checkpoint import CheckpointWriter, Position, Positio
 from agent.sources.tailing.generations import FingerprintIndex, Generations
 from agent.sources.tailing.identity import FileIdentity, read_head
 from agent.sources.tailing.reader import TailedFile
-from agent.sources.tailing.watcher import ChangeWatcher
+from agent.sources.tailing.watcher import ChangeWatcher, glob_base
 from logflume.chunk import Chunk
 from logflume.errors import ChannelClosed, ConfigError
 from logflume.settings import (
@@ -56,6 +57,10 @@ COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
 #: Full scans an ended generation (truncated away by copytruncate) waits for its copy before it is dropped.
 #: The copy exists before the truncation is noticed, so the first scan after it finds it.
 ENDED_GENERATION_SCANS = 3
+
+#: How the source opens files itself: never through a symbolic link (a link swapped in after the check
+#: fails with ELOOP), never blocking on a FIFO swapped in for a file.
+OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 
 #: What a newly seen file is (see ``TailSource._identify``).
 NEW, RESUME, WAIT = "new", "resume", "wait"
@@ -131,6 +136,8 @@ class TailSource(ThreadedSource):
         "scan_interval": Setting(Duration(), "10s", "Re-run the globs this often (new files, missed events)"),
         "use_events": Setting(Bool(), True, "Use inotify (watchdog) events; false: periodic scan only (NFS)"),
         "forget_after": Setting(Duration(), "24h", "Drop the position of a file not seen for this long"),
+        "follow_symlinks": Setting(Bool(), False,
+                                   "Follow symbolic links that match the globs (their target must match a glob too)"),
         "checkpoint_interval": Setting(
             Duration(), "0s", "Write the position file at most this often (0: as soon as the last write ended)"),
     }
@@ -165,6 +172,7 @@ class TailSource(ThreadedSource):
         self._ended_scans: dict[str, int] = {}  # ended generation -> full scans it has waited for its copy
         self._live: FingerprintIndex[TailedFile] | None = None  # files being read, by fingerprint (per step)
         self._rescan = False  # a generation ended: look for its copy at once
+        self._refused_links: set[str] = set()  # symbolic links leading out of the globs (warned once)
         self.unreadable: dict[tuple[int, int], tuple[int, int]] = {}
         self.open_count = 0
         self._initial_scan = True
@@ -331,7 +339,10 @@ class TailSource(ThreadedSource):
     def _consider(self, path: str, spec: PathSpec, now: float) -> tuple[int, int] | None:
         """Look at one path that matches a glob; returns the identity key of the file there."""
         try:
-            st = os.stat(path)
+            real = self._resolve(path)
+            if real is None:
+                return None
+            st = os.lstat(real)
         except OSError:
             self.by_path.pop(path, None)
             return None
@@ -346,7 +357,7 @@ class TailSource(ThreadedSource):
         self.by_path[path] = key
         tf = self.files.get(key)
         if tf is not None:
-            tf.path = path
+            tf.path = real
             tf.rotated_at = None
             tf.last_seen = time.time()
             if st.st_size != tf.read_pos:
@@ -356,7 +367,43 @@ class TailSource(ThreadedSource):
             return key
         if st.st_size == 0:
             return key  # nothing to read yet; followed once it has bytes (from its beginning)
-        return self._track_new(path, spec, now)
+        return self._track_new(real, spec, now, stream=path if real != path else None)
+
+    def _resolve(self, path: str) -> str | None:
+        """The file to read for a path the globs matched; None when a symbolic link is in the way.
+
+        Root reads every file: a link dropped into a log directory (``evil.log -> /etc/shadow``), or a
+        linked directory under the glob's fixed part, must not make the agent ship what it leads to.  With
+        ``follow_symlinks`` a link is followed when its target is in the globs too.
+        """
+        target = path
+        for _ in range(40):  # the kernel's own limit on links in a row
+            if not stat.S_ISLNK(os.lstat(target).st_mode):
+                break
+            if not self.config.follow_symlinks:
+                return None
+            target = os.path.normpath(os.path.join(os.path.dirname(target), os.readlink(target)))
+        else:
+            return None
+        spec = self._spec_for(target)
+        if spec is None:
+            if path not in self._refused_links:
+                self._refused_links.add(path)
+                self.log.warning("not following %s: it leads to %s, which no glob of this source matches",
+                                 path, target)
+            return None
+        base = glob_base(spec.glob)[0]
+        rel = os.path.relpath(os.path.dirname(target), base)
+        if rel != "." and not rel.startswith(".."):
+            directory = base
+            for part in rel.split(os.sep):  # directories the glob's wildcards matched: no links among them
+                directory = os.path.join(directory, part)
+                if os.path.islink(directory):
+                    if not self.config.follow_symlinks:
+                        return None
+                    real = os.path.realpath(target)  # through a linked directory: where it really is
+                    return real if self._spec_for(real) is not None else None
+        return target
 
     def _track_new(self, path: str, spec: PathSpec | None, now: float, stream: str | None = None,
                    known_only: bool = False) -> tuple[int, int] | None:
@@ -368,11 +415,11 @@ class TailSource(ThreadedSource):
         if self.open_count >= self.config.max_open_files and not self._evict_one(now):
             return None  # every descriptor drains a rotated file: look again at the next scan
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(path, OPEN_FLAGS)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            if known_only:
+            if known_only or exc.errno == errno.ELOOP:  # ELOOP: replaced by a symbolic link since we looked
                 return None
             try:
                 st = os.stat(path)
@@ -385,6 +432,9 @@ class TailSource(ThreadedSource):
             return None
         try:
             st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):  # replaced by a FIFO, device or directory since we looked
+                os.close(fd)
+                return None
             head = read_head(fd)
             verdict, pos, had_position = self._identify(st, head, path)
         except OSError:
@@ -476,9 +526,11 @@ class TailSource(ThreadedSource):
     def _moved(self, old: str, new: str, now: float) -> None:
         """A rename event: follow the file to its new name, even one it had before we first saw it."""
         try:
-            st = os.stat(new)
+            st = os.lstat(new)
         except OSError:
             return
+        if not stat.S_ISREG(st.st_mode):
+            return  # a symbolic link (or no file): the scan decides
         key = (st.st_dev, st.st_ino)
         tf = self.files.get(key)
         if tf is None:

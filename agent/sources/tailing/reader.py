@@ -105,7 +105,7 @@ class TailedFile:
     def reopen(self) -> bool:
         """Open the file again by its last known path; False if that is no longer the same file."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return False
         try:

@@ -81,3 +81,13 @@ class ComponentMetrics:
     def gauge(self, name: str, doc: str = "", **labels: str) -> Any:
         m = self._m._get(Gauge, name, doc, tuple(labels))
         return m.labels(**self._labels, **labels)
+
+    def remove(self, name: str, **labels: str) -> None:
+        """Drop one labelled series (say, of a file no longer followed) so that series do not pile up."""
+        with self._m._lock:
+            metric = self._m._metrics.get(PREFIX + name)
+        if metric is not None:
+            try:
+                metric.remove(*self._labels.values(), *labels.values())
+            except KeyError:
+                pass  # never set

@@ -172,6 +172,7 @@ class TailSource(ThreadedSource):
         self._ended_scans: dict[str, int] = {}  # ended generation -> full scans it has waited for its copy
         self._live: FingerprintIndex[TailedFile] | None = None  # files being read, by fingerprint (per step)
         self._rescan = False  # a generation ended: look for its copy at once
+        self._short_waits: dict[tuple[int, int], float] = {}  # file -> since when it waits on a short match
         self._refused_links: set[str] = set()  # symbolic links leading out of the globs (warned once)
         self.unreadable: dict[tuple[int, int], tuple[int, int]] = {}
         self.open_count = 0
@@ -323,6 +324,8 @@ class TailSource(ThreadedSource):
             if tf.fd is None and not self._open(tf, now):
                 if tf.chunker.pending_bytes == 0:
                     self._forget_file(tf, remember=True)
+        stale = time.monotonic() - 2 * self.config.rotate_wait - self.config.scan_interval
+        self._short_waits = {k: t for k, t in self._short_waits.items() if t > stale}
         for pos in self.remembered:
             if pos.ended:  # its copy, if followed, was found by now
                 waited = self._ended_scans.get(pos.epoch, 0) + 1
@@ -468,6 +471,7 @@ class TailSource(ThreadedSource):
             offset=offset, truncations=truncs, make_chunker=self._make_chunker, now=now, last_seen=time.time(),
         )
         tf.announced = pos is not None  # a generation the position file holds already
+        self._short_waits.pop(key, None)
         self.files[key] = tf
         if self._live is not None:
             self._live.add(ident.fp_len, ident.fp, tf)
@@ -485,8 +489,9 @@ class TailSource(ThreadedSource):
         (a copy, a move to another inode or device) and at least as long as its committed offset.
         WAIT: a copy of a generation still being read (copytruncate copies before it truncates), or one shorter
         than what was read of it: looked at again later.  NEW: a file to read from its beginning.
-        A generation known only by a fingerprint of less than the maximum is taken for a copy only away from
-        the paths it was read at (a new file at the same path that starts with the same few bytes is new).
+        A fingerprint of less than the maximum (a short file) says little: such a generation is taken for a
+        copy only while it is being read (for at most ``rotate_wait``, away from its own paths) or once it
+        was truncated away; another file that merely starts with the same few bytes is read as new.
         """
         key = (st.st_dev, st.st_ino)
         had_position = False
@@ -502,12 +507,19 @@ class TailSource(ThreadedSource):
             self._ended_scans[pos.epoch] = 0
             self._ckpt_dirty = True
         for tf in self._live_index().find(head):
-            if tf.key != key and (tf.ident.full or path not in (tf.stream, tf.path)):
+            if tf.key == key:
+                continue
+            if tf.ident.full:
+                return WAIT, None, had_position
+            # A few identical bytes may be a copy about to be truncated away, or just another file that
+            # starts the same: wait rotate_wait for the truncation, then read it as a file of its own.
+            first = self._short_waits.setdefault(key, time.monotonic())
+            if path not in (tf.stream, tf.path) and time.monotonic() - first < self.config.rotate_wait:
                 return WAIT, None, had_position
         best, shorter = None, False
         for pos in self.remembered.with_head(head):
-            if not (pos.ended or pos.identity.full or path not in (pos.stream, pos.path)):
-                continue
+            if not (pos.ended or pos.identity.full):
+                continue  # a few bytes alike in a file read and let go long ago prove nothing
             if st.st_size < pos.offset:
                 shorter = True
             elif best is None or pos.offset > best.offset:
@@ -625,7 +637,11 @@ class TailSource(ThreadedSource):
         self._take_ended(tf)
         if remember:
             self.remembered.add(tf.position())
-        self._lag_gauge(tf).set(0)
+        same_stream = next((t for t in self.files.values() if t.stream == tf.stream), None)
+        if same_stream is not None:  # the new file at a rotated file's path: its lag is the stream's now
+            self._lag_gauge(same_stream).set(same_stream.lag)
+        else:
+            self.metrics.remove("tail_file_lag_bytes", path=tf.stream)
         self._ckpt_dirty = True
 
     # -- reading and delivering -----------------------------------------------------------------

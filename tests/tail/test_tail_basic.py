@@ -388,6 +388,48 @@ def test_lag_metric_and_close_inactive(tmp_path, running):
     wait_for(lambda: r.stream_bytes(log) == lines(0, 12), message="reopened by identity when it grew")
 
 
+def test_files_that_start_alike_are_each_read(tmp_path, running):
+    """Identical short content (a banner) in two live files, or in a file read and let go before, is not
+    taken for a copy for longer than rotate_wait: each file is read, under its own stream, from 0."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    banner = b"service starting\n"
+    (logs / "a.log").write_bytes(banner)
+    (logs / "b.log").write_bytes(banner)
+    r = running(tmp_path, {"paths": [str(logs / "*.log")], **FAST})
+    wait_for(lambda: r.stream_bytes(logs / "a.log") == banner and r.stream_bytes(logs / "b.log") == banner,
+             message="both files")
+    os.rename(logs / "a.log", logs / "a.log.1")  # let go after rotate_wait, remembered
+    wait_for(lambda: r.metric("tail_rotations_total") == 1, message="a.log let go")
+    (logs / "c.log").write_bytes(banner + b"c only\n")
+    wait_for(lambda: r.stream_bytes(logs / "c.log") == banner + b"c only\n", message="c.log from 0")
+
+
+def test_lag_series_of_a_let_go_file_is_removed(tmp_path, running):
+    """Rotated and deleted files are let go: their lag series go too (they piled up, one per file ever read)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    m = None
+
+    def series() -> set[str]:
+        return {s.labels["path"] for metric in m.registry.collect() if metric.name == "logflume_tail_file_lag_bytes"
+                for s in metric.samples}
+
+    gone, kept = logs / "gone.log", logs / "kept.log"
+    gone.write_bytes(lines(0, 10, "g"))
+    kept.write_bytes(lines(0, 10, "k"))
+    r = running(tmp_path, {"paths": [str(logs / "*.log")], **FAST})
+    m = r.source.context.metrics
+    wait_for(lambda: r.stream_bytes(gone) == lines(0, 10, "g") and r.stream_bytes(kept) == lines(0, 10, "k"))
+    assert series() == {str(gone), str(kept)}
+    os.rename(gone, logs / "gone.log.1")  # out of the globs: read to its end, let go after rotate_wait
+    wait_for(lambda: r.metric("tail_rotations_total") == 1, message="rotated file let go")
+    assert series() == {str(kept)}
+    os.unlink(kept)  # deleted: let go as well
+    wait_for(lambda: r.metric("tail_rotations_total") == 2, message="deleted file let go")
+    assert series() == set()
+
+
 def test_failed_delivery_is_read_again_without_gap(tmp_path):
     """An output that fails once (not ChannelClosed): the source re-reads from the committed position."""
     from tests.tail.harness import CollectingOutput

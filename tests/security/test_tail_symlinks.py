@@ -66,6 +66,23 @@ def test_link_to_a_private_file_is_not_shipped(tmp_path, logflume_proc, follow):
         assert "which no glob of this source matches" in agent.log()
 
 
+def test_linked_directory_under_the_wildcards_is_not_entered(tmp_path, logflume_proc):
+    """``logs/*/*.log`` with ``logs/app -> ../priv``: the glob's wildcards must not lead through the link."""
+    shadow = private_file(tmp_path)
+    (shadow.parent / "shadow.log").write_bytes(SECRET)
+    logs = tmp_path / "logs"
+    (logs / "web").mkdir(parents=True)
+    (logs / "web" / "access.log").write_bytes(b"web line\n")
+    (logs / "app").symlink_to("../priv", target_is_directory=True)
+    out = tmp_path / "out.bin"
+    agent = logflume_proc(["agent", "-c", agent_config(tmp_path, [str(logs / "*" / "*.log")], out)], name="agent")
+    wait_for(lambda: b"web line\n" in shipped(out), message="the real log")
+    (logs / "web" / "later.log").write_bytes(b"later line\n")
+    wait_for(lambda: b"later line\n" in shipped(out), message="a file created after the first scan")
+    assert agent.terminate() == 0, agent.log()
+    assert b"SECRET" not in shipped(out)
+
+
 def test_link_swapped_in_while_the_agent_scans_is_not_shipped(tmp_path, logflume_proc):
     """A path flips between a regular file and a link to the secret while the agent scans every 50 ms: a
     check-then-open race must never open the link (O_NOFOLLOW)."""

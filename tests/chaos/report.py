@@ -15,7 +15,7 @@ class CaseResult:
     lost: int
     duplicated_after_archive: int
     duplicates_before_archive: int
-    ct_window: int
+    ct_window: int  # lines no shipper could read: copytruncate windows, files born and moved away while down
     rotations: dict[str, int]
     read_twice: int = 0  # twin: lines read under two names (kept once per name)
     conflicts_archive: int = 0  # twin: chunks archive set aside as conflicts (its summary's count)
@@ -25,6 +25,7 @@ class CaseResult:
 
     def fields(self, name: str) -> str:
         out = (f"{name}: lines={self.lines} lost={self.lost} dup_after_archive={self.duplicated_after_archive} "
+               f"window={self.ct_window} "
                f"rotations={self.rotations.get('rename', 0)}+{self.rotations.get('copytruncate', 0)}ct")
         if name == "twin":
             out += (f" read_twice={self.read_twice} conflicts={self.conflicts_archive}"

@@ -19,7 +19,9 @@ seconds) until the agent's position file says everything was committed.
 Lines the agent had not committed when the file was truncated (when the agent
 was down for longer than the wait) are the copytruncate window: they are
 only in a copy that no glob follows.  They are recorded, and reported apart
-from losses.  Without ``--positions`` the writer does not wait and records no
+from losses.  In ``rename`` mode ``--positions`` makes the writer wait before
+a rename until the agent knows the file (see ``LogFile.wait_until_known``).
+Without ``--positions`` the writer does not wait and records no
 window: that is for copies that are followed, where no line may be missing.
 """
 
@@ -79,6 +81,21 @@ class LogFile:
         self.size += len(line)
         return n
 
+    def wait_until_known(self, positions: Path, wait: float) -> tuple[int, int] | None:
+        """Before a rename out of the globs: wait (up to ``wait`` s) until the agent's position file names
+        this generation; returns its (first, last) seq if it never did.
+
+        A generation born and moved out of the globs while the agent was down is at no watched
+        path whenever the agent looks: no shipper can find it.  Those lines are a window, like
+        copytruncate's, reported apart from losses; the case tests the generations the agent knew.
+        """
+        deadline = time.monotonic() + wait
+        while not _offsets(positions, self.fd):
+            if time.monotonic() >= deadline:
+                return (self.starts[0][1], self.starts[-1][1]) if self.starts else None
+            time.sleep(0.05)
+        return None
+
     def rotate_rename(self, shift: bool = False, by_copy: bool = False) -> None:
         """``x.log`` -> ``x.log.N`` (N counting up), or with ``shift`` logrotate's way: every ``x.log.K``
         becomes ``x.log.K+1`` (oldest first), then ``x.log`` becomes ``x.log.1``.
@@ -118,19 +135,14 @@ class LogFile:
         return (at_risk[0], at_risk[-1]) if at_risk else None
 
 
-def committed_offset(positions: Path, fd: int) -> int:
-    """What the agent's tail source committed of the open file ``fd`` as it is now (0 if unknown).
-
-    An entry counts only when its identity (inode and fingerprint of the first
-    bytes) matches the file's current content: after a truncate the agent may
-    not have looked yet, and the old generation's offset says nothing about the
-    lines of the new one (trusting it lost a line in a 30-minute run).
-    """
+def _offsets(positions: Path, fd: int) -> list[int]:
+    """Committed offsets of the position entries whose identity (inode and fingerprint of the first bytes)
+    matches the open file ``fd`` as it is now."""
     try:
         doc = json.loads(positions.read_bytes())
     except (OSError, ValueError):
-        return 0
-    best = 0
+        return []
+    out = []
     for entry in doc.get("files", []):
         ident = FileIdentity(entry.get("dev", -1), entry.get("ino", -1), entry.get("fp_len", 0), entry.get("fp", ""))
         try:
@@ -138,8 +150,18 @@ def committed_offset(positions: Path, fd: int) -> int:
         except OSError:
             same = False
         if same:
-            best = max(best, int(entry.get("offset", 0)))
-    return best
+            out.append(int(entry.get("offset", 0)))
+    return out
+
+
+def committed_offset(positions: Path, fd: int) -> int:
+    """What the agent's tail source committed of the open file ``fd`` as it is now (0 if unknown).
+
+    An entry counts only when its identity matches the file's current content: after a truncate
+    the agent may not have looked yet, and the old generation's offset says nothing about the
+    lines of the new one (trusting it lost a line in a 30-minute run).
+    """
+    return max(_offsets(positions, fd), default=0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
             if now >= next_rotate[i] and not stop:
                 by_rename = rng.random() < 0.5 if args.rotate == "mixed" else args.rotate == "rename"
                 if by_rename:
+                    if args.rotate == "rename" and args.positions:
+                        window = f.wait_until_known(args.positions, args.ct_wait)
+                        if window:
+                            windows.append([f.id, *window])
                     moved = args.rotate == "rename" and rng.random() < 0.5
                     f.rotate_rename(shift=args.rotate == "rename", by_copy=moved)
                     counts["rename"] += 1

@@ -80,7 +80,6 @@ COLLECTOR_SETTINGS: dict[str, Setting] = {
     "metrics": Setting(Optional(HostPort()), None, "Serve Prometheus metrics on HOST:PORT"),
     "scribe": Setting(Optional(HostPort()), None, "HOST:PORT of the Scribe-compatible endpoint (null: off)"),
     "flume": Setting(Optional(HostPort()), None, "HOST:PORT of the Flume-ThriftSource-compatible endpoint (null: off)"),
-    "flume_protocol": Setting(Enum("compact", "binary"), "compact", "Thrift protocol of the Flume endpoint"),
     "scribe_tls": Setting(Bool(), False, "Serve the Scribe endpoint with the tls section's certificate"),
     "flume_tls": Setting(Bool(), False, "Serve the Flume endpoint with the tls section's certificate"),
     "thrift_max_frame_size": Setting(Size(min=1024), "16MiB", "Largest frame on the Scribe and Flume endpoints"),

@@ -195,8 +195,7 @@ class Collector:
                 ), cfg.scribe, ssl_ctx if cfg.scribe_tls else None)
             if cfg.flume is not None:
                 self._add(FlumeEndpoint(
-                    self._deliver, source=cfg.name, protocol=cfg.flume_protocol,
-                    max_frame_size=cfg.thrift_max_frame_size,
+                    self._deliver, source=cfg.name, max_frame_size=cfg.thrift_max_frame_size,
                     idle_timeout=cfg.idle_timeout, frame_timeout=cfg.frame_timeout, authenticator=auth,
                     log=logging.getLogger("logflume.collector.flume"),
                 ), cfg.flume, ssl_ctx if cfg.flume_tls else None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from logflume.settings import Enum, HostPort, Setting, Str
+from logflume.settings import HostPort, Setting, Str
 from logflume.wire.endpoint_source import EndpointSource
 from logflume.wire.flume import FlumeEndpoint
 
@@ -20,7 +20,6 @@ class FlumeSource(EndpointSource):
 
     settings: ClassVar[dict[str, Setting]] = {
         "listen": Setting(HostPort(), "127.0.0.1:4141", "HOST:PORT to serve Flume's Thrift protocol on"),
-        "protocol": Setting(Enum("compact", "binary"), "compact", "Thrift protocol (Flume's ThriftSource: compact)"),
         "stream": Setting(Str(), "flume", "Stream name of the chunks"),
     }
 
@@ -28,6 +27,6 @@ class FlumeSource(EndpointSource):
         cfg = self.config
         return FlumeEndpoint(
             self._deliver, source=self.context.agent_name, stream=cfg.stream, datatype=cfg.datatype, tags=cfg.tags,
-            protocol=cfg.protocol, max_frame_size=cfg.max_frame_size, idle_timeout=cfg.idle_timeout,
+            max_frame_size=cfg.max_frame_size, idle_timeout=cfg.idle_timeout,
             frame_timeout=cfg.frame_timeout, log=self.log,
         )

@@ -1,8 +1,10 @@
 """Flume-ThriftSource-compatible endpoint: ``append`` / ``appendBatch`` -> chunks (headers = tags, bodies = records).
 
-Speaks what Flume's ThriftSource speaks (framed transport, compact protocol by
-default, binary as an option), so Flume's ThriftRpcClient and any
-Thrift-generated client ship to logflume unchanged.  Consecutive events with
+Speaks what Flume's ThriftSource speaks (framed transport; compact protocol,
+Flume's default, and binary, both on the one port: each call is told apart by
+its first byte and answered in its own protocol), so Flume's ThriftRpcClient
+and any Thrift-generated client ship to logflume unchanged, whichever protocol
+they are configured for.  Consecutive events with
 the same headers go into one chunk; the call is answered OK only after
 ``deliver`` returned (durable), FAILED when it could not be stored.
 
@@ -91,7 +93,6 @@ class FlumeEndpoint(ThriftServiceEndpoint):
         stream: str = "flume",
         datatype: str = "Raw",
         tags: dict[str, str] | None = None,
-        protocol: str = "compact",
         max_frame_size: int = 16 * 1024 * 1024,
         idle_timeout: float = 60.0,
         frame_timeout: float = 30.0,
@@ -101,5 +102,5 @@ class FlumeEndpoint(ThriftServiceEndpoint):
         log = log or logging.getLogger("logflume.wire.flume")
         self.chunker = EventChunker(source, datatype, tags)
         super().__init__(flume_thrift.ThriftSourceProtocol, _FlumeHandler(self.chunker, stream, deliver, log),
-                         protocol=protocol, max_frame_size=max_frame_size, idle_timeout=idle_timeout,
+                         protocols=("compact", "binary"), max_frame_size=max_frame_size, idle_timeout=idle_timeout,
                          frame_timeout=frame_timeout, authenticator=authenticator, log=log)

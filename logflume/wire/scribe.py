@@ -90,6 +90,6 @@ class ScribeEndpoint(ThriftServiceEndpoint):
     ) -> None:
         log = log or logging.getLogger("logflume.wire.scribe")
         self.chunker = EventChunker(source, datatype, tags)
-        super().__init__(scribe_thrift.scribe, _ScribeHandler(self.chunker, deliver, log), protocol="binary",
+        super().__init__(scribe_thrift.scribe, _ScribeHandler(self.chunker, deliver, log), protocols=("binary",),
                          max_frame_size=max_frame_size, idle_timeout=idle_timeout,
                          frame_timeout=frame_timeout, authenticator=authenticator, log=log)

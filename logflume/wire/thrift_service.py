@@ -2,7 +2,10 @@
 
 Used by the Scribe and Flume endpoints so existing clients work unchanged:
 each frame is a 4-byte big-endian length plus one Thrift message, answered by
-one framed reply.  The length is checked against ``max_frame_size`` before
+one framed reply in the protocol the call came in.  The first byte of a
+message names its protocol (:func:`sniff_protocol`), so one port can serve
+clients of both protocols (Flume's ThriftSource and RPC client can be set to
+either); an endpoint refuses a protocol it was not given.  The length is checked against ``max_frame_size`` before
 the frame is allocated, and the message is decoded by
 :mod:`logflume.wire.safe_thrift` (no length in it is trusted); garbage or a
 slow peer closes only that connection.  Replies are encoded by thriftpy2.
@@ -31,6 +34,28 @@ from logflume.wire.identity import Authenticator, Identity, certificate_names
 from logflume.wire.safe_thrift import DecodeError, decode_call
 
 _LEN = struct.Struct(">i")
+PROTOCOLS = ("binary", "compact")
+#: First byte of a compact protocol message (protocol id).
+_COMPACT_ID = 0x82
+#: First byte of a strict binary message (version word 0x8001....).
+_BINARY_STRICT = 0x80
+
+
+def sniff_protocol(frame: bytes | bytearray | memoryview) -> str | None:
+    """``binary``, ``compact`` or None (neither) from the first byte of a Thrift message.
+
+    Compact messages start with the protocol id 0x82; strict binary ones with
+    the version word 0x8001 (first byte 0x80); non-strict binary ones with the
+    method name's length, a positive big-endian i32 (first byte below 0x80).
+    """
+    if not frame:
+        return None
+    first = frame[0]
+    if first == _COMPACT_ID:
+        return "compact"
+    if first == _BINARY_STRICT or first < 0x80:
+        return "binary"
+    return None
 
 
 class Refused(Exception):
@@ -78,10 +103,12 @@ class Peer:
 
 
 class ThriftServiceEndpoint:
-    """One Thrift service over framed transport, ``binary`` (non-strict headers accepted) or ``compact`` protocol.
+    """One Thrift service over framed transport in the given ``protocols`` (binary: non-strict headers accepted).
 
-    ``handler`` has one method per service method, called with the decoded
-    arguments in IDL order (strings as ``bytes``: clients send any bytes).
+    Each call is decoded in the protocol its first byte names and answered in
+    the same one.  ``handler`` has one method per service method, called with
+    the decoded arguments in IDL order (strings as ``bytes``: clients send any
+    bytes).
     """
 
     name = "thrift"
@@ -91,27 +118,27 @@ class ThriftServiceEndpoint:
         service: Any,
         handler: object,
         *,
-        protocol: str = "binary",
+        protocols: tuple[str, ...] = ("binary",),
         max_frame_size: int = 16 * 1024 * 1024,
         idle_timeout: float = 60.0,
         frame_timeout: float = 30.0,
         authenticator: Authenticator | None = None,
         log: logging.Logger | None = None,
     ) -> None:
-        if protocol not in ("binary", "compact"):
-            raise ValueError(f"protocol must be binary or compact, got {protocol!r}")
+        if not protocols or not set(protocols) <= set(PROTOCOLS):
+            raise ValueError(f"protocols must be some of {', '.join(PROTOCOLS)}, got {protocols!r}")
         self.service = service
         self.handler = handler
-        self.protocol = protocol
+        self.protocols = tuple(protocols)
         self.max_frame_size = max_frame_size
         self.idle_timeout = idle_timeout
         self.frame_timeout = frame_timeout
         self.authenticator = authenticator or Authenticator()
         self.log = log or logging.getLogger(f"logflume.wire.{self.name}")
 
-    def _reply(self, name: str, seqid: int, result: Any) -> bytes:
+    def _reply(self, protocol: str, name: str, seqid: int, result: Any) -> bytes:
         out = TMemoryBuffer()
-        proto = TCompactProtocol(out) if self.protocol == "compact" else TBinaryProtocol(out)
+        proto = TCompactProtocol(out) if protocol == "compact" else TBinaryProtocol(out)
         proto.write_message_begin(name, TMessageType.REPLY, seqid)
         getattr(self.service, name + "_result")(success=result).write(proto)
         proto.write_message_end()
@@ -119,12 +146,16 @@ class ThriftServiceEndpoint:
 
     def _call(self, frame: bytes, peer: Peer) -> bytes | None:
         """Decode one call, run the handler, return the reply message (None for oneway calls)."""
-        name, mtype, seqid, args = decode_call(frame, self.service, self.protocol, strict=False, text=False)
+        protocol = sniff_protocol(frame)
+        if protocol not in self.protocols:
+            raise DecodeError(f"not a Thrift message in {' or '.join(self.protocols)} protocol "
+                              f"(first byte {frame[0]:#04x})")
+        name, mtype, seqid, args = decode_call(frame, self.service, protocol, strict=False, text=False)
         values = [getattr(args, field[1]) for _, field in sorted(args.thrift_spec.items())]
         result = getattr(self.handler, name)(*values, peer=peer)
         if mtype == TMessageType.ONEWAY:
             return None
-        return self._reply(name, seqid, result)
+        return self._reply(protocol, name, seqid, result)
 
     def serve(self, conn: Connection, stopping: threading.Event) -> None:
         peer = Peer(self.authenticator, conn)

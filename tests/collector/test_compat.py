@@ -27,8 +27,7 @@ def stored(store) -> dict[tuple[str, tuple], list[bytes]]:
 
 def test_scribe_and_flume_clients_into_the_collector_store(tmp_path, gen, start_collector):
     sp, fp = free_port(), free_port()
-    cfg, _, store = collector_config(tmp_path, "c", scribe=f"127.0.0.1:{sp}", flume=f"127.0.0.1:{fp}",
-                                     flume_protocol="compact")
+    cfg, _, store = collector_config(tmp_path, "c", scribe=f"127.0.0.1:{sp}", flume=f"127.0.0.1:{fp}")
     col = start_collector(cfg)
     scribe_calls = [[["web", f"hit {i}\n"] for i in range(100)] + [["db", "query\n"]]]
     assert run_client(gen, "scribe", ("127.0.0.1", sp), scribe_calls, strict=False) == ["OK"]
@@ -51,7 +50,7 @@ def test_two_tier_scribe_and_flume_sources_in_an_agent(tmp_path, gen, start_coll
         tmp_path, "edge", {"collectors": [f"127.0.0.1:{port}"]},
         sources={
             "scribe": {"type": "scribe", "listen": f"127.0.0.1:{sp}", "datatype": "ScribeLog"},
-            "flume": {"type": "flume", "listen": f"127.0.0.1:{fp}", "protocol": "binary", "stream": "app",
+            "flume": {"type": "flume", "listen": f"127.0.0.1:{fp}", "stream": "app",
                       "tags": {"dc": "eu"}},
         },
     ))

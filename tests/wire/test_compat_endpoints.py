@@ -84,7 +84,7 @@ def test_scribe_answers_try_later_when_store_is_behind(gen, serve):
 
 @pytest.mark.parametrize("protocol", ["compact", "binary"])
 def test_flume_client_headers_become_tags(gen, serve, protocol):
-    srv, rec = serve(FlumeEndpoint, protocol=protocol, stream="app", tags={"dc": "eu"})
+    srv, rec = serve(FlumeEndpoint, stream="app", tags={"dc": "eu"})
     calls = [
         [[{"host": "web1"}, "one\n"]],                                     # append
         [[{"host": "web1"}, "two\n"], [{"host": "web1"}, "three\n"], [{"host": "web2"}, "four"]],  # appendBatch

@@ -168,3 +168,8 @@ def read_records(fs: Any, path: str) -> list[dict[str, Any]]:
 
     with fs.open(path, "rb") as f:
         return [json.loads(v) for _, v in SequenceFileReader(f)]
+
+
+#: Public names the batch processor API (jobs.processor.rows_to_batch) shares with the writers.
+encode_json = _json
+flatten_rows = _flatten

@@ -1,0 +1,85 @@
+"""Arrow compute pieces the built-in batch processors share: text, anchored patterns, reasons.
+
+Patterns are written once, in the syntax Python ``re``, RE2 (Arrow) and Java
+(Spark) read alike: character classes spelled out (``[0-9]``,
+:data:`NOT_SPACE`) instead of ``\\d``/``\\S``, whose meaning differs between
+the three (Unicode in Python, ASCII in RE2).  So a processor's per-record and
+batch paths accept exactly the same records.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+#: One non-space character, the same in Python, RE2 and Java (``\\S`` is not).
+NOT_SPACE = r"[^ \t\n\x0b\f\r]"
+
+
+def decode(records: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+    """Records as text, invalid UTF-8 replaced by U+FFFD (as ``bytes.decode(errors="replace")``).
+
+    Returns the text and, when some record was not UTF-8, a boolean array
+    marking those records (else None).  Valid input is converted without a copy.
+    """
+    try:
+        return records.cast(pa.string()), None
+    except pa.ArrowInvalid:
+        pass
+    texts, bad = [], []
+    for raw in records.to_pylist():
+        try:
+            texts.append(raw.decode("utf-8"))
+            bad.append(False)
+        except UnicodeDecodeError:
+            texts.append(raw.decode("utf-8", "replace"))
+            bad.append(True)
+    return pa.array(texts, pa.string()), pa.array(bad, pa.bool_())
+
+
+def full_match(text: pa.Array, pattern: str) -> pa.StructArray:
+    """Named groups of ``pattern`` matched against the whole of each text; null where it does not match.
+
+    An optional group that did not take part reads as ``""`` (Arrow cannot tell
+    it from an empty match): patterns make a group that may be absent
+    non-empty when present, or wrap it in a group that is.
+    """
+    return pc.extract_regex(text, f"^(?:{pattern})\\z")
+
+
+def group(match: pa.StructArray, name: str) -> pa.Array:
+    """One group of :func:`full_match`, null where the pattern did not match."""
+    return pc.struct_field(match, name)
+
+
+def null_if(values: pa.Array, condition: pa.Array) -> pa.Array:
+    """``values`` with null where ``condition`` holds (or is null)."""
+    return pc.if_else(pc.fill_null(condition, True), pa.scalar(None, values.type), values)
+
+
+def empty_to_null(values: pa.Array, also: tuple[str, ...] = ()) -> pa.Array:
+    """Null for ``""`` and for each value in ``also`` (e.g. ``"-"``, the nil value of many log formats)."""
+    nil = pc.equal(values, "")
+    for v in also:
+        nil = pc.or_(nil, pc.equal(values, v))
+    return null_if(values, nil)
+
+
+def first_reason(n: int, *checks: tuple[pa.Array, Any]) -> pa.Array:
+    """Per record, the reason of the first check that failed, or null.
+
+    Each check is (ok: boolean array, null counting as failed; reason: a
+    string or a string array).  Checks are given in the order the per-record
+    path makes them, so both name the same reason.
+    """
+    reasons = pa.nulls(n, pa.string())
+    for ok, reason in reversed(checks):
+        reasons = pc.if_else(pc.fill_null(ok, False), reasons, reason)
+    return reasons
+
+
+def concat_text(*parts: Any) -> pa.Array:
+    """Element-wise concatenation of string arrays and literals."""
+    return pc.binary_join_element_wise(*parts, "")

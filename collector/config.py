@@ -1,10 +1,12 @@
-"""The collector's YAML: a ``collector:`` section (listeners, limits, TLS, auth) and a ``store:`` sink.
+"""The collector's YAML: a ``collector:`` section (listeners, limits, TLS, auth), a ``store:`` sink and ``routes:``.
 
 The schema is declared once here with ``logflume.settings`` types and used
 for validation, defaults, ``logflume check`` output and docs/collector.md.
 The store is any registered sink (default: the ``buffer`` store writing
 SequenceFiles under ``data_dir``); it is configured (not started) at load
-time, so ``check`` catches its mistakes too.
+time, so ``check`` catches its mistakes too.  ``routes:`` gives chunks
+matching a datatype, stream (Scribe category) or tag glob stores of their own
+(``collector.routing``); the ``store:`` takes the rest.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from collector.routing import Route, StoreRouter, build_routes, build_store, check_separate
 from logflume.component import Context
 from logflume.config import load_yaml
 from logflume.errors import ConfigError
 from logflume.metrics import Metrics
-from logflume.registry import resolve
 from logflume.secrets import is_loopback
 from logflume.settings import (
     Bool,
@@ -87,7 +89,7 @@ COLLECTOR_SETTINGS: dict[str, Setting] = {
     "log_level": Setting(Enum("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "Logging level"),
 }
 
-SECTIONS = ("collector", "store")
+SECTIONS = ("collector", "store", "routes")
 
 
 def default_store(data_dir: str) -> dict[str, Any]:
@@ -109,12 +111,22 @@ class CollectorConfig:
     context: Context
     authenticator: Authenticator = field(default_factory=Authenticator)
     warnings: list[str] = field(default_factory=list)
+    routes: list[Route] = field(default_factory=list)
+
+    @property
+    def router(self) -> StoreRouter:
+        """The collector's store: the routes, then the default ``store``."""
+        default = Route("default", None, self.store_type, self.store_cls, self.store_values, self.store)
+        return StoreRouter(self.routes, default)
 
     def render(self) -> dict[str, Any]:
-        """The resolved config with every default filled in (``logflume check``)."""
-        store = {"type": self.store_type, **render_settings(self.store_cls.schema(), self.store_values)}
-        store.pop("channel", None)
-        return {"collector": render_settings(COLLECTOR_SETTINGS, self.collector), "store": store}
+        """The resolved config with every default filled in (``logflume check``); routes in match order."""
+        default = Route("default", None, self.store_type, self.store_cls, self.store_values, self.store)
+        out = {"collector": render_settings(COLLECTOR_SETTINGS, self.collector), "store": default.render_store()}
+        if self.routes:
+            out["routes"] = {r.name: {"match": r.match.render() if r.match else {}, "store": r.render_store()}
+                             for r in self.routes}
+        return out
 
 
 def build_collector_config(raw: dict[str, Any], file: str | None = None) -> CollectorConfig:
@@ -140,23 +152,12 @@ def build_collector_config(raw: dict[str, Any], file: str | None = None) -> Coll
     store_raw = raw.get("store")
     if store_raw is None:
         store_raw = default_store(values.data_dir)
-    if not isinstance(store_raw, dict):
-        raise ConfigError(file, "store", f"expected a mapping with a type, got {type(store_raw).__name__}")
-    store_raw = dict(store_raw)
-    store_type = store_raw.pop("type", None)
-    if not isinstance(store_type, str) or not store_type:
-        raise ConfigError(file, "store.type", "missing required key: expected a sink type name (e.g. buffer)")
-    cls = resolve("sink", store_type, file, "store")
-    store_raw.setdefault("channel", "-")  # a store takes from the collector, not from a channel
-    store_values = parse_settings(cls.schema(), store_raw, "store", file)
     context = Context(agent_name=values.name, data_dir=Path(values.data_dir), metrics=Metrics(), config_file=file)
-    try:
-        store = cls("store", store_values, context)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(file, "store", str(exc)) from None
-    return CollectorConfig(file, values, store_type, cls, store_values, store, context, authenticator, warnings)
+    store_type, cls, store_values, store = build_store(store_raw, "store", "store", context, file)
+    routes = build_routes(raw.get("routes"), context, file)
+    check_separate([*routes, Route("default", None, store_type, cls, store_values, store)], file)
+    return CollectorConfig(file, values, store_type, cls, store_values, store, context, authenticator, warnings,
+                           routes)
 
 
 def _authentication(values: Values, file: str | None) -> tuple[Authenticator, list[str]]:

@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 
 from collector.config import CollectorConfig
+from collector.routing import StoreRouter
 from logflume.chunk import Chunk
 from logflume.errors import StartupError, TryLater
 from logflume.sink import Sink
@@ -41,7 +42,7 @@ GROUP_BYTES = 64 * 1024 * 1024
 class StoreWriter:
     """Serializes calls to the store; ``deliver`` blocks until the batch is durable (or raises)."""
 
-    def __init__(self, store: Sink, max_pending_bytes: int, metrics=None, *,
+    def __init__(self, store: Sink | StoreRouter, max_pending_bytes: int, metrics=None, *,
                  max_pending_bytes_per_peer: int | None = None) -> None:
         self.store = store
         self.max_pending_bytes = max_pending_bytes
@@ -142,7 +143,7 @@ class Collector:
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
         cfg = config.collector
-        self.store = config.store
+        self.store = config.router  # the routes' stores and the default one
         self.metrics = config.context.metrics.component("collector", cfg.name)
         self.writer = StoreWriter(self.store, cfg.max_pending_bytes, self.metrics,
                                   max_pending_bytes_per_peer=cfg.max_pending_bytes_per_peer)
@@ -170,12 +171,7 @@ class Collector:
             ssl_ctx = None
             if cfg.tls is not None:
                 ssl_ctx = server_context(cfg.tls.cert, cfg.tls.key, cfg.tls.client_ca, cfg.tls.require_client_cert)
-            try:
-                self.store.start()
-            except StartupError:
-                raise
-            except Exception as exc:
-                raise StartupError(f"store ({self.config.store_type}) cannot start: {exc}") from None
+            self.store.start()
             self._started_store = True
             self.writer.start()
             auth = self.config.authenticator

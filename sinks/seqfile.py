@@ -53,6 +53,9 @@ OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl
 _INPROGRESS = ".inprogress"
 _FINAL = re.compile(r"^(?P<collector>.+)-(?P<stamp>\d{14})-(?P<n>\d+)\.seq$")
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: One directory of a ``path`` template: literal letters, digits, ``.``, ``_``, ``-``, ``=`` and placeholders.
+_PATH_PART = re.compile(r"^(?:[A-Za-z0-9=_-]|\.(?!\.)|\{(?:date|hour)\})+$")
+_PATH_FIELD = re.compile(r"\{(date|hour)\}")
 _COPY_PIECE = 8 << 20
 #: Bytes per SFTP write request (paramiko's MAX_REQUEST_SIZE; servers accept at least this).
 _SFTP_REQUEST = 32768
@@ -353,6 +356,8 @@ class SeqFileSink(Sink):
     settings: ClassVar[dict[str, Setting]] = {
         "channel": Setting(Str(), "", "Channel this sink takes from (not needed when it is a collector's store)"),
         "url": Setting(Str(), doc="Store root: a local directory or an fsspec URL (sftp://host/dir, s3://bucket/x)"),
+        "path": Setting(Str(), "{date}", "Directory of new files under url, a template: {date} = UTC yyyy-mm-dd, "
+                                         "{hour} = UTC HH when the file is opened (e.g. audit/{date})"),
         "roll_size": Setting(Size(min=1), "1GiB", "Close the file and start a new one once it reaches this size"),
         "roll_interval": Setting(Duration(), "5m", "Close a file this long after it was opened, even if small"),
         "sync": Setting(Enum("every_batch", "interval", "none"), "every_batch",
@@ -385,6 +390,12 @@ class SeqFileSink(Sink):
             self.collector = cfg.collector_name
         else:
             self.collector = safe_collector_name(self.context.agent_name)
+        parts = cfg.path.split("/")
+        if not all(_PATH_PART.match(part) and not part.startswith(".") for part in parts):
+            raise ConfigError(file, f"{self.name}.path", "expected directories of letters, digits, '.', '_', '-', '=' "
+                                                         "and {date} / {hour}, separated by '/' (none starting with "
+                                                         f"'.'), got {cfg.path!r}")
+        self._dirs_glob = _PATH_FIELD.sub("*", cfg.path)
         url = cfg.url
         if not url:
             raise ConfigError(file, f"{self.name}.url", "expected a directory or fsspec URL, got ''")
@@ -532,10 +543,15 @@ class SeqFileSink(Sink):
     #: Whether local files are owner-only (buffers of private logs) rather than the umask's mode (the store's
     #: product, which jobs may read as another user: share it with ``UMask=``, see docs/store.md).
     private_files: ClassVar[bool] = False
-    #: Glob, relative to the root, that finds in-progress files of any collector.
-    inprogress_glob = "*/.*.seq" + _INPROGRESS
-    #: Glob, relative to the root, that finds finished files of any collector.
-    final_glob = "*/*.seq"
+    @property
+    def inprogress_glob(self) -> str:
+        """Glob, relative to the root, that finds in-progress files of any collector."""
+        return f"{self._dirs_glob}/.*.seq{_INPROGRESS}"
+
+    @property
+    def final_glob(self) -> str:
+        """Glob, relative to the root, that finds finished files of any collector."""
+        return f"{self._dirs_glob}/*.seq"
 
     def owns(self, final_rel: str) -> bool:
         """Whether a finished file's name is one this sink writes (its collector, its layout)."""
@@ -543,9 +559,10 @@ class SeqFileSink(Sink):
         return bool(m and m.group("collector") == self.collector)
 
     def next_name(self) -> str:
-        """Relative final name of a new file: ``<yyyy-mm-dd>/<collector>-<yyyymmddHHMMSS>-<n>.seq`` (UTC)."""
+        """Relative final name of a new file: ``<path>/<collector>-<yyyymmddHHMMSS>-<n>.seq`` (UTC)."""
         now = dt.datetime.now(dt.UTC)
-        name = f"{now:%Y-%m-%d}/{self.collector}-{now:%Y%m%d%H%M%S}-{self._n}.seq"
+        folder = self.config.path.replace("{date}", f"{now:%Y-%m-%d}").replace("{hour}", f"{now:%H}")
+        name = f"{folder}/{self.collector}-{now:%Y%m%d%H%M%S}-{self._n}.seq"
         self._n += 1
         return name
 

@@ -1,0 +1,236 @@
+"""Store routing: each chunk goes to the store of the first route whose match it fits, or to the default store.
+
+Scribe's per-category stores, for every kind of chunk: a route matches the
+datatype, the stream (a Scribe category becomes the stream of its chunks; for
+tailed files it is the path) and tags, with globs, and has a store of its own:
+any sink, typically a ``buffer`` store with its own primary, secondary, roll
+settings, codec and ``path`` template.  Because every route has its own store,
+failover to a secondary and ordered replay happen per route: one route's
+primary being down never holds back another's.
+
+A batch that spans routes is split (keeping each route's chunks in their
+order) and acknowledged only once every route's store holds its part
+durably.  The first part that fails fails the batch; the agent sends it again,
+so parts already stored arrive twice (at-least-once; archive removes them).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from logflume.chunk import Chunk
+from logflume.component import Context
+from logflume.errors import ConfigError, StartupError
+from logflume.registry import resolve
+from logflume.settings import MapOf, Optional, Setting, Str, Values, parse_settings, render_settings
+from logflume.sink import Sink
+
+_ROUTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+MATCH_SETTINGS: dict[str, Setting] = {
+    "datatype": Setting(Optional(Str()), None, "Glob on the chunk's datatype"),
+    "stream": Setting(Optional(Str()), None, "Glob on the chunk's stream: a Scribe category, a file path, ..."),
+    "tags": Setting(MapOf(Str()), {}, "Tag name -> glob on its value; the chunk must carry every tag named"),
+}
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    """What a route takes: every field given must match (globs, case-sensitive)."""
+
+    datatype: str | None = None
+    stream: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+
+    def matches(self, chunk: Chunk) -> bool:
+        if self.datatype is not None and not fnmatch.fnmatchcase(chunk.datatype, self.datatype):
+            return False
+        if self.stream is not None and not fnmatch.fnmatchcase(chunk.stream, self.stream):
+            return False
+        for name, pattern in self.tags:
+            value = chunk.tags.get(name)
+            if value is None or not fnmatch.fnmatchcase(value, pattern):
+                return False
+        return True
+
+    def render(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.datatype is not None:
+            out["datatype"] = self.datatype
+        if self.stream is not None:
+            out["stream"] = self.stream
+        if self.tags:
+            out["tags"] = dict(self.tags)
+        return out
+
+
+@dataclass
+class Route:
+    """A named store and the chunks it takes (``match`` None: the default store, which takes the rest)."""
+
+    name: str
+    match: RouteMatch | None
+    store_type: str
+    store_cls: type[Sink]
+    store_values: Values
+    store: Sink
+
+    def render_store(self) -> dict[str, Any]:
+        out = {"type": self.store_type, **render_settings(self.store_cls.schema(), self.store_values)}
+        out.pop("channel", None)
+        return out
+
+
+def build_store(raw: Any, where: str, name: str, context: Context, file: str | None) -> tuple[str, type[Sink],
+                                                                                              Values, Sink]:
+    """Validate a store section (``{type: SINK, ...}``) and configure (not start) the sink, named ``name``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(file, where, f"expected a mapping with a type, got {type(raw).__name__}")
+    raw = dict(raw)
+    store_type = raw.pop("type", None)
+    if not isinstance(store_type, str) or not store_type:
+        raise ConfigError(file, f"{where}.type", "missing required key: expected a sink type name (e.g. buffer)")
+    cls = resolve("sink", store_type, file, where)
+    raw.setdefault("channel", "-")  # a store takes from the collector, not from a channel
+    values = parse_settings(cls.schema(), raw, where, file)
+    try:
+        store = cls(name, values, context)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(file, where, str(exc)) from None
+    return store_type, cls, values, store
+
+
+def build_routes(raw: Any, context: Context, file: str | None) -> list[Route]:
+    """The ``routes:`` section (name -> {match, store}, first match wins in file order), stores configured."""
+    if raw is None:
+        return []
+    if not isinstance(raw, dict):
+        raise ConfigError(file, "routes", f"expected a mapping of route names to {{match, store}}, "
+                                          f"got {type(raw).__name__}")
+    routes = []
+    for name, spec in raw.items():
+        where = f"routes.{name}"
+        if not isinstance(name, str) or not _ROUTE_NAME.match(name):
+            raise ConfigError(file, where, "expected a route name of letters, digits, '_' and '-'")
+        if not isinstance(spec, dict):
+            raise ConfigError(file, where, f"expected a mapping with match and store, got {type(spec).__name__}")
+        for key in spec:
+            if key not in ("match", "store"):
+                raise ConfigError(file, f"{where}.{key}", "unknown key; expected match or store")
+        if "store" not in spec:
+            raise ConfigError(file, f"{where}.store", "missing required key: expected a store ({type: buffer, ...})")
+        if not isinstance(spec.get("match"), dict) or not spec["match"]:
+            raise ConfigError(file, f"{where}.match", "expected a mapping with datatype, stream and/or tags "
+                                                      "(a route matching everything is the default store's job)")
+        m = parse_settings(MATCH_SETTINGS, spec["match"], f"{where}.match", file)
+        match = RouteMatch(m.datatype, m.stream, tuple(m.tags.items()))
+        if match == RouteMatch():
+            raise ConfigError(file, f"{where}.match", "expected at least one of datatype, stream, tags")
+        routes.append(Route(str(name), match, *build_store(spec["store"], f"{where}.store", f"{where}.store",
+                                                           context, file)))
+    return routes
+
+
+def _places(store: Sink) -> list[str]:
+    """Where a store keeps its files, to refuse two stores sharing one (their recovery and replay would mix)."""
+    from collector.store import BufferStore
+    from sinks.seqfile import SeqFileSink
+
+    if isinstance(store, BufferStore):
+        return [*_places(store.primary), "secondary " + os.path.abspath(store.secondary.local_root)]
+    if isinstance(store, SeqFileSink):
+        root = store.config.url if store.remote else store.local_root
+        return [f"{root.rstrip('/')}/{store.config.path} as {store.collector}"]
+    return []
+
+
+def check_separate(routes: Sequence[Route], file: str | None) -> None:
+    """ConfigError when two stores would write the same files or share a secondary."""
+    seen: dict[str, str] = {}
+    for route in routes:
+        where = "store" if route.match is None else f"routes.{route.name}.store"
+        for place in _places(route.store):
+            if place in seen:
+                raise ConfigError(file, where, f"writes the same place as {seen[place]} ({place}); expected its own "
+                                               "secondary dir and primary url, path or collector_name")
+            seen[place] = where
+
+
+class StoreRouter:
+    """The collector's store: splits each batch by route and returns once every route's store holds its part."""
+
+    def __init__(self, routes: Sequence[Route], default: Route) -> None:
+        self.routes = list(routes)
+        self.default = default
+        self._started: list[Route] = []
+
+    @property
+    def all(self) -> list[Route]:
+        return [*self.routes, self.default]
+
+    def route_of(self, chunk: Chunk) -> Route:
+        for route in self.routes:
+            assert route.match is not None
+            if route.match.matches(chunk):
+                return route
+        return self.default
+
+    def split(self, chunks: Sequence[Chunk]) -> list[tuple[Route, list[Chunk]]]:
+        """Chunks by route (each route's in their order), routes in the order their first chunk came."""
+        if not self.routes:
+            return [(self.default, list(chunks))] if chunks else []
+        parts: dict[str, tuple[Route, list[Chunk]]] = {}
+        for c in chunks:
+            route = self.route_of(c)
+            parts.setdefault(route.name, (route, []))[1].append(c)
+        return list(parts.values())
+
+    def deliver(self, chunks: Sequence[Chunk]) -> None:
+        for route, part in self.split(chunks):
+            route.store.deliver(part)
+
+    def start(self) -> None:
+        """Start every store; StartupError naming the route (and the others stopped again) if one cannot start."""
+        for route in self.all:
+            where = "store" if route.match is None else f"route {route.name}"
+            try:
+                route.store.start()
+            except Exception as exc:
+                self.stop()
+                if isinstance(exc, StartupError) and route.match is None:
+                    raise
+                reason = exc if isinstance(exc, StartupError) else f"{where} ({route.store_type}) cannot start: {exc}"
+                raise StartupError(f"route {route.name}: {reason}" if route.match is not None else reason) from None
+            self._started.append(route)
+
+    def flush(self) -> None:
+        errors = []
+        for route in self._started:
+            try:
+                route.store.flush()
+            except Exception as exc:  # noqa: BLE001 - flush the other routes anyway
+                errors.append(f"{route.name}: {exc}")
+        if errors:
+            raise OSError("store flush failed: " + "; ".join(errors))
+
+    def stop(self) -> None:
+        errors = []
+        while self._started:
+            route = self._started.pop()
+            try:
+                route.store.stop()
+            except Exception as exc:  # noqa: BLE001 - stop the other routes anyway
+                errors.append(f"{route.name}: {exc}")
+        if errors:
+            raise OSError("store stop failed: " + "; ".join(errors))
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [{"route": r.name, "match": r.match.render() if r.match else "default", "store": r.store.describe()}
+                for r in self.all]

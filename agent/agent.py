@@ -5,22 +5,36 @@ be consumed); stop order is the reverse: sources stop first, sinks drain what
 the channels hold until ``shutdown_timeout``, then channels close.  Chunks left
 in a durable channel are delivered after the next start; a memory channel's
 are lost, which is why a graceful stop drains first.
+
+SIGHUP (or ``logflume reload``) re-reads and validates the config, then
+replaces only what changed (:meth:`Agent.reload`, planned by ``agent.reload``);
+the outcome is written to ``<data_dir>/reload.json``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
+from agent.reload import LIVE_AGENT_SETTINGS, ReloadPlan, plan_reload
 from agent.runner import ChannelOutput, SinkRunner
-from logflume.errors import StartupError
-from logflume.statefile import make_state_dir
+from logflume.channel import Channel
+from logflume.errors import ConfigError, StartupError
+from logflume.reload_client import RELOAD_FILE
+from logflume.settings import Values
+from logflume.statefile import make_state_dir, write_atomic
 from logflume.status import PipelineStatus
-from logflume.topology import Topology
+from logflume.topology import Topology, load_topology
+
+#: In ``data_dir``: the running agent's pid (for ``logflume reload``) and the last reload's outcome.
+PID_FILE = "agent.pid"
+
 
 log = logging.getLogger("logflume.agent")
 
@@ -33,6 +47,8 @@ class Agent:
         self._started: list = []
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self.reloads = 0
 
     @property
     def channels(self):
@@ -64,23 +80,35 @@ class Agent:
                     self.context.metrics.serve(host, port)
                 except OSError as exc:
                     raise StartupError(f"metrics endpoint {host}:{port}: {exc.strerror or exc}") from None
-            for name, spec in topo.channels.items():
-                self._start_component("channel", name, spec.component.start)
-            for name, spec in topo.sinks.items():
-                self._start_component("sink", name, spec.component.start)
-                runner = SinkRunner(spec.component, topo.channels[spec.values.channel].component)
-                runner.start()
-                self.runners.append(runner)
-            for name, spec in topo.sources.items():
-                output = ChannelOutput([topo.channels[c].component for c in spec.values.channels])
-                self._start_component("source", name, lambda c=spec.component, o=output: c.start(o))
+            for name in topo.channels:
+                self._start_channel(topo, name)
+            for name in topo.sinks:
+                self._start_sink(topo, name)
+            for name in topo.sources:
+                self._start_source(topo, name)
+            write_atomic(Path(data_dir) / PID_FILE, f"{os.getpid()}\n".encode())
         except BaseException:
             self.stop(timeout=0)
             raise
         log.info("agent %s started: %s", self.context.agent_name, "; ".join(topo.flows()))
 
-    def _start_component(self, kind: str, name: str, start) -> None:
-        spec = getattr(self.topology, kind + "s")[name]
+    def _start_channel(self, topo: Topology, name: str) -> None:
+        self._start_component("channel", name, topo.channels[name].component.start, topo)
+
+    def _start_sink(self, topo: Topology, name: str) -> None:
+        spec = topo.sinks[name]
+        self._start_component("sink", name, spec.component.start, topo)
+        runner = SinkRunner(spec.component, topo.channels[spec.values.channel].component)
+        runner.start()
+        self.runners.append(runner)
+
+    def _start_source(self, topo: Topology, name: str) -> None:
+        spec = topo.sources[name]
+        output = ChannelOutput([topo.channels[c].component for c in spec.values.channels], tap=spec.component)
+        self._start_component("source", name, lambda c=spec.component, o=output: c.start(o), topo)
+
+    def _start_component(self, kind: str, name: str, start, topo: Topology | None = None) -> None:
+        spec = getattr(topo or self.topology, kind + "s")[name]
         try:
             start()
         except StartupError:
@@ -120,6 +148,10 @@ class Agent:
             if spec.component in self._started:
                 self._safe(spec.component.close, "channel", spec.name)
         self.context.metrics.close()
+        try:
+            os.unlink(Path(self.context.data_dir) / PID_FILE)
+        except OSError:
+            pass
         log.info("agent stopped")
 
     @staticmethod
@@ -129,10 +161,160 @@ class Agent:
         except Exception:
             log.exception("error stopping %s %s", kind, name)
 
+    # -- reload -------------------------------------------------------------------------------
+
+    def reload_from_file(self) -> ReloadPlan | None:
+        """Re-read and validate the config file, then :meth:`reload`; a bad config changes nothing.
+
+        Returns the plan applied, or None when the config was refused (the reason is logged and
+        written to ``reload.json``).
+        """
+        file = self.topology.file
+        try:
+            if file is None:
+                raise ConfigError(None, "agent", "this agent was not started from a file: nothing to re-read")
+            new = load_topology(file, context=self.context)
+        except ConfigError as exc:
+            log.error("reload refused, the running pipeline is unchanged: %s", exc)
+            self._record_reload(ok=False, error=str(exc))
+            return None
+        for warning in new.warnings:
+            log.warning("%s", warning)
+        try:
+            plan = self.reload(new)
+        except Exception as exc:  # noqa: BLE001 - a reload failure must not kill a running agent
+            log.exception("reload failed")
+            self._record_reload(ok=False, error=f"{type(exc).__name__}: {exc}")
+            return None
+        self._record_reload(ok=True, error=None, plan=plan)
+        return plan
+
+    def _record_reload(self, ok: bool, error: str | None, plan: ReloadPlan | None = None) -> None:
+        self.reloads += 1
+        doc = {"generation": self.reloads, "ok": ok, "error": error, "time": round(time.time(), 3),
+               "changes": plan.summary() if plan else None,
+               "needs_restart": plan.needs_restart if plan else []}
+        try:
+            write_atomic(Path(self.context.data_dir) / RELOAD_FILE, json.dumps(doc).encode())
+        except OSError as exc:
+            log.warning("cannot write %s: %s", RELOAD_FILE, exc.strerror or exc)
+
+    def reload(self, new: Topology) -> ReloadPlan:
+        """Go from the running topology to ``new`` (validated, built on this agent's context).
+
+        Only what changed is replaced, in an order that loses nothing:
+
+        1. replaced and removed sources stop (at a commit boundary; their checkpoints are saved);
+        2. a removed channel is drained by its old sinks within ``shutdown_timeout``; what is left
+           stays on disk (file channel, with a warning) or is reported lost (memory channel);
+        3. replaced and removed sinks stop after their in-flight batch (it commits or rolls back);
+        4. a replaced file channel on the same directory is closed, then reopened with the new
+           settings (it replays its log); any other replaced channel hands its chunks to the new one;
+        5. new channels, sinks (with their runners) and sources start.
+        """
+        with self._reload_lock:
+            if self._stopped.is_set():
+                raise RuntimeError("agent is stopping")
+            old = self.topology
+            plan = plan_reload(old, new)
+            for key in plan.needs_restart:
+                log.warning("reload: %s changed; it needs a restart (the running value is kept)", key)
+            merged = {k: old.agent[k] for k in old.agent}
+            merged.update({k: new.agent[k] for k in LIVE_AGENT_SETTINGS})
+            new.agent = Values(merged)
+            logging.getLogger().setLevel(new.agent.log_level)
+            for kind, starting in (("sources", plan.start_sources), ("channels", plan.start_channels),
+                                   ("sinks", plan.start_sinks)):
+                for name, spec in getattr(new, kind).items():
+                    if name not in starting:
+                        spec.component = getattr(old, kind)[name].component
+            if plan.empty:
+                self.topology = new
+                log.info("reload: %s", plan.summary())
+                return plan
+            timeout = new.agent.shutdown_timeout
+            for name in plan.stop_sources:
+                self._stop_old("source", old.sources[name].component, lambda c: c.stop())
+            for name in plan.stop_channels:
+                if name not in new.channels:
+                    self._drain_removed_channel(old.channels[name].component, timeout)
+            for name in plan.stop_sinks:
+                self._stop_sink(old.sinks[name].component, timeout)
+            handovers: list[tuple[Channel, Channel]] = []
+            for name in plan.stop_channels:
+                gone = old.channels[name].component
+                if name not in new.channels:
+                    self._stop_old("channel", gone, lambda c: c.close())
+                elif self._same_directory(gone, new.channels[name].component):
+                    self._stop_old("channel", gone, lambda c: c.close())  # the new one replays its log
+                else:
+                    handovers.append((gone, new.channels[name].component))
+            for name in plan.start_channels:
+                self._start_channel(new, name)
+            for name in plan.start_sinks:
+                self._start_sink(new, name)
+            for gone, successor in handovers:
+                moved = _hand_over(gone, successor)
+                log.info("reload: channel %s handed %d chunk(s) to its replacement", gone.name, moved)
+                self._stop_old("channel", gone, lambda c: c.close())
+            for name in plan.start_sources:
+                self._start_source(new, name)
+            self.topology = new
+            status = self.context.metrics.status
+            if status is not None:
+                status.components = [s.component for specs in (new.sources, new.channels, new.sinks)
+                                     for s in specs.values()]
+            log.info("reload: %s; now %s", plan.summary(), "; ".join(new.flows()))
+            return plan
+
+    def _stop_old(self, kind: str, component, stop) -> None:
+        self._safe(lambda: stop(component), kind, component.name)
+        if component in self._started:
+            self._started.remove(component)
+
+    def _stop_sink(self, sink, timeout: float) -> None:
+        """Stop a sink after its in-flight batch: the runner commits it or rolls it back."""
+        runners = [r for r in self.runners if r.sink is sink]
+        for runner in runners:
+            runner.stop(timeout=timeout)
+            if not runner.join(0):
+                log.warning("reload: sink %s still delivering after %.0fs; stopping it (the batch rolls back)",
+                            sink.name, timeout)
+            self.runners.remove(runner)
+        self._safe(sink.flush, "sink", sink.name)
+        self._stop_old("sink", sink, lambda c: c.stop())
+        for runner in runners:
+            runner.join(5)
+
+    def _drain_removed_channel(self, channel: Channel, timeout: float) -> None:
+        runners = [r for r in self.runners if r.channel is channel]
+        for runner in runners:
+            runner.drain()
+        deadline = time.monotonic() + timeout
+        for runner in runners:
+            runner.join(max(0.0, deadline - time.monotonic()))
+        left = channel.size_chunks()
+        if left and channel.durable:
+            log.warning("reload: removed channel %s was not drained within %.0fs; %d chunk(s) stay on disk in %s "
+                        "and are delivered when a file channel with that directory is configured again",
+                        channel.name, timeout, left, getattr(channel, "directory", "?"))
+        elif left:
+            log.warning("reload: removed memory channel %s was not drained within %.0fs; %d chunk(s) are lost",
+                        channel.name, timeout, left)
+
+    def _same_directory(self, old: Channel, new: Channel) -> bool:
+        """Two file channels on one directory cannot both be open: the old one must close first."""
+        if not (old.durable and new.durable):
+            return False
+        old_dir = getattr(old, "directory", None)
+        new_dir = Path(new.config.dir) if new.config.get("dir") else Path(self.context.data_dir) / "channel" / new.name
+        return old_dir is not None and Path(old_dir).resolve() == new_dir.resolve()
+
     def run_forever(self) -> None:
-        """Run until SIGTERM/SIGINT; a second signal exits at once."""
+        """Run until SIGTERM/SIGINT; a second signal exits at once.  SIGHUP reloads the config."""
         signals_seen = []
         stop_requested = threading.Event()
+        reload_requested = threading.Event()
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:
             signals_seen.append(signum)
@@ -144,7 +326,40 @@ class Agent:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGHUP, lambda _s, _f: reload_requested.set())
         self.start()
-        while not stop_requested.wait(0.5):
-            pass
+        while not stop_requested.wait(0.2):
+            if reload_requested.is_set():
+                reload_requested.clear()
+                log.info("SIGHUP: reloading %s", self.topology.file)
+                self.reload_from_file()
         self.stop()
+
+
+def _hand_over(old: Channel, new: Channel) -> int:
+    """Move every chunk of a quiescent channel into its replacement, in order, a capacity's worth at a time.
+
+    Each run is committed to the new channel before it is committed out of the old one, so a crash
+    in between duplicates at most one run (removed by archive) and loses nothing.
+    """
+    moved = 0
+    output = ChannelOutput([new])
+    limit = max(1, new.config.capacity // 2)
+    while True:
+        tx = old.transaction()
+        batch, size = [], 0
+        try:
+            while size < limit:
+                chunk = tx.take(timeout=0)
+                if chunk is None:
+                    break
+                batch.append(chunk)
+                size += len(chunk)
+            output.deliver(batch)
+            tx.commit()
+        except BaseException:
+            tx.rollback()
+            raise
+        moved += len(batch)
+        if not batch:
+            return moved

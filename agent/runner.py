@@ -18,6 +18,7 @@ from tenacity import RetryCallState, Retrying, retry_if_not_exception_type, wait
 
 from logflume.channel import Channel
 from logflume.chunk import Chunk, runs_within
+from logflume.component import Component
 from logflume.errors import ChannelClosed, ChannelFull, TryLater
 from logflume.sink import Sink
 from logflume.source import SourceOutput
@@ -35,8 +36,9 @@ class ChannelOutput(SourceOutput):
     """
 
     def __init__(self, channels: Sequence[Channel], put_timeout: float | None = None,
-                 retry_initial: float = 0.1, retry_max: float = 10.0) -> None:
+                 retry_initial: float = 0.1, retry_max: float = 10.0, tap: Component | None = None) -> None:
         self.channels = list(channels)
+        self.source = tap  # whose ``tap`` sees every delivered batch (``logflume tap``)
         self.put_timeout = put_timeout
         self._wait = wait_exponential_jitter(multiplier=retry_initial, max=retry_max, jitter=retry_initial)
 
@@ -44,6 +46,8 @@ class ChannelOutput(SourceOutput):
         if not chunks:
             return
         put_timeout = self.put_timeout if timeout is None else timeout
+        if self.source is not None and self.source.tap is not None:
+            self.source.tap.offer(chunks)
         for channel in self.channels:
             retrying = Retrying(
                 retry=retry_if_not_exception_type((ChannelClosed, ChannelFull, ValueError)),
@@ -60,6 +64,8 @@ class ChannelOutput(SourceOutput):
                         with channel.transaction() as tx:
                             for chunk in group:
                                 tx.put(chunk, timeout=put_timeout)
+                if channel.tap is not None:
+                    channel.tap.offer(group)
 
 
 class _Stopped(Exception):
@@ -164,6 +170,8 @@ class SinkRunner:
         except BaseException:
             tx.rollback()
             raise
+        if self.sink.tap is not None:
+            self.sink.tap.offer(batch)
         self.sink.metrics.chunks_out.inc(len(batch))
         self.sink.metrics.bytes_out.inc(size)
         return True

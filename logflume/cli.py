@@ -142,6 +142,69 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         return _fail("quickstart", f"cannot start: {exc}", EXIT_STARTUP)
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Validate the config here, then SIGHUP the running daemon and wait for its verdict (``reload.json``)."""
+    from logflume.reload_client import ReloadError, request_reload
+
+    try:
+        outcome = request_reload(args.config, pid=args.pid, wait=args.wait)
+    except ConfigError as exc:
+        return _fail("reload", f"invalid config, nothing sent: {exc}", EXIT_CONFIG)
+    except ReloadError as exc:
+        return _fail("reload", str(exc), EXIT_STARTUP)
+    if outcome is None:
+        print(f"logflume reload: SIGHUP sent; no answer within {args.wait:g}s (see the daemon's log)")
+        return EXIT_STARTUP
+    if not outcome.get("ok"):
+        return _fail("reload", f"refused by the daemon: {outcome.get('error')}", EXIT_CONFIG)
+    print(f"logflume reload: done: {outcome.get('changes')}")
+    for key in outcome.get("needs_restart") or []:
+        print(f"logflume reload: warning: {key} changed and needs a restart", file=sys.stderr)
+    return 0
+
+
+def cmd_tap(args: argparse.Namespace) -> int:
+    """Print the chunks passing one component of a running agent (through its status address)."""
+    import json
+
+    from logflume.tap import stream
+
+    tags = {}
+    for item in args.tag:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            return _fail("tap", f"--tag: expected KEY=VALUE, got {item!r}", EXIT_CONFIG)
+        tags[key] = value
+    shown = dropped = 0
+    try:
+        for event in stream(args.address, args.component, datatype=args.datatype, stream_glob=args.stream,
+                            tags=tags, rate=args.rate, records=args.records):
+            if event.get("type") == "heartbeat":
+                lost = event.get("dropped", 0) + event.get("rate_limited", 0)
+                if lost != dropped:
+                    print(f"# {event.get('rate_limited', 0)} over the rate limit, "
+                          f"{event.get('dropped', 0)} dropped (reader too slow)", file=sys.stderr, flush=True)
+                    dropped = lost
+                continue
+            if args.json:
+                print(json.dumps(event), flush=True)
+            else:
+                tags_text = ",".join(f"{k}={v}" for k, v in sorted(event["tags"].items()))
+                print(f"{event['time']:.3f} {event['kind']}:{event['component']} {event['source']} {event['stream']} "
+                      f"{event['datatype']} seq={event['seq_id']} bytes={event['bytes']}"
+                      + (f" tags={tags_text}" if tags_text else ""), flush=True)
+                for record in event.get("records", []):
+                    print(f"    {record.rstrip()}", flush=True)
+            shown += 1
+            if args.count and shown >= args.count:
+                return 0
+    except (ConnectionError, OSError) as exc:
+        return _fail("tap", str(exc), EXIT_STARTUP)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
 def _delegate(name: str, argv: list[str]) -> int:
     target, _ = DELEGATED[name]
     module_name, _, func = target.partition(":")
@@ -172,6 +235,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="List plugins and their settings (Markdown reference)")
     p.add_argument("kind", nargs="?", choices=["source", "channel", "sink", "processor"])
     p.set_defaults(func=cmd_plugins)
+    p = sub.add_parser("reload", help="Reload a running agent's or collector's config (SIGHUP) and report the outcome")
+    p.add_argument("-c", "--config", required=True, help="the YAML file the daemon runs (validated before sending)")
+    p.add_argument("--pid", type=int, default=None, help="signal this process (default: the pid file in data_dir)")
+    p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the daemon's verdict")
+    p.set_defaults(func=cmd_reload)
+    p = sub.add_parser("tap", help="Print the chunks passing a component of a running agent, live")
+    p.add_argument("address", help="the agent's metrics address HOST:PORT")
+    p.add_argument("--component", required=True, help="source, channel or sink name")
+    p.add_argument("--datatype", default=None, help="only chunks of this datatype")
+    p.add_argument("--stream", default=None, help="only chunks whose stream matches this glob")
+    p.add_argument("--tag", action="append", default=[], help="only chunks with tag KEY=VALUE (repeatable)")
+    p.add_argument("--rate", type=float, default=10.0, help="at most this many chunks a second (default 10)")
+    p.add_argument("--records", type=int, default=0, help="sample records to print per chunk (default 0)")
+    p.add_argument("--count", type=int, default=0, help="exit after this many chunks (default: until Ctrl-C)")
+    p.add_argument("--json", action="store_true", help="print each event as one JSON line")
+    p.set_defaults(func=cmd_tap)
     p = sub.add_parser("version", help="Print the version")
     p.set_defaults(func=lambda a: print(f"logflume {__version__}") or 0)
     for name, (_target, help_text) in DELEGATED.items():

@@ -39,6 +39,8 @@ class Component:
     kind: ClassVar[str] = "component"
     #: Declared settings; merged along the class hierarchy by :meth:`schema`.
     settings: ClassVar[dict[str, Setting]] = {}
+    #: A ``logflume.tap.TapPoint`` while someone taps this component (``logflume tap``), else None.
+    tap: Any = None
 
     def __init__(self, name: str, config: Values, context: Context | None = None) -> None:
         self.name = name

@@ -1,4 +1,4 @@
-"""What a running agent or collector tells operators: ``/health``, ``/ready`` and ``/status`` beside ``/metrics``.
+"""What a running agent or collector tells operators: ``/health``, ``/ready``, ``/status``, ``/tap``, ``/metrics``.
 
 The status document is built from the process's own metrics registry (every
 component's counters and gauges), each component's ``describe()`` and its
@@ -354,6 +354,8 @@ class _Handler(BaseHTTPRequestHandler):
             reasons = status.not_ready(ready_query) if status is not None else []
             code = HTTPStatus.SERVICE_UNAVAILABLE if reasons else HTTPStatus.OK
             self._json(code, {"ready": not reasons, "reasons": reasons})
+        elif url.path == "/tap" and status is not None:
+            self._tap(status, query)
         elif url.path == "/status" and status is not None:
             try:
                 limit = min(MAX_STREAMS, max(0, int(query.get("streams", [DEFAULT_STREAMS])[0])))
@@ -362,7 +364,54 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._json(HTTPStatus.OK, status.document(limit))
         else:
-            self._json(HTTPStatus.NOT_FOUND, {"error": "not found; try /health, /ready, /status or /metrics"})
+            self._json(HTTPStatus.NOT_FOUND, {"error": "not found; try /health, /ready, /status, /tap or /metrics"})
+
+    def _tap(self, status: PipelineStatus, query: dict[str, list[str]]) -> None:
+        """Stream the chunks passing one component as NDJSON until the client goes away (``logflume tap``)."""
+        from logflume.tap import MAX_RATE, MAX_RECORDS, TapFilter
+
+        name = query.get("component", [""])[0]
+        matching = [c for c in status.components if c.name == name]
+        if len(matching) != 1:
+            known = ", ".join(sorted(f"{c.kind}:{c.name}" for c in status.components))
+            what = "several components (use a unique name)" if matching else "no component"
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"component: {what} named {name!r}; expected one of: {known}"})
+            return
+        try:
+            flt = TapFilter.parse(query)
+            rate = float(query.get("rate", ["10"])[0])
+            records = int(query.get("records", ["0"])[0])
+            if not 0 < rate <= MAX_RATE:
+                raise ValueError(f"rate: expected events per second in (0, {MAX_RATE:g}]")
+            if not 0 <= records <= MAX_RECORDS:
+                raise ValueError(f"records: expected 0 to {MAX_RECORDS}")
+        except ValueError as exc:
+            self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+            return
+        component = matching[0]
+        try:
+            sub = self.server.taps.attach(component, flt, rate, records)
+        except OverflowError as exc:
+            self._json(HTTPStatus.TOO_MANY_REQUESTS, {"error": str(exc)})
+            return
+        self.close_connection = True
+        try:
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "application/x-ndjson")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.flush()
+            while not self.server.stopping.is_set():
+                lines = [json.dumps(e, separators=(",", ":")) for e in sub.get(timeout=1.0)]
+                lines.append(json.dumps({"type": "heartbeat", "dropped": sub.dropped,
+                                         "rate_limited": sub.rate_limited}))
+                self.wfile.write(("\n".join(lines) + "\n").encode())
+                self.wfile.flush()
+        except OSError:
+            pass  # the tapper went away
+        finally:
+            self.server.taps.detach(component, sub)
 
     def _json(self, code: HTTPStatus, body: dict[str, Any]) -> None:
         self._send(code, json.dumps(body, separators=(",", ":")).encode(), "application/json")
@@ -383,7 +432,10 @@ class StatusServer(ThreadingHTTPServer):
     block_on_close = False
 
     def __init__(self, host: str, port: int, metrics: Any) -> None:
+        from logflume.tap import TapHub
+
         self.metrics = metrics
+        self.taps = TapHub()
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._stop = threading.Event()
         super().__init__((host, port), _Handler)
@@ -416,6 +468,10 @@ class StatusServer(ThreadingHTTPServer):
                     status.sample()
                 except Exception:  # noqa: BLE001 - a bad plugin hook must not stop the endpoint
                     log.exception("status sampler failed")
+
+    @property
+    def stopping(self) -> threading.Event:
+        return self._stop
 
     def close(self) -> None:
         self._stop.set()

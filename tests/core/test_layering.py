@@ -1,9 +1,10 @@
-"""Data flows one way: source -> channel -> sink -> collector -> store -> jobs.
+"""Data flows one way: source -> channel -> sink -> collector -> store -> jobs (-> hicc).
 
 A module never imports from a stage after it; everything may import the core
 (`logflume/`).  The CLI and quickstart sit at the edge and dispatch to every
 stage lazily; they, and the config tester that drives sources and demux
-processors (`logflume test`, loaded only by the CLI), are the only exceptions.
+processors (`logflume test`, loaded only by the CLI) and the reload client that
+reads either daemon's config (`logflume reload`), are the only exceptions.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ FORBIDDEN = {
     "sinks": {"agent", "collector", "jobs"},
     "collector": {"agent", "jobs"},
     "jobs": {"agent", "collector"},
+    # the console reads what every stage publishes (/status, manifests, stores), never their code
+    "hicc": {"agent", "sinks", "collector"},
 }
-EDGE = {"logflume/cli.py", "logflume/quickstart.py", "logflume/registry.py", "logflume/pipeline_tests.py"}
+EDGE = {"logflume/cli.py", "logflume/quickstart.py", "logflume/registry.py", "logflume/pipeline_tests.py",
+        "logflume/reload_client.py"}
 
 
 def imported_packages(path: Path) -> set[str]:

@@ -11,11 +11,12 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from logflume.processor import encode_json, flatten_rows
+
 FORMATS = {"jsonl": "jsonl", "parquet": "parquet", "seq": "seq"}
 
 
-#: One encoder for every record (json.dumps would build one per call).
-_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+_json = encode_json
 
 
 def require_format(fmt: str) -> None:
@@ -124,27 +125,11 @@ def _marker(path: str) -> bytes:
     return hashlib.md5(path.encode()).digest()
 
 
-def _flatten(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Parquet columns need one type: nested values become JSON text, and so does a column of mixed types."""
-    rows = [{k: (_json(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()} for r in rows]
-    kinds: dict[str, set[type]] = {}
-    for r in rows:
-        for k, v in r.items():
-            if v is not None:
-                kinds.setdefault(k, set()).add(bool if isinstance(v, bool) else float if isinstance(v, float)
-                                               else type(v))
-    mixed = {k for k, ts in kinds.items() if len(ts) > 1 and ts != {int, float}}
-    if mixed:
-        rows = [{k: (_json(v) if k in mixed and v is not None and not isinstance(v, str) else v)
-                 for k, v in r.items()} for r in rows]
-    return rows
-
-
 def _write_parquet(fs: Any, path: str, rows: list[dict[str, Any]]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    flat = _flatten(rows)
+    flat = flatten_rows(rows)
     columns: dict[str, None] = {}
     for r in flat:
         for k in r:
@@ -168,8 +153,3 @@ def read_records(fs: Any, path: str) -> list[dict[str, Any]]:
 
     with fs.open(path, "rb") as f:
         return [json.loads(v) for _, v in SequenceFileReader(f)]
-
-
-#: Public names the batch processor API (jobs.processor.rows_to_batch) shares with the writers.
-encode_json = _json
-flatten_rows = _flatten

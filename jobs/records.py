@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.layout import partition_name, utc_day
-from jobs.processor import ParseError, Processor, RecordContext, build_processor
 from jobs.setaside import ERRORS_DIR, Rejected, SetAsideFile
 from logflume.chunk import FLAG_SPLIT, Chunk
 from logflume.errors import ConfigError
+from logflume.processor import ParseError, Processor, RecordContext, build_processor
 
 ERRORS = ERRORS_DIR
 #: Where demux sets aside whole chunks with unusable metadata (never a datatype directory: those never start

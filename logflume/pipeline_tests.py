@@ -38,13 +38,13 @@ from agent.sources.record_batcher import OVERFLOW_STREAM_SUFFIX, EventStreams
 from agent.sources.syslog import SyslogSource
 from agent.sources.syslog_framing import FrameDecoder
 from agent.sources.tail import TailSource
-from jobs.processor import build_processor
 from jobs.records import ERRORS, ProcessorSpec, RecordSplitter, raw_records
 from logflume.chunk import Chunk
 from logflume.component import Context
 from logflume.config import load_yaml
 from logflume.errors import ConfigError
 from logflume.metrics import Metrics
+from logflume.processor import build_processor
 from logflume.settings import AnyValue, Enum, Int, ListOf, MapOf, Obj, Optional, Setting, Str, Values, parse_settings
 from logflume.source import SourceOutput
 from logflume.topology import Topology, build_topology

@@ -62,7 +62,7 @@ def _base_class(kind: str) -> type:
 
         return Sink
     if kind == "processor":
-        from jobs.processor import Processor
+        from logflume.processor import Processor
 
         return Processor
     raise ValueError(kind)

@@ -12,7 +12,7 @@ import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from jobs.processor import BatchContext, ParsedBatch, ParseError, Processor, RecordContext
+from logflume.processor import BatchContext, ParsedBatch, ParseError, Processor, RecordContext
 from logflume.settings import Setting
 
 if TYPE_CHECKING:

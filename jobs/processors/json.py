@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-from jobs.processor import ParseError, Processor, RecordContext
+from logflume.processor import ParseError, Processor, RecordContext
 from logflume.settings import Setting, Str
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from jobs.processor import BatchContext, ParsedBatch, ParseError, Processor, RecordContext
+from logflume.processor import BatchContext, ParsedBatch, ParseError, Processor, RecordContext
 from logflume.settings import Bool, Setting
 
 if TYPE_CHECKING:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from jobs.processor import ParseError, Processor, RecordContext
 from logflume.errors import ConfigError
+from logflume.processor import ParseError, Processor, RecordContext
 from logflume.settings import Enum, MapOf, Regex, Setting
 
 _CONVERT = {"int": int, "float": float, "str": str}

@@ -13,7 +13,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from jobs.processor import ParseError, Processor, RecordContext
+from logflume.processor import ParseError, Processor, RecordContext
 from logflume.settings import Bool, Setting
 
 _PRI = re.compile(r"<(\d{1,3})>")

@@ -147,7 +147,7 @@ def test_third_party_processor_by_path_and_by_entry_point(samples, tmp_path: Pat
     (plug / "acme_proc").mkdir(parents=True)
     (plug / "acme_proc" / "__init__.py").write_text(textwrap.dedent('''
         from typing import ClassVar
-        from jobs.processor import ParseError, Processor
+        from logflume.processor import ParseError, Processor
         from logflume.settings import Int, Setting
 
         class WordCount(Processor):

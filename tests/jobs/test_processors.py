@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.processor import ParseError, RecordContext, build_processor
 from logflume.errors import ConfigError
+from logflume.processor import ParseError, RecordContext, build_processor
 
 WHERE = RecordContext("h", "/var/log/x", "e", 0, "T", 1_764_000_000_000)  # read 2025-11-24
 JAN = RecordContext("h", "/var/log/x", "e", 0, "T", 1_767_312_000_000)  # read 2026-01-02

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from jobs.processor import BatchContext, ParseError, build_processor
+from logflume.processor import BatchContext, ParseError, build_processor
 
 ACCESS = [
     b'127.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /a.gif HTTP/1.0" 200 2326 "http://e.com/" "M [en]"',

@@ -28,7 +28,8 @@ and are named by a built-in name, an entry point in group
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,6 +39,10 @@ from logflume.settings import Setting, parse_settings
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+
+#: How demux writes a field value as JSON text (one encoder for every record: json.dumps builds one per call).
+encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
 
 class ParseError(ValueError):
@@ -145,8 +150,6 @@ def rows_to_batch(rows: list[dict[str, Any] | None], schema: pa.Schema | None) -
     """
     import pyarrow as pa
 
-    from jobs.outputs import flatten_rows
-
     filled = [r if r is not None else {} for r in rows]
     if schema is not None:
         strings = {f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)}
@@ -161,9 +164,23 @@ def rows_to_batch(rows: list[dict[str, Any] | None], schema: pa.Schema | None) -
     return pa.RecordBatch.from_pydict({k: [r.get(k) for r in flat] for k in names})
 
 
-def _as_text(value: Any) -> Any:
-    from jobs.outputs import encode_json
+def flatten_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A columnar file needs one type per column: nested values become JSON text, and so does a mixed column."""
+    rows = [{k: (encode_json(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()} for r in rows]
+    kinds: dict[str, set[type]] = {}
+    for r in rows:
+        for k, v in r.items():
+            if v is not None:
+                kinds.setdefault(k, set()).add(bool if isinstance(v, bool) else float if isinstance(v, float)
+                                               else type(v))
+    mixed = {k for k, ts in kinds.items() if len(ts) > 1 and ts != {int, float}}
+    if mixed:
+        rows = [{k: (encode_json(v) if k in mixed and v is not None and not isinstance(v, str) else v)
+                 for k, v in r.items()} for r in rows]
+    return rows
 
+
+def _as_text(value: Any) -> Any:
     return encode_json(value) if isinstance(value, (dict, list)) else value
 
 

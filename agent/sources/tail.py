@@ -168,6 +168,7 @@ class TailSource(ThreadedSource):
         self.max_buffered = cfg.max_buffered or cfg.chunk_size
         self.files: dict[tuple[int, int], TailedFile] = {}
         self.by_path: dict[str, tuple[int, int]] = {}
+        self.last_rotation: dict[str, float] = {}  # stream -> wall-clock time a file of it was last let go
         self.remembered = Generations()  # generations read before and not being read now
         self._ended_scans: dict[str, int] = {}  # ended generation -> full scans it has waited for its copy
         self._live: FingerprintIndex[TailedFile] | None = None  # files being read, by fingerprint (per step)
@@ -218,6 +219,27 @@ class TailSource(ThreadedSource):
         checkpoints = getattr(self, "checkpoints", None)
         if checkpoints is not None:
             checkpoints.close(timeout=10)
+
+    def status(self) -> dict:
+        """Per stream: bytes read and committed to the channel in its files, lag, last rotation (for /status).
+
+        Asked from the status endpoint's thread: it only reads numbers, over a snapshot of the file table
+        (``list()`` of a dict's values is taken whole under the GIL).  A stream whose old file is still
+        being drained after a rotation sums both files.
+        """
+        rows: dict[str, dict] = {}
+        for tf in list(self.files.values()):
+            row = rows.setdefault(tf.stream, {"stream": tf.stream, "path": tf.path, "lag_bytes": 0,
+                                              "bytes_read": 0, "bytes_acked": 0, "files": 0})
+            row["lag_bytes"] += tf.lag
+            row["bytes_read"] += tf.read_pos
+            row["bytes_acked"] += tf.committed
+            row["files"] += 1
+            if tf.rotated_at is None:
+                row["path"] = tf.path
+        for stream, row in rows.items():
+            row["last_rotation"] = self.last_rotation.get(stream)
+        return {"streams": list(rows.values())}
 
     def _lag_gauge(self, tf: TailedFile):
         return self.metrics.gauge("tail_file_lag_bytes", "Bytes of a file not yet committed", path=tf.stream)
@@ -642,6 +664,7 @@ class TailSource(ThreadedSource):
             self._lag_gauge(same_stream).set(same_stream.lag)
         else:
             self.metrics.remove("tail_file_lag_bytes", path=tf.stream)
+            self.last_rotation.pop(tf.stream, None)
         self._ckpt_dirty = True
 
     # -- reading and delivering -----------------------------------------------------------------
@@ -706,6 +729,7 @@ class TailSource(ThreadedSource):
         self._deliver(batch, touched)
         for tf in finished:
             self.m_rotations.inc()
+            self.last_rotation[tf.stream] = time.time()
             self._forget_file(tf, remember=not tf.deleted)
         return total
 

@@ -54,7 +54,7 @@ def agent_yaml(tmp_path, cport, mport, timeout="60s", chunk_size="64MiB"):
         "agent": {"name": "web-01", "data_dir": str(tmp_path / "adata"), "metrics": f"127.0.0.1:{mport}",
                   "shutdown_timeout": "1s"},
         "sources": {"logs": {"type": "tail", "paths": [str(tmp_path / "logs" / "*.log")], "flush_interval": "100ms",
-                             "chunk_size": chunk_size, "channels": ["mem"]}},
+                             "rotate_wait": "500ms", "chunk_size": chunk_size, "channels": ["mem"]}},
         "channels": {"mem": {"type": "memory", "capacity": "64MiB"}},
         "sinks": {"up": {"type": "collector", "channel": "mem", "collectors": [f"127.0.0.1:{cport}"],
                          "timeout": timeout, "cooldown": "30s", "batch_bytes": chunk_size,
@@ -98,7 +98,9 @@ def test_agent_endpoints_and_a_stuck_channel(tmp_path, logflume_proc):
     assert code == 200 and status["role"] == "agent" and status["name"] == "web-01"
     kinds = {(c["kind"], c["name"]) for c in status["components"]}
     assert kinds == {("source", "logs"), ("channel", "mem"), ("sink", "up")}
-    assert status["streams"] == [{"source": "logs", "stream": str(log), "lag_bytes": 0.0}]
+    size = log.stat().st_size
+    assert status["streams"] == [{"source": "logs", "stream": str(log), "path": str(log), "lag_bytes": 0,
+                                  "bytes_read": size, "bytes_acked": size, "files": 1, "last_rotation": None}]
     assert status["channels"][0]["capacity_bytes"] == 64 * 1024 * 1024
     assert status["collectors"][0]["collectors"] == [f"127.0.0.1:{cport}"]
     assert status["collectors"][0]["healthy"] == 1
@@ -109,6 +111,16 @@ def test_agent_endpoints_and_a_stuck_channel(tmp_path, logflume_proc):
     assert code == 200 and cstatus["role"] == "collector" and cstatus["store"]["primary_up"] is True
     assert cstatus["totals"]["bytes_in"] >= log.stat().st_size
     assert get(cmport, "/ready")[0] == 200
+
+    # Rotation by rename: the stream's row names the new file, the time the old one was let go, and the
+    # new file's bytes once committed (HICC's Streams page shows these).
+    before = time.time()
+    log.rename(log.with_name("app.log.1"))
+    log.write_text("".join(f"next {i}\n" for i in range(10)))
+    row = wait_for(lambda: (r := get(amport, "/status")[1]["streams"]) and r[0]["last_rotation"] and
+                   r[0]["bytes_acked"] == log.stat().st_size and r[0], 30, message="the rotation in /status")
+    assert row["files"] == 1 and row["path"] == str(log) and row["lag_bytes"] == 0
+    assert before <= row["last_rotation"] <= time.time()
 
     # Stuck: the collector stops answering (SIGSTOP), so the sink waits on an ack that never comes.
     collector.signal(signal.SIGSTOP)

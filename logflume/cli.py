@@ -86,7 +86,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
             resolved = load_collector_config(args.config)
             warnings = secret_warnings(COLLECTOR_SETTINGS, resolved.collector, "collector", args.config)
-            _warn("check", warnings)
+            _warn("check", warnings + resolved.warnings)
             print(f"# {args.config}: valid collector config")
             print(yaml.safe_dump(resolved.render(), sort_keys=False, default_flow_style=False), end="")
             return 0

@@ -105,6 +105,16 @@ def test_placeholder_token_warned_on_loopback(tmp_path):
     assert "change-me" not in res.stdout + res.stderr
 
 
+def test_check_warns_of_tokens_in_clear_on_scribe_and_flume(tmp_path):
+    """The daemon's startup warning, given by ``check`` too (it was only logged at start)."""
+    cfg = tmp_path / "collector.yaml"
+    cfg.write_text(collector_yaml(tmp_path, tls="  scribe: 127.0.0.1:0\n  flume: 127.0.0.1:0\n"))
+    res = run_cli("check", "-c", str(cfg))
+    assert res.returncode == 0, res.stderr
+    assert "warning: collector: tokens travel in clear on scribe and flume (no tls)" in res.stderr
+    assert_no_secret(res.stdout + res.stderr)
+
+
 def test_placeholder_token_refused_beyond_loopback(tmp_path):
     cfg = tmp_path / "collector.yaml"
     cfg.write_text(collector_yaml(tmp_path, listen="0.0.0.0:7465", tokens="[changeme]"))

@@ -1,0 +1,68 @@
+"""The syslog source's UDP socket: a large receive buffer by default, so a burst is not lost in the kernel."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+
+import pytest
+
+from tests.conftest import free_port, wait_for
+from tests.sources.pipeline import metric, pipeline
+
+pytestmark = pytest.mark.timeout(120)
+
+needs_ss = pytest.mark.skipif(shutil.which("ss") is None, reason="ss(8) (iproute2) not installed")
+
+
+def kernel_rcvbuf(port: int) -> int:
+    """The receive buffer the kernel holds for the UDP socket bound to ``port``, as ss(8) reports it."""
+    out = subprocess.run(["ss", "-uamnH", "sport", "=", f":{port}"], capture_output=True, text=True,
+                         check=True, timeout=10).stdout
+    m = re.search(r"skmem:\(r\d+,rb(\d+),", out)
+    assert m, f"no UDP socket on port {port} in ss output: {out!r}"
+    return int(m.group(1))
+
+
+def sysctl(name: str) -> int:
+    with open("/proc/sys/net/core/" + name) as fh:
+        return int(fh.read())
+
+
+def expected_grant(asked: int) -> int:
+    """Linux caps a SO_RCVBUF request at net.core.rmem_max and doubles it."""
+    return 2 * min(asked, sysctl("rmem_max"))
+
+
+@needs_ss
+@pytest.mark.parametrize(("setting", "asked"), [({}, 8 << 20), ({"udp_receive_buffer": "1MiB"}, 1 << 20),
+                                                ({"udp_receive_buffer": None}, None)],
+                         ids=["default", "1MiB", "null"])
+def test_receive_buffer_is_applied(tmp_path, setting, asked):
+    port = free_port()
+    with pipeline(tmp_path, {"type": "syslog", "udp": f"127.0.0.1:{port}", **setting}) as agent:
+        want = sysctl("rmem_default") if asked is None else expected_grant(asked)
+        assert kernel_rcvbuf(port) == want
+        assert agent.context.metrics.value("udp_receive_buffer_bytes", kind="source", component="src") == want
+
+
+def test_burst_on_loopback_loses_nothing_at_the_default(tmp_path):
+    """2,000 RFC 5424 datagrams sent back to back (the kernel's default buffer held ~800 of them)."""
+    port = free_port()
+    sent = 2000
+    src = {"type": "syslog", "udp": f"127.0.0.1:{port}", "flush_interval": "50ms"}
+    with pipeline(tmp_path, src) as agent:
+        sink = agent.sinks["out"]
+        payloads = [b"<14>1 2026-12-05T19:00:00.000Z host burst - - - burst message %06d padded to a usual size"
+                    b" of a log line, neither tiny nor large" % i for i in range(sent)]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.connect(("127.0.0.1", port))
+            for p in payloads:
+                u.send(p)
+        wait_for(lambda: len(sink.records()) >= sent, 30, message=f"{sent} records")
+        records = sink.records("syslog:burst")
+        assert records == payloads
+        assert metric(agent, "messages_in") == sent
+        assert metric(agent, "dropped_messages") == 0

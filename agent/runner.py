@@ -20,8 +20,10 @@ from logflume.channel import Channel
 from logflume.chunk import Chunk, runs_within
 from logflume.component import Component
 from logflume.errors import ChannelClosed, ChannelFull, TryLater
+from logflume.interceptor import InterceptorChain
 from logflume.sink import Sink
 from logflume.source import SourceOutput
+from logflume.topology import ComponentSpec
 
 log = logging.getLogger("logflume.runner")
 
@@ -66,6 +68,19 @@ class ChannelOutput(SourceOutput):
                                 tx.put(chunk, timeout=put_timeout)
                 if channel.tap is not None:
                     channel.tap.offer(group)
+
+
+def source_output(spec: ComponentSpec, channels: dict[str, ComponentSpec]) -> SourceOutput:
+    """What a source delivers to: its interceptor chain (if any) in front of its channels.
+
+    With no interceptors this is the plain :class:`ChannelOutput`, exactly as before.
+    """
+    output: SourceOutput = ChannelOutput([channels[c].component for c in spec.values.channels], tap=spec.component)
+    if spec.interceptors:
+        chain = InterceptorChain([i.component for i in spec.interceptors], output)
+        chain.start()
+        output = chain
+    return output
 
 
 class _Stopped(Exception):

@@ -2,8 +2,8 @@
 
 Lookup order for ``type: NAME``: a ``package.module:Class`` path; a built-in
 name; an entry point in group ``logflume.<kind>s`` (``logflume.sources``,
-``logflume.channels``, ``logflume.sinks``, ``logflume.processors``).  The class
-must subclass the base class of its kind.
+``logflume.channels``, ``logflume.sinks``, ``logflume.processors``,
+``logflume.interceptors``).  The class must subclass the base class of its kind.
 """
 
 from __future__ import annotations
@@ -45,6 +45,14 @@ BUILTINS: dict[str, dict[str, str]] = {
         "json": "jobs.processors.json:JsonProcessor",
         "regex": "jobs.processors.regex:RegexProcessor",
     },
+    "interceptor": {
+        "host": "agent.interceptors.host:HostInterceptor",
+        "timestamp": "agent.interceptors.timestamp:TimestampInterceptor",
+        "static": "agent.interceptors.static:StaticInterceptor",
+        "regex_extractor": "agent.interceptors.regex_extractor:RegexExtractorInterceptor",
+        "regex_filter": "agent.interceptors.regex_filter:RegexFilterInterceptor",
+        "mask": "agent.interceptors.mask:MaskInterceptor",
+    },
 }
 
 
@@ -65,6 +73,10 @@ def _base_class(kind: str) -> type:
         from logflume.processor import Processor
 
         return Processor
+    if kind == "interceptor":
+        from logflume.interceptor import Interceptor
+
+        return Interceptor
     raise ValueError(kind)
 
 

@@ -51,9 +51,14 @@ class ComponentSpec:
     cls: type
     values: Values
     component: Component | None = None
+    #: A source's interceptor chain, in order (``sources.NAME.interceptors``).
+    interceptors: list[ComponentSpec] = field(default_factory=list)
 
     def render(self) -> dict[str, Any]:
-        return {"type": self.type, **render_settings(self.cls.schema(), self.values)}
+        out = {"type": self.type, **render_settings(self.cls.schema(), self.values)}
+        if self.interceptors:
+            out["interceptors"] = [i.render() for i in self.interceptors]
+        return out
 
 
 @dataclass
@@ -96,7 +101,7 @@ def _section(raw: dict[str, Any], key: str, file: str | None) -> dict[str, Any]:
 
 
 def _spec(kind: str, section: str, name: str, raw: Any, file: str | None) -> ComponentSpec:
-    path = f"{section}.{name}"
+    path = f"{section}[{name}]" if kind == "interceptor" else f"{section}.{name}"
     if not isinstance(raw, dict):
         raise ConfigError(file, path, f"expected a mapping of settings, got {type(raw).__name__}")
     raw = dict(raw)
@@ -109,8 +114,26 @@ def _spec(kind: str, section: str, name: str, raw: Any, file: str | None) -> Com
     cls = resolve(kind, type_name, file, path)
     if kind == "source" and "channel" in raw and "channels" not in raw:
         raw["channels"] = raw.pop("channel")
+    interceptors = raw.pop("interceptors", None) if kind == "source" else None
     values = parse_settings(cls.schema(), raw, path, file)
-    return ComponentSpec(kind, name, type_name, cls, values)
+    spec = ComponentSpec(kind, name, type_name, cls, values)
+    if interceptors is not None:
+        spec.interceptors = _interceptor_specs(name, interceptors, f"{path}.interceptors", file)
+    return spec
+
+
+def _interceptor_specs(source: str, raw: Any, path: str, file: str | None) -> list[ComponentSpec]:
+    """A source's ``interceptors:`` list; each is named ``SOURCE.TYPE`` (``SOURCE.TYPE.INDEX`` when repeated)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError(file, path, f"expected a list of interceptors (each a mapping with 'type'), "
+                                      f"got {type(raw).__name__}")
+    specs = [_spec("interceptor", path, str(i), item, file) for i, item in enumerate(raw)]
+    for i, spec in enumerate(specs):
+        repeated = sum(1 for s in specs if s.type == spec.type) > 1
+        spec.name = f"{source}.{spec.type}.{i}" if repeated else f"{source}.{spec.type}"
+    return specs
 
 
 def build_topology(raw: dict[str, Any], file: str | None = None, context: Context | None = None) -> Topology:
@@ -164,6 +187,13 @@ def build_topology(raw: dict[str, Any], file: str | None = None, context: Contex
                 raise
             except (ValueError, TypeError) as exc:
                 raise ConfigError(file, f"{section}.{name}", str(exc)) from None
+            for i, icp in enumerate(spec.interceptors):
+                try:
+                    icp.component = icp.cls(icp.name, icp.values, ctx)
+                except ConfigError:
+                    raise
+                except (ValueError, TypeError) as exc:
+                    raise ConfigError(file, f"{section}.{name}.interceptors[{i}]", str(exc)) from None
     _check_loops(topo, file)
     for section, specs in (("sources", topo.sources), ("channels", topo.channels), ("sinks", topo.sinks)):
         for name, spec in specs.items():

@@ -29,7 +29,7 @@ and are named by a built-in name, an entry point in group
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -72,19 +72,56 @@ class RecordContext:
 
 @dataclass(slots=True)
 class BatchContext:
-    """Where a batch of records came from: one chunk, and each record's stream offset."""
+    """Where each record of a batch came from: records of one datatype, from one or more chunks.
 
-    source: str
-    stream: str
-    epoch: str
-    offsets: list[int]  # stream offset of each record's first byte
+    ``chunks`` holds one context per chunk (its ``offset`` is the chunk's first
+    byte); ``chunk`` and ``offsets`` give, per record, the index of its chunk
+    and its stream offset.  Arrays keep per-record provenance columnar, so a
+    batch processor can use it (e.g. :meth:`timestamps`) without a Python loop.
+    """
+
     datatype: str
-    timestamp: int  # ms since the epoch when the chunk was read
-    tags: Mapping[str, str] = field(default_factory=dict)
+    chunks: list[RecordContext]
+    chunk: pa.Array  # int32: index into chunks, per record
+    offsets: pa.Array  # int64: stream offset of each record's first byte
+
+    @classmethod
+    def of_chunk(cls, where: RecordContext, offsets: list[int]) -> BatchContext:
+        """A batch of one chunk's records (``where.offset`` unused)."""
+        import pyarrow as pa
+
+        return cls(where.datatype, [where], pa.array([0] * len(offsets), pa.int32()), pa.array(offsets, pa.int64()))
+
+    def __len__(self) -> int:
+        return len(self.offsets)
 
     def record(self, i: int) -> RecordContext:
-        return RecordContext(self.source, self.stream, self.epoch, self.offsets[i], self.datatype, self.timestamp,
-                             self.tags)
+        c = self.chunks[self.chunk[i].as_py()]
+        return RecordContext(c.source, c.stream, c.epoch, self.offsets[i].as_py(), c.datatype, c.timestamp, c.tags)
+
+    def records(self) -> Iterator[RecordContext]:
+        """A context per record, in order; one object reused (valid until the next)."""
+        offsets = self.offsets.to_pylist()
+        chunk_of = self.chunk.to_pylist()
+        ctx: RecordContext | None = None
+        last = -1
+        for i, off in enumerate(offsets):
+            if chunk_of[i] != last:
+                last = chunk_of[i]
+                c = self.chunks[last]
+                ctx = RecordContext(c.source, c.stream, c.epoch, off, c.datatype, c.timestamp, c.tags)
+            ctx.offset = off
+            yield ctx
+
+    def timestamps(self) -> pa.Array:
+        """Each record's chunk read time (int64 ms since the epoch)."""
+        import pyarrow as pa
+
+        return pa.array([c.timestamp for c in self.chunks], pa.int64()).take(self.chunk)
+
+    def take(self, indices: pa.Array) -> BatchContext:
+        """The context of the records at ``indices`` (same chunks)."""
+        return BatchContext(self.datatype, self.chunks, self.chunk.take(indices), self.offsets.take(indices))
 
 
 @dataclass(slots=True)
@@ -111,19 +148,21 @@ class Processor(Component):
         raise NotImplementedError
 
     def process_batch(self, records: pa.Array, where: BatchContext) -> ParsedBatch:
-        """Fields of every record of a chunk (binary array, delimiters removed).
+        """Fields of every record of a batch (binary array, delimiters removed); by default :meth:`process_each`."""
+        return self.process_each(records, where)
 
-        This default calls ``process`` once per record; a plugin bug in one
-        record becomes that record's reason, never a lost record.
+    def process_each(self, records: pa.Array, where: BatchContext) -> ParsedBatch:
+        """Call ``process`` once per record: the batch API for per-record plugins, and the fallback of
+        vectorized ones for records their fast path does not take.
+
+        A plugin bug in one record becomes that record's reason, never a lost record.
         """
         import pyarrow as pa
 
         rows: list[dict[str, Any] | None] = []
         reasons: list[str | None] = []
         process = self.process
-        ctx = where.record(0) if len(records) else None
-        for i, raw in enumerate(records.to_pylist()):
-            ctx.offset = where.offsets[i]
+        for raw, ctx in zip(records.to_pylist(), where.records(), strict=True):
             try:
                 fields = process(raw, ctx)
                 if not isinstance(fields, dict):
@@ -137,7 +176,18 @@ class Processor(Component):
             else:
                 rows.append(fields)
                 reasons.append(None)
-        return ParsedBatch(rows_to_batch(rows, self.output_schema()), pa.array(reasons, pa.string()))
+        schema = self.output_schema()
+        try:
+            batch = rows_to_batch(rows, schema)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):  # a value that fits no column type
+            for i, row in enumerate(rows):
+                if row is not None:
+                    try:
+                        rows_to_batch([row], schema)
+                    except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+                        rows[i], reasons[i] = None, f"field does not fit its column: {exc}"
+            batch = rows_to_batch(rows, schema)
+        return ParsedBatch(batch, pa.array(reasons, pa.string()))
 
 
 def rows_to_batch(rows: list[dict[str, Any] | None], schema: pa.Schema | None) -> pa.RecordBatch:

@@ -83,3 +83,40 @@ def first_reason(n: int, *checks: tuple[pa.Array, Any]) -> pa.Array:
 def concat_text(*parts: Any) -> pa.Array:
     """Element-wise concatenation of string arrays and literals."""
     return pc.binary_join_element_wise(*parts, "")
+
+
+def scatter(values: pa.Array, mask: pa.Array, n: int) -> pa.Array:
+    """A length-``n`` array holding ``values`` in order where ``mask`` is true, null elsewhere."""
+    if len(values) == n:
+        return values
+    return pc.replace_with_mask(pa.nulls(n, values.type), mask, values)
+
+
+def with_fallback(proc: Any, records: pa.Array, where: Any, fields: pa.RecordBatch, fast: pa.Array) -> Any:
+    """The fast path's rows where ``fast`` holds; the others parsed by ``proc.process_each``, in their place.
+
+    A vectorized processor takes only the records it fully validates and leaves
+    the rest (errors, rare forms) to its per-record code, so both paths give
+    the same fields and reasons by construction.
+    """
+    from logflume.processor import ParsedBatch
+
+    slow = pc.invert(pc.fill_null(fast, False))
+    idx = pc.indices_nonzero(slow)
+    n = len(records)
+    if len(idx) == 0:
+        return ParsedBatch(fields, pa.nulls(n, pa.string()))
+    part = proc.process_each(records.take(idx), where.take(idx))
+    if len(idx) == n:
+        return part
+    cols = [pc.replace_with_mask(fields.column(i), slow, part.fields.column(i).cast(fields.schema.field(i).type))
+            for i in range(fields.num_columns)]
+    reasons = pc.replace_with_mask(pa.nulls(n, pa.string()), slow, part.reasons)
+    return ParsedBatch(pa.RecordBatch.from_arrays(cols, schema=fields.schema), reasons)
+
+
+def valid_datetime(text: pa.Array, fmt: str = "%Y-%m-%dT%H:%M:%S") -> pa.Array:
+    """Whether each text is a real calendar time in ``fmt`` (Arrow would roll 30 Feb over to 2 Mar)."""
+    parsed = pc.strptime(text, format=fmt, unit="s", error_is_null=True)
+    same = pc.equal(pc.strftime(parsed, format=fmt), text)
+    return pc.fill_null(pc.and_(same, pc.invert(pc.starts_with(text, "0000"))), False)  # Python has no year 0

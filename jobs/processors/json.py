@@ -1,12 +1,28 @@
-"""json: JSON Lines, one object per record; its keys become the record's fields."""
+"""json: JSON Lines, one object per record; its keys become the record's fields.
+
+The batch path parses every record that looks like one flat JSON object with
+Arrow's JSON reader in one call; records it cannot take (nested values, big
+integers, duplicate keys, text that is not an object) go through the
+per-record code.  Columns are inferred per batch: a column whose values are of
+different JSON types becomes JSON text, as in the per-record path.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from logflume.processor import ParseError, Processor, RecordContext
+from logflume.processor import BatchContext, ParsedBatch, ParseError, Processor, RecordContext
 from logflume.settings import Setting, Str
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+#: Records the reader is given: one object on one line, no number it would round to a float.
+_CANDIDATE = r"^[ \t\r]*\{[^\n]*\}[ \t\r]*\z"
+_BIG_NUMBER = r"[0-9]{19}"
+#: Below this many records a failed parse goes per record instead of being halved again.
+_BISECT_MIN = 64
 
 
 class JsonProcessor(Processor):
@@ -14,6 +30,13 @@ class JsonProcessor(Processor):
         "field": Setting(Str(), "", "Put the parsed object under this one field instead of spreading its keys "
                          "(keeps the output schema fixed)"),
     }
+
+    def output_schema(self) -> pa.Schema | None:
+        if not self.config.field:
+            return None
+        import pyarrow as pa
+
+        return pa.schema([(self.config.field, pa.string())])
 
     def process(self, record: bytes, where: RecordContext) -> dict[str, Any]:
         try:
@@ -27,3 +50,154 @@ class JsonProcessor(Processor):
         if self.config.field:
             return {self.config.field: obj}
         return obj
+
+    def process_batch(self, records: pa.Array, where: BatchContext) -> ParsedBatch:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from jobs.processors.columns import decode
+
+        if self.config.field:
+            return self.process_each(records, where)
+        n = len(records)
+        text, bad = decode(records)
+        cand = pc.and_(pc.match_substring_regex(text, _CANDIDATE),
+                       pc.invert(pc.match_substring_regex(text, _BIG_NUMBER)))
+        if bad is not None:
+            cand = pc.and_(cand, pc.invert(bad))
+        cand = pc.fill_null(cand, False)
+        tables: list[pa.Table] = []
+        fast_idx: list[pa.Array] = []
+        self._parse(text, pc.indices_nonzero(cand), tables, fast_idx)
+        if not tables:
+            return self.process_each(records, where)
+        fast_rows = pa.concat_arrays(fast_idx) if len(fast_idx) > 1 else fast_idx[0]
+        fast = pc.is_in(pa.array(range(n), pa.uint64()), value_set=fast_rows) if len(fast_rows) < n else None
+        table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+        if len(fast_idx) > 1:  # halves were parsed out of order of rows: put them back in order
+            table = table.take(pc.sort_indices(fast_rows))
+            fast_rows = pc.take(fast_rows, pc.sort_indices(fast_rows))
+        return _merge(self, records, where, table, fast)
+
+    def _parse(self, text: pa.Array, idx: pa.Array, tables: list[pa.Table], taken: list[pa.Array]) -> None:
+        """Parse ``text[idx]`` in one reader call; on failure halve it, down to :data:`_BISECT_MIN` records."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if len(idx) == 0:
+            return
+        table = _read(pc.take(text, idx))
+        if table is not None:
+            keep = _flat_rows(table)
+            if keep is not None:
+                table, idx = table.filter(keep), pc.filter(idx, keep)
+            if table.num_rows:
+                tables.append(table)
+                taken.append(idx.cast(pa.uint64()))
+            return
+        if len(idx) <= _BISECT_MIN:
+            return
+        half = len(idx) // 2
+        self._parse(text, idx.slice(0, half), tables, taken)
+        self._parse(text, idx.slice(half), tables, taken)
+
+
+def _read(text: pa.Array) -> pa.Table | None:
+    """One object per line -> a table with one row per line, or None if the reader refuses any line."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pj
+
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(text)], pa.int32()), text), "\n")
+    body = joined[0].as_buffer()
+    try:
+        opts = pj.ReadOptions(use_threads=False, block_size=max(1 << 20, body.size + 1))
+        table = pj.read_json(pa.BufferReader(body), read_options=opts)
+        times = [f.name for f in table.schema if pa.types.is_temporal(f.type)]
+        if times:  # the reader turns ISO-looking strings into timestamps: read them as the strings they are
+            schema = pa.schema([pa.field(f.name, pa.string() if f.name in times else f.type) for f in table.schema])
+            table = pj.read_json(pa.BufferReader(body), read_options=opts,
+                                 parse_options=pj.ParseOptions(explicit_schema=schema))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return table if table.num_rows == len(text) else None
+
+
+def _flat_rows(table: pa.Table) -> pa.Array | None:
+    """Rows with no nested value (struct, list), or None when no column is nested; nested columns dropped."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    nested = [f.name for f in table.schema if pa.types.is_nested(f.type)]
+    if not nested:
+        return None
+    keep = None
+    for name in nested:
+        flat = pc.is_null(table.column(name))
+        keep = flat if keep is None else pc.and_(keep, flat)
+    table_keep = pc.fill_null(keep, False)
+    return table_keep
+
+
+def _merge(proc: JsonProcessor, records: pa.Array, where: BatchContext, table: pa.Table,
+           fast: pa.Array | None) -> ParsedBatch:
+    """Rows the reader parsed (``fast``) and the others through ``process_each``, in one record batch.
+
+    Columns are those of the reader (minus nested ones) then new ones from the
+    per-record rows; a column typed differently on the two sides becomes a
+    float column (int and float) or JSON text.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from jobs.processors.columns import scatter
+
+    n = len(records)
+    nested = {f.name for f in table.schema if pa.types.is_nested(f.type)}
+    table = table.drop_columns(list(nested)) if nested else table
+    fast_cols = {name: table.column(name).combine_chunks() for name in table.column_names}
+    if fast is None:
+        return ParsedBatch(pa.RecordBatch.from_pydict(fast_cols) if fast_cols else pa.RecordBatch.from_pydict(
+            {}), pa.nulls(n, pa.string()))
+    slow_mask = pc.invert(fast)
+    idx = pc.indices_nonzero(slow_mask)
+    part = proc.process_each(records.take(idx), where.take(idx))
+    slow_cols = {name: part.fields.column(name) for name in part.fields.schema.names}
+    names = list(dict.fromkeys([*fast_cols, *slow_cols]))
+    cols = []
+    for name in names:
+        f, s = fast_cols.get(name), slow_cols.get(name)
+        if f is None:
+            f = pa.nulls(n - len(idx), s.type)
+        if s is None:
+            s = pa.nulls(len(idx), f.type)
+        f, s = _common_type(f, s)
+        cols.append(pc.replace_with_mask(scatter(f, fast, n), slow_mask, s))
+    reasons = pc.replace_with_mask(pa.nulls(n, pa.string()), slow_mask, part.reasons)
+    return ParsedBatch(pa.RecordBatch.from_arrays(cols, names=names), reasons)
+
+
+def _common_type(a: pa.Array, b: pa.Array) -> tuple[pa.Array, pa.Array]:
+    import pyarrow as pa
+
+    if a.type == b.type:
+        return a, b
+    if pa.types.is_null(a.type):
+        return a.cast(b.type), b
+    if pa.types.is_null(b.type):
+        return a, b.cast(a.type)
+    numeric = (pa.int64(), pa.float64())
+    if a.type in numeric and b.type in numeric:
+        return a.cast(pa.float64()), b.cast(pa.float64())
+    return _as_json_text(a), _as_json_text(b)
+
+
+def _as_json_text(values: pa.Array) -> pa.Array:
+    """Values of a mixed column as JSON text (strings stay as they are, as in the per-record path)."""
+    import pyarrow as pa
+
+    from logflume.processor import encode_json
+
+    if pa.types.is_string(values.type):
+        return values
+    return pa.array([None if v is None else encode_json(v) for v in values.to_pylist()], pa.string())

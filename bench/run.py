@@ -1,11 +1,13 @@
 """End-to-end benchmark: logflume against the physical limit, rsyslog and syslog-ng, in one run.
 
-    python -m bench [--size-mb 1024] [--only limit,logflume,rsyslog,syslog-ng,fanin,events,latency]
-                    [--variants single,multi,rotate]
+    python -m bench [--size-mb 1024] [--only limit,logflume,rsyslog,syslog-ng,fanin,events,latency,udp]
+                    [--variants single,multi,rotate] [--limit-runs 3]
 
 Every contender moves the same generated log lines (``bench/e2e/generator.py``) from files on
 this machine over loopback TCP into files, and is timed until every byte is written (durable in
-finished sink files, for logflume), then verified line by line.  Results go to
+finished sink files, for logflume), then verified line by line.  Before each run the harness
+syncs and waits for dirty pages to be written back; the limit runs several times, interleaved with
+the contenders, and a run where a contender beats the limit is marked invalid.  Results go to
 ``bench/results/latest.{md,json}`` (and dated copies).  See docs/benchmarks.md.
 """
 
@@ -14,26 +16,31 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench.e2e.generator import LINE_SIZE, warm_page_cache
 from bench.e2e.latency import run_latency_cases
-from bench.e2e.limit import run_limit
+from bench.e2e.limit import run_limit, run_socat
 from bench.e2e.logflume_contender import LogflumeOptions, python_env, run_fanin, run_logflume
 from bench.e2e.measure import Result
 from bench.e2e.peers import PEERS, run_peer
 from bench.e2e.report import machine, write_results
+from bench.e2e.settle import settle
 from bench.e2e.syslog_events import run_event_cases
+from bench.e2e.udp_burst import run_udp_cases
 from bench.e2e.variants import make_variants
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 CONTENDERS = ("limit", "logflume", "rsyslog", "syslog-ng", "fanin")
-CASES = ("events", "latency")
+CASES = ("events", "latency", "udp")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,6 +61,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="small-event case: syslog messages to send (capped at size/200; default 1,000,000)")
     ap.add_argument("--latency-rate", type=int, default=10_000, help="latency case: lines/s (default 10,000)")
     ap.add_argument("--latency-seconds", type=float, default=15.0, help="latency case: seconds per contender")
+    ap.add_argument("--latency-flush", default="500ms,200ms,50ms",
+                    help="latency case: tail flush_interval values for logflume (default 500ms,200ms,50ms)")
+    ap.add_argument("--limit-runs", type=int, default=3,
+                    help="runs of the limit per variant, interleaved with the contenders (default 3)")
+    ap.add_argument("--udp-datagrams", type=int, default=2000, help="UDP burst case: datagrams per burst")
+    ap.add_argument("--udp-rounds", type=int, default=3, help="UDP burst case: bursts per contender")
     ap.add_argument("--work-dir", default=str(BENCH / "work"), help="scratch space (inputs are cached here)")
     ap.add_argument("--results-dir", default=str(BENCH / "results"), help="where latest.md/latest.json go")
     ap.add_argument("--no-setup", action="store_true", help="do not run setup_peers.sh when a peer is missing")
@@ -73,6 +86,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             ap.error(f"--sync: unknown {s!r}; expected on or off")
     if args.size_mb < 1:
         ap.error("--size-mb must be at least 1")
+    if args.limit_runs < 1:
+        ap.error("--limit-runs must be at least 1 (3 or more for a best and a median)")
+    args.latency_flush = [x for x in args.latency_flush.split(",") if x]
     return args
 
 
@@ -105,6 +121,34 @@ def logflume_options(args: argparse.Namespace) -> list[LogflumeOptions]:
             for c in args.channels for s in args.sync]
 
 
+def interleave(contenders: list, limit: Callable[[int], Any], runs: int) -> list:
+    """``runs`` limit runs spread over the contenders: one first, one last, the rest between."""
+    n = len(contenders)
+    at = [round(i * n / (runs - 1)) for i in range(runs)] if runs > 1 else [0]
+    out: list = []
+    k = 0
+    for i in range(n + 1):
+        while k < runs and at[k] == i:
+            out.append(lambda k=k: limit(k))
+            k += 1
+        if i < n:
+            out.append(contenders[i])
+    return out
+
+
+def measured(run: Callable[[], Result]) -> Result:
+    """Write back dirty pages first (so a run never pays for the one before), note the load, run."""
+    st = settle()
+    load = os.getloadavg()[0]
+    r = run()
+    r.extra["loadavg_1m_before"] = load
+    r.extra["settle"] = st
+    if not st["settled"]:
+        r.notes.append(f"dirty pages did not settle before the run ({(st['dirty_after'] + st['writeback_after']) >> 20}"
+                       f" MiB dirty after {st['settle_seconds']:.0f} s)")
+    return r
+
+
 def print_result(r: Result) -> None:
     if r.error:
         print(f"  {r.contender:28s} {r.variant:7s} not measured: {r.error.splitlines()[-1][:160]}", flush=True)
@@ -134,9 +178,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: variant {v.name}: {v.description}", flush=True)
         warm_page_cache(v.dataset)
         runs = []
-        if "limit" in args.only and not v.rotating:
-            runs.append(lambda v=v: run_limit(v.dataset.files, v.dataset.total_lines, v.dataset.total_bytes,
-                                              v.name, work / "run-limit", python, env))
         if "logflume" in args.only:
             for o in logflume_options(args):
                 runs.append(lambda v=v, o=o: run_logflume(o, v, work / "run-logflume", python, env))
@@ -146,12 +187,25 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("rsyslog", "syslog-ng"):
             if name in args.only:
                 runs.append(lambda v=v, name=name: run_peer(PEERS[name](), v, work / f"run-{name}", python, env))
+        if "limit" in args.only and not v.rotating:
+            def limit(k: int, v=v) -> list[Result]:
+                ds = v.dataset
+                out = [measured(lambda: run_limit(ds.files, ds.total_lines, ds.total_bytes, v.name,
+                                                  work / "run-limit", python, env))]
+                out[0].extra["limit_run"] = k
+                if k == 0 or shutil.which("socat"):  # "not installed" is reported once
+                    out.append(measured(lambda: run_socat(ds.files, ds.total_lines, ds.total_bytes, v.name,
+                                                          work / "run-socat", python, env)))
+                return out
+            runs = [lambda r=r: measured(r) for r in runs]
+            runs = interleave(runs, limit, args.limit_runs)
+        else:
+            runs = [lambda r=r: measured(r) for r in runs]
         for run in runs:
-            load = os.getloadavg()[0]
-            r = run()
-            r.extra["loadavg_1m_before"] = load
-            print_result(r)
-            results.append(r)
+            got = run()
+            for r in got if isinstance(got, list) else [got]:
+                print_result(r)
+                results.append(r)
     tables: list[str] = []
     if "events" in args.only:
         print("bench: small events: syslog over TCP", flush=True)
@@ -162,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: latency at {args.latency_rate:,} lines/s for {args.latency_seconds:.0f} s", flush=True)
         extra["latency"] = run_latency_cases(args, work, python, env, args.latency_rate, args.latency_seconds)
         tables += extra["latency"]["tables"]
+    if "udp" in args.only:
+        print(f"bench: UDP bursts of {args.udp_datagrams:,} datagrams, {args.udp_rounds} rounds", flush=True)
+        extra["udp"] = run_udp_cases(work, args.udp_datagrams, args.udp_rounds, python, env)
+        tables += extra["udp"]["tables"]
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),

@@ -27,6 +27,7 @@ from bench.e2e.generator import SEQ_DIGITS, SEQ_MARK, make_line
 from bench.e2e.logflume_contender import LogflumeOptions, acked_bytes, agent_config, collector_config
 from bench.e2e.measure import ProcGroup, wait_until
 from bench.e2e.peers import PEERS, Peer, free_port, port_open
+from bench.e2e.settle import settle
 from bench.e2e.variants import clear_dir
 
 _SEQ_RE = re.compile(re.escape(SEQ_MARK) + rb"(\d{%d})" % SEQ_DIGITS)
@@ -183,23 +184,24 @@ def run_peer_latency(peer: Peer, work: Path, rate: int, seconds: float, python: 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["#### Latency at a fixed rate (write -> far end)", "",
-             "| contender | rate lines/s | p50 ms | p99 ms | max ms | lines lost | CPU % (all processes) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| contender | rate lines/s | p50 ms | p99 ms | max ms | lines lost | CPU % (all processes) | load |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['contender']} | not measured: {r['error'][:120]} | | | | | |")
+            lines.append(f"| {r['contender']} | not measured: {r['error'][:120]} | | | | | | |")
             continue
         lines.append(f"| {r['contender']} | {r['rate_lines_s']:,} | {1000 * r['p50_s']:.0f} | {1000 * r['p99_s']:.0f} "
-                     f"| {1000 * (r['max_s'] or 0):.0f} | {r['lines_lost']} | {r['cpu_percent']:.0f} |")
+                     f"| {1000 * (r['max_s'] or 0):.0f} | {r['lines_lost']} | {r['cpu_percent']:.0f} | "
+                     f"{r.get('loadavg_1m_before', float('nan')):.1f} |")
     return "\n".join(lines)
 
 
 def run_latency_cases(args: Any, work: Path, python: str, env: dict[str, str], rate: int = 10_000,
                       seconds: float = 15.0) -> dict[str, Any]:
-    """logflume (flush_interval 500ms default and 200ms), rsyslog and syslog-ng at ``rate`` lines/s."""
+    """logflume (at each of ``args.latency_flush``, 500ms the default), rsyslog and syslog-ng at ``rate`` lines/s."""
     rows: list[dict[str, Any]] = []
     cases: list[tuple[str, Callable[[], dict[str, Any]]]] = []
-    for fi in ("500ms", "200ms"):
+    for fi in getattr(args, "latency_flush", ["500ms", "200ms"]):
         o = LogflumeOptions(channel="memory", sync="every_batch", chunk_size=args.chunk_size_mb << 20,
                             flush_interval=fi)
         cases.append((f"{o.name} (flush_interval {fi})",
@@ -209,10 +211,14 @@ def run_latency_cases(args: Any, work: Path, python: str, env: dict[str, str], r
         if peer.available() is None:
             cases.append((name, lambda p=peer: run_peer_latency(p, work / "run-latency", rate, seconds, python, env)))
     for name, run in cases:
+        st = settle()
+        load = os.getloadavg()[0]
         try:
             row = run()
         except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
             row = {"contender": name, "error": str(exc)[-300:]}
+        row["loadavg_1m_before"] = load
+        row["settle"] = st
         rows.append(row)
         if "error" in row:
             print(f"  latency {name}: not measured: {row['error']}", flush=True)

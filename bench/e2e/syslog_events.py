@@ -12,6 +12,7 @@ checked at the far end.
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 import time
@@ -26,6 +27,7 @@ from bench.e2e.latency import ArrivalWatcher
 from bench.e2e.logflume_contender import LogflumeOptions, acked_bytes, collector_config
 from bench.e2e.measure import ProcGroup, wait_until
 from bench.e2e.peers import PEERS, Peer, free_port, port_open
+from bench.e2e.settle import settle
 from bench.e2e.variants import clear_dir
 
 HEAD_CUT = len(b"2026-11-25T03:00:00.000Z web-00 nginx[1000]: ")
@@ -135,15 +137,16 @@ def run_peer_events(peer: Peer, work: Path, files: list[str], total: int, python
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["#### Small events: syslog over TCP, ~200-byte messages", "",
-             "| contender | events | connections | events/s | lost | CPU s per million events | peak RSS MiB |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+             "| contender | events | connections | events/s | lost | CPU s per million events | peak RSS MiB | load |",
+             "|---|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['contender']} | not measured: {r['error'][:120]} | | | | | |")
+            lines.append(f"| {r['contender']} | not measured: {r['error'][:120]} | | | | | | |")
             continue
         rss = ", ".join(f"{k} {v >> 20}" for k, v in r["peak_rss_bytes"].items())
         lines.append(f"| {r['contender']} | {r['events']:,} | {r['connections']} | {r['events_s']:,.0f} | "
-                     f"{r['lines_lost']} | {r['cpu_s_per_million']:.1f} | {rss} |")
+                     f"{r['lines_lost']} | {r['cpu_s_per_million']:.1f} | {rss} | "
+                     f"{r.get('loadavg_1m_before', float('nan')):.1f} |")
     return "\n".join(lines)
 
 
@@ -166,10 +169,14 @@ def run_event_cases(work: Path, events: int, python: str, env: dict[str, str], c
         if peer.available() is None:
             cases.append((name, lambda p=peer: run_peer_events(p, work / "run-events", files, total, python, env)))
     for name, run in cases:
+        st = settle()
+        load = os.getloadavg()[0]
         try:
             row = run()
         except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
             row = {"contender": name, "error": str(exc)[-300:]}
+        row["loadavg_1m_before"] = load
+        row["settle"] = st
         rows.append(row)
         if "error" in row:
             print(f"  events {name}: not measured: {row['error']}", flush=True)

@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 
 from bench.e2e.generator import LINE_SIZE, generate, make_line
-from bench.e2e.measure import SeqVerifier
+from bench.e2e.measure import Result, SeqVerifier
 from bench.e2e.peers import Rsyslog, SyslogNg
+from bench.e2e.report import machine, write_results
+from bench.run import interleave
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,8 +40,23 @@ def test_tiny_run_verifies_every_line(tmp_path: Path) -> None:
                    "--channels", "memory", "--sync", "on"], tmp_path, 180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads((tmp_path / "results" / "latest.json").read_text())
-    results = {r["contender"]: r for r in doc["results"]}
-    assert set(results) == {"limit", "logflume-memory-syncon", *only[2:]}
+    runs = [r for r in doc["results"] if not (r["contender"] == "limit-socat" and r["error"] == "socat not installed")]
+    order = [r["contender"] for r in runs if r["contender"] != "limit-socat"]
+    # Three limit runs, interleaved: one first, one last, one between the contenders.
+    assert order[0] == order[-1] == "limit" and order.count("limit") == 3, order
+    assert order[1] != "limit" and order[-2] != "limit", order
+    assert [r["limit_run"] for r in runs if r["contender"] == "limit"] == [0, 1, 2]
+    results = {r["contender"]: r for r in runs}
+    assert set(results) - {"limit-socat"} == {"limit", "logflume-memory-syncon", *only[2:]}
+    # Every run started after dirty pages were written back, and says what it found.
+    for r in doc["results"]:
+        assert {"dirty_before", "dirty_after", "settled", "settle_seconds"} <= set(r["settle"]), r
+        assert r["loadavg_1m_before"] >= 0
+    lim = doc["limits"]["single"]
+    speeds = sorted(r["mb_s"] for r in runs if r["contender"] == "limit")
+    assert lim["best"] == speeds[-1] and lim["median"] == speeds[1]
+    assert doc["valid"] == (not doc["invalid_reasons"])
+    assert doc["valid"] == all(r["mb_s"] <= lim["best"] for r in runs if not r["contender"].startswith("limit"))
     expected_lines = (8 << 20) // LINE_SIZE
     for name, r in results.items():
         assert r["error"] is None, (name, r["error"])
@@ -51,9 +68,13 @@ def test_tiny_run_verifies_every_line(tmp_path: Path) -> None:
     assert lf["stored_data_bytes"] == expected_lines * LINE_SIZE
     assert lf["in_progress_files"] == 0 and lf["sink_files"] >= 1
     assert set(lf["peak_rss_bytes"]) == {"agent", "collector"}
-    assert "limit" in doc["ratios"]["logflume-memory-syncon/single"]
+    ratio = doc["ratios"]["logflume-memory-syncon/single"]
+    assert ratio["limit"] == pytest.approx(lf["mb_s"] / lim["best"])
+    assert ratio["limit_median"] == pytest.approx(lf["mb_s"] / lim["median"])
     md = (tmp_path / "results" / "latest.md").read_text()
     assert "| single | logflume-memory-syncon |" in md and "CPU s/GB" in md
+    assert "| single | limit (run 3) |" in md and "| variant | limit runs MB/s" in md
+    assert ("INVALID RUN" in md) == (not doc["valid"])
     # Scratch data of the run is cleaned up; only the cached inputs stay.
     assert not list((tmp_path / "work").glob("run-*/watch/*"))
 
@@ -71,7 +92,7 @@ def test_small_event_and_latency_cases_run_and_verify(tmp_path: Path) -> None:
         assert "error" not in r, (name, r)
         assert r["events"] == 20000 and r["lines_lost"] == 0 and r["events_s"] > 0, (name, r)
     latency = doc["latency"]["rows"]
-    assert len(latency) == 2 + len(peers)
+    assert len(latency) == 3 + len(peers)  # flush_interval 500ms (default), 200ms, 50ms
     for r in latency:
         assert "error" not in r, r
         assert r["lines"] == 4000 and r["lines_lost"] == 0, r
@@ -82,6 +103,59 @@ def test_small_event_and_latency_cases_run_and_verify(tmp_path: Path) -> None:
     assert "Small events" in md and "Latency at a fixed rate" in md
 
 
+def test_a_contender_faster_than_the_limit_marks_the_run_invalid(tmp_path: Path) -> None:
+    def run(contender: str, mb_s: float, k: int | None = None) -> Result:
+        r = Result(contender, "single", int(mb_s * 1e6), 1000, seconds=1.0, lines_lost=0, duplicates=0)
+        if k is not None:
+            r.extra["limit_run"] = k
+        return r
+
+    meta = {"date": "d", "machine": machine(), "size_bytes": 1 << 20, "line_size": LINE_SIZE, "wall_seconds": 1.0,
+            "loadavg_at_start": [0.0], "loadavg_at_end": [0.0]}
+    honest = [run("limit", 2000, 0), run("logflume-memory-syncoff", 650), run("limit", 2400, 1),
+              run("rsyslog", 65), run("limit", 2200, 2)]
+    md, js = write_results(tmp_path / "ok", honest, meta)
+    doc = json.loads(js.read_text())
+    assert doc["valid"] is True and doc["invalid_reasons"] == []
+    assert doc["limits"]["single"]["best"] == pytest.approx(2400) and doc["limits"]["single"]["median"] == 2200
+    assert doc["ratios"]["logflume-memory-syncoff/single"]["limit"] == pytest.approx(650 / 2400)
+    assert "INVALID" not in md.read_text()
+    # The old limit: write-back made it slower than the shipper it was meant to bound.
+    beaten = [run("limit", 425, 0), run("logflume-memory-syncoff", 658), run("limit", 430, 1), run("limit", 420, 2)]
+    md, js = write_results(tmp_path / "bad", beaten, meta)
+    doc = json.loads(js.read_text())
+    assert doc["valid"] is False
+    assert doc["invalid_reasons"] == ["logflume-memory-syncoff/single moved 658 MB/s, more than the best limit run "
+                                      "(430 MB/s)"]
+    text = md.read_text()
+    assert "**INVALID RUN" in text and "**beats the limit: run invalid**" in text
+
+
+@pytest.mark.parametrize(("contenders", "runs", "expected"), [
+    (4, 3, "L C C L C C L"), (5, 3, "L C C L C C C L"), (1, 3, "L L C L"), (0, 3, "L L L"),
+    (6, 4, "L C C L C C L C C L"),
+])
+def test_limit_runs_are_spread_over_the_contenders(contenders: int, runs: int, expected: str) -> None:
+    order = [f() for f in interleave([lambda: "C"] * contenders, lambda k: "L", runs)]
+    assert " ".join(order) == expected
+
+
+@pytest.mark.timeout(200)
+def test_udp_burst_case_reports_loss_and_the_granted_buffer(tmp_path: Path) -> None:
+    proc = _bench(["--only", "udp", "--udp-datagrams", "500", "--udp-rounds", "1"], tmp_path, 180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "results" / "latest.json").read_text())
+    rows = {r["contender"]: r for r in doc["udp"]["rows"]}
+    assert {"logflume (default 8MiB)", "logflume (udp_receive_buffer null)"} <= set(rows)
+    ours = rows["logflume (default 8MiB)"]
+    assert ours["received"] == [500] and ours["lost_median"] == 0, ours
+    with open("/proc/sys/net/core/rmem_max") as f:
+        assert ours["rcvbuf_bytes"] == ours["granted_gauge"] == 2 * min(8 << 20, int(f.read()))
+    if Rsyslog().available() is None:
+        assert rows["rsyslog (defaults)"]["rcvbuf_bytes"] > 0
+    assert "UDP bursts" in (tmp_path / "results" / "latest.md").read_text()
+
+
 def test_bad_arguments_are_refused_clearly(tmp_path: Path) -> None:
     proc = _bench(["--only", "limit,bogus"], tmp_path, 60)
     assert proc.returncode == 2
@@ -90,6 +164,8 @@ def test_bad_arguments_are_refused_clearly(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "--size-mb must be at least 1" in proc.stderr
     proc = _bench(["--channels", "disk"], tmp_path, 60)
     assert proc.returncode == 2 and "--channels: unknown 'disk'" in proc.stderr
+    proc = _bench(["--limit-runs", "0"], tmp_path, 60)
+    assert proc.returncode == 2 and "--limit-runs must be at least 1" in proc.stderr
 
 
 def test_verifier_counts_lost_duplicated_and_foreign_lines(tmp_path: Path) -> None:

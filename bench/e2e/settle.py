@@ -1,0 +1,46 @@
+"""Start every contender from a clean page cache: ``sync``, then wait until dirty pages are written back.
+
+Without it a run pays for the write-back of whatever ran before it: the 1 GiB of generated input,
+the previous contender's output.  That is how the old ``limit`` measured 425 MB/s while a copy
+minutes later ran at 2.1-2.5 GB/s (issue 20).  What was found and how long it took to settle is
+kept with each result, so a run that could not settle (another process writing all the time) says so.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+DIRTY_LIMIT = 32 << 20  # Dirty + Writeback at most this many bytes counts as settled
+TIMEOUT = 60.0
+
+
+def dirty_bytes() -> tuple[int, int]:
+    """(Dirty, Writeback) from /proc/meminfo, in bytes."""
+    dirty = writeback = 0
+    with open("/proc/meminfo", "rb") as f:
+        for line in f:
+            if line.startswith(b"Dirty:"):
+                dirty = int(line.split()[1]) << 10
+            elif line.startswith(b"Writeback:"):
+                writeback = int(line.split()[1]) << 10
+    return dirty, writeback
+
+
+def settle(limit: int = DIRTY_LIMIT, timeout: float = TIMEOUT, interval: float = 0.1) -> dict[str, Any]:
+    """``sync`` until Dirty + Writeback <= ``limit`` or ``timeout`` passed; return what was seen."""
+    t0 = time.monotonic()
+    before = dirty_bytes()
+    os.sync()
+    now = dirty_bytes()
+    last_sync = time.monotonic()
+    while sum(now) > limit and time.monotonic() - t0 < timeout:
+        time.sleep(interval)
+        if time.monotonic() - last_sync >= 2.0:  # others keep dirtying pages: write them back again
+            os.sync()
+            last_sync = time.monotonic()
+        now = dirty_bytes()
+    return {"dirty_before": before[0], "writeback_before": before[1], "dirty_after": now[0],
+            "writeback_after": now[1], "settle_seconds": round(time.monotonic() - t0, 3),
+            "settled": sum(now) <= limit}

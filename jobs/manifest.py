@@ -44,10 +44,14 @@ class Committed:
     done: dict[str, int] = field(default_factory=dict)  # input URL -> size
     state: list[list] = field(default_factory=list)  # Deduplicator.state()
     totals: dict[str, int] = field(default_factory=dict)
+    job: str = "archive"  # the job whose output this manifest commits (demux uses the same protocol)
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "batches": self.batches, "done": dict(sorted(self.done.items())),
-                "state": self.state, "totals": self.totals}
+        out = {"format": FORMAT, "batches": self.batches, "done": dict(sorted(self.done.items())),
+               "state": self.state, "totals": self.totals}
+        if self.job != "archive":
+            out["job"] = self.job
+        return out
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ class Manifest:
         except (OSError, ValueError) as exc:
             raise JobError(f"{path}: unreadable manifest: {exc}") from None
         if not isinstance(data, dict) or data.get("format") not in READABLE:
-            raise JobError(f"{path}: not a logflume archive manifest of format "
+            raise JobError(f"{path}: not a logflume job manifest of format "
                            f"{' or '.join(map(str, READABLE))}")
         return data
 
@@ -97,7 +101,8 @@ class Manifest:
             return Committed()
         try:
             return Committed(int(data["batches"]), {str(k): int(v) for k, v in data["done"].items()},
-                             list(data["state"]), {str(k): int(v) for k, v in data["totals"].items()})
+                             list(data["state"]), {str(k): int(v) for k, v in data["totals"].items()},
+                             str(data.get("job", "archive")))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise JobError(f"{self.committed_path}: malformed manifest: {exc!r}") from None
 
@@ -113,9 +118,12 @@ class Manifest:
     def begin(self, pending: Pending) -> None:
         self._write(self.pending_path, {"format": FORMAT, "batch": pending.batch, "inputs": pending.inputs})
 
-    def commit(self, committed: Committed) -> None:
+    def commit(self, committed: Committed, clear_pending: bool = True) -> None:
+        """Replace ``manifest.json``; then drop ``pending.json`` unless the job still has to finish the
+        batch (demux publishes its staged outputs after the commit and clears it itself)."""
         self._write(self.committed_path, committed.to_json())
-        self.clear_pending()
+        if clear_pending:
+            self.clear_pending()
 
     def clear_pending(self) -> None:
         if self.fs.exists(self.pending_path):

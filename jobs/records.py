@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs.layout import partition_name, utc_day
+from jobs.layout import partition_name, utc_day, utc_day_hour
 from jobs.setaside import ERRORS_DIR, Rejected, SetAsideFile
 from logflume.chunk import FLAG_SPLIT, Chunk
 from logflume.errors import ConfigError
@@ -197,3 +197,217 @@ def raw_records(chunk: Chunk) -> list[tuple[int, bytes]]:
             raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
         out.append((s, raw))
     return out
+
+
+# ---- the batch path: many chunks of one datatype -> one Arrow record batch -------------------------------------
+
+#: Provenance columns on every output row, after the processor's fields (which never override them).
+PROVENANCE = ("_source", "_stream", "_epoch", "_offset", "_timestamp", "_datatype", "_tags")
+SPLIT_REASON = "record longer than the agent's chunk_size: split across chunks"
+
+
+def hive_partition(datatype: str, day: str, hour: str) -> tuple[str, str, str]:
+    """``datatype=…/date=…/hour=…``: the directories Spark, DuckDB and pandas read as columns."""
+    return (f"datatype={partition_name(datatype)}", f"date={day}", f"hour={hour}")
+
+
+@dataclass
+class TypeStats:
+    """One datatype's counts in a demux run."""
+
+    chunks: int = 0
+    records: int = 0
+    errors: int = 0
+    bytes: int = 0
+
+    def add(self, other: TypeStats) -> None:
+        self.chunks += other.chunks
+        self.records += other.records
+        self.errors += other.errors
+        self.bytes += other.bytes
+
+
+def chunk_records(chunks: list[Chunk]) -> tuple[Any, Any, Any]:
+    """Every record of ``chunks`` without its ``\\n``/``\\r\\n``, as ``raw_records`` cuts them, columnar.
+
+    Returns (records: binary array, chunk: int32 index of each record's chunk,
+    offsets: int64 stream offset of each record).  Chunks without record ends
+    that end in a newline (nearly all) are cut by one Arrow kernel; the others
+    by their record spans.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    by_lines = [i for i, c in enumerate(chunks) if c.record_ends is None and bytes(c.data[-1:]) in (b"\n", b"")]
+    parts: list[tuple[Any, Any, Any]] = []
+    if by_lines:
+        datas = pa.array([bytes(chunks[i].data) for i in by_lines], pa.binary())
+        lists = pc.split_pattern(datas, pattern=b"\n")
+        parent = pc.list_parent_indices(lists)
+        flat = lists.flatten()
+        step = pc.add(pc.binary_length(flat).cast(pa.int64()), 1)
+        before = pc.subtract(pc.cumulative_sum(step), step)  # bytes before each piece, over all chunks
+        sizes = [len(chunks[i].data) + 1 for i in by_lines]
+        base = pa.array([0, *_running(sizes)[:-1]], pa.int64())  # each chunk's first piece in ``before``
+        starts = pa.array([chunks[i].start for i in by_lines], pa.int64())
+        offsets = pc.add(pc.take(starts, parent), pc.subtract(before, pc.take(base, parent)))
+        nxt = pa.concat_arrays([parent.slice(1), pa.array([-1], parent.type)])
+        keep = pc.equal(parent, nxt)  # the piece after each chunk's final newline is not a record
+        flat, parent, offsets = flat.filter(keep), parent.filter(keep), offsets.filter(keep)
+        cr = pc.ends_with(flat, "\r")
+        if pc.any(cr).as_py():
+            flat = pc.if_else(cr, pc.binary_slice(flat, 0, -1), flat)
+        parts.append((flat, pc.take(pa.array(by_lines, pa.int32()), parent), offsets))
+    lined = set(by_lines)
+    for i, c in enumerate(chunks):
+        if i in lined:
+            continue
+        spans = list(c.record_spans())
+        if not spans:
+            continue
+        bounds = pa.array([0] + [e for _, e in spans], pa.int32())
+        recs = pa.Array.from_buffers(pa.binary(), len(spans), [None, bounds.buffers()[1], pa.py_buffer(bytes(c.data))])
+        nl = pc.ends_with(recs, "\n")
+        recs = pc.if_else(nl, pc.binary_slice(recs, 0, -1), recs)
+        crlf = pc.and_(nl, pc.ends_with(recs, "\r"))
+        recs = pc.if_else(crlf, pc.binary_slice(recs, 0, -1), recs)
+        parts.append((recs, pa.array([i] * len(spans), pa.int32()),
+                      pa.array([c.start + s for s, _ in spans], pa.int64())))
+    if not parts:
+        return pa.array([], pa.binary()), pa.array([], pa.int32()), pa.array([], pa.int64())
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(pa.concat_arrays([p[k] for p in parts]) for k in range(3))
+
+
+def _running(sizes: list[int]) -> list[int]:
+    out, total = [], 0
+    for s in sizes:
+        total += s
+        out.append(total)
+    return out
+
+
+def parse_chunks(proc: Processor, datatype: str, chunks: list[Chunk]) -> list[tuple[tuple[str, ...], Any]]:
+    """One datatype's chunks -> (partition, Arrow table) pairs: rows that parsed, and ``_errors`` rows.
+
+    Good rows are the processor's fields then the provenance columns; error
+    rows are provenance, ``reason`` and ``raw`` (the record's text, undecodable
+    bytes backslash-escaped).  Partitions are by the UTC hour of each chunk's
+    read time.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from logflume.processor import BatchContext, ParsedBatch, encode_json
+
+    records, chunk_of, offsets = chunk_records(chunks)
+    n = len(records)
+    contexts = [RecordContext(c.source, c.stream, c.epoch, c.start, c.datatype, c.timestamp, c.tags) for c in chunks]
+    where = BatchContext(datatype, contexts, chunk_of, offsets)
+    parsed: ParsedBatch = proc.process_batch(records, where)
+    if parsed.fields.num_rows != n or len(parsed.reasons) != n:
+        raise ValueError(f"processor {type(proc).__name__} returned {parsed.fields.num_rows} rows and "
+                         f"{len(parsed.reasons)} reasons for {n} records")
+    reasons = parsed.reasons
+    split = [i for i, c in enumerate(chunks) if FLAG_SPLIT in c.flags]
+    if split and n:
+        nxt = pa.concat_arrays([chunk_of.slice(1), pa.array([-1], pa.int32())])
+        tail = pc.and_(pc.not_equal(chunk_of, nxt), pc.is_in(chunk_of, value_set=pa.array(split, pa.int32())))
+        reasons = pc.if_else(tail, SPLIT_REASON, reasons)
+    per_chunk = {
+        "_source": pa.array([c.source for c in chunks], pa.string()),
+        "_stream": pa.array([c.stream for c in chunks], pa.string()),
+        "_epoch": pa.array([c.epoch for c in chunks], pa.string()),
+        "_timestamp": pa.array([c.timestamp for c in chunks], pa.int64()),
+        "_tags": pa.array([encode_json(dict(c.tags)) for c in chunks], pa.string()),
+    }
+    prov = {
+        "_source": per_chunk["_source"].take(chunk_of),
+        "_stream": per_chunk["_stream"].take(chunk_of),
+        "_epoch": per_chunk["_epoch"].take(chunk_of),
+        "_offset": offsets,
+        "_timestamp": per_chunk["_timestamp"].take(chunk_of),
+        "_datatype": pa.repeat(pa.scalar(datatype, pa.string()), n),
+        "_tags": per_chunk["_tags"].take(chunk_of),
+    }
+    fields = parsed.fields
+    own = [name for name in fields.schema.names if name not in prov]
+    good = pa.table([*(fields.column(name) for name in own), *prov.values()], names=[*own, *prov])
+    ok = pc.is_null(reasons)
+    errors_at = pc.indices_nonzero(pc.invert(ok))
+    out: list[tuple[tuple[str, ...], Any]] = []
+    hours = [utc_day_hour(c.timestamp) for c in chunks]
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, h in enumerate(hours):
+        groups.setdefault(h, []).append(i)
+    if len(errors_at) == 0:
+        sides = [((), good, chunk_of)]
+    else:
+        raw = records.take(errors_at)
+        try:
+            text = raw.cast(pa.string())
+        except pa.ArrowInvalid:
+            text = pa.array([r.decode("utf-8", "backslashreplace") for r in raw.to_pylist()], pa.string())
+        bad = pa.table([*(prov[k].take(errors_at) for k in prov), reasons.take(errors_at), text],
+                       names=[*prov, "reason", "raw"])
+        sides = [((), good.filter(ok), chunk_of.filter(ok)), ((ERRORS,), bad, chunk_of.take(errors_at))]
+    for (day, hour), members in sorted(groups.items()):
+        part = hive_partition(datatype, day, hour)
+        for prefix, table, chunk_col in sides:
+            if len(groups) > 1:
+                table = table.filter(pc.is_in(chunk_col, value_set=pa.array(members, pa.int32())))
+            if table.num_rows:
+                out.append(((*prefix, *part), table))
+    return out
+
+
+class ChunkBatcher:
+    """Gathers a task's chunks per datatype and parses them a batch at a time (``batch_bytes`` of input).
+
+    Bounds memory: at most ``batch_bytes`` of chunk data wait, over all
+    datatypes; when more arrive the largest datatype's batch is parsed.
+    """
+
+    def __init__(self, spec: ProcessorSpec, batch_bytes: int, set_aside: Callable[[Rejected], None]) -> None:
+        self.spec = spec
+        self.batch_bytes = batch_bytes
+        self.set_aside = set_aside
+        self._procs: dict[str, Processor] = {}
+        self._waiting: dict[str, list[Chunk]] = {}
+        self._sizes: dict[str, int] = {}
+        self.stats = DemuxStats()
+        self.by_type: dict[str, TypeStats] = {}
+
+    def add(self, chunk: Chunk | Rejected) -> list[tuple[tuple[str, ...], Any]]:
+        """Take a chunk; returns the tables of any batch this filled (else nothing)."""
+        if isinstance(chunk, Rejected):
+            self.stats.bad_chunks += 1
+            self.set_aside(chunk)
+            return []
+        dt = chunk.datatype
+        self._waiting.setdefault(dt, []).append(chunk)
+        self._sizes[dt] = self._sizes.get(dt, 0) + len(chunk.data)
+        if sum(self._sizes.values()) < self.batch_bytes:
+            return []
+        return self._parse(max(self._sizes, key=self._sizes.__getitem__))
+
+    def finish(self) -> list[tuple[tuple[str, ...], Any]]:
+        out = []
+        for dt in sorted(self._waiting):
+            out += self._parse(dt)
+        return out
+
+    def _parse(self, datatype: str) -> list[tuple[tuple[str, ...], Any]]:
+        chunks = self._waiting.pop(datatype)
+        size = self._sizes.pop(datatype)
+        proc = self._procs.get(datatype)
+        if proc is None:
+            proc = self._procs[datatype] = _build(self.spec.entry(datatype))
+        tables = parse_chunks(proc, datatype, chunks)
+        errors = sum(t.num_rows for p, t in tables if p[0] == ERRORS)
+        records = sum(t.num_rows for p, t in tables if p[0] != ERRORS)
+        ts = TypeStats(len(chunks), records, errors, size)
+        self.by_type.setdefault(datatype, TypeStats()).add(ts)
+        self.stats.add(DemuxStats(len(chunks), records, errors, size))
+        return tables

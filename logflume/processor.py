@@ -211,6 +211,8 @@ def rows_to_batch(rows: list[dict[str, Any] | None], schema: pa.Schema | None) -
     for r in flat:
         for k in r:
             names.setdefault(k)
+    if not names:  # no record gave a field: still one row per record
+        return pa.RecordBatch.from_struct_array(pa.array([{}] * len(rows), pa.struct([])))
     return pa.RecordBatch.from_pydict({k: [r.get(k) for r in flat] for k in names})
 
 

@@ -157,8 +157,10 @@ def _merge(proc: JsonProcessor, records: pa.Array, where: BatchContext, table: p
     table = table.drop_columns(list(nested)) if nested else table
     fast_cols = {name: table.column(name).combine_chunks() for name in table.column_names}
     if fast is None:
-        return ParsedBatch(pa.RecordBatch.from_pydict(fast_cols) if fast_cols else pa.RecordBatch.from_pydict(
-            {}), pa.nulls(n, pa.string()))
+        if not fast_cols:
+            return ParsedBatch(pa.RecordBatch.from_struct_array(pa.array([{}] * n, pa.struct([]))),
+                               pa.nulls(n, pa.string()))
+        return ParsedBatch(pa.RecordBatch.from_pydict(fast_cols), pa.nulls(n, pa.string()))
     slow_mask = pc.invert(fast)
     idx = pc.indices_nonzero(slow_mask)
     part = proc.process_each(records.take(idx), where.take(idx))
@@ -174,6 +176,8 @@ def _merge(proc: JsonProcessor, records: pa.Array, where: BatchContext, table: p
         f, s = _common_type(f, s)
         cols.append(pc.replace_with_mask(scatter(f, fast, n), slow_mask, s))
     reasons = pc.replace_with_mask(pa.nulls(n, pa.string()), slow_mask, part.reasons)
+    if not cols:
+        return ParsedBatch(pa.RecordBatch.from_struct_array(pa.array([{}] * n, pa.struct([]))), reasons)
     return ParsedBatch(pa.RecordBatch.from_arrays(cols, names=names), reasons)
 
 

@@ -26,11 +26,14 @@ from tests.jobs.conftest import (
 
 
 def read_output(root: Path) -> dict[tuple[str, ...], list[dict]]:
-    """Records by partition directory (relative to root), over every part file."""
+    """Records by (datatype, day) or ("_errors", datatype, day), over every published part file and hour."""
     fs, _ = open_fs(str(root))
     out: dict[tuple[str, ...], list[dict]] = {}
     for p in sorted(root.rglob("part-*")):
-        out.setdefault(p.parent.relative_to(root).parts, []).extend(read_records(fs, str(p)))
+        parts = p.parent.relative_to(root).parts
+        assert [x.split("=")[0] for x in parts[-3:]] == ["datatype", "date", "hour"], p
+        key = (*parts[:-3], parts[-3].split("=", 1)[1], parts[-2].split("=", 1)[1])
+        out.setdefault(key, []).extend(read_records(fs, str(p)))
     return out
 
 
@@ -200,8 +203,17 @@ def test_bad_invocations_are_one_clear_line(samples, tmp_path: Path) -> None:
     r = run_cli("demux", "--input", str(sink), "--output", str(out), "--config", str(bad))
     assert r.returncode == 2 and "bad.yaml" in r.stderr and "named group" in r.stderr
     assert run_cli("demux", "--input", str(sink), "--output", str(out)).returncode == 0
-    r = run_cli("demux", "--input", str(sink), "--output", str(out))
-    assert r.returncode == 1 and "--overwrite" in r.stderr
+    r = run_cli("demux", "--input", str(sink), "--output", str(out), "--json")  # committed input: nothing again
+    assert r.returncode == 0 and json.loads(r.stdout)["records"] == 0 and json.loads(r.stdout)["skipped_files"] == 2
+    foreign = tmp_path / "foreign"
+    (foreign / "x").mkdir(parents=True)
+    (foreign / "x" / "data.csv").write_text("a,b\n")
+    r = run_cli("demux", "--input", str(sink), "--output", str(foreign))
+    assert r.returncode == 1 and "--overwrite" in r.stderr and "no demux manifest" in r.stderr
+    arch = tmp_path / "arch"
+    assert run_cli("archive", "--input", str(sink), "--output", str(arch)).returncode == 0
+    r = run_cli("demux", "--input", str(sink), "--output", str(arch))
+    assert r.returncode == 1 and "holds archive output" in r.stderr, r.stderr
     assert run_cli("demux", "--input", str(sink), "--output", str(out), "--overwrite").returncode == 0
     # a damaged file fails the job in a worker process, named, without a traceback
     (sink / "2025-11-24" / "zz-broken.seq").write_bytes((sink / "2025-11-24" / "collector0-1-0.seq").read_bytes()[:-7])

@@ -144,7 +144,16 @@ class Demux:
         self.overwrite = overwrite
         self.progress = progress
         self.manifest = Manifest(self.out_fs, self.out_root)
-        self.summary = DemuxSummary("local")
+        self.summary = DemuxSummary(self.engine)
+
+    #: The engine's name in the summary; an engine subclass overrides it and :meth:`pool`.
+    engine = "local"
+
+    def pool(self) -> Any:
+        """What runs a batch's tasks: ``run(tasks, poll) -> [TaskResult]``, ``bytes_done()``, ``close()``."""
+        from jobs.engines import local
+
+        return local.Pool(self.in_fs, self.out_fs, self.out_root, self.spec, self.fmt, self.workers, self.memory)
 
     def url(self, f: InputFile) -> str:
         return self.in_fs.unstrip_protocol(f.path)
@@ -177,8 +186,6 @@ class Demux:
         return committed
 
     def run(self) -> DemuxSummary:
-        from jobs.engines import local
-
         t0 = time.monotonic()
         s = self.summary
         files = list_finished(self.in_fs, self.in_root)
@@ -186,7 +193,7 @@ class Demux:
         todo = [f for f in files if self.url(f) not in committed.done]
         s.input_files, s.skipped_files = len(todo), len(files) - len(todo)
         s.input_bytes = sum(f.size for f in todo)
-        pool = local.Pool(self.in_fs, self.out_fs, self.out_root, self.spec, self.fmt, self.workers, self.memory)
+        pool = self.pool()
         last = [0.0]
 
         def poll(final: bool = False) -> None:
@@ -252,21 +259,8 @@ def run(input_url: str, output_url: str, spec: ProcessorSpec, fmt: str = "parque
         raise ValueError(f"unknown engine {engine!r}; expected local or spark")
     from jobs.engines import spark
 
-    require_format(fmt)
-    t0 = time.monotonic()
-    in_fs, in_root = open_fs(input_url)
-    files = list_finished(in_fs, in_root)
-    out_fs, out_root = open_fs(output_url)
-    prepare_output(out_fs, out_root, overwrite)
-    summary = DemuxSummary(engine, input_files=len(files), input_bytes=sum(f.size for f in files))
-    stats, outputs, tasks = spark.run(files, in_fs, output_url, spec, fmt, master=master)
-    summary.add(stats)
-    summary.outputs.extend(outputs)
-    summary.tasks = tasks
-    summary.output_files = len(summary.outputs)
-    summary.seconds = time.monotonic() - t0
-    summary.mb_per_s = round(summary.bytes / 1e6 / summary.seconds, 2) if summary.seconds else 0.0
-    return summary
+    return spark.SparkDemux(input_url, output_url, spec, fmt, workers, split_size, batch_size, memory, overwrite,
+                            progress, master=master).run()
 
 
 def _size(text: str) -> int:

@@ -91,7 +91,15 @@ class AccessLogProcessor(Processor):
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        from jobs.processors.columns import concat_text, decode, empty_to_null, first_reason, full_match, group
+        from jobs.processors.columns import (
+            concat_text,
+            decode,
+            empty_to_null,
+            first_reason,
+            full_match,
+            group,
+            valid_datetime,
+        )
 
         text, _ = decode(records)
         m = full_match(text, LINE)
@@ -102,10 +110,7 @@ class AccessLogProcessor(Processor):
         mm = pc.utf8_lpad(pc.cast(month, pa.string()), 2, "0")
         local = concat_text(group(t, "y"), "-", mm, "-", group(t, "d"), "T", group(t, "H"), ":", group(t, "M"),
                             ":", group(t, "S"))
-        # a real calendar time: parses, and formats back to itself (Arrow rolls 30 Feb over to 2 Mar)
-        parsed = pc.strptime(local, format="%Y-%m-%dT%H:%M:%S", unit="s", error_is_null=True)
-        time_ok = pc.and_(pc.equal(pc.strftime(parsed, format="%Y-%m-%dT%H:%M:%S"), local),
-                          pc.not_equal(group(t, "y"), "0000"))
+        time_ok = valid_datetime(local)
         iso = concat_text(local, group(t, "sign"), group(t, "zh"), ":", group(t, "zm"))
         reasons = first_reason(len(records), (line_ok, NOT_ACCESS),
                                (time_ok, concat_text("bad access log time [", raw_time, "]")))

@@ -103,8 +103,20 @@ def run_batch_task(task: Task, in_fs: Any, out_fs: Any, out_root: str, spec: Pro
 _WORKER: dict[str, Any] = {}
 
 
+def _die_with_parent() -> None:
+    """A worker outliving a killed demux would go on writing files of a batch the next run redoes (Linux)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _init_worker(in_fs: Any, out_fs: Any, out_root: str, spec: ProcessorSpec, fmt: str, memory: int,
                  counter: Any) -> None:
+    _die_with_parent()
     _WORKER.update(in_fs=in_fs, out_fs=out_fs, out_root=out_root, spec=spec, fmt=fmt, memory=memory,
                    counter=counter)
 

@@ -199,8 +199,9 @@ class Demux:
         def poll(final: bool = False) -> None:
             now = time.monotonic()
             if self.progress and (final or now - last[0] >= 0.25):
-                last[0] = now
-                self.progress(pool.bytes_done(), s.input_bytes, now - t0)
+                last[0] = now  # chunk bytes parsed, against file sizes (which add keys and framing): ends at 100%
+                self.progress(s.input_bytes if final else min(pool.bytes_done(), s.input_bytes), s.input_bytes,
+                              now - t0)
 
         try:
             while todo:

@@ -273,3 +273,66 @@ def test_chunks_with_bad_metadata_are_set_aside_not_fatal(tmp_path: Path) -> Non
         assert [x["message"] for x in read_output(out)[("Raw", "2025-11-24")]] == ["one", "two", "three"]
         aside = [rec for p in sorted((out / "_errors" / "_chunks").glob("chunks-*.seq")) for rec in _raw_records(p)]
         assert len(aside) == n_bad and all(meta["error"] and data == body[:8] for meta, data in aside)
+
+
+def test_parquet_is_hive_partitioned_zstd_with_provenance(samples, tmp_path: Path) -> None:
+    """The default output: datatype=/date=/hour= directories pyarrow reads as columns, zstd, provenance."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    from logflume.processor import build_processor
+
+    sink, config, expected = samples
+    out = tmp_path / "out"
+    s = run(str(sink), str(out), load_spec(str(config), []))
+    table = ds.dataset(str(out), format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == s.records == sum(e["records"] for e in expected.values())
+    assert {"datatype", "date", "hour", "_source", "_stream", "_epoch", "_offset", "_timestamp"} <= set(
+        table.column_names)
+    assert set(table.column("date").to_pylist()) == {"2025-11-24"}
+    files = sorted(out.glob("datatype=NginxAccess/date=2025-11-24/hour=16/part-*.parquet"))
+    assert files
+    meta = pq.ParquetFile(files[0]).metadata
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    schema = pq.read_schema(files[0])
+    declared = build_processor("access").output_schema()
+    assert schema.names[:len(declared)] == declared.names and schema.field("status").type == declared.field(
+        "status").type
+    errors = ds.dataset(str(out / "_errors"), format="parquet", partitioning="hive").to_table()
+    assert errors.num_rows == s.errors and {"reason", "raw", "_offset"} <= set(errors.column_names)
+    assert s.by_datatype["NginxAccess"]["records"] == expected["access.log"]["records"]
+    assert s.by_datatype["NginxAccess"]["errors"] == expected["access.log"]["errors"]
+
+
+def test_progress_bar_and_summary_on_a_terminal(samples, tmp_path: Path) -> None:
+    """On a terminal: a progress bar on stderr, then the summary with each datatype's records and errors."""
+    import os
+    import pty
+    import subprocess
+
+    from tests.jobs.conftest import ROOT, cli_command
+
+    sink, config, expected = samples
+    primary, secondary = pty.openpty()
+    p = subprocess.Popen(cli_command("demux", "--input", str(sink), "--output", str(tmp_path / "out"), "--config",
+                                     str(config)), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=secondary)
+    os.close(secondary)
+    stdout, _ = p.communicate(timeout=120)
+    err = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        err += chunk
+    os.close(primary)
+    assert p.returncode == 0
+    assert b"demux [" in err and b"100.0%" in err and b"MB/s" in err
+    text = stdout.decode()
+    for exp in expected.values():
+        line = next(x for x in text.splitlines() if x.strip().startswith(exp["datatype"] + " "))
+        assert line.split()[1:3] == [str(exp["records"]), str(exp["errors"])], line
+    assert "MB/s" in text.splitlines()[0]

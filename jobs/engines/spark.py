@@ -396,9 +396,9 @@ class SparkPool:
                  master: str | None = None, conf: dict[str, str] | None = None, spark: Any = None) -> None:
         self.args = (in_fs, out_fs, out_root.rstrip("/"), spec, fmt, memory)
         self.plan = Plan(spec)
+        self.master, self.conf = master, conf
         self.own = spark is None
-        self.spark = spark if spark is not None else spark_session(master, conf)
-        self.spark.conf.set("spark.sql.session.timeZone", "UTC")
+        self.spark = spark  # started on the first batch: a run with nothing new starts no JVM
         self._done = 0
         self.partitions = 0
 
@@ -410,6 +410,9 @@ class SparkPool:
             return []
         in_fs, out_fs, out_root, spec, fmt, memory = self.args
         batch = tasks[0].batch
+        if self.spark is None:
+            self.spark = spark_session(self.master, self.conf)
+        self.spark.conf.set("spark.sql.session.timeZone", "UTC")
         sc = self.spark.sparkContext
         rows = [(t.index, t.path, t.start, t.end, t.batch) for t in tasks]
         df = self.spark.createDataFrame(sc.parallelize(rows, len(rows)),

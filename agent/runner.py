@@ -21,6 +21,7 @@ from logflume.chunk import Chunk, runs_within
 from logflume.component import Component
 from logflume.errors import ChannelClosed, ChannelFull, TryLater
 from logflume.interceptor import InterceptorChain
+from logflume.selector import ChannelSelector
 from logflume.sink import Sink
 from logflume.source import SourceOutput
 from logflume.topology import ComponentSpec
@@ -70,12 +71,65 @@ class ChannelOutput(SourceOutput):
                     channel.tap.offer(group)
 
 
-def source_output(spec: ComponentSpec, channels: dict[str, ComponentSpec]) -> SourceOutput:
-    """What a source delivers to: its interceptor chain (if any) in front of its channels.
+class SelectingOutput(SourceOutput):
+    """Commit each chunk to the channels its selector names (``logflume/selector.py``).
 
-    With no interceptors this is the plain :class:`ChannelOutput`, exactly as before.
+    A batch is split per channel, keeping the chunks' order; required channels
+    get their part first, each through a :class:`ChannelOutput` (so with the
+    same blocking and retries as the plain path), then optional channels, whose
+    failure is counted and logged but does not fail the delivery.
     """
-    output: SourceOutput = ChannelOutput([channels[c].component for c in spec.values.channels], tap=spec.component)
+
+    def __init__(self, selector: ChannelSelector, channels: dict[str, Channel], source: Component) -> None:
+        self.selector = selector
+        self.source = source
+        self.outputs = {name: ChannelOutput([ch]) for name, ch in channels.items()}
+        self.channels = channels
+        self.optional_timeout = selector.values.optional_timeout
+        self.dropped = source.metrics.counter("optional_dropped", "Chunks an optional channel did not take")
+
+    def deliver(self, chunks: Sequence[Chunk], timeout: float | None = None) -> None:
+        if not chunks:
+            return
+        if self.source.tap is not None:
+            self.source.tap.offer(chunks)
+        required: dict[str, list[Chunk]] = {}
+        optional: dict[str, list[Chunk]] = {}
+        for chunk in chunks:
+            req, opt = self.selector.select(chunk)
+            for name in req:
+                required.setdefault(name, []).append(chunk)
+            for name in opt:
+                if name not in req:
+                    optional.setdefault(name, []).append(chunk)
+        for name, part in required.items():
+            self.outputs[name].deliver(part, timeout)
+        for name, part in optional.items():
+            channel = self.channels[name]
+            try:
+                for group in runs_within(part, channel.config.capacity):
+                    with channel.transaction() as tx:
+                        for chunk in group:
+                            tx.put(chunk, timeout=self.optional_timeout)
+                    if channel.tap is not None:
+                        channel.tap.offer(group)
+            except Exception as exc:  # noqa: BLE001 - an optional channel never fails the put (Flume's rule)
+                self.dropped.inc(len(part))
+                log.warning("source %s: optional channel %s did not take %d chunk(s): %s",
+                            self.source.name, name, len(part), exc)
+
+
+def source_output(spec: ComponentSpec, channels: dict[str, ComponentSpec]) -> SourceOutput:
+    """What a source delivers to: its interceptor chain (if any) in front of its channels (through its selector).
+
+    With no interceptors and no selector this is the plain :class:`ChannelOutput`, exactly as before.
+    """
+    output: SourceOutput
+    if spec.selector is None:
+        output = ChannelOutput([channels[c].component for c in spec.values.channels], tap=spec.component)
+    else:
+        output = SelectingOutput(ChannelSelector(spec.selector, list(spec.values.channels)),
+                                 {c: channels[c].component for c in spec.values.channels}, spec.component)
     if spec.interceptors:
         chain = InterceptorChain([i.component for i in spec.interceptors], output)
         chain.start()

@@ -18,6 +18,7 @@ from logflume.config import load_yaml
 from logflume.errors import ConfigError
 from logflume.metrics import Metrics
 from logflume.registry import resolve
+from logflume.selector import SELECTOR_SETTINGS, parse_selector
 from logflume.settings import (
     Duration,
     Enum,
@@ -40,7 +41,7 @@ AGENT_SETTINGS: dict[str, Setting] = {
     "log_level": Setting(Enum("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "Logging level"),
 }
 
-SECTIONS = ("agent", "sources", "channels", "sinks")
+SECTIONS = ("agent", "sources", "channels", "sinks", "sinkgroups")
 
 
 @dataclass
@@ -53,11 +54,19 @@ class ComponentSpec:
     component: Component | None = None
     #: A source's interceptor chain, in order (``sources.NAME.interceptors``).
     interceptors: list[ComponentSpec] = field(default_factory=list)
+    #: A source's channel selector (``sources.NAME.selector``, parsed), None: replicate to every channel.
+    selector: Values | None = None
+    #: A sink group's sinks (``sinkgroups.NAME.sinks``), in the order given.
+    members: list[ComponentSpec] = field(default_factory=list)
 
     def render(self) -> dict[str, Any]:
         out = {"type": self.type, **render_settings(self.cls.schema(), self.values)}
         if self.interceptors:
             out["interceptors"] = [i.render() for i in self.interceptors]
+        if self.selector is not None:
+            out["selector"] = render_settings(SELECTOR_SETTINGS, self.selector)
+        if self.members:
+            out["members"] = {m.name: m.render() for m in self.members}
         return out
 
 
@@ -74,19 +83,31 @@ class Topology:
 
     def render(self) -> dict[str, Any]:
         """The resolved config with every default filled in (what `logflume check` prints)."""
-        return {
+        sinks: dict[str, Any] = {}
+        groups: dict[str, Any] = {}
+        for n, s in self.sinks.items():
+            if s.members:
+                sinks.update((m.name, m.render()) for m in s.members)
+                groups[n] = render_settings(s.cls.schema(), s.values)
+            else:
+                sinks[n] = s.render()
+        out = {
             "agent": render_settings(AGENT_SETTINGS, self.agent),
             "sources": {n: s.render() for n, s in self.sources.items()},
             "channels": {n: s.render() for n, s in self.channels.items()},
-            "sinks": {n: s.render() for n, s in self.sinks.items()},
+            "sinks": sinks,
         }
+        if groups:
+            out["sinkgroups"] = groups
+        return out
 
     def flows(self) -> list[str]:
         """Human lines: ``source tail:weblogs -> channel file:buffer -> sink collector:upstream``."""
         lines = []
         for cname, ch in self.channels.items():
             feeders = [f"{s.type}:{n}" for n, s in self.sources.items() if cname in s.values.channels]
-            drains = [f"{s.type}:{n}" for n, s in self.sinks.items() if s.values.channel == cname]
+            drains = [f"{s.type}:{n}" + (f"[{','.join(m.name for m in s.members)}]" if s.members else "")
+                      for n, s in self.sinks.items() if s.values.channel == cname]
             lines.append(
                 f"{', '.join(feeders) or '(no source)'} -> channel {ch.type}:{cname} -> {', '.join(drains)}"
             )
@@ -115,10 +136,13 @@ def _spec(kind: str, section: str, name: str, raw: Any, file: str | None) -> Com
     if kind == "source" and "channel" in raw and "channels" not in raw:
         raw["channels"] = raw.pop("channel")
     interceptors = raw.pop("interceptors", None) if kind == "source" else None
+    selector = raw.pop("selector", None) if kind == "source" else None
     values = parse_settings(cls.schema(), raw, path, file)
     spec = ComponentSpec(kind, name, type_name, cls, values)
     if interceptors is not None:
         spec.interceptors = _interceptor_specs(name, interceptors, f"{path}.interceptors", file)
+    if selector is not None:
+        spec.selector = parse_selector(selector, list(values.channels), f"{path}.selector", file)
     return spec
 
 
@@ -171,6 +195,7 @@ def build_topology(raw: dict[str, Any], file: str | None = None, context: Contex
                 file, f"sinks.{name}.channel",
                 f"no channel named {sink.values.channel!r}; expected one of: {', '.join(known) or '(none defined)'}",
             )
+    _sink_groups(topo, _section(raw, "sinkgroups", file), file)
     for name in topo.channels:
         if not any(s.values.channel == name for s in topo.sinks.values()):
             raise ConfigError(file, f"channels.{name}", "no sink takes from this channel: it would fill up and stall")
@@ -181,12 +206,22 @@ def build_topology(raw: dict[str, Any], file: str | None = None, context: Contex
     topo.context = ctx
     for section, specs in (("channels", topo.channels), ("sources", topo.sources), ("sinks", topo.sinks)):
         for name, spec in specs.items():
+            for member in spec.members:
+                try:
+                    member.component = member.cls(member.name, member.values, ctx)
+                except ConfigError:
+                    raise
+                except (ValueError, TypeError) as exc:
+                    raise ConfigError(file, f"sinks.{member.name}", str(exc)) from None
+            where = f"sinkgroups.{name}" if spec.members else f"{section}.{name}"
             try:
                 spec.component = spec.cls(name, spec.values, ctx)
             except ConfigError:
                 raise
             except (ValueError, TypeError) as exc:
-                raise ConfigError(file, f"{section}.{name}", str(exc)) from None
+                raise ConfigError(file, where, str(exc)) from None
+            if spec.members:
+                spec.component.attach([m.component for m in spec.members])
             for i, icp in enumerate(spec.interceptors):
                 try:
                     icp.component = icp.cls(icp.name, icp.values, ctx)
@@ -199,6 +234,47 @@ def build_topology(raw: dict[str, Any], file: str | None = None, context: Contex
         for name, spec in specs.items():
             topo.warnings += secret_warnings(spec.cls.schema(), spec.values, f"{section}.{name}", file)
     return topo
+
+
+def _sink_groups(topo: Topology, raw: dict[str, Any], file: str | None) -> None:
+    """Replace the sinks of each group by the group: one sink, one runner, on the channel its sinks share."""
+    from logflume.sinkgroup import SinkGroup
+
+    grouped: dict[str, str] = {}
+    for gname, graw in raw.items():
+        gname = str(gname)
+        path = f"sinkgroups.{gname}"
+        if not isinstance(graw, dict):
+            raise ConfigError(file, path, f"expected a mapping with sinks and processor, got {type(graw).__name__}")
+        if "channel" in graw:
+            raise ConfigError(file, f"{path}.channel", "a sink group takes from its sinks' channel; "
+                                                       "expected no channel key")
+        if gname in topo.sinks:
+            raise ConfigError(file, path, f"a sink is named {gname!r} too; expected distinct names")
+        members = graw.get("sinks")
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise ConfigError(file, f"{path}.sinks", "expected a list of sink names (at least two)")
+        specs = []
+        for i, member in enumerate(members):
+            if member not in topo.sinks:
+                raise ConfigError(file, f"{path}.sinks[{i}]", f"no sink named {member!r}; expected one of: "
+                                  f"{', '.join(sorted(n for n in topo.sinks if not topo.sinks[n].members))}")
+            if member in grouped:
+                raise ConfigError(file, f"{path}.sinks[{i}]", f"sink {member!r} is already in group "
+                                                              f"{grouped[member]!r}; expected each sink in one group")
+            specs.append(topo.sinks[member])
+        channels = {s.values.channel for s in specs}
+        if len(channels) > 1:
+            names = ", ".join(sorted(channels))
+            raise ConfigError(file, f"{path}.sinks", f"the sinks take from different channels ({names}); "
+                                                     "expected one channel for the group")
+        values = parse_settings(SinkGroup.schema(), {**graw, "channel": specs[0].values.channel}, path, file)
+        for member in members:
+            grouped[member] = gname
+            del topo.sinks[member]
+        group = ComponentSpec("sink", gname, values.processor, SinkGroup, values)
+        group.members = specs
+        topo.sinks[gname] = group
 
 
 def _check_loops(topo: Topology, file: str | None) -> None:

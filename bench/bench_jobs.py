@@ -3,16 +3,21 @@
     .venv/bin/python bench/bench_jobs.py               # 1 GiB of sink files
     .venv/bin/python bench/bench_jobs.py --size-mb 128 # quicker
 
-Generates sink files (syslog, access-log and JSON streams; ~5% of chunks
-delivered twice, as retries are), then measures in the same run:
+Generates sink files (syslog RFC 3164 and 5424, access-log and JSON streams,
+~2% unparsable lines; ~5% of chunks delivered twice, as retries are), then
+measures in the same run:
 
 * baseline — read every file with the SequenceFile reader and count the
   records of every chunk, no processing (one core);
 * archive  — ``jobs.archive`` (one core: de-duplication is one ordered pass);
-* demux    — ``jobs.demux`` local engine on all cores, JSON Lines output;
+* demux    — ``jobs.demux`` local engine on ``--workers`` processes, to
+  Parquet (the default) and to JSON Lines; and the per-record path it
+  replaced (``process()`` per record, JSON Lines, one core) for the before;
+* demux with the Spark engine in ``local[2]`` (``--spark``; needs pyspark and Java);
 
-and prints MB/s and records/s per core for each, and each job's ratio to the
-baseline.  Everything is written under a temporary directory removed at the end.
+and prints MB/s and records/s per core for each, each job's ratio to the
+baseline and the peak RSS of demux's worker processes.  Everything is written
+under a temporary directory removed at the end.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import sys
 import tempfile
@@ -39,6 +45,13 @@ MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
 
 
 def _line(kind: str, rng: random.Random, i: int) -> bytes:
+    if rng.random() < 0.02:  # unparsable: truncated or foreign lines, as real logs have
+        return rng.choice((b'{"ts":"2025-11-24T16:00:0', b"-- MARK --", b"\x16\x03\x01 binary junk",
+                           b"Traceback (most recent call last):")) + b"\n"
+    if kind == "SysLog" and i % 4 == 3:
+        return (f"<{rng.randrange(192)}>1 2025-11-24T16:{rng.randrange(60):02d}:{rng.randrange(60):02d}."
+                f"{rng.randrange(1000):03d}Z web{rng.randrange(50)} app{i % 7} {rng.randrange(1, 65535)} "
+                f"ID{i % 40} - request {i} served in {rng.randrange(900)} ms\n").encode()
     if kind == "SysLog":
         return (f"<{rng.randrange(192)}>Nov {rng.randrange(1, 29):2d} {rng.randrange(24):02d}:"
                 f"{rng.randrange(60):02d}:{rng.randrange(60):02d} web{rng.randrange(50)} "
@@ -109,6 +122,23 @@ def baseline(root: Path) -> tuple[int, int, float]:
     return nbytes, nrec, time.perf_counter() - t
 
 
+def per_record(archive: Path, out: Path, spec: object) -> tuple[int, int, float]:
+    """The path demux took before batch processors: RecordSplitter (process() per record) to JSON Lines."""
+    from jobs.outputs import write_partitions
+    from jobs.records import RecordSplitter
+    from jobs.sinkfiles import list_finished, open_fs, read_chunks
+
+    fs, root = open_fs(str(archive))
+    out_fs, out_root = open_fs(str(out))
+    t = time.perf_counter()
+    splitter = RecordSplitter(spec, lambda r: None)
+    for i, f in enumerate(list_finished(fs, root)):
+        records = (pr for c in read_chunks(fs, f.path) for pr in splitter.split(c))
+        write_partitions(records, out_fs, out_root, i, "jsonl")
+    st = splitter.stats
+    return st.bytes, st.records + st.errors, time.perf_counter() - t
+
+
 def row(name: str, nbytes: int, nrec: int, secs: float, cores: int, base: float | None) -> str:
     mbps = nbytes / 1e6 / secs / cores
     ratio = f"{mbps / base:6.2f}x" if base else "  1.00x"
@@ -121,6 +151,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--size-mb", type=int, default=1024, help="sink files to generate, MiB (default 1024)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="demux processes (default: all cores)")
     p.add_argument("--dir", default=None, help="work directory (default: a temporary one, removed)")
+    p.add_argument("--memory", type=int, default=None, help="demux memory per worker, bytes (default 256MiB)")
+    p.add_argument("--spark", action="store_true", help="also demux with the Spark engine in local[2]")
     args = p.parse_args(argv)
     work = Path(args.dir or tempfile.mkdtemp(prefix="logflume-bench-jobs-"))
     try:
@@ -138,9 +170,30 @@ def main(argv: list[str]) -> int:
         print(row("archive", s.bytes_in, nrec, s.seconds, 1, base)
               + f"   ({s.duplicates_dropped} duplicate chunks dropped)")
 
-        d = demux_run(str(work / "archive"), str(work / "demux"), load_spec(None, []), workers=args.workers)
-        print(row(f"demux jsonl x{args.workers}", d.bytes, d.records + d.errors, d.seconds, args.workers, base)
-              + f"   ({d.records} records, {d.errors} errors)")
+        spec = load_spec(None, [])
+        w = args.workers
+        results = {}
+        for fmt in ("parquet", "jsonl"):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            d = demux_run(str(work / "archive"), str(work / f"demux-{fmt}"), spec, fmt=fmt, workers=w,
+                          memory=args.memory)
+            rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            results[fmt] = d
+            print(row(f"demux {fmt} x{w}", d.bytes, d.records + d.errors, d.seconds, w, base)
+                  + f"   ({d.records} records, {d.errors} errors; worker peak RSS "
+                    f"{max(rss, before) / 1024:.0f} MiB{'' if rss > before else ' (or less)'})")
+        nb, nr, secs = per_record(work / "archive", work / "demux-before", spec)
+        print(row("demux per-record x1", nb, nr, secs, 1, base) + "   (before: process() per record, jsonl)")
+        print(f"demux parquet vs per-record, per core: "
+              f"{results['parquet'].bytes / results['parquet'].seconds / w / (nb / secs):.1f}x")
+        if args.spark:
+            try:
+                d = demux_run(str(work / "archive"), str(work / "demux-spark"), spec, engine="spark",
+                              master="local[2]")
+                print(row("demux spark local[2]", d.bytes, d.records + d.errors, d.seconds, 2, base)
+                      + f"   ({d.records} records, {d.errors} errors)")
+            except Exception as exc:  # the engine is optional: say why it did not run
+                print(f"demux spark local[2]: not run: {exc!r}")
         return 0
     finally:
         if not args.dir:

@@ -1,4 +1,4 @@
-"""The Store and jobs page's data: sink files, archive runs (from its manifest) and demux outputs.
+"""The Store and jobs page's data: sink files, archive and demux runs (from their manifests) and outputs.
 
 Listings are cached for :data:`CACHE_SECONDS`, so reloading the page does not
 walk a large store each time.
@@ -96,7 +96,7 @@ def archive_runs(url: str) -> ArchiveRuns:
         fs, root = open_fs(url)
         manifest = Manifest(fs, root)
         if not fs.exists(manifest.committed_path):
-            out.error = "no archive run yet (no manifest)"
+            out.error = "no run yet (no manifest)"
             return out
         committed = manifest.load()
         pending = manifest.pending()
@@ -130,5 +130,6 @@ class JobsView:
                     "archive": archive_runs(self.archive) if self.archive else None,
                     "archive_files": list_outputs(self.archive, (".seq",), 1) if self.archive else None,
                     "demux": list_outputs(self.demux, (".jsonl", ".parquet", ".seq"), 1) if self.demux else None,
+                    "demux_runs": archive_runs(self.demux) if self.demux else None,
                 })
             return self._cache[1]

@@ -227,7 +227,18 @@ def store_page(collectors: Sequence[Target], jobs: dict[str, Any], refresh: floa
             body += f'<tr><th>{escape(k.replace("_", " "))}</th><td>{v}</td></tr>'
         body += "</table>"
         body += _listing_table(jobs.get("archive_files"), "datatype", "archivefiles")
-    body += "<h2>Demux</h2>" + _listing_table(jobs.get("demux"), "datatype", "demux")
+    body += "<h2>Demux</h2>"
+    runs = jobs.get("demux_runs")
+    if runs is not None and not runs.error:  # the same manifest protocol as archive
+        pending = f"batch {runs.pending_batch} in progress or interrupted" if runs.pending_batch else "none"
+        body += (f'<table id="demuxruns"><tr><th>last commit</th><td>{_utc(runs.committed_at)} UTC '
+                 f'({_ago(runs.committed_at)})</td></tr><tr><th>batches</th><td>{runs.batches}</td></tr>'
+                 f'<tr><th>input files demuxed</th><td>{runs.inputs_done}</td></tr>'
+                 f'<tr><th>pending batch</th><td>{pending}</td></tr>')
+        for k, v in sorted(runs.totals.items()):
+            body += f'<tr><th>{escape(k.replace("_", " "))}</th><td>{v}</td></tr>'
+        body += "</table>"
+    body += _listing_table(jobs.get("demux"), "datatype", "demux")
     return layout("Store and jobs", "/store", body, refresh)
 
 

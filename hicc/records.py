@@ -1,6 +1,7 @@
 """Records search over demux output with DuckDB: by datatype, time range, source and text, with an hourly histogram.
 
-Demux writes ``<demux>/<datatype>/<yyyy-mm-dd>/part-NNNNN.<jsonl|parquet>``
+Demux writes ``<demux>/datatype=<datatype>/date=<day>/hour=<HH>/part-….<parquet|jsonl>``
+(earlier versions ``<demux>/<datatype>/<yyyy-mm-dd>/part-NNNNN.<jsonl|parquet>``; both are read)
 with provenance fields (``_source``, ``_stream``, ``_offset``,
 ``_timestamp``...).  DuckDB reads JSON Lines as raw objects
 (``read_ndjson_objects``) and Parquet rows as JSON, so one query works on
@@ -82,23 +83,25 @@ class RecordSearch:
 
         if datatype and not _DATATYPE.match(datatype):
             raise SearchError(f"datatype: expected a demux partition name, got {datatype!r}")
-        base = f"{self.root}/{datatype or '[!_]*'}/*"
-        jsonl, parquet = f"{base}/part-*.jsonl", f"{base}/part-*.parquet"
+        # demux's Hive layout (datatype=…/date=…/hour=…) and the older <datatype>/<day>/ one
+        bases = [f"{self.root}/datatype={datatype or '*'}/*/*", f"{self.root}/{datatype or '[!_]*'}/*"]
         parts, params = [], []
-        if "://" in self.root and not self.root.startswith("file://"):
+        remote = "://" in self.root and not self.root.startswith("file://")
+        if remote:
             import fsspec
 
             fs, _ = fsspec.core.url_to_fs(self.root)
             con.register_filesystem(fs)
-            has_jsonl, has_parquet = bool(fs.glob(jsonl)), bool(fs.glob(parquet))
-        else:
-            has_jsonl, has_parquet = bool(globmod.glob(jsonl)), bool(globmod.glob(parquet))
-        if has_jsonl:
-            parts.append("SELECT json FROM read_ndjson_objects(?)")
-            params.append(jsonl)
-        if has_parquet:
-            parts.append("SELECT CAST(to_json(p) AS VARCHAR) AS json FROM read_parquet(?, union_by_name=true) p")
-            params.append(parquet)
+        for base in bases:
+            jsonl, parquet = f"{base}/part-*.jsonl", f"{base}/part-*.parquet"
+            found = fs.glob if remote else globmod.glob
+            if found(jsonl):
+                parts.append("SELECT json FROM read_ndjson_objects(?)")
+                params.append(jsonl)
+            if found(parquet):
+                parts.append("SELECT CAST(to_json(p) AS VARCHAR) AS json FROM read_parquet(?, union_by_name=true, "
+                             "hive_partitioning=false) p")
+                params.append(parquet)
         if not parts:
             raise SearchError("no demuxed records" + (f" of datatype {datatype}" if datatype else "") + " yet")
         return "(" + " UNION ALL ".join(parts) + ")", params
@@ -156,4 +159,5 @@ class RecordSearch:
             names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)]
         except (OSError, ValueError):
             return []
-        return sorted(n for n in names if _DATATYPE.match(n))
+        names = [n.split("=", 1)[1] if n.startswith("datatype=") else n for n in names]
+        return sorted(n for n in set(names) if _DATATYPE.match(n))

@@ -78,3 +78,23 @@ def test_parquet_parts_are_searched_too(demux):
     res = RecordSearch(str(demux)).search(Query(text="disk full"))
     assert res.total == 1 and res.records[0]["_offset"] == 7 and res.records[0]["level"] == "error"
     assert res.histogram == [(T0, 1)]
+
+
+def test_real_demux_output_is_searched_and_its_runs_shown(tmp_path):
+    """Demux's Hive layout (datatype=/date=/hour=, Parquet) is searched, and its manifest read as archive's is."""
+    from hicc.jobs import JobsView
+    from hicc.pages import store_page
+    from jobs.demux import load_spec, run
+    from tests.jobs.conftest import make_sample_sinks
+
+    expected = make_sample_sinks(tmp_path / "sink")
+    out = tmp_path / "out"
+    s = run(str(tmp_path / "sink"), str(out), load_spec(None, []))
+    search = RecordSearch(str(out))
+    assert set(search.datatypes()) == {e["datatype"] for e in expected.values()}
+    res = search.search(Query(datatype="SysLog"))
+    assert res.total == s.by_datatype["SysLog"]["records"] > 0 and res.records[0]["_datatype"] == "SysLog"
+    runs = JobsView(None, None, str(out)).get()["demux_runs"]
+    assert (runs.error, runs.batches, runs.inputs_done, runs.totals["records"]) == ("", 1, 2, s.records)
+    page = store_page([], JobsView(None, None, str(out)).get(), 0)
+    assert 'id="demuxruns"' in page and "input files demuxed" in page

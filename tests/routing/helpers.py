@@ -54,13 +54,14 @@ def metric(port: int, name: str, **labels: str) -> float:
 
 
 def drained(port: int, files: list[Path]) -> bool:
-    """Every byte of ``files`` read and committed, and every channel empty (per the agent's /status)."""
+    """Every byte of ``files`` (as long as they are now) committed, and every channel empty (per /status)."""
     try:
         doc = status(port)
     except OSError:
         return False
-    lag = {s["stream"]: s["lag_bytes"] for s in doc.get("streams", [])}
-    return all(lag.get(str(f)) == 0 for f in files) and all(c["fill_chunks"] == 0 for c in doc["channels"])
+    acked = {s["stream"]: s.get("bytes_acked") for s in doc.get("streams", [])}
+    return (all(acked.get(str(f)) == f.stat().st_size for f in files)
+            and all(c["fill_chunks"] == 0 for c in doc["channels"]))
 
 
 def read_chunks(root: Path) -> list:

@@ -111,6 +111,40 @@ class Topology:
             lines.append(
                 f"{', '.join(feeders) or '(no source)'} -> channel {ch.type}:{cname} -> {', '.join(drains)}"
             )
+        return lines + self.routing()
+
+    def routing(self) -> list[str]:
+        """Human lines for interceptor chains, selectors and sink groups (none when none are configured)."""
+        lines = []
+        for n, s in self.sources.items():
+            if s.interceptors:
+                lines.append(f"source {n} intercepts: " + " -> ".join(i.type for i in s.interceptors))
+            sel = s.selector
+            if sel is None:
+                continue
+            if sel.type == "replicating":
+                required = [c for c in s.values.channels if c not in sel.optional]
+                lines.append(f"source {n} replicates to {', '.join(required)}"
+                             + (f" (optional: {', '.join(sel.optional)})" if sel.optional else ""))
+                continue
+            for r in sel.routes:
+                match = ", ".join([f"{k} {r.match[k]}" for k in ("datatype", "stream") if r.match[k] is not None]
+                                  + [f"tag {k}={v}" for k, v in r.match.tags.items()]) or "everything"
+                to = ", ".join(r.channels or sel.default)
+                lines.append(f"source {n} selects: {match} -> {to}"
+                             + (f" (optional: {', '.join(r.optional)})" if r.optional else ""))
+            lines.append(f"source {n} selects: otherwise -> {', '.join(sel.default)}")
+        for n, s in self.sinks.items():
+            if s.members:
+                v = s.values
+                if v.processor == "failover":
+                    prio = {m.name: v.priority.get(m.name, len(s.members) - i) for i, m in enumerate(s.members)}
+                    order = ", ".join(f"{m} (priority {p})" for m, p in sorted(prio.items(), key=lambda x: -x[1]))
+                    lines.append(f"sink group {n}: failover over {order}, penalty up to {v.penalty:g}s")
+                else:
+                    lines.append(f"sink group {n}: load_balance ({v.selector}) over "
+                                 f"{', '.join(m.name for m in s.members)}"
+                                 + (f", backoff up to {v.max_backoff:g}s" if v.backoff else ", no backoff"))
         return lines
 
 
@@ -256,12 +290,12 @@ def _sink_groups(topo: Topology, raw: dict[str, Any], file: str | None) -> None:
             raise ConfigError(file, f"{path}.sinks", "expected a list of sink names (at least two)")
         specs = []
         for i, member in enumerate(members):
-            if member not in topo.sinks:
-                raise ConfigError(file, f"{path}.sinks[{i}]", f"no sink named {member!r}; expected one of: "
-                                  f"{', '.join(sorted(n for n in topo.sinks if not topo.sinks[n].members))}")
             if member in grouped:
                 raise ConfigError(file, f"{path}.sinks[{i}]", f"sink {member!r} is already in group "
                                                               f"{grouped[member]!r}; expected each sink in one group")
+            if member not in topo.sinks:
+                raise ConfigError(file, f"{path}.sinks[{i}]", f"no sink named {member!r}; expected one of: "
+                                  f"{', '.join(sorted(n for n in topo.sinks if not topo.sinks[n].members))}")
             specs.append(topo.sinks[member])
         channels = {s.values.channel for s in specs}
         if len(channels) > 1:

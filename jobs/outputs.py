@@ -235,14 +235,16 @@ class TableFile:
         self._pending, self.pending_rows, self.pending_bytes = [], 0, 0
         if self.fmt == "parquet":
             self._w.write_table(table, row_group_size=max(1, table.num_rows))
-        elif self.fmt == "jsonl":
-            lines = [_json(r) for r in _rows(table)]
-            lines.append("")
-            self._f.write("\n".join(lines).encode("utf-8"))
-        else:
-            for r in _rows(table):
-                self._w.append(_json({k: r[k] for k in ("_source", "_stream", "_epoch", "_offset") if k in r}),
-                               _json(r))
+        else:  # row by row in Python: a slice at a time, so the row dicts stay few
+            for start in range(0, table.num_rows, 8192):
+                rows = _rows(table.slice(start, 8192))
+                if self.fmt == "jsonl":
+                    rows.append(None)
+                    self._f.write("\n".join(_json(r) if r is not None else "" for r in rows).encode("utf-8"))
+                    continue
+                for r in rows:
+                    self._w.append(_json({k: r[k] for k in ("_source", "_stream", "_epoch", "_offset") if k in r}),
+                                   _json(r))
 
     def _close_file(self) -> None:
         from jobs.manifest import sync_file

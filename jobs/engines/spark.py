@@ -150,20 +150,33 @@ def parse_columns(df: Any, plan: Plan) -> tuple[Any, dict[int, list[str]]]:
 
     kind = plan.kind_column(F.col("datatype"))
     compiled: dict[int, list[str]] = {}
-    reason = None
+    reason = slow = None
     structs = []
+    jvm = getattr(df.sparkSession, "_jvm", None)
+
+    def java_compiles(pattern: str) -> bool:
+        try:
+            jvm.java.util.regex.Pattern.compile(pattern)
+        except Exception:
+            return False
+        return True
+
     for i, entry in enumerate(plan.entries):
-        c = compile_processor(_build(entry), F.col("raw"))
+        c = compile_processor(_build(entry), F.col("raw"), java_compiles if jvm is not None else None)
         if c is None:
             continue
         compiled[i] = [name for name, _ in c.fields]
         cond = F.col("kind") == i
-        reason = F.when(cond, c.reason) if reason is None else reason.when(cond, c.reason)
+        why = c.reason if c.fast is None else F.when(c.fast, c.reason)  # a slow record's reason is the processor's
+        reason = F.when(cond, why) if reason is None else reason.when(cond, why)
+        is_slow = F.lit(False) if c.fast is None else ~c.fast
+        slow = F.when(cond, is_slow) if slow is None else slow.when(cond, is_slow)
         structs.append(F.when(cond, F.struct(*(col.alias(name) for name, col in c.fields))).alias(f"f{i}"))
     reason = F.lit(None).cast("string") if reason is None else reason
+    slow = F.lit(True) if slow is None else slow.otherwise(F.lit(True))
     df = df.withColumn("kind", kind)
     reason = F.when(F.col("split"), F.lit(SPLIT_REASON)).otherwise(reason)
-    return df.select("*", reason.alias("reason"), *structs), compiled
+    return df.select("*", reason.alias("reason"), slow.alias("slow"), *structs), compiled
 
 
 # ---- step 1: tasks -> records ----------------------------------------------------------------------------------
@@ -292,16 +305,17 @@ def write_rows(out_fs: Any, out_root: str, spec: ProcessorSpec, fmt: str, memory
                 table = table.filter(pc.is_null(info))
             if not table.num_rows:
                 continue
-            keys = table.group_by(["task", "kind", "datatype"]).aggregate([]).to_pylist()
+            keys = table.group_by(["task", "kind", "datatype", "slow"]).aggregate([]).to_pylist()
             for key in keys:
                 mask = pc.and_(pc.and_(pc.equal(table["task"], key["task"]), pc.equal(table["kind"], key["kind"])),
-                               pc.equal(table["datatype"], key["datatype"]))
+                               pc.and_(pc.equal(table["datatype"], key["datatype"]),
+                                       pc.equal(table["slow"], key["slow"])))
                 part = table.filter(mask) if len(keys) > 1 else table
                 k = key["kind"]
                 if k not in procs:
                     procs[k] = _build(entries[k])
                 w = _writer(writers, key["task"], out_fs, out_root, batch, fmt, memory)
-                _write_part(w, procs[k], key["datatype"], part, compiled.get(k))
+                _write_part(w, procs[k], key["datatype"], part, None if key["slow"] else compiled.get(k))
         for task, w in sorted(writers.items()):
             staged = w.files.close()
             info = w.info or {"stats": asdict(DemuxStats()), "by_type": {}, "files": []}

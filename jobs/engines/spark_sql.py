@@ -17,8 +17,10 @@ made possessive (Java recurses once per iteration of a repeated alternation:
 a 10k-character quoted field overflows the stack; possessive loops iterate, and
 cannot change what this loop matches, since it can end only at an unescaped quote).
 
-Processors without a compiler here (third-party plugins, ``json``, ``syslog``,
-``regex``, ``raw`` with ``strict_utf8``) return None: the engine runs their
+``regex`` is compiled when its pattern means the same to Java
+(:func:`python_regex_is_java`) for printable-ASCII records; its other records go
+to the processor, as its own batch path does.  Processors without a compiler here
+(third-party plugins, ``json``, ``syslog``, ``raw`` with ``strict_utf8``) return None: the engine runs their
 ``process_batch`` over Arrow batches of records in ``mapInArrow`` (a Python call
 per batch, never a per-record UDF).
 """
@@ -26,6 +28,7 @@ per batch, never a per-record UDF).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +46,9 @@ class Compiled:
 
     fields: list[tuple[str, Column]]
     reason: Column
+    #: Records Spark SQL decides (None: all).  The others go to the processor's own ``process_batch``, as its
+    #: batch path hands records it does not take to its per-record code.
+    fast: Column | None = None
 
 
 def java_pattern(pattern: str, possessive: tuple[str, ...] = ()) -> str:
@@ -146,16 +152,95 @@ def compile_raw(raw: Column) -> Compiled:
     return Compiled([("message", text_of(raw))], F.lit(None).cast("string"))
 
 
-def compile_processor(proc: Processor, raw: Column) -> Compiled | None:
-    """The processor as Spark SQL over the binary column ``raw``, or None when it has no compiler (fallback)."""
+#: Python constructs Java reads otherwise (or not at all): a pattern with one is not compiled.
+_NOT_JAVA = ("(?P=", "(?#", "\\Z", "{,", "&&", "(?a", "(?L", "(?u", "(?x", "\\U", "\\N")
+#: Records a compiled regex decides: printable ASCII, where Python re and Java agree on every class.
+_PLAIN = r"^[\t -~]*\z"
+
+
+def python_regex_is_java(pattern: str) -> bool:
+    """Whether ``pattern`` means the same to Java on printable ASCII (conservative: False when unsure).
+
+    Refused: back-references by name, comments, verbose mode, ``\\Z``, ``{,n}``,
+    and any ``[`` or ``&&`` inside a character class (Java nests and intersects
+    classes; Python reads both literally).
+    """
+    if any(tok in pattern for tok in _NOT_JAVA):
+        return False
+    in_class, i = False, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            if c == "[":
+                return False
+            if c == "]":
+                in_class = False
+        elif c == "[":
+            in_class = True
+            if pattern[i + 1:i + 2] == "^":
+                i += 1
+            if pattern[i + 1:i + 2] == "]":  # a leading ] is a literal in both
+                i += 1
+        i += 1
+    return True
+
+
+def compile_regex(proc: Any, raw: Column) -> Compiled | None:
+    """Printable-ASCII records in SQL (matched or not); others, empty groups and values that do not convert
+    go to the processor (as its own batch path does)."""
+    from pyspark.sql import functions as F
+
+    pattern = proc.config.pattern
+    if not python_regex_is_java(pattern):
+        return None
+    java = java_pattern(pattern) if proc.config.match == "full" else "(?d)" + _NAMED.sub("(", pattern)
+    index = proc.pattern.groupindex
+    text = text_of(raw)
+    matched = F.coalesce(text.rlike(java), F.lit(False))
+    fast = F.coalesce(text.rlike(_PLAIN), F.lit(False))
+    sql_types = {"int": "bigint", "float": "double"}
+    fields: list[tuple[str, Column]] = []
+    good = F.lit(True)
+    for name in index:
+        value = F.regexp_extract(text, java, index[name])
+        good = good & (value != "")  # "" may be a group that took no part: the processor decides
+        kind = proc.config.types.get(name, "str")
+        if kind != "str":
+            from jobs.processors import regex as R
+
+            good = good & value.rlike(R._INT if kind == "int" else R._FLOAT)
+            value = value.try_cast(sql_types[kind])
+        fields.append((name, F.when(matched, value)))
+    fast = fast & (~matched | good)
+    return Compiled(fields, F.when(~matched, F.lit("does not match pattern")), fast)
+
+
+def compile_processor(proc: Processor, raw: Column,
+                      java_compiles: Callable[[str], bool] | None = None) -> Compiled | None:
+    """The processor as Spark SQL over the binary column ``raw``, or None when it has no compiler (fallback).
+
+    ``java_compiles`` checks a user's pattern in the JVM first (a pattern Java refuses would fail the job).
+    """
     from jobs.processors.access import AccessLogProcessor
     from jobs.processors.raw import RawProcessor
+    from jobs.processors.regex import RegexProcessor
 
     kind = type(proc)
     if kind is AccessLogProcessor:
         return compile_access(raw)
     if kind is RawProcessor and not proc.config.strict_utf8:
         return compile_raw(raw)
+    if kind is RegexProcessor:
+        c = compile_regex(proc, raw)
+        if c is not None and java_compiles is not None:
+            full = proc.config.match == "full"
+            java = java_pattern(proc.config.pattern) if full else "(?d)" + _NAMED.sub("(", proc.config.pattern)
+            if not java_compiles(java):
+                return None
+        return c
     return None
 
 

@@ -4,7 +4,7 @@ One SparkSession for the module.  The input mixes the sample logs of every
 built-in, generated streams, edge records (invalid UTF-8, ``\\r`` inside a
 record, a 60k-character quoted field, impossible dates, a record split across
 chunks) and a file with unusable chunk metadata; access and raw are parsed by
-Spark SQL, the others through their batch path in ``mapInArrow``.
+Spark SQL (regex: its printable-ASCII records), the rest through the processors' batch path in ``mapInArrow``.
 """
 
 from __future__ import annotations
@@ -49,6 +49,19 @@ EDGE_ACCESS = [
     b'10.0.0.1\xe2\x80\xa8x - - [24/Nov/2025:16:00:02 +0000] "GET / HTTP/1.1" 200 5',
     b'10.0.0.1 - - [24/Nov/2025:16:00:02 +0000] "GET / HTTP/1.1" 200 5 "-" "-" \xed\xa0\x80 tail',
 ]
+EDGE_APPLOG = [
+    b"2025-11-24 16:00:00 INFO [main] started",
+    b"2025-11-24 16:00:00 INFO [main] ",
+    b"2025-11-24 16:00:00 INFO [m\xc3\xa4in] caf\xc3\xa9",
+    b"2025-11-24 16:00:00 INFO [main] a\rb",
+    b"2025-11-24 16:00:00 info [main] lower case level",
+    b"2025-11-24\t16:00:00 INFO [main] tab",
+    b"2025-11-24 16:00:00 WARN [pool-1] " + b"x" * 5000,
+]
+METRICS = [
+    b"cpu_load=0.25 3", b"disk=-1.5e3 12", b"mem=12 99999999999999999999", b"net=1.2.3 4", b"temp=.5 007",
+    b"fan=5 -", b"bad line", b"x=1 2 extra", b"\xffx=1 2", b"up=1e999 1",
+]
 EDGE_RAW = [*RAW, b"\xe2\x82", b"\xf0\x9f\x98", b"tab\there", b"\x00nul", b"\xc0\xaf", "é\u2028".encode()]
 
 
@@ -57,7 +70,8 @@ def edge_sinks(root: Path) -> None:
     rng = random.Random(7)
     chunks: list[Chunk] = []
     for name, dt, lines in (("edge-access", "EdgeAccess", EDGE_ACCESS), ("edge-raw", "Misc", EDGE_RAW),
-                            ("edge-syslog", "EdgeSyslog", SYSLOG)):
+                            ("edge-syslog", "EdgeSyslog", SYSLOG), ("edge-app", "AppLog", EDGE_APPLOG),
+                            ("metrics", "Metrics", METRICS)):
         data = b"".join(line + b"\n" for line in lines)
         chunks += chunks_of(data, ("edge", f"/var/log/{name}", "1"), dt, rng, ts=T0 + 7_200_000,
                             explicit=name == "edge-raw")
@@ -84,17 +98,23 @@ def test_local_and_spark_engines_write_the_same_rows(spark, tmp_path: Path) -> N
     n_bad = _poison_file(sink / "2025-11-24" / "poison.seq",
                          [Chunk("h", "poison", "Raw", 4, "e", b"ok!\n", timestamp=T0)])
     cfg = tmp_path / "demux.yaml"
-    cfg.write_text(yaml.safe_dump(SAMPLE_CONFIG))
+    metrics = {"type": "regex", "pattern": r"(?P<name>[a-z_]+)=(?P<value>[-+0-9.e]+) (?P<count>[0-9-]+)",
+               "types": {"value": "float", "count": "int"}}
+    cfg.write_text(yaml.safe_dump({"processors": {**SAMPLE_CONFIG["processors"], "Metrics": metrics}}))
     spec = load_spec(str(cfg), [])
 
     local = demux_run(str(sink), str(tmp_path / "local"), spec, "parquet", workers=2, split_size=16384)
     got = SparkDemux(str(sink), str(tmp_path / "spark"), spec, "parquet", None, 16384, spark=spark).run()
 
-    # Spark SQL parses access and raw; the others go through their batch path
-    df = spark.createDataFrame([], "raw binary, datatype string, split boolean")
-    _, compiled = parse_columns(df, Plan(spec))
+    # Spark SQL parses access, raw and regex (printable ASCII); the others go through their batch path
+    rows = [(line, "Metrics", False) for line in METRICS] + [(line, "AppLog", False) for line in EDGE_APPLOG]
+    df = spark.createDataFrame(rows, "raw binary, datatype string, split boolean")
+    parsed, compiled = parse_columns(df, Plan(spec))
     kinds = {Plan(spec).entries[i]["type"] for i in compiled}
-    assert kinds == {"access", "raw"}
+    assert kinds == {"access", "raw", "regex"}
+    slow = {bytes(r["raw"]) for r in parsed.collect() if r["slow"]}
+    assert slow == {b"mem=12 99999999999999999999", b"net=1.2.3 4", b"fan=5 -", b"\xffx=1 2", b"up=1e999 1",
+                    EDGE_APPLOG[1], EDGE_APPLOG[2], EDGE_APPLOG[3]}  # no match (tab) is decided in SQL
 
     assert got.tasks == local.tasks > 2
     for key in ("chunks", "records", "errors", "bytes", "bad_chunks", "output_files"):

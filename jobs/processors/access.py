@@ -88,12 +88,85 @@ class AccessLogProcessor(Processor):
         }
 
     def process_batch(self, records: pa.Array, where: BatchContext) -> ParsedBatch:
+        """Lines without backslashes, in the usual shapes: checked whole by RE2's DFA, cut by splits on quotes
+        and spaces and fixed-width slices; every other line through the capturing patterns."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from jobs.processors.columns import concat_text, decode, empty_to_null, valid_datetime
+
+        def matches(values: pa.Array, pattern: str) -> pa.Array:
+            return pc.fill_null(pc.match_substring_regex(values, f"^(?:{pattern})\\z"), False)
+
+        def part(lists: pa.Array, i: int) -> pa.Array:
+            return pc.list_element(lists, i)
+
+        str_null = pa.scalar(None, pa.string())
+        n = len(records)
+        text, _ = decode(records)
+        dummy = '- - - [01/Jan/2000:00:00:00 +0000] "x" 200 0'
+        shape = pc.and_(matches(text, LINE), pc.invert(pc.match_substring(text, "\\")))
+        q = pc.split_pattern(pc.if_else(shape, text, dummy), '"')  # a LINE has at least 3 pieces
+        nq = pc.list_value_length(q)
+        shape = pc.and_(shape, pc.or_(pc.equal(nq, 3), pc.equal(nq, 7)))  # common, or combined without quotes after
+        head, request, mid = part(q, 0), part(q, 1), part(q, 2)
+        head_ok = matches(head, rf"{_NS}+ {_NS}+ {_NS}+ \[[0-9]{{2}}/[A-Z][a-z]{{2}}/[0-9]{{4}}:[0-9]{{2}}:[0-9]{{2}}:"
+                                r"[0-9]{2} [+-][0-9]{4}\] ")
+        client = pc.and_(shape, pc.equal(nq, 7))
+        q7 = pc.if_else(client, q, pc.split_pattern(pa.repeat(pa.scalar('"x" "y" "z"'), n), '"'))
+        tail = part(q7, 6)
+        client_ok = pc.and_(pc.and_(matches(mid, r" [0-9]{3} (?:[0-9]{1,18}|-) "), pc.equal(part(q7, 4), " ")),
+                            pc.or_(pc.equal(tail, ""), pc.starts_with(tail, " ")))
+        fast = pc.and_(shape, pc.and_(head_ok, pc.or_(pc.invert(client), client_ok)))
+        h = pc.split_pattern(pc.if_else(fast, head, "- - - [01/Jan/2000:00:00:00 +0000] "), " ", max_splits=3)
+        t = pc.utf8_slice_codeunits(part(h, 3), 1, 27)
+        month = pc.add(pc.index_in(pc.utf8_slice_codeunits(t, 3, 6), value_set=pa.array(MONTHS)), 1)
+        local = concat_text(pc.utf8_slice_codeunits(t, 7, 11), "-", pc.utf8_lpad(pc.cast(month, pa.string()), 2, "0"),
+                            "-", pc.utf8_slice_codeunits(t, 0, 2), "T", pc.utf8_slice_codeunits(t, 12, 20))
+        fast = pc.and_(fast, pc.and_(pc.is_valid(month), valid_datetime(local)))
+        iso = concat_text(local, pc.utf8_slice_codeunits(t, 21, 24), ":", pc.utf8_slice_codeunits(t, 24, 26))
+        sb = pc.split_pattern(pc.if_else(fast, concat_text(mid, " "), " 0 0 "), " ", max_splits=3)
+        extra = pc.if_else(client, pc.utf8_slice_codeunits(tail, 1),  # sb: "", status, bytes, extra + " "
+                           pc.utf8_slice_codeunits(part(sb, 3), 0, -1))
+        req3 = matches(request, rf"[A-Z][A-Z_-]* {_NS}+ [A-Z]+/[0-9.]+")
+        req2 = matches(request, rf"[A-Z][A-Z_-]* {_NS}+")
+        rq = pc.split_pattern(pc.if_else(req3, request, pc.if_else(req2, concat_text(request, " x"), "x x x")), " ",
+                              max_splits=2)
+        req_ok = pc.or_(req2, req3)
+        size = part(sb, 2)
+        fields = pa.RecordBatch.from_arrays([
+            part(h, 0),
+            empty_to_null(part(h, 1), ("-",)),
+            empty_to_null(part(h, 2), ("-",)),
+            iso,
+            request,
+            pc.if_else(req_ok, part(rq, 0), str_null),
+            pc.if_else(req_ok, part(rq, 1), str_null),
+            pc.if_else(req3, part(rq, 2), str_null),
+            pc.cast(pc.if_else(fast, part(sb, 1), "0"), pa.int64()),
+            pc.cast(pc.if_else(pc.or_(pc.invert(fast), pc.equal(size, "-")), "0", size), pa.int64()),
+            pc.if_else(client, empty_to_null(part(q7, 3), ("-",)), str_null),
+            pc.if_else(client, empty_to_null(part(q7, 5), ("-",)), str_null),
+            empty_to_null(extra),
+        ], schema=self.output_schema())
+        slow = pc.invert(fast)
+        idx = pc.indices_nonzero(slow)
+        if len(idx) == 0:
+            return ParsedBatch(fields, pa.nulls(n, pa.string()))
+        other, why = self._regex_batch(text.take(idx))
+        if len(idx) == n:
+            return ParsedBatch(other, why)
+        cols = [pc.replace_with_mask(fields.column(k), slow, other.column(k)) for k in range(fields.num_columns)]
+        reasons = pc.replace_with_mask(pa.nulls(n, pa.string()), slow, why)
+        return ParsedBatch(pa.RecordBatch.from_arrays(cols, schema=fields.schema), reasons)
+
+    def _regex_batch(self, text: pa.Array) -> tuple[pa.RecordBatch, pa.Array]:
+        """Every line through the capturing patterns (RE2's backtracker: slow, but takes any line)."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         from jobs.processors.columns import (
             concat_text,
-            decode,
             empty_to_null,
             first_reason,
             full_match,
@@ -101,7 +174,6 @@ class AccessLogProcessor(Processor):
             valid_datetime,
         )
 
-        text, _ = decode(records)
         m = full_match(text, LINE)
         line_ok = pc.is_valid(m)
         raw_time = group(m, "time")
@@ -112,7 +184,7 @@ class AccessLogProcessor(Processor):
                             ":", group(t, "S"))
         time_ok = valid_datetime(local)
         iso = concat_text(local, group(t, "sign"), group(t, "zh"), ":", group(t, "zm"))
-        reasons = first_reason(len(records), (line_ok, NOT_ACCESS),
+        reasons = first_reason(len(text), (line_ok, NOT_ACCESS),
                                (time_ok, concat_text("bad access log time [", raw_time, "]")))
         request = group(m, "request")
         req = full_match(request, REQUEST)
@@ -134,4 +206,4 @@ class AccessLogProcessor(Processor):
             pc.if_else(client, empty_to_null(group(m, "agent"), ("-",)), pa.scalar(None, pa.string())),
             empty_to_null(extra),
         ], schema=self.output_schema())
-        return ParsedBatch(fields, reasons)
+        return fields, reasons

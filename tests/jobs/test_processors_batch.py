@@ -27,6 +27,18 @@ ACCESS = [
     b"\xff\xfe - - [24/Nov/2025:16:00:03 +0000] \"GET /\" 200 1 \"\" \"\"  x ",
     b"garbage",
     b"",
+    b'1.2.3.4 - - [24/Nov/2025:16:00:03 +0000] "GET / HTTP/1.1" 200 5 "r" "a" "x" y',
+    b'1.2.3.4 - - [24/Nov/2025:16:00:03 +0000] "GET / HTTP/1.1" 200 5 "r" "a"z',
+    b'1.2.3.4 - - [24/Nov/2025:16:00:03 +0000] "GET / HTTP/1.1" 200 5 x "r" "a"',
+    b'1.2.3.4 - - [24/Nov/2025:16:00:03 +0000] "GET /" 200 5 ',
+    b'1.2.3.4 - - [24/Nov/2025:16:00:03 +0000] "GET /" 200 5 extra words',
+    b'a"b - - [24/Nov/2025:16:00:03 +0000] "GET /" 200 5',
+    b'1.2.3.4 - - [24/Nov/2025:16:00:03 +0000] "GET / HTTP/1.1" 200 - "" ""',
+    b'1.2.3.4 - - [24/Nov/2025:16:00:03 +0000] "" 200 5 "r" "a" 0.5',
+    b'1.2.3.4 - - [24/Nov/2025:16:00:03 +0000] "GET a b c" 200 5 "-" "-" ',
+    b'1.2.3.4 - - [29/Feb/2024:16:00:03 -0130] "get /" 200 5',
+    b'1.2.3.4 - - [29/Feb/2023:16:00:03 +0000] "GET /" 200 5',
+    b'1.2.3.4 - - [24/Nov/2025:16:00:03 +0000] "GET \\"/" 200 5',
 ]
 RAW = [b"caf\xc3\xa9", b"\xff", b"", b"a\rb", b"x\xc3"]
 SYSLOG = [
@@ -203,3 +215,22 @@ def test_per_record_plugins_get_the_batch_api() -> None:
     assert batch.fields.to_pylist()[0] == {"words": 2, "offset": 7}
     assert batch.reasons.to_pylist()[:2] == [None, "empty"]
     assert "RuntimeError('bug')" in batch.reasons[2].as_py()
+
+
+def test_access_usual_shapes_skip_the_capturing_patterns() -> None:
+    """Common and combined lines are cut by splits; only the rest goes through RE2's (slow) capturing path."""
+    from jobs.processors.access import AccessLogProcessor
+
+    taken: list[int] = []
+
+    class Counting(AccessLogProcessor):
+        def _regex_batch(self, text):  # type: ignore[no-untyped-def]
+            taken.append(len(text))
+            return super()._regex_batch(text)
+
+    base = build_processor("access")
+    proc = Counting("a", base.config, base.context)
+    lines = ACCESS[:2] * 100 + [ACCESS[2]]  # the third has a backslash: capturing path
+    where = BatchContext.of_chunk(RecordContext("h", "/s", "e", 0, "T", READ), list(range(len(lines))))
+    batch = proc.process_batch(pa.array(lines, pa.binary()), where)
+    assert batch.reasons.null_count == len(lines) and taken == [1]

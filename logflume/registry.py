@@ -50,6 +50,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "timestamp": "agent.interceptors.timestamp:TimestampInterceptor",
         "static": "agent.interceptors.static:StaticInterceptor",
         "regex_extractor": "agent.interceptors.regex_extractor:RegexExtractorInterceptor",
+        "kubernetes": "agent.interceptors.kubernetes:KubernetesInterceptor",
         "regex_filter": "agent.interceptors.regex_filter:RegexFilterInterceptor",
         "mask": "agent.interceptors.mask:MaskInterceptor",
     },

@@ -411,7 +411,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass  # the tapper went away
         finally:
-            self.server.taps.detach(component, sub)
+            self.server.taps.detach(sub)
 
     def _json(self, code: HTTPStatus, body: dict[str, Any]) -> None:
         self._send(code, json.dumps(body, separators=(",", ":")).encode(), "application/json")

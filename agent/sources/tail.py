@@ -29,6 +29,7 @@ from typing import ClassVar
 
 from agent.chunker import MultilinePattern, RecordChunker
 from agent.sources.tailing.checkpoint import CheckpointWriter, Position, PositionFile
+from agent.sources.tailing.container_format import FORMATS, ContainerFormat
 from agent.sources.tailing.generations import FingerprintIndex, Generations
 from agent.sources.tailing.identity import FileIdentity, read_head
 from agent.sources.tailing.reader import TailedFile
@@ -128,6 +129,8 @@ class TailSource(ThreadedSource):
         "multiline": Setting(Optional(Obj(MULTILINE_SETTINGS)), None,
                              "Group lines into records: {pattern, negate, match} (Filebeat semantics)"),
         "partial_timeout": Setting(Duration(), "5s", "Send a record still missing its delimiter after this long idle"),
+        "format": Setting(Enum(*FORMATS), "raw",
+                          "Container runtime lines: cri or docker keep a message's 16 KiB pieces in one record"),
         "max_open_files": Setting(Int(min=1), 1024, "Most files held open at once"),
         "close_inactive": Setting(Duration(), "5m",
                                   "Close a file that did not grow for this long (reopened when it does)"),
@@ -164,6 +167,14 @@ class TailSource(ThreadedSource):
                 self.multiline = MultilinePattern(cfg.multiline.pattern, cfg.multiline.negate, cfg.multiline.match)
             except ValueError as exc:
                 raise ConfigError(file, f"{where}.multiline", str(exc)) from None
+        self.container_format: ContainerFormat | None = None
+        if cfg.format != "raw":
+            conflicts = {"multiline": cfg.multiline is not None, "record_delimiter": self.delimiter != b"\n"}
+            for key, conflict in conflicts.items():
+                if conflict:
+                    raise ConfigError(file, f"{where}.{key}", f"cannot be combined with format: {cfg.format} "
+                                                              "(the runtime's lines decide the records)")
+            self.container_format = ContainerFormat(cfg.format)
         self.block = min(cfg.read_block_size, cfg.chunk_size)
         self.max_buffered = cfg.max_buffered or cfg.chunk_size
         self.files: dict[tuple[int, int], TailedFile] = {}
@@ -613,7 +624,8 @@ class TailSource(ThreadedSource):
         return RecordChunker(
             source=self.context.agent_name, stream=stream, datatype=datatype, tags=tags, epoch=epoch,
             start_offset=offset, chunk_size=cfg.chunk_size, record_delimiter=self.delimiter,
-            multiline=self.multiline, flush_interval=cfg.flush_interval, partial_timeout=cfg.partial_timeout,
+            multiline=self.container_format.grouping() if self.container_format else self.multiline,  # type: ignore[arg-type]
+            flush_interval=cfg.flush_interval, partial_timeout=cfg.partial_timeout,
         )
 
     # -- descriptors ----------------------------------------------------------------------------

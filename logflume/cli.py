@@ -198,11 +198,6 @@ def cmd_tap(args: argparse.Namespace) -> int:
             shown += 1
             if args.count and shown >= args.count:
                 return 0
-    except BrokenPipeError:  # `logflume tap ... | head`: the reader has seen enough
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     except (ConnectionError, OSError) as exc:
         return _fail("tap", str(exc), EXIT_STARTUP)
     except KeyboardInterrupt:

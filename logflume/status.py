@@ -411,7 +411,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass  # the tapper went away
         finally:
-            self.server.taps.detach(sub)
+            self.server.taps.detach(component, sub)
 
     def _json(self, code: HTTPStatus, body: dict[str, Any]) -> None:
         self._send(code, json.dumps(body, separators=(",", ":")).encode(), "application/json")

@@ -1,0 +1,207 @@
+"""RecordChunker: every byte out exactly once, cut after records, split and partial flagged."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.chunker import MultilinePattern, RecordChunker
+from logflume.chunk import FLAG_PARTIAL, FLAG_SPLIT
+
+
+def make(**kw) -> RecordChunker:
+    args = dict(source="h", stream="s", datatype="Raw", tags={"a": "b"}, epoch="e", chunk_size=64)
+    args.update(kw)
+    return RecordChunker(**args)
+
+
+def run(chunker: RecordChunker, pieces: list[bytes]) -> list:
+    out = []
+    for i, p in enumerate(pieces):
+        out += chunker.feed(p, float(i))
+        out += chunker.poll(float(i))
+    out += chunker.finish()
+    return out
+
+
+def check_stream(chunks, data: bytes, start: int = 0) -> None:
+    assert b"".join(bytes(c.data) for c in chunks) == data
+    pos = start
+    for c in chunks:
+        assert len(c.data) > 0
+        assert c.seq_id == pos + len(c.data)
+        pos = c.seq_id
+
+
+def test_newline_chunks_cut_after_last_complete_line():
+    ch = make(chunk_size=10)
+    out = ch.feed(b"aaa\nbbb\ncccc\n", 0.0)
+    assert [bytes(c.data) for c in out] == [b"aaa\nbbb\n"]
+    assert out[0].seq_id == 8 and out[0].record_ends is None and out[0].flags == []
+    assert ch.offset == 8 and ch.pending_bytes == 5
+    rest = ch.finish()
+    assert [bytes(c.data) for c in rest] == [b"cccc\n"] and rest[0].seq_id == 13 and rest[0].flags == []
+
+
+def test_start_offset_numbers_seq_ids():
+    ch = make(start_offset=1000)
+    out = ch.feed(b"x\n", 0) + ch.finish()
+    assert out[0].seq_id == 1002 and out[0].start == 1000
+
+
+def test_flush_interval_sends_complete_records_only():
+    ch = make(flush_interval=1.0, partial_timeout=5.0)
+    assert ch.feed(b"one\ntw", 10.0) == []
+    assert ch.poll(10.5) == []
+    out = ch.poll(11.0)
+    assert [bytes(c.data) for c in out] == [b"one\n"]
+    assert ch.pending_bytes == 2
+    assert ch.poll(12.0) == []  # partial waits for partial_timeout since the last byte
+
+
+def test_partial_timeout_sends_partial_flagged():
+    ch = make(flush_interval=1.0, partial_timeout=2.0)
+    ch.feed(b"no newline", 0.0)
+    assert ch.poll(1.9) == []
+    out = ch.poll(2.0)
+    assert [bytes(c.data) for c in out] == [b"no newline"] and out[0].flags == [FLAG_PARTIAL]
+    assert ch.next_deadline() is None
+
+
+def test_finish_flags_partial_only_without_delimiter():
+    assert make().feed(b"a\n", 0) == []
+    ch = make()
+    ch.feed(b"a\nb", 0)
+    out = ch.finish()
+    assert out[0].flags == [FLAG_PARTIAL]
+    ch = make()
+    ch.feed(b"a\n", 0)
+    assert ch.finish()[0].flags == []
+
+
+def test_oversized_record_split_into_flagged_pieces():
+    ch = make(chunk_size=10)
+    line = b"x" * 25 + b"\n"
+    out = ch.feed(line + b"ok\n", 0) + ch.finish()
+    assert [len(c.data) for c in out] == [10, 10, 9]
+    assert out[0].flags == [FLAG_SPLIT] and out[1].flags == [FLAG_SPLIT] and out[2].flags == []
+    check_stream(out, line + b"ok\n")
+
+
+def test_custom_delimiter_fills_record_ends():
+    ch = make(record_delimiter=b"\r\n", chunk_size=100)
+    ch.feed(b"a\r", 0)
+    ch.feed(b"\nbb\r\nc", 1)
+    out = ch.finish()
+    assert bytes(out[0].data) == b"a\r\nbb\r\nc"
+    assert out[0].record_ends == [3, 7, 8] and out[0].flags == [FLAG_PARTIAL]
+
+
+def test_nul_delimiter_and_binary_bytes_unchanged():
+    data = bytes(range(256)) * 3
+    ch = make(record_delimiter=b"\x00", chunk_size=300)
+    out = run(ch, [data[i:i + 77] for i in range(0, len(data), 77)])
+    check_stream(out, data)
+    for c in out[:-1]:
+        assert bytes(c.data).endswith(b"\x00") or FLAG_SPLIT in c.flags
+
+
+JAVA = (
+    b"2024-01-01 10:00:00 ERROR boom\n"
+    b"java.lang.IllegalStateException: x\n"
+    b"\tat a.b.C.d(C.java:10)\n"
+    b"\tat a.b.C.e(C.java:20)\n"
+    b"Caused by: java.io.IOException\n"
+    b"\t... 3 more\n"
+    b"2024-01-01 10:00:01 INFO fine\n"
+    b"2024-01-01 10:00:02 INFO also fine\n"
+)
+
+
+def test_multiline_java_stack_trace_is_one_record():
+    ml = MultilinePattern(r"^\d{4}-\d{2}-\d{2} ", negate=True, match="after")
+    ch = make(multiline=ml, chunk_size=1 << 20)
+    out = []
+    for i in range(0, len(JAVA), 7):  # arbitrary read boundaries
+        out += ch.feed(JAVA[i:i + 7], 0)
+    out += ch.poll(1.0)  # flush_interval: complete records only; the last one is still open
+    assert len(out) == 1
+    recs = [bytes(r) for r in out[0].records()]
+    assert len(recs) == 2
+    assert recs[0].startswith(b"2024-01-01 10:00:00 ERROR") and recs[0].endswith(b"\t... 3 more\n")
+    assert recs[1] == b"2024-01-01 10:00:01 INFO fine\n"
+    last = ch.poll(100.0)  # partial_timeout closes the open record
+    assert [bytes(r) for r in last[0].records()] == [b"2024-01-01 10:00:02 INFO also fine\n"]
+    assert last[0].flags == []
+
+
+def test_multiline_before_joins_backslash_continuations():
+    ml = MultilinePattern(r"\\$", negate=False, match="before")
+    ch = make(multiline=ml, chunk_size=1000)
+    data = b"a \\\nb \\\nc\nd\n"
+    out = ch.feed(data, 0) + ch.finish()
+    assert [bytes(r) for r in out[0].records()] == [b"a \\\nb \\\nc\n", b"d\n"]
+
+
+def test_multiline_bad_settings():
+    with pytest.raises(ValueError, match="invalid regular expression"):
+        MultilinePattern("(", False, "after")
+    with pytest.raises(ValueError, match="after' or 'before"):
+        MultilinePattern("x", False, "around")  # type: ignore[arg-type]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="chunk_size"):
+        make(chunk_size=0)
+    with pytest.raises(ValueError, match="record_delimiter"):
+        make(record_delimiter=b"")
+
+
+def test_memoryview_input_and_reused_buffer():
+    buf = bytearray(b"abc\ndef\n")
+    ch = make(chunk_size=100)
+    ch.feed(memoryview(buf)[:4], 0)
+    buf[:] = b"XXXXXXXX"  # the caller reuses its buffer: fed bytes must not change
+    assert bytes(ch.finish()[0].data) == b"abc\n"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    data=st.binary(max_size=600).map(lambda b: b.replace(b"\x01", b"\n")),
+    cuts=st.lists(st.integers(0, 600), max_size=12),
+    size=st.integers(1, 80),
+    delim=st.sampled_from([b"\n", b"\r\n", b"\x00", b"END"]),
+    use_ml=st.booleans(),
+    poll_every=st.booleans(),
+)
+def test_property_every_byte_once_and_cut_at_records(data, cuts, size, delim, use_ml, poll_every):
+    ml = MultilinePattern(r"^\s", negate=False, match="after") if use_ml else None
+    ch = make(chunk_size=size, record_delimiter=delim, multiline=ml, flush_interval=0.5, partial_timeout=3)
+    bounds = sorted({0, len(data), *[c for c in cuts if c <= len(data)]})
+    pieces = [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    out = []
+    for i, p in enumerate(pieces):
+        out += ch.feed(p, float(i))
+        if poll_every:
+            out += ch.poll(float(i) + 0.7)
+    out += ch.finish()
+    check_stream(out, data)
+    for c in out:
+        assert len(c.data) <= size
+        body = bytes(c.data)
+        if FLAG_SPLIT not in c.flags and FLAG_PARTIAL not in c.flags and c is not out[-1]:
+            assert body.endswith(delim)
+        if c.record_ends is not None:
+            assert c.record_ends == sorted(c.record_ends) and all(0 < e <= len(body) for e in c.record_ends)
+            if FLAG_SPLIT not in c.flags:
+                assert c.record_ends[-1] == len(body)
+            assert ml is not None or delim != b"\n"
+
+
+
+def test_complete_records_wait_for_flush_interval_then_leave():
+    ch = make(chunk_size=8 << 20, flush_interval=1.0)
+    assert ch.feed(b"one line\n", 0.0) == []
+    assert ch.poll(0.5) == [] and ch.next_deadline() == pytest.approx(1.0)
+    assert [bytes(c.data) for c in ch.poll(1.0)] == [b"one line\n"]

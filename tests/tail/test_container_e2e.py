@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.collector.conftest import agent_config, collector_config, wait_ready
 from tests.collector.store_plugin import read_store
@@ -142,5 +143,41 @@ def test_container_logs_through_agent_and_collector(tmp_path, logflume_proc, fmt
     # the kubernetes interceptor named the pod on every chunk, whichever path the stream is
     assert {tuple(sorted(c.tags.items())) for c in chunks} == {
         (("container", "app"), ("namespace", "shop"), ("pod", "web-7d9f8"), ("pod_uid", UID))}
+    assert agent.terminate() == 0, agent.log()
+    assert collector.terminate(30) == 0
+
+
+def test_daemonset_configmap_ships_pod_logs_with_their_identity(tmp_path, logflume_proc, monkeypatch):
+    """The shipped ConfigMap, pointed at a kubelet layout under tmp_path: whole records with the pod's tags.
+
+    Its globs once named only /var/log/containers/*.log, links the tail source does not follow by default:
+    that config shipped nothing.
+    """
+    manifest = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "agent-daemonset.yaml"
+    raw = yaml.safe_load(next(yaml.safe_load_all(manifest.read_text()))["data"]["agent.yaml"])
+    root = tmp_path / "var-log"
+    log, link = kubelet_layout(root)
+    cfg, port, store = collector_config(tmp_path, "c")
+    collector = logflume_proc(["collector", "-c", cfg], name="collector")
+    wait_ready(collector)
+    source = raw["sources"]["containers"]
+    source["paths"] = [p.replace("/var/log/", f"{root}/") for p in source["paths"]]
+    source.update(flush_interval="20ms", scan_interval="200ms")
+    raw["agent"].update(name="node-1", data_dir=str(tmp_path / "agent-data"))
+    raw["agent"].pop("metrics", None)
+    raw["sinks"]["upstream"]["collectors"] = [f"127.0.0.1:{port}"]
+    (tmp_path / "agent.yaml").write_text(yaml.safe_dump(raw))
+    agent = logflume_proc(["agent", "-c", tmp_path / "agent.yaml"], name="agent")
+    runtime = Runtime("cri", log)
+    runtime.burst(0)
+    size = log.stat().st_size
+    wait_for(lambda: sum(len(c) for c in read_store(store)) >= size or not agent.alive(), timeout=60, interval=0.3,
+             message=f"the container's log in the collector's store\n{agent.log()[-3000:]}")
+    assert agent.alive(), agent.log()
+    chunks = sorted(read_store(store), key=lambda c: c.seq_id)
+    assert b"".join(bytes(c.data) for c in chunks) == log.read_bytes()
+    got = [m for rec in _records(chunks) for m in messages("cri", rec)[0]]
+    assert got == runtime.expected
+    assert {c.tags["pod"] for c in chunks} == {"web-7d9f8"} and {c.tags["pod_uid"] for c in chunks} == {UID}
     assert agent.terminate() == 0, agent.log()
     assert collector.terminate(30) == 0

@@ -34,12 +34,12 @@ from typing import Any, TextIO
 import yaml
 
 from agent.sources.http import BadRequest, HttpSource
-from agent.sources.record_batcher import OVERFLOW_STREAM_SUFFIX, EventStreams
 from agent.sources.syslog import SyslogSource
 from agent.sources.syslog_framing import FrameDecoder
 from agent.sources.tail import TailSource
 from jobs.records import ERRORS, ProcessorSpec, RecordSplitter, raw_records
 from logflume.chunk import Chunk
+from logflume.chunking import OVERFLOW_STREAM_SUFFIX, EventStreams
 from logflume.component import Context
 from logflume.config import load_yaml
 from logflume.errors import ConfigError

@@ -14,8 +14,7 @@ import threading
 import time
 from typing import ClassVar
 
-from agent.chunker import RecordChunker
-from agent.sources.pipe_reader import pump_pipe
+from logflume.chunking import RecordChunker, pump
 from logflume.settings import AnyValue, Duration, Enum, Optional, Setting, Size, Str
 from logflume.source import ThreadedSource
 
@@ -86,7 +85,7 @@ class ExecSource(ThreadedSource):
             flush_interval=self.config.flush_interval, partial_timeout=self.config.partial_timeout,
         )
         try:
-            pump_pipe(self.proc.stdout.fileno(), chunker, self._deliver, self.stopping.is_set)
+            pump(self.proc.stdout.fileno(), chunker, self._deliver, self.stopping.is_set)
         finally:
             if self.stopping.is_set():
                 self._terminate()

@@ -37,7 +37,7 @@ from agent.sources.forward_protocol import (
     new_unpacker,
     pong,
 )
-from agent.sources.record_batcher import OVERFLOW_STREAM_SUFFIX, EventStreams
+from logflume.chunking import OVERFLOW_STREAM_SUFFIX, EventStreams
 from logflume.errors import ChannelClosed, ConfigError
 from logflume.settings import Duration, HostPort, Int, Optional, Secret, Setting, Size, Str
 from logflume.source import Source, SourceOutput

@@ -35,7 +35,7 @@ import zlib
 from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 
-from agent.sources.record_batcher import OVERFLOW_STREAM_SUFFIX, EventStreams, SourceBusy
+from logflume.chunking import OVERFLOW_STREAM_SUFFIX, EventStreams, SourceBusy
 from logflume.errors import ChannelClosed, ChannelFull, ConfigError
 from logflume.settings import Duration, Enum, HostPort, Int, ListOf, Optional, Secret, Setting, Size, Str
 from logflume.source import Source, SourceOutput

@@ -27,13 +27,16 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from logflume.chunk import FLAG_PARTIAL, FLAG_SPLIT, Chunk, now_ms
+from logflume.chunk import Chunk
+from logflume.chunking import RecordChunker
 from logflume.errors import ChannelClosed, ConfigError, StartupError
 from logflume.settings import Duration, Enum, Setting, Size, Str
 from logflume.source import SourceOutput, ThreadedSource
 from logflume.statefile import write_atomic
 
 CHECKPOINT = "checkpoint.json"
+#: Bytes read at a time (at most chunk_size); the chunker cuts chunks from them.
+READ_BLOCK = 4 << 20
 
 
 class FileChanged(Exception):
@@ -173,50 +176,33 @@ class SpoolDirSource(ThreadedSource):
 
     def _read(self, fh, path: Path, st: os.stat_result, epoch: str, offset: int) -> None:
         size = st.st_size
-        chunk_size = self.config.chunk_size
-        carry = b""
+        chunker = RecordChunker(source=self.context.agent_name, stream=str(path), datatype=self.config.datatype,
+                                tags=self.config.tags, epoch=epoch, start_offset=offset,
+                                chunk_size=self.config.chunk_size)
+        block = min(self.config.chunk_size, READ_BLOCK)
         pos = offset                 # file position of the next byte read
         fh.seek(offset)
-        while pos < size or carry:
+        while pos < size:
             if self.stopping.is_set():
                 raise ChannelClosed("stopping")
-            want = min(chunk_size, len(carry) + size - pos)
-            buf = bytearray(want)
-            mv = memoryview(buf)
-            mv[:len(carry)] = carry
-            filled = len(carry)
-            while filled < want:
-                n = fh.readinto(mv[filled:])
-                if not n:
-                    break
-                filled += n
-            pos += filled - len(carry)
-            self._check_unchanged(fh, st)
-            if filled < want:
+            data = fh.read(min(block, size - pos))
+            if not data:
                 raise FileChanged(f"shrank to {pos} bytes, expected {size}")
-            flags: list[str] = []
-            if pos >= size:
-                cut = filled
-                if buf[filled - 1] != 10:
-                    flags.append(FLAG_PARTIAL)
-            else:
-                cut = buf.rfind(b"\n", 0, filled) + 1
-                if cut == 0:         # one record longer than chunk_size: split it
-                    cut = filled
-                    flags.append(FLAG_SPLIT)
-            carry = bytes(mv[cut:filled])
-            end = pos - len(carry)
-            chunk = Chunk(
-                source=self.context.agent_name, stream=str(path), datatype=self.config.datatype, seq_id=end,
-                epoch=epoch, data=mv[:cut], tags=dict(self.config.tags), timestamp=now_ms(), flags=flags,
-            )
-            self.metrics.bytes_in.inc(cut)
+            pos += len(data)
+            self.metrics.bytes_in.inc(len(data))
+            self._send(fh, st, chunker.feed(data, 0.0))
+        self._send(fh, st, chunker.finish())
+        self._check_unchanged(fh, st)
+
+    def _send(self, fh, st: os.stat_result, chunks: list[Chunk]) -> None:
+        """Deliver the chunks one by one, checkpointing the file's offset after each commit."""
+        for chunk in chunks:
+            self._check_unchanged(fh, st)  # never send bytes of a file that changed meanwhile
             self.output.deliver([chunk])
             self.metrics.chunks_out.inc()
-            self.metrics.bytes_out.inc(cut)
-            self._state["file"]["offset"] = end
+            self.metrics.bytes_out.inc(len(chunk.data))
+            self._state["file"]["offset"] = chunk.seq_id
             self._save_state()
-        self._check_unchanged(fh, st)
 
     @staticmethod
     def _check_unchanged(fh, st: os.stat_result) -> None:

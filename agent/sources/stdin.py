@@ -10,8 +10,7 @@ import sys
 import time
 from typing import ClassVar
 
-from agent.chunker import RecordChunker
-from agent.sources.pipe_reader import pump_pipe
+from logflume.chunking import RecordChunker, pump
 from logflume.settings import Duration, Setting, Size, Str
 from logflume.source import ThreadedSource
 
@@ -30,7 +29,7 @@ class StdinSource(ThreadedSource):
             tags=self.config.tags, epoch=f"stdin-{time.time_ns()}", chunk_size=self.config.chunk_size,
             flush_interval=self.config.flush_interval, partial_timeout=self.config.partial_timeout,
         )
-        n = pump_pipe(sys.stdin.fileno(), chunker, self._deliver, self.stopping.is_set)
+        n = pump(sys.stdin.fileno(), chunker, self._deliver, self.stopping.is_set)
         self.log.info("stdin closed after %d bytes", n)
 
     def _deliver(self, chunks: list) -> None:

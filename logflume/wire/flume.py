@@ -21,8 +21,8 @@ import logging
 from collections.abc import Callable, Sequence
 
 from logflume.chunk import Chunk
+from logflume.chunking import StreamLedger
 from logflume.errors import ChannelClosed, TryLater
-from logflume.wire.events import EventChunker
 from logflume.wire.identity import Authenticator
 from logflume.wire.idl import flume_thrift
 from logflume.wire.thrift_service import Peer, Refused, ThriftServiceEndpoint, refuse_bad_metadata
@@ -39,9 +39,14 @@ def _text(v: bytes | str | None) -> str:
 
 
 class _FlumeHandler:
-    def __init__(self, chunker: EventChunker, stream: str, deliver: Callable[[Sequence[Chunk]], None],
-                 log: logging.Logger) -> None:
-        self.chunker, self.stream, self.deliver, self.log = chunker, stream, deliver, log
+    def __init__(self, ledger: StreamLedger, source: str, stream: str, datatype: str, tags: dict[str, str],
+                 deliver: Callable[[Sequence[Chunk]], None], log: logging.Logger) -> None:
+        self.ledger, self.source, self.stream, self.datatype, self.tags = ledger, source, stream, datatype, tags
+        self.deliver, self.log = deliver, log
+
+    def _chunk(self, records: list[bytes], headers: dict[str, str] | None) -> Chunk:
+        return self.ledger.records_chunk(source=self.source, stream=self.stream, datatype=self.datatype,
+                                         tags={**self.tags, **(headers or {})}, records=records)
 
     def append(self, event: object, *, peer: Peer) -> int:
         return self.appendBatch([event], peer=peer)
@@ -58,11 +63,11 @@ class _FlumeHandler:
             tokens.add(tags.pop(TOKEN_HEADER, None))
             body = ev.body if isinstance(ev.body, bytes) else _text(ev.body).encode() if ev.body is not None else b""
             if run and tags != run_tags:
-                chunks.append(self.chunker.chunk(self.stream, run, run_tags))
+                chunks.append(self._chunk(run, run_tags))
                 run = []
             run.append(body)
             run_tags = tags
-        chunks.append(self.chunker.chunk(self.stream, run, run_tags))
+        chunks.append(self._chunk(run, run_tags))
         if len(tokens) != 1:
             raise Refused(f"authentication failed: events of one call carry different {TOKEN_HEADER} headers")
         token = tokens.pop()
@@ -100,7 +105,9 @@ class FlumeEndpoint(ThriftServiceEndpoint):
         log: logging.Logger | None = None,
     ) -> None:
         log = log or logging.getLogger("logflume.wire.flume")
-        self.chunker = EventChunker(source, datatype, tags)
-        super().__init__(flume_thrift.ThriftSourceProtocol, _FlumeHandler(self.chunker, stream, deliver, log),
+        #: Events carry no offsets: each start of the endpoint is a new epoch of every stream.
+        self.ledger = StreamLedger(None)
+        handler = _FlumeHandler(self.ledger, source, stream, datatype, dict(tags or {}), deliver, log)
+        super().__init__(flume_thrift.ThriftSourceProtocol, handler,
                          protocols=("compact", "binary"), max_frame_size=max_frame_size, idle_timeout=idle_timeout,
                          frame_timeout=frame_timeout, authenticator=authenticator, log=log)

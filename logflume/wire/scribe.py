@@ -20,8 +20,8 @@ import logging
 from collections.abc import Callable, Sequence
 
 from logflume.chunk import Chunk
+from logflume.chunking import StreamLedger
 from logflume.errors import ChannelClosed, TryLater
-from logflume.wire.events import EventChunker
 from logflume.wire.identity import Authenticator
 from logflume.wire.idl import scribe_thrift
 from logflume.wire.thrift_service import Peer, Refused, ThriftServiceEndpoint, refuse_bad_metadata
@@ -42,8 +42,10 @@ def _raw(v: bytes | str | None) -> bytes:
 
 
 class _ScribeHandler:
-    def __init__(self, chunker: EventChunker, deliver: Callable[[Sequence[Chunk]], None], log: logging.Logger) -> None:
-        self.chunker, self.deliver, self.log = chunker, deliver, log
+    def __init__(self, ledger: StreamLedger, source: str, datatype: str, tags: dict[str, str],
+                 deliver: Callable[[Sequence[Chunk]], None], log: logging.Logger) -> None:
+        self.ledger, self.source, self.datatype, self.tags = ledger, source, datatype, tags
+        self.deliver, self.log = deliver, log
 
     def Log(self, messages: list | None, *, peer: Peer) -> int:  # noqa: N802 - the Thrift method name
         if not messages:
@@ -58,7 +60,12 @@ class _ScribeHandler:
                     raise Refused("authentication failed: every category must start with the same TOKEN:")
                 categories[i] = rest
         sender = peer.identity(token).name
-        chunks = self.chunker.by_stream((_text(c), _raw(m.message)) for c, m in zip(categories, messages, strict=True))
+        # One chunk per category, its messages in arrival order.
+        by_category: dict[str, list[bytes]] = {}
+        for c, m in zip(categories, messages, strict=True):
+            by_category.setdefault(_text(c), []).append(_raw(m.message))
+        chunks = [self.ledger.records_chunk(source=self.source, stream=stream, datatype=self.datatype, tags=self.tags,
+                                            records=records) for stream, records in by_category.items()]
         for c in chunks:
             c.sender = sender
         refuse_bad_metadata(chunks)
@@ -89,7 +96,9 @@ class ScribeEndpoint(ThriftServiceEndpoint):
         log: logging.Logger | None = None,
     ) -> None:
         log = log or logging.getLogger("logflume.wire.scribe")
-        self.chunker = EventChunker(source, datatype, tags)
-        super().__init__(scribe_thrift.scribe, _ScribeHandler(self.chunker, deliver, log), protocols=("binary",),
+        #: Messages carry no offsets: each start of the endpoint is a new epoch of every stream.
+        self.ledger = StreamLedger(None)
+        handler = _ScribeHandler(self.ledger, source, datatype, dict(tags or {}), deliver, log)
+        super().__init__(scribe_thrift.scribe, handler, protocols=("binary",),
                          max_frame_size=max_frame_size, idle_timeout=idle_timeout,
                          frame_timeout=frame_timeout, authenticator=authenticator, log=log)

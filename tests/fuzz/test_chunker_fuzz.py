@@ -15,8 +15,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from agent.chunker import MultilinePattern, RecordChunker
 from logflume.chunk import FLAG_PARTIAL, FLAG_SPLIT
+from logflume.chunking import MultilinePattern, RecordChunker
 
 ALPHABET = st.sampled_from([b"a", b"b", b" ", b"[", b"\\", b"\n", b"\r", b"\x00", b"E", b"N", b"D", b"\xff"])
 

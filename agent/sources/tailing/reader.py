@@ -18,10 +18,10 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from agent.chunker import RecordChunker
 from agent.sources.tailing.checkpoint import Position
 from agent.sources.tailing.identity import FileIdentity
 from logflume.chunk import Chunk
+from logflume.chunking import RecordChunker
 
 log = logging.getLogger("logflume.source.tail")
 

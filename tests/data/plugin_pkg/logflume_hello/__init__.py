@@ -3,14 +3,14 @@
 import os
 from typing import ClassVar
 
-from logflume.chunk import Chunk
+from logflume.chunking import EventStreams
 from logflume.settings import Int, Setting, Str
 from logflume.sink import Sink
 from logflume.source import ThreadedSource
 
 
 class HelloSource(ThreadedSource):
-    """Emits `count` greeting lines, one chunk per line."""
+    """Emits `count` greeting lines as records of the stream "hello"."""
 
     settings: ClassVar[dict[str, Setting]] = {
         "greeting": Setting(Str(), "hello", "Text of each line"),
@@ -18,13 +18,15 @@ class HelloSource(ThreadedSource):
     }
 
     def run(self) -> None:
-        offset = 0
+        # The public chunker numbers each stream (seq_id, epoch) through a ledger in the source's
+        # state dir, so a restart never reuses numbers; it cuts chunks at chunk_size/flush_interval
+        # and hands them to output.deliver, which returns once they are committed to every channel.
+        streams = EventStreams.for_source(self, self.output.deliver)
         for i in range(self.config.count):
             if self.stopping.is_set():
-                return
-            data = f"{self.config.greeting} {i}\n".encode()
-            offset += len(data)
-            self.output.deliver([Chunk(self.context.agent_name, "hello", self.config.datatype, offset, "run-1", data)])
+                break
+            streams.add("hello", f"{self.config.greeting} {i}\n".encode())
+        streams.flush()
 
 
 class UpperFileSink(Sink):

@@ -1,13 +1,20 @@
-"""RecordChunker: every byte out exactly once, cut after records, split and partial flagged."""
+"""logflume.chunking: the one way sources make chunks.
+
+RecordChunker (byte streams): every byte out exactly once, cut after records,
+split and partial flagged.  EventStreams and StreamLedger (delimited records):
+chunk cutting, splitting, ordering and numbering across restarts.
+"""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.chunker import MultilinePattern, RecordChunker
-from logflume.chunk import FLAG_PARTIAL, FLAG_SPLIT
+from logflume.chunk import FLAG_PARTIAL, FLAG_SPLIT, FLAG_TRUNCATED
+from logflume.chunking import EventStreams, MultilinePattern, RecordChunker, StreamLedger
 
 
 def make(**kw) -> RecordChunker:
@@ -136,6 +143,23 @@ def test_multiline_java_stack_trace_is_one_record():
     assert last[0].flags == []
 
 
+def test_multiline_record_starting_on_the_last_unterminated_line_is_its_own_record():
+    """finish() classifies the last line even without its delimiter: it may start a record (was: one record)."""
+    ml = MultilinePattern("^2026", negate=True, match="after")
+    assert make(multiline=ml, chunk_size=1000).feed(b"2026 a\n  cont\n2026 b", 0) == []  # nothing due yet
+    ch = make(multiline=ml, chunk_size=1000)
+    out = ch.feed(b"2026 a\n  cont\n2026 b", 0) + ch.finish()
+    assert [bytes(r) for r in out[0].records()] == [b"2026 a\n  cont\n", b"2026 b"]
+    assert out[0].flags == [FLAG_PARTIAL]
+    ch = make(multiline=ml, chunk_size=1000, partial_timeout=3)  # the same through partial_timeout
+    out = ch.feed(b"2026 a\n  cont\n2026 b", 0) + ch.poll(10.0)
+    assert [bytes(r) for r in out[0].records()] == [b"2026 a\n  cont\n", b"2026 b"]
+    # A trailing line that continues the record stays in it.
+    ch = make(multiline=ml, chunk_size=1000)
+    out = ch.feed(b"2026 a\n  cont\n  more", 0) + ch.finish()
+    assert [bytes(r) for r in out[0].records()] == [b"2026 a\n  cont\n  more"]
+
+
 def test_multiline_before_joins_backslash_continuations():
     ml = MultilinePattern(r"\\$", negate=False, match="before")
     ch = make(multiline=ml, chunk_size=1000)
@@ -205,3 +229,92 @@ def test_complete_records_wait_for_flush_interval_then_leave():
     assert ch.feed(b"one line\n", 0.0) == []
     assert ch.poll(0.5) == [] and ch.next_deadline() == pytest.approx(1.0)
     assert [bytes(c.data) for c in ch.poll(1.0)] == [b"one line\n"]
+
+
+# -- EventStreams and StreamLedger ---------------------------------------------------------
+
+
+def streams(tmp_path, delivered, chunk_size=100, **kw) -> EventStreams:
+    return EventStreams(source="h", datatype="T", tags={"env": "t"}, chunk_size=chunk_size, flush_interval=1.0,
+                        deliver=delivered.extend, ledger=StreamLedger(tmp_path / "l.json"), **kw)
+
+
+def test_cut_at_chunk_size_and_on_flush_interval(tmp_path):
+    out: list = []
+    es = streams(tmp_path, out)
+    for i in range(10):
+        es.add("s", b"record-%02d" % i, terminator=b"\n")  # 10 bytes each
+    assert [len(c) for c in out] == [100]
+    assert out[0].record_ends == list(range(10, 101, 10))
+    es.add("s", b"x", (FLAG_TRUNCATED,), terminator=b"\n")
+    es.poll(now=0.0)
+    assert len(out) == 1  # not due yet
+    es.poll(now=10**9)
+    assert len(out) == 2 and out[1].flags == [FLAG_TRUNCATED] and bytes(out[1].data) == b"x\n"
+    assert out[1].start == 100 and out[1].seq_id == 102
+    assert out[0].tags == {"env": "t"} and out[0].source == "h" and out[0].datatype == "T"
+
+
+def test_long_record_is_split_and_flagged(tmp_path):
+    out: list = []
+    es = streams(tmp_path, out)
+    es.add("s", b"a" * 250)
+    es.flush()
+    assert [(len(c), c.flags, c.record_ends) for c in out] == [
+        (100, [FLAG_SPLIT], []), (100, [FLAG_SPLIT], []), (50, [], [50])]
+    assert [c.seq_id for c in out] == [100, 200, 250]
+
+
+def test_deliver_now_includes_pending_records_in_order(tmp_path):
+    out: list = []
+    es = streams(tmp_path, out, chunk_size=1000)
+    es.add("s", b"early\n")
+    es.deliver_now([("s", [b"now1\n", b"now2\n"]), ("t", [b"other\n"])])
+    assert [(c.stream, bytes(c.data)) for c in out] == [("s", b"early\nnow1\nnow2\n"), ("t", b"other\n")]
+    assert es.pending_bytes == 0
+
+
+def test_max_streams_sends_the_rest_to_overflow(tmp_path):
+    es = streams(tmp_path, [], max_streams=2)
+    assert [es.admit(f"s{i}", "s_other") for i in range(4)] == ["s0", "s1", "s_other", "s_other"]
+    assert es.admit("s0", "s_other") == "s0"
+
+
+def test_ledger_reserves_ahead_so_a_crash_never_reuses_numbers(tmp_path):
+    path = tmp_path / "ledger.json"
+    ledger = StreamLedger(path, reserve=1000)
+    epoch, end = ledger.allocate("s", 10)
+    assert end == 10
+    assert json.loads(path.read_text())["streams"]["s"] == {"epoch": epoch, "reserved": 1010}
+    ledger.allocate("s", 500)  # within the reservation: no write needed
+    # "Crash": a new ledger from the same file continues above the reservation, same epoch.
+    again = StreamLedger(path, reserve=1000)
+    epoch2, end2 = again.allocate("s", 5)
+    assert epoch2 == epoch and end2 == 1015
+    # A damaged file starts new epochs instead of failing.
+    path.write_text("{not json")
+    fresh = StreamLedger(path)
+    assert fresh.allocate("s", 1)[1] == 1
+
+
+def test_ledger_without_a_file_starts_a_new_epoch_each_time_and_numbers_from_threads():
+    """In memory (endpoints: Scribe, Flume): epochs never repeat, seq_ids never overlap across threads."""
+    import threading
+
+    first, second = StreamLedger(None), StreamLedger(None)
+    assert first.epoch("s") != second.epoch("s")
+    ends: list[int] = []
+
+    def number() -> None:
+        for _ in range(500):
+            ends.append(first.allocate("s", 3)[1])
+
+    workers = [threading.Thread(target=number) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert sorted(ends) == list(range(3, 3 * 2000 + 1, 3))
+    chunk = first.records_chunk(source="h", stream="s", datatype="T", tags={"a": "b"}, records=[b"x\n", b"yz"])
+    assert (bytes(chunk.data), chunk.record_ends, chunk.seq_id, chunk.epoch) == (b"x\nyz", [2, 4], 6004,
+                                                                                  first.epoch("s"))

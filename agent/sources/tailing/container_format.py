@@ -17,7 +17,7 @@ writes stdout and stderr into one file and their pieces may interleave, so a
 record ends only after a line that leaves *no* stream with an open message
 (an interleaved line of the other stream lands inside that record).  Parsing
 the lines into time, stream and joined text is left to whoever reads the
-records (the ``cri`` / ``docker`` demux processors); every line still says
+records; every line still says
 whether it continues, so even a record cut by ``chunk_size`` (flagged
 ``split``) or sent by ``partial_timeout`` is joined again there.
 

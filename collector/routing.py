@@ -151,6 +151,25 @@ def _places(store: Sink) -> list[str]:
     return []
 
 
+def route_lines(routes: Sequence[Route]) -> list[str]:
+    """One line per route in match order, the default last: what it takes and where its store writes
+    (``logflume check`` prints them; credentials in URLs are redacted)."""
+    from logflume.secrets import redact_text
+
+    out = []
+    for route in routes:
+        if route.match is None:
+            takes = "everything else"
+        else:
+            m = route.match.render()
+            parts = [f"{k}={m[k]}" for k in ("datatype", "stream") if k in m]
+            parts += [f"tags.{k}={v}" for k, v in m.get("tags", {}).items()]
+            takes = " and ".join(parts)
+        places = ", ".join(_places(route.store)) or route.store_type
+        out.append(redact_text(f"{route.name}: {takes} -> {route.store_type} ({places})"))
+    return out
+
+
 def check_separate(routes: Sequence[Route], file: str | None) -> None:
     """ConfigError when two stores would write the same files or share a secondary."""
     seen: dict[str, str] = {}

@@ -34,3 +34,27 @@ def test_two_routes_and_default(tmp_path, gen, start_collector):
     assert stored(tmp_path / "web") == {("web", ()): [b"w1\n"]}
     assert stored(default) == {("db", ()): [b"d1\n"]}
     assert col.terminate(30) == 0
+
+
+def test_check_prints_the_resolved_routes_in_match_order(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from logflume.cli import main
+
+    monkeypatch.setenv("LOGFLUME_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("HOSTNAME", "c1")
+    example = Path(__file__).resolve().parents[2] / "configs" / "collector-routes.yaml"
+    assert main(["check", "-c", str(example)]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith("#   ")]
+    assert lines == [
+        f"#   audit: stream=audit.* -> buffer ({tmp_path}/audit/audit/{{date}} as c1, "
+        f"secondary {tmp_path}/secondary-audit)",
+        f"#   payments: tags.namespace=payments-* -> buffer ({tmp_path}/payments/{{date}}/{{hour}} as c1, "
+        f"secondary {tmp_path}/secondary-payments)",
+        f"#   default: everything else -> buffer ({tmp_path}/sink/{{date}} as c1, secondary {tmp_path}/secondary)",
+    ]
+    resolved = yaml.safe_load(out)
+    assert list(resolved["routes"]) == ["audit", "payments"]
+    assert resolved["routes"]["audit"]["store"]["primary"]["codec"] == "gzip"  # every default filled in
+    assert resolved["routes"]["payments"]["store"]["primary"]["path"] == "{date}/{hour}"

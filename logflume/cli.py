@@ -82,12 +82,16 @@ def cmd_check(args: argparse.Namespace) -> int:
             return 0
         if _is_collector_config(raw):
             from collector.config import COLLECTOR_SETTINGS, load_collector_config
+            from collector.routing import route_lines
             from logflume.settings import secret_warnings
 
             resolved = load_collector_config(args.config)
             warnings = secret_warnings(COLLECTOR_SETTINGS, resolved.collector, "collector", args.config)
             _warn("check", warnings + resolved.warnings)
             print(f"# {args.config}: valid collector config")
+            print("# routes (first match wins):")
+            for line in route_lines(resolved.router.all):
+                print(f"#   {line}")
             print(yaml.safe_dump(resolved.render(), sort_keys=False, default_flow_style=False), end="")
             return 0
         from logflume.topology import build_topology

@@ -1,7 +1,7 @@
 """End-to-end benchmark: logflume against the physical limit, rsyslog and syslog-ng, in one run.
 
     python -m bench [--size-mb 1024] [--only limit,logflume,rsyslog,syslog-ng,fanin,events,latency,udp]
-                    [--variants single,multi,rotate] [--limit-runs 3]
+                    [--variants single,multi,rotate] [--limit-runs 3] [--tap off,on]
 
 Every contender moves the same generated log lines (``bench/e2e/generator.py``) from files on
 this machine over loopback TCP into files, and is timed until every byte is written (durable in
@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--variants", default="single,multi,rotate", help="comma-separated: single, multi, rotate")
     ap.add_argument("--channels", default="memory,file", help="logflume channel variants (memory, file)")
     ap.add_argument("--sync", default="on,off", help="collector store sync variants: on (every_batch), off (none)")
+    ap.add_argument("--tap", default="off", help="logflume with a tap attached to its source: off, on, or off,on "
+                                                  "(both in the same run, to measure what tapping costs)")
     ap.add_argument("--chunk-size-mb", type=int, default=64, help="tail source chunk_size in MiB (default 64)")
     ap.add_argument("--flush-interval", default="500ms",
                     help="tail source flush_interval (default 500ms, its default)")
@@ -84,6 +86,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for s in args.sync:
         if s not in ("on", "off"):
             ap.error(f"--sync: unknown {s!r}; expected on or off")
+    args.tap = [x for x in args.tap.split(",") if x]
+    for t in args.tap:
+        if t not in ("on", "off"):
+            ap.error(f"--tap: unknown {t!r}; expected on or off")
     if args.size_mb < 1:
         ap.error("--size-mb must be at least 1")
     if args.limit_runs < 1:
@@ -117,8 +123,8 @@ def ensure_peers(wanted: list[str], allow_setup: bool) -> None:
 
 def logflume_options(args: argparse.Namespace) -> list[LogflumeOptions]:
     return [LogflumeOptions(channel=c, sync="every_batch" if s == "on" else "none",
-                            chunk_size=args.chunk_size_mb << 20, flush_interval=args.flush_interval)
-            for c in args.channels for s in args.sync]
+                            chunk_size=args.chunk_size_mb << 20, flush_interval=args.flush_interval, tap=t == "on")
+            for c in args.channels for s in args.sync for t in args.tap]
 
 
 def interleave(contenders: list, limit: Callable[[int], Any], runs: int) -> list:

@@ -183,6 +183,10 @@ def cmd_tap(args: argparse.Namespace) -> int:
     try:
         for event in stream(args.address, args.component, datatype=args.datatype, stream_glob=args.stream,
                             tags=tags, rate=args.rate, records=args.records):
+            if event.get("type") == "attached":
+                print(f"# tapping {event['kind']}:{event['component']} at {args.address} "
+                      f"(at most {event['rate']:g} chunks/s)", file=sys.stderr, flush=True)
+                continue
             if event.get("type") == "heartbeat":
                 lost = event.get("dropped", 0) + event.get("rate_limited", 0)
                 if lost != dropped:
@@ -202,6 +206,11 @@ def cmd_tap(args: argparse.Namespace) -> int:
             shown += 1
             if args.count and shown >= args.count:
                 return 0
+    except BrokenPipeError:  # `logflume tap ... | head`: the reader has seen enough
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ConnectionError, OSError) as exc:
         return _fail("tap", str(exc), EXIT_STARTUP)
     except KeyboardInterrupt:

@@ -401,6 +401,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Cache-Control", "no-store")
             self.send_header("Connection", "close")
             self.end_headers()
+            self.wfile.write(json.dumps({"type": "attached", "kind": component.kind, "component": component.name,
+                                         "rate": rate, "records": records}).encode() + b"\n")
             self.wfile.flush()
             while not self.server.stopping.is_set():
                 lines = [json.dumps(e, separators=(",", ":")) for e in sub.get(timeout=1.0)]
@@ -411,7 +413,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass  # the tapper went away
         finally:
-            self.server.taps.detach(component, sub)
+            self.server.taps.detach(sub)
 
     def _json(self, code: HTTPStatus, body: dict[str, Any]) -> None:
         self._send(code, json.dumps(body, separators=(",", ":")).encode(), "application/json")

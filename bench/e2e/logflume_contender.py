@@ -35,10 +35,12 @@ class LogflumeOptions:
     sync: str = "every_batch"  # every_batch | none
     chunk_size: int = 64 << 20
     flush_interval: str = "500ms"
+    #: Run with ``logflume tap`` attached to the tail source (records sampled), to measure what tapping costs.
+    tap: bool = False
 
     @property
     def name(self) -> str:
-        return f"logflume-{self.channel}-sync{'on' if self.sync != 'none' else 'off'}"
+        return f"logflume-{self.channel}-sync{'on' if self.sync != 'none' else 'off'}" + ("-tapped" if self.tap else "")
 
 
 def agent_config(opts: LogflumeOptions, work: Path, paths: list[str], collector_port: int,
@@ -140,6 +142,10 @@ def run_logflume(opts: LogflumeOptions, variant: Variant, work: Path, python: st
         agent = group.start("agent", [python, "-m", "logflume", "agent", "-c", str(work / "agent.yaml")],
                             work / "agent.log", env=env)
         wait_until(lambda: acked_bytes(mport) >= 0, 30, "the agent's metrics endpoint", group)
+        if opts.tap:
+            group.start("tap", [python, "-m", "logflume", "tap", f"127.0.0.1:{mport}", "--component", "logs",
+                                "--records", "5", "--rate", "1000", "--json"], work / "tap.log", env=env)
+            wait_until(lambda: "# tapping" in (work / "tap.log").read_text(), 30, "the tap attached", group)
         group.mark_start()
         t0, writer = variant.feed(watch, python, env, work)
         total = ds.total_bytes
@@ -173,6 +179,9 @@ def run_logflume(opts: LogflumeOptions, variant: Variant, work: Path, python: st
             writer.wait(120)
         agent.stop(30)
         res.add_usage(group.usages())
+        if opts.tap:
+            res.extra["tap_events"] = sum(1 for line in (work / "tap.log").read_text().splitlines()
+                                          if '"type": "chunk"' in line)
         v = SeqVerifier(ds.total_lines)
         res.extra.update(verify_store(work / "collector" / "sink", v))
         res.lines_lost, res.duplicates = v.lost, v.duplicates

@@ -35,7 +35,7 @@ import yaml
 
 from agent.sources.http import BadRequest, HttpSource
 from agent.sources.syslog import SyslogSource
-from agent.sources.syslog_framing import FrameDecoder
+from agent.sources.syslog.framing import FrameDecoder
 from agent.sources.tail import TailSource
 from jobs.records import ERRORS, ProcessorSpec, RecordSplitter, raw_records
 from logflume.chunk import Chunk

@@ -23,8 +23,8 @@ BUILTINS: dict[str, dict[str, str]] = {
         "http": "agent.sources.http:HttpSource",
         "spooldir": "agent.sources.spooldir:SpoolDirSource",
         "forward": "agent.sources.forward:ForwardSource",
-        "scribe": "agent.sources.scribe:ScribeSource",
-        "flume": "agent.sources.flume:FlumeSource",
+        "scribe": "agent.sources.thrift.scribe:ScribeSource",
+        "flume": "agent.sources.thrift.flume:FlumeSource",
     },
     "channel": {
         "memory": "agent.channels.memory:MemoryChannel",

@@ -30,10 +30,6 @@ class BufferPool:
         self._lock = threading.Lock()
         self.allocated = 0  # buffers made (for tests and metrics)
 
-    def idle_bytes(self) -> int:
-        with self._lock:
-            return sum(len(b) for b in self._free)
-
     def get(self, n: int) -> bytearray:
         """A buffer of at least ``n`` bytes: the smallest idle one that fits, else a new one."""
         with self._lock:

@@ -14,7 +14,7 @@ import tracemalloc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.sources.syslog_framing import FrameDecoder, parse_header
+from agent.sources.syslog.framing import FrameDecoder, parse_header
 
 MAX = 64
 

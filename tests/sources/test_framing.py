@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.sources.syslog_framing import FrameDecoder, parse_header
+from agent.sources.syslog.framing import FrameDecoder, parse_header
 
 
 def decode(chunks, max_size=1000):

@@ -1,6 +1,6 @@
 """The ``forward`` source: receives events from Fluentd / Fluent Bit / fluent-logger clients.
 
-Speaks the Forward protocol v1 over TCP or TLS (see :mod:`agent.sources.forward_protocol`),
+Speaks the Forward protocol v1 over TCP or TLS (see :mod:`agent.sources.forward.protocol`),
 with the ``shared_key`` handshake (HELO/PING/PONG) when a key is set.
 The tag names the stream (``stream`` template, ``{tag}`` by default); each event
 becomes one JSON line (the record plus its time under ``time_key``).
@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import msgpack
 
-from agent.sources.forward_protocol import (
+from agent.sources.forward.protocol import (
     MAX_PING_SIZE,
     Budget,
     ProtocolError,

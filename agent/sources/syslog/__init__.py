@@ -24,7 +24,7 @@ import threading
 import time
 from typing import ClassVar
 
-from agent.sources.syslog_framing import Buffer, FrameDecoder, SyslogHeader, parse_header
+from agent.sources.syslog.framing import Buffer, FrameDecoder, SyslogHeader, parse_header
 from logflume.chunk import FLAG_TRUNCATED
 from logflume.chunking import OVERFLOW_STREAM_SUFFIX, EventStreams
 from logflume.errors import ChannelClosed, ConfigError, StartupError

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from agent.sources.thrift import EndpointSource
 from logflume.settings import HostPort, Setting
-from logflume.wire.endpoint_source import EndpointSource
 from logflume.wire.scribe import ScribeEndpoint
 
 

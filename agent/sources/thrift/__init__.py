@@ -1,4 +1,4 @@
-"""EndpointSource: an agent source that hosts a wire endpoint (Scribe, Flume) on a local port.
+"""The Thrift endpoint sources (``scribe``, ``flume``): EndpointSource hosts a wire endpoint on a local port.
 
 Scribe's two-tier design: applications log to a local agent, which commits
 what they send to its channel (on its own disk with the file channel) before

@@ -30,6 +30,7 @@ from logflume.reload_client import RELOAD_FILE
 from logflume.settings import Values
 from logflume.statefile import make_state_dir, write_atomic
 from logflume.status import PipelineStatus
+from logflume.tap import carry
 from logflume.topology import Topology, load_topology
 
 #: In ``data_dir``: the running agent's pid (for ``logflume reload``) and the last reload's outcome.
@@ -186,7 +187,7 @@ class Agent:
             log.exception("reload failed")
             self._record_reload(ok=False, error=f"{type(exc).__name__}: {exc}")
             return None
-        self._record_reload(ok=True, error=None, plan=plan)
+        self._record_reload(ok=not plan.failed, error="; ".join(plan.failed) or None, plan=plan)
         return plan
 
     def _record_reload(self, ok: bool, error: str | None, plan: ReloadPlan | None = None) -> None:
@@ -249,16 +250,25 @@ class Agent:
                     self._stop_old("channel", gone, lambda c: c.close())  # the new one replays its log
                 else:
                     handovers.append((gone, new.channels[name].component))
+            for kind, starting in (("sources", plan.start_sources), ("channels", plan.start_channels),
+                                   ("sinks", plan.start_sinks)):
+                for name in starting:
+                    if name in getattr(old, kind):
+                        carry(getattr(old, kind)[name].component, getattr(new, kind)[name].component)
             for name in plan.start_channels:
-                self._start_channel(new, name)
+                self._start_new(new, "channel", name, plan)
             for name in plan.start_sinks:
-                self._start_sink(new, name)
+                self._start_new(new, "sink", name, plan)
             for gone, successor in handovers:
-                moved = _hand_over(gone, successor)
-                log.info("reload: channel %s handed %d chunk(s) to its replacement", gone.name, moved)
+                if successor.name not in new.channels:
+                    log.warning("reload: channel %s: its replacement did not start; %d chunk(s) %s", gone.name,
+                                gone.size_chunks(), "stay on disk" if gone.durable else "are lost (memory channel)")
+                else:
+                    moved = _hand_over(gone, successor)
+                    log.info("reload: channel %s handed %d chunk(s) to its replacement", gone.name, moved)
                 self._stop_old("channel", gone, lambda c: c.close())
             for name in plan.start_sources:
-                self._start_source(new, name)
+                self._start_new(new, "source", name, plan)
             self.topology = new
             status = self.context.metrics.status
             if status is not None:
@@ -266,6 +276,28 @@ class Agent:
                                      for s in specs.values()]
             log.info("reload: %s; now %s", plan.summary(), "; ".join(new.flows()))
             return plan
+
+    def _start_new(self, new: Topology, kind: str, name: str, plan: ReloadPlan) -> None:
+        """Start one added or replacement component; one that cannot start is left out of the running
+        topology (and so is what depends on it), reported in ``plan.failed``, and tried again by the
+        next reload."""
+        specs = getattr(new, kind + "s")
+        spec = specs[name]
+        wired = spec.values.channels if kind == "source" else [spec.values.channel] if kind == "sink" else []
+        missing = [c for c in wired if c not in new.channels]
+        try:
+            if missing:
+                raise StartupError(f"its channel {missing[0]} did not start")
+            getattr(self, f"_start_{kind}")(new, name)
+        except Exception as exc:  # noqa: BLE001 - one component must not take the running agent down
+            reason = str(exc) if isinstance(exc, StartupError) else f"{type(exc).__name__}: {exc}"
+            log.error("reload: %ss.%s did not start, it stays stopped until a reload fixes it: %s",
+                      kind, name, reason)
+            self._safe(spec.component.close if kind == "channel" else spec.component.stop, kind, name)
+            if spec.component in self._started:
+                self._started.remove(spec.component)
+            del specs[name]
+            plan.failed.append(f"{kind}s.{name}: {reason}")
 
     def _stop_old(self, kind: str, component, stop) -> None:
         self._safe(lambda: stop(component), kind, component.name)

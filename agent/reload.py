@@ -36,6 +36,8 @@ class ReloadPlan:
     start_sources: list[str] = field(default_factory=list)
     #: Agent settings that changed but need a restart (``agent.data_dir`` ...).
     needs_restart: list[str] = field(default_factory=list)
+    #: Filled while applying: ``kind.name: reason`` of components that did not start.
+    failed: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:

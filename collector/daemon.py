@@ -1,5 +1,8 @@
 """``logflume collector -c FILE``: run a collector until SIGTERM/SIGINT, then drain and exit 0.
 
+SIGHUP (or ``logflume reload -c FILE``) re-reads the config and applies what can
+change live (``collector.reload``); the pid is in ``<data_dir>/collector.pid``.
+
 A collector that cannot start prints one line,
 ``logflume collector: cannot start: REASON``, to stderr and exits non-zero
 (2 for configuration problems, 1 for anything else).
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -32,6 +36,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from collector.config import COLLECTOR_SETTINGS, load_collector_config
+    from collector.reload import Reloader
     from collector.server import Collector
     from logflume.settings import secret_warnings
     from logflume.status import PipelineStatus
@@ -58,8 +63,11 @@ def main(argv: list[str]) -> int:
             raise SystemExit(1)
         stop.set()
 
+    reload_requested = threading.Event()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, lambda _s, _f: reload_requested.set())
+    reloader = Reloader(collector, args.config)
     try:
         collector.start()
     except StartupError as exc:
@@ -68,9 +76,14 @@ def main(argv: list[str]) -> int:
         return _cannot_start(f"{type(exc).__name__}: {exc}", EXIT_STARTUP)
     addrs = ", ".join(f"{s.endpoint.name}={s.address[0]}:{s.address[1]}" for s in collector.servers)
     logging.getLogger("logflume.collector").info("collector %s ready: %s", config.collector.name, addrs)
-    while not stop.wait(0.5):
-        pass
+    reloader.write_pid(os.getpid())
+    while not stop.wait(0.2):
+        if reload_requested.is_set():
+            reload_requested.clear()
+            logging.getLogger("logflume.collector").info("SIGHUP: reloading %s", args.config)
+            reloader.reload()
     logging.getLogger("logflume.collector").info("stopping: finishing in-flight batches")
+    reloader.remove_pid()
     collector.stop()
     logging.getLogger("logflume.collector").info("stopped")
     return 0

@@ -153,6 +153,9 @@ class Collector:
     def _count(self, chunks: Sequence[Chunk]) -> None:
         self.metrics.chunks_in.inc(len(chunks))
         self.metrics.bytes_in.inc(sum(len(c.data) for c in chunks))
+        tap = self.config.store.tap  # ``logflume tap HOST:PORT --component store``: what was made durable
+        if tap is not None:
+            tap.offer(chunks)
 
     def _deliver(self, chunks: Sequence[Chunk]) -> None:
         """Scribe / Flume calls: admission and write in one."""

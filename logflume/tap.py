@@ -102,6 +102,7 @@ class Subscription:
         self._queue: deque[dict[str, Any]] = deque()
         self._ready = threading.Event()
         self._lock = threading.Lock()
+        self.point: TapPoint | None = None  # set by TapHub.attach
 
     def offer(self, chunks: Sequence[Chunk]) -> None:
         """Called on the pipeline's thread: never blocks, never raises into the pipeline."""
@@ -138,10 +139,16 @@ class Subscription:
 
 
 class TapPoint:
-    """The subscriptions of one component; set as ``component.tap`` while it has any."""
+    """The subscriptions of one component; set as ``component.tap`` while it has any.
+
+    ``holders`` are the components it is set on: a component replaced by a reload hands its
+    point to its successor (:func:`carry`), so a tap outlives the reload and is cleared from
+    both when its last tapper leaves.
+    """
 
     def __init__(self) -> None:
         self.subscriptions: tuple[Subscription, ...] = ()
+        self.holders: list[Any] = []
 
     def offer(self, chunks: Sequence[Chunk]) -> None:
         for sub in self.subscriptions:
@@ -163,18 +170,33 @@ class TapHub:
             sub = Subscription(component.kind, component.name, flt, rate, records)
             point = component.tap if isinstance(component.tap, TapPoint) else TapPoint()
             point.subscriptions = (*point.subscriptions, sub)
+            if component not in point.holders:
+                point.holders.append(component)
             component.tap = point
+            sub.point = point
             self.active += 1
             return sub
 
-    def detach(self, component: Any, sub: Subscription) -> None:
+    def detach(self, sub: Subscription) -> None:
         with self._lock:
-            point = component.tap
-            if isinstance(point, TapPoint) and sub in point.subscriptions:
-                point.subscriptions = tuple(s for s in point.subscriptions if s is not sub)
-                self.active -= 1
-                if not point.subscriptions:
-                    component.tap = None
+            point = sub.point
+            if point is None or sub not in point.subscriptions:
+                return
+            point.subscriptions = tuple(s for s in point.subscriptions if s is not sub)
+            self.active -= 1
+            if not point.subscriptions:
+                for holder in point.holders:
+                    if holder.tap is point:
+                        holder.tap = None
+                point.holders.clear()
+
+
+def carry(old: Any, new: Any) -> None:
+    """Hand ``old``'s taps to ``new``, its replacement after a reload (same kind and name)."""
+    point = old.tap
+    if isinstance(point, TapPoint) and point.subscriptions:
+        point.holders.append(new)
+        new.tap = point
 
 
 def stream(address: str, component: str, *, datatype: str | None = None, stream_glob: str | None = None,

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 
 from agent.reload import LIVE_AGENT_SETTINGS, ReloadPlan, plan_reload
-from agent.runner import ChannelOutput, SinkRunner
+from agent.runner import ChannelOutput, SinkRunner, source_output
 from logflume.channel import Channel
 from logflume.errors import ConfigError, StartupError
 from logflume.reload_client import RELOAD_FILE
@@ -105,7 +105,7 @@ class Agent:
 
     def _start_source(self, topo: Topology, name: str) -> None:
         spec = topo.sources[name]
-        output = ChannelOutput([topo.channels[c].component for c in spec.values.channels], tap=spec.component)
+        output = source_output(spec, topo.channels)
         self._start_component("source", name, lambda c=spec.component, o=output: c.start(o), topo)
 
     def _start_component(self, kind: str, name: str, start, topo: Topology | None = None) -> None:

@@ -148,9 +148,12 @@ def test_udp_burst_case_reports_loss_and_the_granted_buffer(tmp_path: Path) -> N
     rows = {r["contender"]: r for r in doc["udp"]["rows"]}
     assert {"logflume (default 8MiB)", "logflume (udp_receive_buffer null)"} <= set(rows)
     ours = rows["logflume (default 8MiB)"]
-    assert ours["received"] == [500] and ours["lost_median"] == 0, ours
     with open("/proc/sys/net/core/rmem_max") as f:
-        assert ours["rcvbuf_bytes"] == ours["granted_gauge"] == 2 * min(8 << 20, int(f.read()))
+        granted = 2 * min(8 << 20, int(f.read()))
+    assert ours["rcvbuf_bytes"] == ours["granted_gauge"] == granted
+    assert len(ours["received"]) == 1
+    if granted >= 500 * 2048:  # the burst fits the grant (a small datagram takes up to ~2 KiB of it)
+        assert ours["received"] == [500] and ours["lost_median"] == 0, ours
     if Rsyslog().available() is None:
         assert rows["rsyslog (defaults)"]["rcvbuf_bytes"] > 0
     assert "UDP bursts" in (tmp_path / "results" / "latest.md").read_text()

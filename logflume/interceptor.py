@@ -86,6 +86,14 @@ def derive_epoch(epoch: str, transform: str) -> str:
     return derived
 
 
+def check_tags(tags: dict[str, str]) -> None:
+    """Raise ValueError when collectors would refuse chunks carrying ``tags`` (checked at config time:
+    a refused chunk would stall its channel)."""
+    problem = Chunk("x", "x", "Raw", 0, "", b"", tags=tags).metadata_error()
+    if problem:
+        raise ValueError(f"tags collectors refuse: {problem}")
+
+
 def with_tags(chunk: Chunk, tags: dict[str, str], preserve_existing: bool = False) -> None:
     """Set ``tags`` on ``chunk`` (a new dict: the old one may be shared); keep existing values if asked."""
     if preserve_existing:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from logflume.chunk import Chunk
-from logflume.interceptor import Interceptor, with_tags
+from logflume.interceptor import Interceptor, check_tags, with_tags
 from logflume.settings import Bool, Optional, Setting, Str
 
 
@@ -33,6 +33,7 @@ class HostInterceptor(Interceptor):
         else:
             host = socket.gethostname()
         self.tags = {cfg.tag: host}
+        check_tags(self.tags)
 
     def intercept(self, chunks: Sequence[Chunk]) -> Sequence[Chunk]:
         for chunk in chunks:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from logflume.chunk import Chunk
-from logflume.interceptor import Interceptor, with_tags
+from logflume.interceptor import Interceptor, check_tags, with_tags
 from logflume.settings import Bool, Setting, Str
 
 
@@ -26,6 +26,7 @@ class TimestampInterceptor(Interceptor):
         if fmt != "ms" and "%" not in fmt:
             raise ValueError(f"format {fmt!r}: expected 'ms' or a strftime format with % fields")
         self._last: tuple[int, str] = (-1, "")
+        check_tags({self.config.tag: self._value(1_767_225_599_999)})  # a sample value: 2025-12-31 23:59:59
 
     def _value(self, ms: int) -> str:
         if self.config.format == "ms":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -222,3 +223,88 @@ def test_twenty_reloads_under_a_live_writer_deliver_every_line_exactly_once(tmp_
     dup_bytes = sum(len(d) for chunks in raw.values() for _s, d in chunks) - sum(sizes.values())
     print(f"\nreload test: 20 reloads in {reload_seconds:.1f}s, {writer.lines} lines per file, "
           f"{sum(sizes.values())} bytes; duplicates before archive: {dup_bytes} bytes")
+
+
+def _lines(root: Path) -> set[bytes]:
+    return {line for chunks in _streams(root).values() for _s, data in chunks for line in data.splitlines()}
+
+
+def test_removed_file_channel_kept_unchanged_channel_keeps_data_failed_start_reported(tmp_path, logflume_proc):
+    """A removed file channel that cannot drain stays on disk (warning) and delivers once configured again;
+    an unchanged memory channel keeps what it holds through reloads; a source that cannot start is
+    reported and the rest of the reload applies."""
+    (tmp_path / "logs").mkdir()
+    a, b = tmp_path / "logs" / "a.log", tmp_path / "logs" / "b.log"
+    a.write_bytes(b"".join(b"a %06d\n" % i for i in range(3000)))
+    b.write_bytes(b"".join(b"b %06d\n" % i for i in range(3000)))
+    c1_cfg, live = _collector(tmp_path, "c1")
+    dead, metrics, busy = free_port(), free_port(), free_port()
+    sink = {"timeout": "2s", "cooldown": "200ms", "retry_initial": "50ms", "retry_max": "300ms", "batch_chunks": 2}
+
+    def config(*, a_to: int, with_b: bool, b_to: int = 0, syslog: bool = False, a_flush: str = "100ms") -> dict:
+        cfg = {
+            "agent": {"name": "a1", "data_dir": str(tmp_path / "adata"), "metrics": f"127.0.0.1:{metrics}",
+                      "shutdown_timeout": "2s"},
+            "sources": {"a": {"type": "tail", "paths": [str(a)], "flush_interval": a_flush, "chunk_size": "4KiB",
+                              "channels": ["mem"]}},
+            "channels": {"mem": {"type": "memory", "capacity": "16MiB"}},
+            "sinks": {"up": {"type": "collector", "channel": "mem", "collectors": [f"127.0.0.1:{a_to}"], **sink}},
+        }
+        if with_b:
+            cfg["sources"]["b"] = {"type": "tail", "paths": [str(b)], "flush_interval": "100ms",
+                                   "chunk_size": "4KiB", "channels": ["disk2"]}
+            cfg["channels"]["disk2"] = {"type": "file", "capacity": "16MiB"}
+            cfg["sinks"]["up2"] = {"type": "collector", "channel": "disk2", "collectors": [f"127.0.0.1:{b_to}"],
+                                   **sink}
+        if syslog:
+            cfg["sources"]["Sys"] = {"type": "syslog", "tcp": f"127.0.0.1:{busy}", "channels": ["mem"]}
+        return cfg
+
+    cfg = _write(tmp_path / "agent.yaml", config(a_to=dead, with_b=True, b_to=dead))
+    collector = logflume_proc(["collector", "-c", c1_cfg], name="c1")
+    agent = logflume_proc(["agent", "-c", cfg], name="agent")
+    data_dir = tmp_path / "adata"
+    wait_for(lambda: (data_dir / "agent.pid").exists() or not agent.alive(), 60, message="agent started")
+    assert agent.alive(), agent.log()
+
+    def fill(name: str) -> float:
+        return next(c["fill_chunks"] for c in _status(metrics)["channels"] if c["name"] == name)
+
+    # both files read, nothing delivered (both sinks point at a closed port)
+    wait_for(lambda: all(s["lag_bytes"] == 0 for s in _status(metrics)["streams"])
+             and len(_status(metrics)["streams"]) == 2 and fill("mem") > 0 and fill("disk2") > 0, 60,
+             interval=0.5, message="both files read into their channels")
+    time.sleep(1.5)  # the status document is cached for a moment: read the settled value
+    held = fill("mem")
+
+    # remove b, its file channel and its sink: not drained within shutdown_timeout, kept on disk
+    _write(cfg, config(a_to=dead, with_b=False))
+    outcome = _sighup(agent, data_dir)
+    assert outcome["ok"] and "stop channels disk2" in outcome["changes"], outcome
+    assert "removed channel disk2 was not drained" in agent.log() and "stay on disk" in agent.log()
+    assert "channels mem" not in outcome["changes"] and fill("mem") == held  # untouched
+
+    # a source that cannot start (its port is taken; it starts before "a"): reported, the rest applies
+    # (the replaced source "a" runs again and reads what is appended), the agent runs on
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", busy))
+        taken.listen()
+        _write(cfg, config(a_to=dead, with_b=False, syslog=True, a_flush="150ms"))
+        outcome = _sighup(agent, data_dir)
+        assert not outcome["ok"] and "sources.Sys" in outcome["error"], outcome
+        assert "start sources Sys,a" in outcome["changes"], outcome
+        assert agent.alive() and fill("mem") == held
+    with open(a, "ab") as f:
+        f.write(b"".join(b"a %06d\n" % i for i in range(3000, 4000)))
+    wait_for(lambda: fill("mem") > held, 60, interval=0.5, message="lines appended after the failed start read")
+
+    # the memory channel's sink moves to the live collector: everything it held is delivered;
+    # b comes back with its old channel directory: what stayed on disk is delivered too
+    _write(cfg, config(a_to=live, with_b=True, b_to=live))
+    outcome = _sighup(agent, data_dir)
+    assert outcome["ok"] and "channels mem" not in outcome["changes"], outcome
+    wait_for(lambda: fill("mem") == 0 and fill("disk2") == 0, 60, interval=0.5, message="both channels drained")
+    assert agent.terminate(60) == 0
+    assert collector.terminate(60) == 0
+    got = _lines(tmp_path / "store")
+    assert got == set(a.read_bytes().splitlines()) | set(b.read_bytes().splitlines())

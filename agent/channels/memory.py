@@ -21,7 +21,9 @@ class MemoryChannel(Channel):
     durable: ClassVar[bool] = False
 
     def configure(self) -> None:
-        self._queue: deque[Chunk] = deque()
+        # (commit number, chunk): a rollback puts its chunks back in commit order among the others returned.
+        self._queue: deque[tuple[int, Chunk]] = deque()
+        self._committed = 0
         self._cond = threading.Condition()
         # capacity covers bytes queued + reserved by open puts + taken and not yet committed
         self._budget = ByteBudget(self._cond, self.config.capacity, self.name, lambda: self._closed)
@@ -55,7 +57,9 @@ class MemoryChannel(Channel):
 
     def _publish(self, chunks: list[Chunk]) -> None:
         with self._cond:
-            self._queue.extend(chunks)
+            for c in chunks:
+                self._committed += 1
+                self._queue.append((self._committed, c))
             self._queued_bytes += sum(len(c) for c in chunks)
             self._update()
             self._cond.notify_all()
@@ -70,15 +74,21 @@ class MemoryChannel(Channel):
                 if remaining is not None and remaining <= 0:
                     return None
                 self._cond.wait(remaining if remaining is not None else 1.0)
-            chunk = self._queue.popleft()
+            n, chunk = self._queue.popleft()
             self._queued_bytes -= len(chunk)
             self._update()
-            return chunk
+            return _Taken(n, chunk)
 
-    def _return_to_head(self, chunks: list[Chunk]) -> None:
+    def _return_to_head(self, taken: list[_Taken]) -> None:
         with self._cond:
-            self._queue.extendleft(reversed(chunks))
-            self._queued_bytes += sum(len(c) for c in chunks)
+            # Everything taken came off the head, so only chunks returned by earlier rollbacks
+            # can sit before a returned one: merge with those.
+            last = max(t.n for t in taken)
+            back = [(t.n, t.chunk) for t in taken]
+            while self._queue and self._queue[0][0] < last:
+                back.append(self._queue.popleft())
+            self._queue.extendleft(reversed(sorted(back, key=lambda item: item[0])))
+            self._queued_bytes += sum(len(t.chunk) for t in taken)
             self._update()
             self._cond.notify_all()
 
@@ -87,12 +97,21 @@ class MemoryChannel(Channel):
         self._fill_chunks.set(len(self._queue))
 
 
+class _Taken:
+    """A taken chunk and its commit number (where a rollback puts it back)."""
+
+    __slots__ = ("chunk", "n")
+
+    def __init__(self, n: int, chunk: Chunk) -> None:
+        self.n, self.chunk = n, chunk
+
+
 class _MemoryTransaction(Transaction):
     def __init__(self, channel: MemoryChannel) -> None:
         self._ch = channel
         self._puts: list[Chunk] = []
         self._put_bytes = 0
-        self._takes: list[Chunk] = []
+        self._takes: list[_Taken] = []
         self._done = False
 
     def put(self, chunk: Chunk, timeout: float | None = None) -> None:
@@ -103,10 +122,11 @@ class _MemoryTransaction(Transaction):
 
     def take(self, timeout: float | None = 0.0) -> Chunk | None:
         self._check()
-        chunk = self._ch._take(timeout)
-        if chunk is not None:
-            self._takes.append(chunk)
-        return chunk
+        taken = self._ch._take(timeout)
+        if taken is None:
+            return None
+        self._takes.append(taken)
+        return taken.chunk
 
     def commit(self) -> None:
         self._check()
@@ -116,7 +136,7 @@ class _MemoryTransaction(Transaction):
             self._ch.metrics.chunks_in.inc(len(self._puts))
             self._ch.metrics.bytes_in.inc(self._put_bytes)
         if self._takes:
-            taken = sum(len(c) for c in self._takes)
+            taken = sum(len(t.chunk) for t in self._takes)
             self._ch._budget.release(taken)
             self._ch.metrics.chunks_out.inc(len(self._takes))
             self._ch.metrics.bytes_out.inc(taken)

@@ -24,17 +24,14 @@ from agent.channels.filelog.records import HEADER_SIZE, MAP_AT_LEAST, LogCorrupt
 from agent.channels.filelog.segments import LogWriteError, list_segments, segment_name
 from logflume.chunk import Chunk
 from logflume.component import Context
-from logflume.errors import ChannelClosed, ChannelFull, ConfigError, StartupError
+from logflume.errors import ConfigError, StartupError
 from logflume.registry import resolve
 from logflume.settings import parse_settings
+from logflume.testing.channel_contract import chunk, ids, put, take_all
 from tests.channels.crash_writer import chunk_data, chunk_size, open_channel
 
 WRITER = Path(__file__).with_name("crash_writer.py")
 REPO = Path(__file__).resolve().parents[2]
-
-
-def chunk(i: int, size: int = 10) -> Chunk:
-    return Chunk("h", "s", "Raw", (i + 1) * size, "e", bytes([i % 256]) * size, tags={"i": str(i)})
 
 
 @pytest.fixture
@@ -56,28 +53,6 @@ def make(tmp_path):
         ch.stop()
 
 
-def take_all(ch: FileChannel, commit: bool = False) -> list[Chunk]:
-    tx = ch.transaction()
-    out = []
-    while (c := tx.take()) is not None:
-        out.append(c)
-    if commit:
-        tx.commit()
-    else:
-        tx.rollback()
-    return out
-
-
-def ids(chunks: list[Chunk]) -> list[int]:
-    return [int(c.tags["i"]) for c in chunks]
-
-
-def put(ch: FileChannel, *numbers: int, size: int = 10) -> None:
-    with ch.transaction() as tx:
-        for i in numbers:
-            tx.put(chunk(i, size))
-
-
 # -- transactions ---------------------------------------------------------------------------------
 
 
@@ -86,123 +61,24 @@ def test_registered_as_durable_file_channel():
     assert FileChannel.durable is True
 
 
-def test_put_invisible_until_commit_then_fifo(make):
-    ch = make()
-    tx = ch.transaction()
-    tx.put(chunk(0))
-    tx.put(chunk(1))
-    assert ch.transaction().take() is None
-    assert ch.size_chunks() == 0
-    tx.commit()
-    assert (ch.size_chunks(), ch.size_bytes()) == (2, 20)
-    with ch.transaction() as t2:
-        a, b = t2.take(), t2.take()
-        assert t2.take() is None
-    assert (a.seq_id, b.seq_id) == (10, 20)
-    assert bytes(a.data) == b"\0" * 10 and a.tags == {"i": "0"} and a.source == "h"
-    assert ch.size_chunks() == 0
 
 
-def test_take_order_is_commit_order_across_interleaved_transactions(make):
-    ch = make()
-    t1, t2 = ch.transaction(), ch.transaction()
-    t1.put(chunk(1))
-    t2.put(chunk(2))
-    t1.put(chunk(3))
-    t2.commit()
-    t1.commit()
-    assert ids(take_all(ch)) == [2, 1, 3]
 
 
-def test_rollback_returns_taken_chunks_to_head_in_order(make):
-    ch = make()
-    put(ch, *range(5))
-    t = ch.transaction()
-    assert ids([t.take() for _ in range(3)]) == [0, 1, 2]
-    t.rollback()
-    assert ids(take_all(ch)) == [0, 1, 2, 3, 4]
 
 
-def test_rollbacks_in_any_order_restore_commit_order(make):
-    ch = make()
-    put(ch, *range(4))
-    a, b = ch.transaction(), ch.transaction()
-    assert ids([a.take()]) == [0]
-    assert ids([b.take(), b.take()]) == [1, 2]
-    a.rollback()
-    b.rollback()
-    assert ids(take_all(ch)) == [0, 1, 2, 3]
 
 
-def test_rolled_back_put_is_gone_and_releases_capacity(make):
-    ch = make(capacity="20")
-    t = ch.transaction()
-    t.put(chunk(0))
-    t.put(chunk(1))
-    t.rollback()
-    with ch.transaction() as t2:
-        t2.put(chunk(2), timeout=0.1)
-        t2.put(chunk(3), timeout=0.1)
-    assert ids(take_all(ch)) == [2, 3]
-    ch.stop()
-    assert ids(take_all(make())) == [2, 3], "a rolled-back put must not come back on reopen"
 
 
-def test_exception_in_with_block_rolls_back(make):
-    ch = make()
-    put(ch, 0)
-    with pytest.raises(RuntimeError):
-        with ch.transaction() as tx:
-            tx.take()
-            raise RuntimeError("sink failed")
-    assert ch.size_chunks() == 1
 
 
-def test_transaction_cannot_be_reused(make):
-    ch = make()
-    tx = ch.transaction()
-    tx.put(chunk(0))
-    tx.commit()
-    with pytest.raises(RuntimeError):
-        tx.put(chunk(1))
 
 
-def test_full_channel_blocks_producer_until_a_take_commits(make):
-    ch = make(capacity="30")
-    put(ch, 0, 1, 2)
-    released = threading.Event()
-
-    def producer():
-        with ch.transaction() as tx:
-            tx.put(chunk(3))
-        released.set()
-
-    t = threading.Thread(target=producer, daemon=True)
-    t.start()
-    time.sleep(0.3)
-    assert not released.is_set(), "producer must block while the channel is full"
-    with ch.transaction() as tx:
-        assert tx.take() is not None
-        time.sleep(0.1)
-        assert not released.is_set(), "an uncommitted take still holds its capacity"
-    assert released.wait(2), "a committed take must release the blocked producer"
-    t.join(2)
-    assert ids(take_all(ch)) == [1, 2, 3]
 
 
-def test_put_timeout_raises_channel_full(make):
-    ch = make(capacity="10")
-    put(ch, 0)
-    with pytest.raises(ChannelFull):
-        ch.transaction().put(chunk(1), timeout=0.1)
 
 
-def test_oversized_chunk_admitted_only_when_empty(make):
-    ch = make(capacity="5")
-    put(ch, 0, size=50)
-    assert ch.size_bytes() == 50
-    with pytest.raises(ChannelFull):
-        ch.transaction().put(chunk(1, 50), timeout=0.1)
 
 
 def test_chunk_above_max_chunk_size_is_refused(make):
@@ -213,72 +89,8 @@ def test_chunk_above_max_chunk_size_is_refused(make):
     assert ch.size_chunks() == 1
 
 
-def test_close_wakes_waiting_taker_and_putter(make):
-    ch = make(capacity="10")
-    put(ch, 0)
-    errors = []
-
-    def waiting_put():
-        try:
-            ch.transaction().put(chunk(1), timeout=None)
-        except ChannelClosed as exc:
-            errors.append(exc)
-
-    empty = make(dir=str(Path(ch.directory).parent / "other"))
-
-    def waiting_take():
-        try:
-            empty.transaction().take(timeout=None)
-        except ChannelClosed as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=waiting_put), threading.Thread(target=waiting_take)]
-    for t in threads:
-        t.start()
-    time.sleep(0.2)
-    ch.close()
-    empty.close()
-    for t in threads:
-        t.join(2)
-    assert len(errors) == 2 and not any(t.is_alive() for t in threads)
-    with pytest.raises(ChannelClosed):
-        ch.transaction().take()
 
 
-def test_concurrent_producers_and_consumers_lose_and_duplicate_nothing(make):
-    ch = make(capacity="4KiB", segment_size="8KiB", checkpoint_interval="20ms")
-    n_per, producers = 300, 3
-    got: list[int] = []
-    lock = threading.Lock()
-
-    def produce(p):
-        for k in range(n_per):
-            with ch.transaction() as tx:
-                tx.put(chunk(p * n_per + k, 100), timeout=10)
-
-    def consume():
-        while True:
-            tx = ch.transaction()
-            c = tx.take(timeout=0.5)
-            if c is None:
-                tx.rollback()
-                return
-            if random.random() < 0.2:
-                tx.rollback()
-                continue
-            tx.commit()
-            with lock:
-                got.append(int(c.tags["i"]))
-
-    threads = [threading.Thread(target=produce, args=(p,)) for p in range(producers)]
-    threads += [threading.Thread(target=consume) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert sorted(got) == list(range(n_per * producers))
-    ch.checkpoint()
-    assert len(list_segments(ch.directory)) <= 2, "consumed segments must be deleted"
 
 
 # -- reopen ---------------------------------------------------------------------------------------

@@ -1,8 +1,16 @@
-"""A third-party plugin package, installed with pip, is found through its entry points and runs."""
+"""The docs/plugins.md walkthrough: the example package, installed with pip, passes its contract tests and runs.
+
+examples/plugin-example is installed into a separate directory (``pip install
+--no-deps --target``), never imported from the repository: its own tests run
+against the installed copy, and a real agent finds its three plugins through
+their entry points.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,9 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from logflume.testing.channel_contract import ChannelContract
 from tests.conftest import wait_for
 
-PKG = Path(__file__).resolve().parents[1] / "data" / "plugin_pkg"
+REPO = Path(__file__).resolve().parents[2]
+PKG = REPO / "examples" / "plugin-example"
+
+CONTRACT_TESTS = [n for n in dir(ChannelContract) if n.startswith("test_")]
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +39,21 @@ def plugin_site(tmp_path_factory) -> Path:
         capture_output=True, text=True, timeout=300,
     )
     assert res.returncode == 0, res.stderr
-    assert list(target.glob("logflume_hello-1.0.0.dist-info"))
+    assert list(target.glob("logflume_plugin_example-1.0.0.dist-info"))
     return target
+
+
+def test_installed_channel_passes_the_exported_contract_suite(plugin_site, tmp_path):
+    tests = tmp_path / "tests"
+    shutil.copytree(PKG / "tests", tests)  # the tests alone: the package comes from the installed copy
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_site), str(REPO)])}
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+                          str(tests)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert f"{len(CONTRACT_TESTS) + 1} passed" in res.stdout, res.stdout[-500:]
+    assert str(plugin_site) in subprocess.run(
+        [sys.executable, "-c", "import logflume_example; print(logflume_example.__file__)"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60).stdout
 
 
 def test_entry_point_plugins_run_in_a_real_agent(plugin_site, tmp_path, logflume_proc):
@@ -37,29 +62,33 @@ def test_entry_point_plugins_run_in_a_real_agent(plugin_site, tmp_path, logflume
     cfg.write_text(f"""
 agent: {{name: plug, data_dir: {tmp_path / 'data'}}}
 sources:
-  greet: {{type: hello, channels: [m], greeting: bonjour, count: 4}}
+  greet: {{type: greetings, channels: [q], greeting: bonjour, count: 4}}
 channels:
-  m: {{type: memory}}
+  q: {{type: sqlite}}
 sinks:
-  up: {{type: upperfile, channel: m, path: {out}}}
+  up: {{type: upperfile, channel: q, path: {out}}}
 """)
     env = {"PYTHONPATH": str(plugin_site) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     check = subprocess.run([sys.executable, "-m", "logflume", "check", "-c", str(cfg)], capture_output=True,
                            text=True, env={**os.environ, **env}, timeout=60)
     assert check.returncode == 0, check.stderr
-    assert "hello:greet -> channel memory:m -> upperfile:up" in check.stdout
+    assert "greetings:greet -> channel sqlite:q -> upperfile:up" in check.stdout
     agent = logflume_proc(["agent", "-c", cfg], env=env)
-    wait_for(lambda: out.exists() and out.read_text().count("\n") == 4, 20, message="plugin output")
+    wait_for(lambda: out.exists() and out.read_text().count("\n") == 4, 60, message="plugin output")
     assert out.read_text() == "".join(f"BONJOUR {i}\n" for i in range(4))
     agent.signal(signal.SIGTERM)
-    assert agent.wait(20) == 0
+    assert agent.wait(30) == 0
+    # The source numbered its stream through its ledger and the channel kept its chunks in SQLite.
+    ledger = json.loads((tmp_path / "data" / "source" / "greet" / "streams.json").read_text())
+    assert set(ledger["streams"]) == {"greetings"}
+    assert (tmp_path / "data" / "channel" / "q" / "channel.db").exists()
 
 
 def test_plugin_without_entry_point_is_a_clear_error(tmp_path):
     cfg = tmp_path / "agent.yaml"
-    cfg.write_text("sources:\n  g: {type: hello, channels: [m]}\nchannels:\n  m: {type: memory}\n"
+    cfg.write_text("sources:\n  g: {type: greetings, channels: [m]}\nchannels:\n  m: {type: memory}\n"
                    "sinks:\n  s: {type: 'null', channel: m}\n")
     res = subprocess.run([sys.executable, "-m", "logflume", "check", "-c", str(cfg)], capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == 2
-    assert "sources.g.type: unknown source type 'hello'" in res.stderr
+    assert "sources.g.type: unknown source type 'greetings'" in res.stderr

@@ -1,0 +1,1 @@
+"""A third-party logflume plugin package: the walkthrough of docs/plugins.md."""

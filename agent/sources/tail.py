@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from agent.chunker import MultilinePattern, RecordChunker
 from agent.sources.tailing.checkpoint import CheckpointWriter, Position, PositionFile
 from agent.sources.tailing.container_format import FORMATS, ContainerFormat
 from agent.sources.tailing.generations import FingerprintIndex, Generations
@@ -35,6 +34,7 @@ from agent.sources.tailing.identity import FileIdentity, read_head
 from agent.sources.tailing.reader import TailedFile
 from agent.sources.tailing.watcher import ChangeWatcher, glob_base
 from logflume.chunk import Chunk
+from logflume.chunking import MultilinePattern, RecordChunker
 from logflume.errors import ChannelClosed, ConfigError
 from logflume.settings import (
     Bool,

@@ -22,7 +22,7 @@ whether it continues, so even a record cut by ``chunk_size`` (flagged
 ``split``) or sent by ``partial_timeout`` is joined again there.
 
 A :class:`LineGrouping` is handed to the chunker in place of a
-:class:`~agent.chunker.MultilinePattern` with ``match: before``: a line that
+:class:`~logflume.chunking.MultilinePattern` with ``match: before``: a line that
 "continues" is put in front of the next line, and a record ends after a line
 that does not.  It holds state (which streams have an open message), so every
 chunker gets its own (:meth:`ContainerFormat.grouping`).  A line in neither

@@ -16,9 +16,10 @@ same manifest, staged names and publish step.  Per batch, one Spark job:
 3. ``mapInArrow`` writes the rows with the local engine's part-file writer
    (:class:`jobs.outputs.TableFiles`) under the same
    ``datatype=/date=/hour=`` partitions and ``part-<batch>-<task>`` names.
-   Processors without a compiler (third-party plugins, ``json``, ``syslog``,
-   ``regex``) run here through their ``process_batch`` on whole Arrow batches:
-   a Python call per batch, never a per-record UDF.
+   Processors without a compiler (third-party plugins, ``json``), and the
+   records a compiled one leaves to its processor (``slow``: syslog structured
+   data, a regex's non-ASCII records, …), run here through ``process_batch``
+   on whole Arrow batches: a Python call per batch, never a per-record UDF.
 
 Input and output are opened through fsspec on the executors, so both URLs
 must be reachable from every executor (shared storage; a local path only for
@@ -146,7 +147,7 @@ def parse_columns(df: Any, plan: Plan) -> tuple[Any, dict[int, list[str]]]:
     """``df`` plus ``kind``, ``reason`` and, per compiled entry ``i``, a struct column ``f<i>`` of its fields."""
     from pyspark.sql import functions as F
 
-    from jobs.engines.spark_sql import compile_processor
+    from jobs.engines.spark_sql import Let, compile_processor
 
     kind = plan.kind_column(F.col("datatype"))
     compiled: dict[int, list[str]] = {}
@@ -161,10 +162,15 @@ def parse_columns(df: Any, plan: Plan) -> tuple[Any, dict[int, list[str]]]:
             return False
         return True
 
+    columns = list(df.columns)
+    df = df.withColumn("kind", kind)
+    steps: list[tuple[str, Any]] = []
     for i, entry in enumerate(plan.entries):
-        c = compile_processor(_build(entry), F.col("raw"), java_compiles if jvm is not None else None)
+        c = compile_processor(_build(entry), F.col("raw"), java_compiles if jvm is not None else None,
+                              F.col("timestamp"), Let(f"_k{i}_", F.col("kind") == i))
         if c is None:
             continue
+        steps += c.steps
         compiled[i] = [name for name, _ in c.fields]
         cond = F.col("kind") == i
         why = c.reason if c.fast is None else F.when(c.fast, c.reason)  # a slow record's reason is the processor's
@@ -172,11 +178,18 @@ def parse_columns(df: Any, plan: Plan) -> tuple[Any, dict[int, list[str]]]:
         is_slow = F.lit(False) if c.fast is None else ~c.fast
         slow = F.when(cond, is_slow) if slow is None else slow.when(cond, is_slow)
         structs.append(F.when(cond, F.struct(*(col.alias(name) for name, col in c.fields))).alias(f"f{i}"))
+    # intermediate columns, added a dependency level at a time (one withColumn each would make Spark analyse
+    # the plan once per column: seconds per batch)
+    level: dict[str, int] = {}
+    for name, expr in steps:
+        text = str(expr)
+        level[name] = 1 + max((level[n] for n in level if n in text), default=0)
+    for lv in sorted(set(level.values())):
+        df = df.withColumns({name: expr for name, expr in steps if level[name] == lv})
     reason = F.lit(None).cast("string") if reason is None else reason
     slow = F.lit(True) if slow is None else slow.otherwise(F.lit(True))
-    df = df.withColumn("kind", kind)
     reason = F.when(F.col("split"), F.lit(SPLIT_REASON)).otherwise(reason)
-    return df.select("*", reason.alias("reason"), slow.alias("slow"), *structs), compiled
+    return df.select(*columns, "kind", reason.alias("reason"), slow.alias("slow"), *structs), compiled
 
 
 # ---- step 1: tasks -> records ----------------------------------------------------------------------------------

@@ -19,8 +19,9 @@ cannot change what this loop matches, since it can end only at an unescaped quot
 
 ``regex`` is compiled when its pattern means the same to Java
 (:func:`python_regex_is_java`) for printable-ASCII records; its other records go
-to the processor, as its own batch path does.  Processors without a compiler here
-(third-party plugins, ``json``, ``syslog``, ``raw`` with ``strict_utf8``) return None: the engine runs their
+to the processor, as its own batch path does.  ``syslog`` likewise: its common forms in SQL, the rest
+(structured data, errors) to the processor.  Processors without a compiler here
+(third-party plugins, ``json``, ``raw`` with ``strict_utf8``) return None: the engine runs their
 ``process_batch`` over Arrow batches of records in ``mapInArrow`` (a Python call
 per batch, never a per-record UDF).
 """
@@ -49,6 +50,25 @@ class Compiled:
     #: Records Spark SQL decides (None: all).  The others go to the processor's own ``process_batch``, as its
     #: batch path hands records it does not take to its per-record code.
     fast: Column | None = None
+    #: Intermediate columns, in order, each a (name, expression) that may use the ones before: added to the
+    #: DataFrame one by one so that Spark computes a shared value once (an expression tree that repeats a
+    #: sub-tree grows with every use: the generated code of syslog's ran Janino out of memory).
+    steps: tuple[tuple[str, Column], ...] = ()
+
+
+class Let:
+    """Names intermediate values (see ``Compiled.steps``); ``guard`` limits their work to this processor's rows."""
+
+    def __init__(self, prefix: str = "_c_", guard: Column | None = None) -> None:
+        self.prefix, self.guard = prefix, guard
+        self.steps: list[tuple[str, Column]] = []
+
+    def __call__(self, name: str, expr: Column) -> Column:
+        from pyspark.sql import functions as F
+
+        col = f"{self.prefix}{name}{len(self.steps)}"
+        self.steps.append((col, expr if self.guard is None else F.when(self.guard, expr)))
+        return F.col(col)
 
 
 def java_pattern(pattern: str, possessive: tuple[str, ...] = ()) -> str:
@@ -62,13 +82,13 @@ def java_pattern(pattern: str, possessive: tuple[str, ...] = ()) -> str:
 class _Match:
     """One anchored pattern over a string column: whether it matched, and its groups (null where it did not)."""
 
-    def __init__(self, text: Column, pattern: str, possessive: tuple[str, ...] = ()) -> None:
+    def __init__(self, let: Let, text: Column, pattern: str, possessive: tuple[str, ...] = ()) -> None:
         from pyspark.sql import functions as F
 
         self.text = text
         self.java = java_pattern(pattern, possessive)
         self.index = re.compile(pattern).groupindex
-        self.ok = F.coalesce(text.rlike(self.java), F.lit(False))
+        self.ok = let("ok", F.coalesce(text.rlike(self.java), F.lit(False)))
         self._F = F
 
     def group(self, name: str) -> Column:
@@ -101,29 +121,29 @@ def _first_reason(*checks: tuple[Column, Column]) -> Column:
     return out
 
 
-def compile_access(raw: Column) -> Compiled:
+def compile_access(raw: Column, let: Let) -> Compiled:
     from pyspark.sql import functions as F
 
     from jobs.processors import access as A
 
     lit = F.lit
-    text = text_of(raw)
-    m = _Match(text, A.LINE, possessive=(A._QUOTED,))
-    raw_time = m.group("time")
-    t = _Match(raw_time, A.TIME)
+    text = let("text", text_of(raw))
+    m = _Match(let, text, A.LINE, possessive=(A._QUOTED,))
+    raw_time = let("time", m.group("time"))
+    t = _Match(let, raw_time, A.TIME)
     month = F.array_position(F.array(*(lit(x) for x in A.MONTHS)), t.group("mon"))  # 0: not a month
     mm = F.lpad(month.cast("string"), 2, "0")
-    local = F.concat(t.group("y"), lit("-"), mm, lit("-"), t.group("d"), lit("T"), t.group("H"), lit(":"),
-                     t.group("M"), lit(":"), t.group("S"))
+    local = let("local", F.concat(t.group("y"), lit("-"), mm, lit("-"), t.group("d"), lit("T"), t.group("H"), lit(":"),
+                     t.group("M"), lit(":"), t.group("S")))
     # a real calendar time: parses, and formats back to itself (the session time zone is UTC: no DST gaps)
     parsed = F.call_function("try_to_timestamp", local, lit("yyyy-MM-dd'T'HH:mm:ss"))
-    time_ok = F.coalesce((F.date_format(parsed, "yyyy-MM-dd'T'HH:mm:ss") == local) & (t.group("y") != "0000"),
-                         lit(False))
+    time_ok = let("time_ok", F.coalesce((F.date_format(parsed, "yyyy-MM-dd'T'HH:mm:ss") == local)
+                                        & (t.group("y") != "0000"), lit(False)))
     iso = F.concat(local, t.group("sign"), t.group("zh"), lit(":"), t.group("zm"))
     reason = _first_reason((m.ok, lit(A.NOT_ACCESS)),
                            (time_ok, F.concat(lit("bad access log time ["), raw_time, lit("]"))))
-    request = m.group("request")
-    req = _Match(request, A.REQUEST)
+    request = let("request", m.group("request"))
+    req = _Match(let, request, A.REQUEST)
     client = m.group("client") != ""
     size = m.group("bytes")
     none = lit(None).cast("string")
@@ -143,10 +163,114 @@ def compile_access(raw: Column) -> Compiled:
         ("user_agent", F.when(client, _nil(m.group("agent"), ("-",))).otherwise(none)),
         ("extra", _nil(m.group("extra").substr(lit(2), lit(2**31 - 1)))),
     ]
-    return Compiled(fields, reason)
+    return Compiled(fields, reason, steps=tuple(let.steps))
 
 
-def compile_raw(raw: Column) -> Compiled:
+def _valid_datetime(local: Column) -> Column:
+    """Whether ``YYYY-MM-DDTHH:MM:SS`` is a real calendar time, as Python's datetime accepts it."""
+    from pyspark.sql import functions as F
+
+    fmt = "yyyy-MM-dd'T'HH:mm:ss"
+    shape = local.rlike(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\z")
+    parsed = F.call_function("try_to_timestamp", local, F.lit(fmt))
+    return F.coalesce(shape & (F.date_format(parsed, fmt) == local) & (local.substr(1, 4) != "0000"), F.lit(False))
+
+
+def compile_syslog(proc: Any, raw: Column, timestamp: Column, let: Let) -> Compiled:
+    """The syslog batch path's common forms in SQL (RFC 5424 without structured data, RFC 3164); every other
+    record (errors, structured data, other time forms) goes to the processor, exactly as that path hands it on."""
+    from pyspark.sql import functions as F
+
+    from jobs.processors import syslog as S
+
+    lit, ns = F.lit, S._NS
+    none = lit(None).cast("string")
+    text = let("text", text_of(raw))
+    has_pri = let("has_pri", F.coalesce(text.rlike(r"^<[0-9]{1,3}>"), lit(False)))
+    pri = let("pri", F.when(has_pri, F.regexp_extract(text, r"^<([0-9]{1,3})>", 1).try_cast("bigint")))
+    body = let("body", F.when(has_pri, F.regexp_extract(text, r"(?s)^<[0-9]{1,3}>(.*)\z", 1)).otherwise(text))
+    if proc.config.require_pri:
+        pri_ok = has_pri & (pri <= 191)
+    else:
+        pri_ok = F.when(has_pri, pri <= 191).otherwise(~text.startswith("<"))
+    pri_ok = let("pri_ok", F.coalesce(pri_ok & ~text.startswith("\ufeff"), lit(False)))
+    facility = F.when(has_pri, F.floor(pri / 8).cast("bigint"))
+    severity = F.when(has_pri, pri % 8)
+
+    # RFC 5424 with no structured data: 1 TIME HOST APP PID MSGID -[ MSG]
+    p5 = java_pattern(rf"1 ({ns}+) ({ns}+) ({ns}+) ({ns}+) ({ns}+) -(?: ((?s:.*)))?")
+    is5 = let("is5", F.coalesce(body.rlike(p5), lit(False)))
+
+    def g5(i: int) -> Column:
+        return F.when(is5, F.regexp_extract(body, p5, i))
+
+    raw_time, msg5 = let("time5", g5(1)), let("msg5", g5(6))
+    iso = F.coalesce(raw_time.rlike(java_pattern(S.ISO_TIME)), lit(False))
+    local5 = let("local5", raw_time.substr(1, 19))
+    after = let("after", raw_time.substr(lit(20), lit(2**31 - 1)))
+    frac = F.rpad(F.regexp_extract(after, r"^\.?([0-9]*)", 1), 6, "0")
+    frac = F.when(frac == "000000", lit("")).otherwise(F.concat(lit("."), frac))
+    tz = F.regexp_extract(after, r"(?s)^\.?[0-9]*(.*)\z", 1)
+    tz = F.when(tz.isin("Z", "-00:00"), lit("+00:00")).otherwise(tz)
+    time_nil = raw_time == "-"
+    time5 = let("time5", F.when(time_nil, none).otherwise(F.concat(local5, frac, tz)))
+    time_ok = (time_nil | (iso & _valid_datetime(local5))) & ~msg5.startswith("\ufeff")
+    is5 = let("is5", is5 & F.coalesce(time_ok, lit(False)))
+
+    # RFC 3164: Mmm dd hh:mm:ss HOST[ REST], the year from each record's chunk
+    p3 = java_pattern(S.RFC3164)
+    idx3 = __import__("re").compile(S.RFC3164).groupindex
+    is3 = let("is3", F.coalesce(body.rlike(p3), lit(False)))
+
+    def g3(name: str) -> Column:
+        return F.when(is3, F.regexp_extract(body, p3, idx3[name]))
+
+    read = F.timestamp_millis(timestamp)  # the session time zone is UTC
+    read_year, read_month = let("ry", F.year(read)), let("rm", F.month(read))
+    month = let("month", F.array_position(F.array(*(lit(m) for m in S.MONTHS)), g3("mon")).cast("int"))
+    year = F.when(month - read_month > 6, read_year - 1).otherwise(read_year)
+    mm = F.lpad(month.cast("string"), 2, "0")
+    dd = F.translate(g3("day"), " ", "0")
+    hms = F.concat(g3("h"), lit(":"), g3("m"), lit(":"), g3("s"))
+    rest_of = let("mdhms", F.concat(lit("-"), mm, lit("-"), dd, lit("T"), hms))
+    time3 = let("time3", F.concat(F.lpad(year.cast("string"), 4, "0"), rest_of))
+    as_read = let("as_read", F.concat(F.lpad(read_year.cast("string"), 4, "0"), rest_of))
+    is3 = let("is3", is3 & ~is5 & _valid_datetime(as_read) & _valid_datetime(time3))
+    host3, rest = let("host3", g3("host")), let("rest", g3("rest"))
+    # TAG: the text before the first ':' is app[pid] (a tag), or cannot be one (no tag), or is left to Python
+    colon = let("colon", F.coalesce(rest.contains(":"), lit(False)))
+    cand = let("cand", F.substring_index(rest, ":", 1))
+    after_tag = let("after_tag", rest.substr(F.length(cand) + 2, lit(2**31 - 1)))
+    tag_pattern = java_pattern(r"[^ \t\n\x0b\f\r\[\]:]{1,48}(?:\[[^\] \t\n\x0b\f\r]{1,32}\])?")
+    tag = let("tag", colon & F.coalesce(cand.rlike(tag_pattern), lit(False)))
+    bracket = let("bracket", F.coalesce(cand.contains("["), lit(False)))
+    tag_known = tag | ~colon | ~bracket
+    app_part = let("app_part", F.substring_index(cand, "[", 1))
+    app3 = F.when(tag, app_part)
+    pid3 = _nil(F.when(tag & bracket, cand.substr(F.length(app_part) + 2, F.length(cand) - F.length(app_part) - 2)))
+    msg3 = F.when(tag, F.when(after_tag.startswith(" "), after_tag.substr(lit(2), lit(2**31 - 1)))
+                  .otherwise(after_tag)).otherwise(rest)
+    is3 = let("is3", is3 & tag_known)
+
+    def pick(a: Column, b: Column) -> Column:
+        return F.when(is5, a).otherwise(b)
+
+    fields = [
+        ("format", pick(lit("rfc5424"), lit("rfc3164"))),
+        ("facility", facility),
+        ("severity", severity),
+        ("time", pick(time5, time3)),
+        ("host", pick(_nil(g5(2), ("-",)), host3)),
+        ("app", pick(_nil(g5(3), ("-",)), app3)),
+        ("pid", pick(_nil(g5(4), ("-",)), pid3)),
+        ("msgid", pick(_nil(g5(5), ("-",)), none)),
+        ("structured_data", none),
+        ("message", pick(msg5, msg3)),
+    ]
+    return Compiled(fields, none, pri_ok & (is5 | is3), tuple(let.steps))
+
+
+def compile_raw(raw: Column, let: Let) -> Compiled:
     from pyspark.sql import functions as F
 
     return Compiled([("message", text_of(raw))], F.lit(None).cast("string"))
@@ -188,7 +312,7 @@ def python_regex_is_java(pattern: str) -> bool:
     return True
 
 
-def compile_regex(proc: Any, raw: Column) -> Compiled | None:
+def compile_regex(proc: Any, raw: Column, let: Let) -> Compiled | None:
     """Printable-ASCII records in SQL (matched or not); others, empty groups and values that do not convert
     go to the processor (as its own batch path does)."""
     from pyspark.sql import functions as F
@@ -198,8 +322,8 @@ def compile_regex(proc: Any, raw: Column) -> Compiled | None:
         return None
     java = java_pattern(pattern) if proc.config.match == "full" else "(?d)" + _NAMED.sub("(", pattern)
     index = proc.pattern.groupindex
-    text = text_of(raw)
-    matched = F.coalesce(text.rlike(java), F.lit(False))
+    text = let("text", text_of(raw))
+    matched = let("matched", F.coalesce(text.rlike(java), F.lit(False)))
     fast = F.coalesce(text.rlike(_PLAIN), F.lit(False))
     sql_types = {"int": "bigint", "float": "double"}
     fields: list[tuple[str, Column]] = []
@@ -215,11 +339,11 @@ def compile_regex(proc: Any, raw: Column) -> Compiled | None:
             value = value.try_cast(sql_types[kind])
         fields.append((name, F.when(matched, value)))
     fast = fast & (~matched | good)
-    return Compiled(fields, F.when(~matched, F.lit("does not match pattern")), fast)
+    return Compiled(fields, F.when(~matched, F.lit("does not match pattern")), fast, tuple(let.steps))
 
 
-def compile_processor(proc: Processor, raw: Column,
-                      java_compiles: Callable[[str], bool] | None = None) -> Compiled | None:
+def compile_processor(proc: Processor, raw: Column, java_compiles: Callable[[str], bool] | None = None,
+                      timestamp: Column | None = None, let: Let | None = None) -> Compiled | None:
     """The processor as Spark SQL over the binary column ``raw``, or None when it has no compiler (fallback).
 
     ``java_compiles`` checks a user's pattern in the JVM first (a pattern Java refuses would fail the job).
@@ -227,14 +351,18 @@ def compile_processor(proc: Processor, raw: Column,
     from jobs.processors.access import AccessLogProcessor
     from jobs.processors.raw import RawProcessor
     from jobs.processors.regex import RegexProcessor
+    from jobs.processors.syslog import SyslogProcessor
 
+    let = let or Let()
     kind = type(proc)
     if kind is AccessLogProcessor:
-        return compile_access(raw)
+        return compile_access(raw, let)
     if kind is RawProcessor and not proc.config.strict_utf8:
-        return compile_raw(raw)
+        return compile_raw(raw, let)
+    if kind is SyslogProcessor and timestamp is not None:
+        return compile_syslog(proc, raw, timestamp, let)
     if kind is RegexProcessor:
-        c = compile_regex(proc, raw)
+        c = compile_regex(proc, raw, let)
         if c is not None and java_compiles is not None:
             full = proc.config.match == "full"
             java = java_pattern(proc.config.pattern) if full else "(?d)" + _NAMED.sub("(", proc.config.pattern)

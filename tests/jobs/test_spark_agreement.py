@@ -62,6 +62,9 @@ METRICS = [
     b"cpu_load=0.25 3", b"disk=-1.5e3 12", b"mem=12 99999999999999999999", b"net=1.2.3 4", b"temp=.5 007",
     b"fan=5 -", b"bad line", b"x=1 2 extra", b"\xffx=1 2", b"up=1e999 1",
 ]
+JAN = 1_767_225_600_000  # 2026-01-01T00:00:00Z: a December RFC 3164 line read now is from last year
+DEC_3164 = [b"<13>Dec 31 23:59:59 host app[12]: old year", b"Feb 29 00:00:00 host leap? not in 2026",
+            b"Jan  1 00:00:01 host tag:no space", b"Jan  1 00:00:01 host a b: c", b"Jan  1 00:00:01 host x[1:2]: y"]
 EDGE_RAW = [*RAW, b"\xe2\x82", b"\xf0\x9f\x98", b"tab\there", b"\x00nul", b"\xc0\xaf", "é\u2028".encode()]
 
 
@@ -69,11 +72,12 @@ def edge_sinks(root: Path) -> None:
     """Edge records as their own streams, plus a chunk flagged split (its last record goes to _errors)."""
     rng = random.Random(7)
     chunks: list[Chunk] = []
-    for name, dt, lines in (("edge-access", "EdgeAccess", EDGE_ACCESS), ("edge-raw", "Misc", EDGE_RAW),
-                            ("edge-syslog", "EdgeSyslog", SYSLOG), ("edge-app", "AppLog", EDGE_APPLOG),
-                            ("metrics", "Metrics", METRICS)):
+    for name, dt, lines, ts in (("edge-access", "EdgeAccess", EDGE_ACCESS, T0), ("edge-raw", "Misc", EDGE_RAW, T0),
+                                ("edge-syslog", "EdgeSyslog", SYSLOG, T0), ("edge-app", "AppLog", EDGE_APPLOG, T0),
+                                ("metrics", "Metrics", METRICS, T0),
+                                ("syslog-jan", "EdgeSyslog", [*SYSLOG, *DEC_3164], JAN)):
         data = b"".join(line + b"\n" for line in lines)
-        chunks += chunks_of(data, ("edge", f"/var/log/{name}", "1"), dt, rng, ts=T0 + 7_200_000,
+        chunks += chunks_of(data, ("edge", f"/var/log/{name}", "1"), dt, rng, ts=ts + 7_200_000,
                             explicit=name == "edge-raw")
     split = Chunk("edge", "/var/log/split", "NginxAccess", 30, "1", b"line one\nand a very long recor",
                   timestamp=T0, flags=[FLAG_SPLIT])
@@ -107,14 +111,18 @@ def test_local_and_spark_engines_write_the_same_rows(spark, tmp_path: Path) -> N
     got = SparkDemux(str(sink), str(tmp_path / "spark"), spec, "parquet", None, 16384, spark=spark).run()
 
     # Spark SQL parses access, raw and regex (printable ASCII); the others go through their batch path
-    rows = [(line, "Metrics", False) for line in METRICS] + [(line, "AppLog", False) for line in EDGE_APPLOG]
-    df = spark.createDataFrame(rows, "raw binary, datatype string, split boolean")
+    rows = [(line, "Metrics", False, T0) for line in METRICS] + [(line, "AppLog", False, T0) for line in EDGE_APPLOG]
+    rows += [(line, "EdgeSyslog", False, JAN) for line in [*SYSLOG, *DEC_3164]]
+    df = spark.createDataFrame(rows, "raw binary, datatype string, split boolean, timestamp bigint")
     parsed, compiled = parse_columns(df, Plan(spec))
     kinds = {Plan(spec).entries[i]["type"] for i in compiled}
-    assert kinds == {"access", "raw", "regex"}
-    slow = {bytes(r["raw"]) for r in parsed.collect() if r["slow"]}
+    assert kinds == {"access", "raw", "regex", "syslog"}
+    rows = parsed.collect()
+    slow = {bytes(r["raw"]) for r in rows if r["slow"] and r["datatype"] != "EdgeSyslog"}
     assert slow == {b"mem=12 99999999999999999999", b"net=1.2.3 4", b"fan=5 -", b"\xffx=1 2", b"up=1e999 1",
                     EDGE_APPLOG[1], EDGE_APPLOG[2], EDGE_APPLOG[3]}  # no match (tab) is decided in SQL
+    syslog_sql = [bytes(r["raw"]) for r in rows if r["datatype"] == "EdgeSyslog" and not r["slow"]]
+    assert DEC_3164[0] in syslog_sql and DEC_3164[2] in syslog_sql and len(syslog_sql) >= len(SYSLOG) // 2
 
     assert got.tasks == local.tasks > 2
     for key in ("chunks", "records", "errors", "bytes", "bad_chunks", "output_files"):

@@ -187,6 +187,9 @@ def cmd_tap(args: argparse.Namespace) -> int:
                 print(f"# tapping {event['kind']}:{event['component']} at {args.address} "
                       f"(at most {event['rate']:g} chunks/s)", file=sys.stderr, flush=True)
                 continue
+            if event.get("type") == "gone":
+                print(f"# {event['kind']}:{event['component']} was removed by a reload", file=sys.stderr, flush=True)
+                return EXIT_STARTUP
             if event.get("type") == "heartbeat":
                 lost = event.get("dropped", 0) + event.get("rate_limited", 0)
                 if lost != dropped:

@@ -408,8 +408,13 @@ class _Handler(BaseHTTPRequestHandler):
                 lines = [json.dumps(e, separators=(",", ":")) for e in sub.get(timeout=1.0)]
                 lines.append(json.dumps({"type": "heartbeat", "dropped": sub.dropped,
                                          "rate_limited": sub.rate_limited}))
+                gone = sub.point is not None and not any(h in status.components for h in sub.point.holders)
+                if gone:  # a reload removed it (a replaced component hands its tap on: tap.carry)
+                    lines.append(json.dumps({"type": "gone", "kind": component.kind, "component": component.name}))
                 self.wfile.write(("\n".join(lines) + "\n").encode())
                 self.wfile.flush()
+                if gone:
+                    break
         except OSError:
             pass  # the tapper went away
         finally:

@@ -154,3 +154,18 @@ def test_tap_follows_its_component_through_a_reload(running):
         if e["type"] == "chunk" and e["time"] > t_reload + 0.5:
             break
         assert time.monotonic() < deadline, "the tap went silent after the reload"
+
+    # a reload that removes the tapped component ends the tap with a "gone" line; the CLI exits 1
+    tap = subprocess.Popen([sys.executable, "-m", "logflume", "tap", addr, "--component", "logs"], cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        first = tap.stderr.readline()  # printed once attached
+        assert "# tapping source:logs" in first, first
+        cfg["sources"]["renamed"] = cfg["sources"].pop("logs")
+        running["cfg"].write_text(yaml.safe_dump(cfg))
+        running["agent"].signal(signal.SIGHUP)
+        assert tap.wait(60) == 1
+        err = tap.stderr.read()
+        assert "source:logs was removed by a reload" in err, err
+    finally:
+        tap.kill()

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from logflume.chunk import Chunk  # noqa: E402
-from sinks.sequencefile import SequenceFileReader, SequenceFileWriter  # noqa: E402
+from logflume.sequencefile import SequenceFileReader, SequenceFileWriter  # noqa: E402
 
 MODES = [("NONE", None)] + [(c, k) for c in ("RECORD", "BLOCK") for k in ("deflate", "gzip", "lz4", "snappy")]
 CHUNK_SIZE = 4 << 20

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 from logflume.chunk import Chunk
 from logflume.errors import ConfigError, DeliveryError, StartupError, TryLater
 from logflume.registry import resolve
+from logflume.sequencefile import SequenceFileError, SequenceFileReader
 from logflume.settings import (
     Duration,
     Float,
@@ -45,7 +46,6 @@ from logflume.settings import (
 from logflume.sink import Sink
 from logflume.statefile import make_state_dir, remove_durably, write_atomic
 from sinks.seqfile import SeqFileSink
-from sinks.sequencefile import SequenceFileError, SequenceFileReader
 
 _SECONDARY_FILE = re.compile(r"^(\d{16})\.seq$")
 _PROGRESS = "replay.progress"

@@ -187,7 +187,7 @@ class Archiver:
                     ) -> tuple[str, list[tuple[tuple[str, str, str], int, int, int]]]:
         """Write one hour's archive file; returns its path and, per stream in it, (key, first byte,
         end, offset of a sync point just before the stream's first record)."""
-        from sinks.sequencefile import BYTES_WRITABLE, TEXT, SequenceFileWriter
+        from logflume.sequencefile import BYTES_WRITABLE, TEXT, SequenceFileWriter
 
         rel = f"{key[0]}/{key[1]}/{key[2]}/archive-{batch:06d}.seq"
         final = f"{self.out_root}/{rel}"
@@ -229,7 +229,7 @@ class Archiver:
 
     def read_archived(self, rel: str, offset: int, key: tuple[str, str, str]) -> list[Chunk]:
         """The chunks of stream ``key`` an earlier batch wrote to archive file ``rel`` from sync point ``offset``."""
-        from sinks.sequencefile import SequenceFileReader
+        from logflume.sequencefile import SequenceFileReader
 
         out: list[Chunk] = []
         with self.out_fs.open(f"{self.out_root}/{rel}", "rb") as f:

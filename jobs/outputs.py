@@ -50,7 +50,7 @@ class PartitionWriter:
         if fmt == "jsonl":
             self._f = fs.open(self.tmp, "w", encoding="utf-8")
         elif fmt == "seq":
-            from sinks.sequencefile import TEXT, SequenceFileWriter
+            from logflume.sequencefile import TEXT, SequenceFileWriter
 
             self._f = fs.open(self.tmp, "wb")
             self._seq = SequenceFileWriter(self._f, key_class=TEXT, value_class=TEXT,
@@ -149,7 +149,7 @@ def read_records(fs: Any, path: str) -> list[dict[str, Any]]:
 
         with fs.open(path, "rb") as f:
             return pq.read_table(f).to_pylist()
-    from sinks.sequencefile import SequenceFileReader
+    from logflume.sequencefile import SequenceFileReader
 
     with fs.open(path, "rb") as f:
         return [json.loads(v) for _, v in SequenceFileReader(f)]
@@ -219,7 +219,7 @@ class TableFile:
 
             self._w = pq.ParquetWriter(self._f, schema, compression="zstd")
         elif self.fmt == "seq":
-            from sinks.sequencefile import TEXT, SequenceFileWriter
+            from logflume.sequencefile import TEXT, SequenceFileWriter
 
             self._w = SequenceFileWriter(self._f, key_class=TEXT, value_class=TEXT,
                                          metadata={"logflume.writer": "demux", "logflume.format": "1"},

@@ -99,7 +99,7 @@ class SetAsideFile:
     def add(self, key: dict[str, Any], data: Buffer) -> None:
         """Append one record: ``key`` as JSON (ASCII-escaped, so any parsed text can be written back)."""
         if self._w is None:
-            from sinks.sequencefile import BYTES_WRITABLE, TEXT, SequenceFileWriter
+            from logflume.sequencefile import BYTES_WRITABLE, TEXT, SequenceFileWriter
 
             self.fs.makedirs(self.path.rsplit("/", 1)[0], exist_ok=True)
             self._f = self.fs.open(self.tmp, "wb")

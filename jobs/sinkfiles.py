@@ -91,7 +91,7 @@ def parse_record(key: Buffer, value: Buffer, where: str) -> Chunk | Rejected:
 
 def read_chunks(fs: Any, path: str, start: int = 0, end: int | None = None) -> Iterator[Chunk | Rejected]:
     """Chunks (or rejected records) of one sink/archive file split; a damaged file raises JobError naming it."""
-    from sinks.sequencefile import SequenceFileError, SequenceFileReader
+    from logflume.sequencefile import SequenceFileError, SequenceFileReader
 
     url = fs.unstrip_protocol(path)
     with fs.open(path, "rb") as f:

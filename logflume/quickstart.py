@@ -123,7 +123,7 @@ def _archive_and_demux(root: Path) -> None:
 
 
 def _stored_lines(store: Path) -> list[bytes]:
-    from sinks.sequencefile import SequenceFileReader
+    from logflume.sequencefile import SequenceFileReader
 
     lines: list[bytes] = []
     for path in sorted(store.rglob("*.seq")):

@@ -32,10 +32,10 @@ from logflume import __version__
 from logflume.chunk import Chunk
 from logflume.errors import ConfigError, DeliveryError, StartupError
 from logflume.secrets import redact_url
+from logflume.sequencefile import SequenceFileError, SequenceFileReader, SequenceFileWriter
 from logflume.settings import AnyValue, Duration, Enum, MapOf, Optional, Setting, Size, Str
 from logflume.sink import Sink
 from logflume.statefile import STATE_FILE_MODE, make_state_dir
-from sinks.sequencefile import SequenceFileError, SequenceFileReader, SequenceFileWriter
 from sinks.storage import SFTP_PROTOCOLS, check_storage_options, open_filesystem
 
 #: Header metadata of every sink file: who wrote it and which layout its records follow.

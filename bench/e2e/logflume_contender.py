@@ -98,7 +98,7 @@ def sink_files(root: Path) -> tuple[list[Path], list[Path]]:
 
 def verify_store(root: Path, v: SeqVerifier) -> dict:
     """Feed every chunk of every finished sink file to ``v``; count chunks and duplicate chunks."""
-    from sinks.sequencefile import SequenceFileReader
+    from logflume.sequencefile import SequenceFileReader
 
     finished, partial = sink_files(root)
     seen: set[tuple] = set()

@@ -131,7 +131,7 @@ def test_two_minute_chaos_run(tmp_path):
 def test_count_lines_joins_split_lines_and_finds_gaps(tmp_path):
     """The verifier on real SequenceFiles: a line cut across two chunks counts once, a dropped chunk is a loss."""
     from logflume.chunk import Chunk
-    from sinks.sequencefile import SequenceFileWriter
+    from logflume.sequencefile import SequenceFileWriter
 
     rng = random.Random(2)
     stream = b"".join(make_line("f", n, rng) for n in range(1, 7))
@@ -161,7 +161,7 @@ def test_count_lines_joins_split_lines_and_finds_gaps(tmp_path):
 def test_count_lines_keeps_two_readers_apart_and_finds_their_conflict(tmp_path):
     """Two agents with one name: the same name over different bytes is a conflict; each reader's lines count."""
     from logflume.chunk import Chunk
-    from sinks.sequencefile import SequenceFileWriter
+    from logflume.sequencefile import SequenceFileWriter
 
     rng = random.Random(4)
     gen2 = b"".join(make_line("twin-w0-f0", n, rng) for n in range(1, 4))

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sinks.sequencefile import SequenceFileReader
+from logflume.sequencefile import SequenceFileReader
 from tests.chaos.cases import case_of
 from tests.chaos.lines import parse_line
 

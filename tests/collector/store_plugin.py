@@ -16,9 +16,9 @@ from typing import ClassVar
 
 from logflume.chunk import Chunk
 from logflume.errors import DeliveryError
+from logflume.sequencefile import SequenceFileReader, SequenceFileWriter, TruncatedFileError
 from logflume.settings import Duration, Optional, Setting, Str
 from logflume.sink import Sink
-from sinks.sequencefile import SequenceFileReader, SequenceFileWriter, TruncatedFileError
 
 
 class SeqDirStore(Sink):

@@ -110,7 +110,7 @@ def test_sigterm_collector_finishes_in_flight_and_closes_files(tmp_path, start_c
     assert time.monotonic() - t0 < 20
     assert "stopped" in col.log()
     for path in store.glob("*.seq"):  # closed cleanly: every file reads to its end without a torn record
-        from sinks.sequencefile import SequenceFileReader
+        from logflume.sequencefile import SequenceFileReader
 
         with open(path, "rb") as f:
             list(SequenceFileReader(f).iter_chunks())
@@ -147,7 +147,7 @@ def test_collectors_file_is_reread(tmp_path, start_collector, start_agent):
 
 def test_default_buffer_store_receives_everything(tmp_path, start_collector, start_agent):
     """No ``store:`` section: the collector writes through the default BufferStore into SeqFileSink files."""
-    from sinks.sequencefile import SequenceFileReader
+    from logflume.sequencefile import SequenceFileReader
     from tests.collector.conftest import write_yaml
 
     n = 20_000

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sinks.sequencefile import SequenceFileReader
+from logflume.sequencefile import SequenceFileReader
 from tests.conftest import REPO, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(240)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sinks.sequencefile import SequenceFileReader
+from logflume.sequencefile import SequenceFileReader
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -165,7 +165,7 @@ class Cost:
 
 def stored_chunks(store: Path) -> list:
     """Every chunk in the SequenceFiles under ``store`` (stop the collector first, so every file is closed)."""
-    from sinks.sequencefile import SequenceFileReader
+    from logflume.sequencefile import SequenceFileReader
 
     out = []
     for path in sorted(store.rglob("*.seq")):

@@ -27,9 +27,9 @@ import cramjam
 import lz4.block
 import pytest
 
-from sinks.sequencefile import SequenceFileReader, SequenceFileWriter
-from sinks.sequencefile.reader import MAX_UNIT
-from sinks.sequencefile.writables import encode_vint
+from logflume.sequencefile import SequenceFileReader, SequenceFileWriter
+from logflume.sequencefile.reader import MAX_UNIT
+from logflume.sequencefile.writables import encode_vint
 
 REPO = Path(__file__).resolve().parents[2]
 AS_LIMIT = 1 << 30
@@ -39,7 +39,7 @@ MAX_RSS_MIB = MAX_UNIT / (1 << 20) + 96
 CHILD = textwrap.dedent("""
     import json, resource, sys, time
     resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))
-    from sinks.sequencefile import SequenceFileError, SequenceFileReader
+    from logflume.sequencefile import SequenceFileError, SequenceFileReader
     t = time.monotonic()
     outcome, chunks = "ok", 0
     try:

@@ -29,6 +29,7 @@ from thriftpy2.thrift import TMessageType
 from thriftpy2.transport.memory import TMemoryBuffer
 
 from logflume.chunk import Chunk
+from logflume.sequencefile import SequenceFileReader
 from logflume.wire.client import WireClient
 from logflume.wire.idl import PROTOCOL_VERSION, Compression, Status, flume_thrift, scribe_thrift
 from logflume.wire.protocol import (
@@ -41,7 +42,6 @@ from logflume.wire.protocol import (
     encode_message,
     pack_prefix,
 )
-from sinks.sequencefile import SequenceFileReader
 
 from .collector_proc import CollectorProcess
 

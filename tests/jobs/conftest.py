@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from logflume.chunk import Chunk
-from sinks.sequencefile import BYTES_WRITABLE, TEXT, SequenceFileReader, SequenceFileWriter
+from logflume.sequencefile import BYTES_WRITABLE, TEXT, SequenceFileReader, SequenceFileWriter
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "jobs"

@@ -10,7 +10,7 @@ import pytest
 from jobs.archive import ArchiveOptions, Archiver
 from jobs.dedup import RangeSet
 from logflume.chunk import Chunk
-from sinks.sequencefile import BYTES_WRITABLE, TEXT, SequenceFileReader, SequenceFileWriter
+from logflume.sequencefile import BYTES_WRITABLE, TEXT, SequenceFileReader, SequenceFileWriter
 from tests.jobs.conftest import HOUR_MS, T0, SinkSet, make_sink_set, read_seq_chunks, run_cli, write_sink_file
 
 

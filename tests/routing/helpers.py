@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from sinks.sequencefile import SequenceFileReader
+from logflume.sequencefile import SequenceFileReader
 from tests.conftest import REPO, free_port, wait_for
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from logflume.chunk import Chunk
-from sinks.sequencefile import LONG_WRITABLE, SequenceFileWriter
-from sinks.sequencefile.cat import main
+from logflume.sequencefile import LONG_WRITABLE, SequenceFileWriter
+from logflume.sequencefile.cat import main
 
 from .conftest import DATA, sidecar
 

@@ -10,7 +10,7 @@ import cramjam
 import lz4.block
 import pytest
 
-from sinks.sequencefile.codecs import CodecError, codec_by_class, codec_by_name
+from logflume.sequencefile.codecs import CodecError, codec_by_class, codec_by_name
 
 NAMES = ["deflate", "gzip", "lz4", "snappy"]
 

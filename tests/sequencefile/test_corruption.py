@@ -12,14 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sinks.sequencefile import (
+from logflume.sequencefile import (
     CorruptFileError,
     SequenceFileError,
     SequenceFileReader,
     SequenceFileWriter,
     TruncatedFileError,
 )
-from sinks.sequencefile.writables import encode_vint
+from logflume.sequencefile.writables import encode_vint
 
 from .conftest import DATA, sidecar, sidecar_records
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from sinks.sequencefile import SequenceFileReader, SequenceFileWriter
-from sinks.sequencefile.codecs import codec_by_class
-from sinks.sequencefile.writables import decode_vint
+from logflume.sequencefile import SequenceFileReader, SequenceFileWriter
+from logflume.sequencefile.codecs import codec_by_class
+from logflume.sequencefile.writables import decode_vint
 
 from .conftest import DATA, GOLDEN, sidecar, sidecar_records
 

@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("pyspark")
 
-from sinks.sequencefile import LONG_WRITABLE, NULL_WRITABLE, TEXT, SequenceFileReader, SequenceFileWriter  # noqa: E402
+from logflume.sequencefile import LONG_WRITABLE, NULL_WRITABLE, TEXT, SequenceFileReader, SequenceFileWriter  # noqa: E402
 
 pytestmark = pytest.mark.spark
 

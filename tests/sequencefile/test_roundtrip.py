@@ -9,7 +9,7 @@ import random
 import pytest
 
 from logflume.chunk import Chunk
-from sinks.sequencefile import (
+from logflume.sequencefile import (
     BYTES_WRITABLE,
     LONG_WRITABLE,
     NULL_WRITABLE,
@@ -17,7 +17,7 @@ from sinks.sequencefile import (
     SequenceFileReader,
     SequenceFileWriter,
 )
-from sinks.sequencefile.writables import decode_vint
+from logflume.sequencefile.writables import decode_vint
 
 MODES = [("NONE", None)] + [(c, k) for c in ("RECORD", "BLOCK") for k in ("deflate", "gzip", "lz4", "snappy")]
 

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from sinks.sequencefile import SequenceFileReader, SequenceFileWriter
+from logflume.sequencefile import SequenceFileReader, SequenceFileWriter
 
 from .conftest import DATA, sidecar, sidecar_records
 

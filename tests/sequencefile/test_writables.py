@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sinks.sequencefile.writables import decode_vint, decode_vlong, encode_vint, encode_vlong, vint_size
+from logflume.sequencefile.writables import decode_vint, decode_vlong, encode_vint, encode_vlong, vint_size
 
 HADOOP_VLONGS = [
     (0, "00"), (1, "01"), (127, "7f"), (128, "8f80"), (255, "8fff"), (256, "8e0100"),

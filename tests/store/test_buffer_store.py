@@ -11,8 +11,8 @@ from collector.store import BufferStore
 from logflume.chunk import Chunk
 from logflume.component import Context
 from logflume.errors import ConfigError, DeliveryError, TryLater
+from logflume.sequencefile import SequenceFileReader
 from sinks.seqfile import SeqFileSink
-from sinks.sequencefile import SequenceFileReader
 
 from .conftest import ChunkMaker, Sshd, check_delivery, final_files, make_sink, read_chunks, wait_for
 

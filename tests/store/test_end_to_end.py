@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sinks.sequencefile import SequenceFileError, SequenceFileReader
+from logflume.sequencefile import SequenceFileError, SequenceFileReader
 from tests.conftest import free_port
 
 from .conftest import Sshd, final_files, read_chunks, wait_for

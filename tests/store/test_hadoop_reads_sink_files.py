@@ -18,8 +18,8 @@ import pytest
 pytest.importorskip("pyspark")
 
 from logflume.component import Context  # noqa: E402
+from logflume.sequencefile import SequenceFileWriter  # noqa: E402
 from sinks.seqfile import SeqFileSink  # noqa: E402
-from sinks.sequencefile import SequenceFileWriter  # noqa: E402
 
 from .conftest import ChunkMaker, make_sink  # noqa: E402
 

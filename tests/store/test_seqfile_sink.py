@@ -15,8 +15,8 @@ import pytest
 from logflume.chunk import Chunk
 from logflume.component import Context
 from logflume.errors import ConfigError, DeliveryError
+from logflume.sequencefile import SequenceFileReader, SequenceFileWriter
 from sinks.seqfile import FORMAT_KEY, WRITER_KEY, SeqFileSink, good_prefix
-from sinks.sequencefile import SequenceFileReader, SequenceFileWriter
 
 from .conftest import ChunkMaker, check_delivery, final_files, make_sink, read_chunks, wait_for
 

@@ -120,8 +120,8 @@ def test_tap_prints_metadata_and_records_of_each_component_with_filters(running)
 
 
 def test_tap_rate_limit_counts_what_it_skips(running):
-    # ~20 chunks/s pass the source (two files, flush every 100 ms); at most 2 a second are shown
-    events = stream(running["agent_addr"], "logs", rate=2)
+    # up to ~20 chunks/s pass the source (two files, flush every 100 ms); at most 1 a second is shown
+    events = stream(running["agent_addr"], "logs", rate=1)
     t0 = time.monotonic()
     chunks, beats = [], []
     for e in events:
@@ -129,8 +129,8 @@ def test_tap_rate_limit_counts_what_it_skips(running):
         if time.monotonic() - t0 > 5 and beats:
             break
     elapsed = time.monotonic() - t0
-    assert 0 < len(chunks) <= 2 * elapsed + 2, (len(chunks), elapsed)
-    assert beats[-1]["rate_limited"] > len(chunks), beats[-1]
+    assert 0 < len(chunks) <= elapsed + 1, (len(chunks), elapsed)
+    assert beats[-1]["rate_limited"] >= len(chunks), beats[-1]
 
 
 def test_tap_follows_its_component_through_a_reload(running):

@@ -24,7 +24,7 @@ from logflume.secrets import redact_text
 DELEGATED = {
     "collector": ("collector.daemon:main", "Run a collector daemon (logflume collector -c FILE)"),
     "hicc": ("hicc.daemon:main", "Run HICC, the web console (logflume hicc -c FILE)"),
-    "cat": ("sinks.sequencefile.cat:main", "Print the records of SequenceFiles (like hadoop fs -text)"),
+    "cat": ("logflume.sequencefile.cat:main", "Print the records of SequenceFiles (like hadoop fs -text)"),
     "archive": ("jobs.archive:main", "Compact sink files by datatype and hour, dropping duplicate chunks"),
     "demux": ("jobs.demux:main", "Split chunks into records and parse them per datatype"),
     "channel": ("agent.channels.filelog.salvage:main",

@@ -79,22 +79,43 @@ def java_pattern(pattern: str, possessive: tuple[str, ...] = ()) -> str:
     return f"(?d)^(?:{java})\\z"
 
 
+#: Joins a match's groups into one string (:class:`_Match`); a record holding it is left to its processor.
+SEP = "\uffff"
+
+
 class _Match:
-    """One anchored pattern over a string column: whether it matched, and its groups (null where it did not)."""
+    """One anchored pattern over a string column: whether it matched, and its groups (null where it did not).
+
+    The pattern runs once per record: ``regexp_replace`` rewrites a match to its
+    groups joined by :data:`SEP` (one ``regexp_extract`` per group would run it
+    once per group), so the text must not hold ``SEP`` itself (:func:`no_sep`).
+    """
 
     def __init__(self, let: Let, text: Column, pattern: str, possessive: tuple[str, ...] = ()) -> None:
         from pyspark.sql import functions as F
 
-        self.text = text
+        compiled = re.compile(pattern)
         self.java = java_pattern(pattern, possessive)
-        self.index = re.compile(pattern).groupindex
-        self.ok = let("ok", F.coalesce(text.rlike(self.java), F.lit(False)))
+        self.index = compiled.groupindex
+        joined = "".join(f"{SEP}${i}" for i in range(1, compiled.groups + 1)) or SEP
+        out = let("out", F.regexp_replace(text, self.java, joined))
+        self.ok = let("ok", F.coalesce(out.startswith(SEP), F.lit(False)))
+        self.parts = let("parts", F.when(self.ok, F.split(out, SEP)))
         self._F = F
 
-    def group(self, name: str) -> Column:
+    def at(self, i: int) -> Column:
         # like Arrow's extract_regex: a group that took no part reads as ""
-        F = self._F
-        return F.when(self.ok, F.regexp_extract(self.text, self.java, self.index[name]))
+        return self.parts.getItem(i)
+
+    def group(self, name: str) -> Column:
+        return self.at(self.index[name])
+
+
+def no_sep(text: Column) -> Column:
+    """Records :class:`_Match` can take: without :data:`SEP` in them."""
+    from pyspark.sql import functions as F
+
+    return F.coalesce(~text.contains(SEP), F.lit(False))
 
 
 def text_of(raw: Column) -> Column:
@@ -163,7 +184,7 @@ def compile_access(raw: Column, let: Let) -> Compiled:
         ("user_agent", F.when(client, _nil(m.group("agent"), ("-",))).otherwise(none)),
         ("extra", _nil(m.group("extra").substr(lit(2), lit(2**31 - 1)))),
     ]
-    return Compiled(fields, reason, steps=tuple(let.steps))
+    return Compiled(fields, reason, no_sep(text), tuple(let.steps))
 
 
 def _valid_datetime(local: Column) -> Column:
@@ -198,11 +219,9 @@ def compile_syslog(proc: Any, raw: Column, timestamp: Column, let: Let) -> Compi
     severity = F.when(has_pri, pri % 8)
 
     # RFC 5424 with no structured data: 1 TIME HOST APP PID MSGID -[ MSG]
-    p5 = java_pattern(rf"1 ({ns}+) ({ns}+) ({ns}+) ({ns}+) ({ns}+) -(?: ((?s:.*)))?")
-    is5 = let("is5", F.coalesce(body.rlike(p5), lit(False)))
-
-    def g5(i: int) -> Column:
-        return F.when(is5, F.regexp_extract(body, p5, i))
+    m5 = _Match(let, body, rf"1 ({ns}+) ({ns}+) ({ns}+) ({ns}+) ({ns}+) -(?: ((?s:.*)))?")
+    is5 = m5.ok
+    g5 = m5.at
 
     raw_time, msg5 = let("time5", g5(1)), let("msg5", g5(6))
     iso = F.coalesce(raw_time.rlike(java_pattern(S.ISO_TIME)), lit(False))
@@ -218,12 +237,9 @@ def compile_syslog(proc: Any, raw: Column, timestamp: Column, let: Let) -> Compi
     is5 = let("is5", is5 & F.coalesce(time_ok, lit(False)))
 
     # RFC 3164: Mmm dd hh:mm:ss HOST[ REST], the year from each record's chunk
-    p3 = java_pattern(S.RFC3164)
-    idx3 = __import__("re").compile(S.RFC3164).groupindex
-    is3 = let("is3", F.coalesce(body.rlike(p3), lit(False)))
-
-    def g3(name: str) -> Column:
-        return F.when(is3, F.regexp_extract(body, p3, idx3[name]))
+    m3 = _Match(let, body, S.RFC3164)
+    is3 = m3.ok
+    g3 = m3.group
 
     read = F.timestamp_millis(timestamp)  # the session time zone is UTC
     read_year, read_month = let("ry", F.year(read)), let("rm", F.month(read))
@@ -267,7 +283,7 @@ def compile_syslog(proc: Any, raw: Column, timestamp: Column, let: Let) -> Compi
         ("structured_data", none),
         ("message", pick(msg5, msg3)),
     ]
-    return Compiled(fields, none, pri_ok & (is5 | is3), tuple(let.steps))
+    return Compiled(fields, none, pri_ok & (is5 | is3) & no_sep(text), tuple(let.steps))
 
 
 def compile_raw(raw: Column, let: Let) -> Compiled:
@@ -323,13 +339,17 @@ def compile_regex(proc: Any, raw: Column, let: Let) -> Compiled | None:
     java = java_pattern(pattern) if proc.config.match == "full" else "(?d)" + _NAMED.sub("(", pattern)
     index = proc.pattern.groupindex
     text = let("text", text_of(raw))
-    matched = let("matched", F.coalesce(text.rlike(java), F.lit(False)))
-    fast = F.coalesce(text.rlike(_PLAIN), F.lit(False))
+    fast = F.coalesce(text.rlike(_PLAIN), F.lit(False))  # printable ASCII: never SEP
+    if proc.config.match == "full":
+        m = _Match(let, text, pattern)
+        matched = m.ok
+    else:
+        matched = let("matched", F.coalesce(text.rlike(java), F.lit(False)))
     sql_types = {"int": "bigint", "float": "double"}
     fields: list[tuple[str, Column]] = []
     good = F.lit(True)
     for name in index:
-        value = F.regexp_extract(text, java, index[name])
+        value = m.group(name) if proc.config.match == "full" else F.regexp_extract(text, java, index[name])
         good = good & (value != "")  # "" may be a group that took no part: the processor decides
         kind = proc.config.types.get(name, "str")
         if kind != "str":

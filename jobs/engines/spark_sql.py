@@ -104,8 +104,9 @@ class _Match:
         self._F = F
 
     def at(self, i: int) -> Column:
-        # like Arrow's extract_regex: a group that took no part reads as ""
-        return self.parts.getItem(i)
+        # like Arrow's extract_regex: a group that took no part reads as ""; get(): a record holding SEP splits
+        # into other parts (it goes to its processor), and must not fail the job (ANSI mode) meanwhile
+        return self._F.get(self.parts, i)
 
     def group(self, name: str) -> Column:
         return self.at(self.index[name])

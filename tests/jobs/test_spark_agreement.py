@@ -48,6 +48,8 @@ EDGE_ACCESS = [
     b'10.0.0.1 - - [08/Mar/2026:02:30:00 -0500] "GET / HTTP/2.0" 200 5',
     b'10.0.0.1\xe2\x80\xa8x - - [24/Nov/2025:16:00:02 +0000] "GET / HTTP/1.1" 200 5',
     b'10.0.0.1 - - [24/Nov/2025:16:00:02 +0000] "GET / HTTP/1.1" 200 5 "-" "-" \xed\xa0\x80 tail',
+    b'10.0.0.1 - - [24/Nov/2025:16:00:02 +0000] "GET /\xef\xbf\xbf HTTP/1.1" 200 5',  # U+FFFF: the engine's
+    b"\xef\xbf\xbf",  # own group separator, so these go to the processor
 ]
 EDGE_APPLOG = [
     b"2025-11-24 16:00:00 INFO [main] started",
@@ -63,7 +65,8 @@ METRICS = [
     b"fan=5 -", b"bad line", b"x=1 2 extra", b"\xffx=1 2", b"up=1e999 1",
 ]
 JAN = 1_767_225_600_000  # 2026-01-01T00:00:00Z: a December RFC 3164 line read now is from last year
-DEC_3164 = [b"<13>Dec 31 23:59:59 host app[12]: old year", b"Feb 29 00:00:00 host leap? not in 2026",
+DEC_3164 = [b"<13>Dec 31 23:59:59 host app[12]: old year", b"<13>Dec 31 23:59:59 host app: \xef\xbf\xbf",
+            b"Feb 29 00:00:00 host leap? not in 2026",
             b"Jan  1 00:00:01 host tag:no space", b"Jan  1 00:00:01 host a b: c", b"Jan  1 00:00:01 host x[1:2]: y"]
 EDGE_RAW = [*RAW, b"\xe2\x82", b"\xf0\x9f\x98", b"tab\there", b"\x00nul", b"\xc0\xaf", "é\u2028".encode()]
 
@@ -122,7 +125,8 @@ def test_local_and_spark_engines_write_the_same_rows(spark, tmp_path: Path) -> N
     assert slow == {b"mem=12 99999999999999999999", b"net=1.2.3 4", b"fan=5 -", b"\xffx=1 2", b"up=1e999 1",
                     EDGE_APPLOG[1], EDGE_APPLOG[2], EDGE_APPLOG[3]}  # no match (tab) is decided in SQL
     syslog_sql = [bytes(r["raw"]) for r in rows if r["datatype"] == "EdgeSyslog" and not r["slow"]]
-    assert DEC_3164[0] in syslog_sql and DEC_3164[2] in syslog_sql and len(syslog_sql) >= len(SYSLOG) // 2
+    assert DEC_3164[0] in syslog_sql and DEC_3164[3] in syslog_sql and len(syslog_sql) >= len(SYSLOG) // 2
+    assert DEC_3164[1] not in syslog_sql
 
     assert got.tasks == local.tasks > 2
     for key in ("chunks", "records", "errors", "bytes", "bad_chunks", "output_files"):

@@ -55,6 +55,8 @@ from jobs.records import (
 READ_SCHEMA = ("task int, chunk bigint, datatype string, source string, stream string, epoch string, "
                "offset bigint, timestamp bigint, tags string, raw binary, split boolean, info string")
 RESULT_SCHEMA = "task int, info string"
+#: Rows per Arrow batch Spark hands the writer step (Spark's default, 10,000, makes the per-batch work show).
+ARROW_ROWS = 65536
 
 
 # ---- session ---------------------------------------------------------------------------------------------------
@@ -83,6 +85,8 @@ def spark_session(master: str | None = None, conf: dict[str, str] | None = None)
         sconf.set(k, v)
     spark = SparkSession.builder.config(conf=sconf).getOrCreate()
     spark.conf.set("spark.sql.session.timeZone", "UTC")  # time checks round-trip in UTC: no DST gaps
+    if "spark.sql.execution.arrow.maxRecordsPerBatch" not in (conf or {}):
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_ROWS))
     return spark
 
 

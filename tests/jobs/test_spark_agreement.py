@@ -152,3 +152,31 @@ def test_local_and_spark_engines_write_the_same_rows(spark, tmp_path: Path) -> N
         assert have.exceptAll(want).count() == 0 and want.exceptAll(have).count() == 0, sub
         compared += n
     assert compared == local.records + local.errors
+
+
+def test_a_failed_spark_batch_leaves_nothing_visible_and_the_rerun_rolls_it_back(spark, tmp_path: Path) -> None:
+    """A task that fails (a torn input file) fails the Spark job: nothing is published, and the next run
+    rolls the batch back and gives exactly what an uninterrupted run gives."""
+    from jobs.engines.spark import SparkDemux
+
+    sink = tmp_path / "sink"
+    make_sample_sinks(sink)
+    torn = sink / "2025-11-24" / "zz-torn.seq"
+    good = (sink / "2025-11-24" / "collector0-1-0.seq").read_bytes()
+    torn.write_bytes(good[: len(good) - 7])
+    spec = load_spec(None, [])
+    out = tmp_path / "spark"
+    with pytest.raises(Exception, match="zz-torn.seq"):
+        SparkDemux(str(sink), str(out), spec, "parquet", None, 4096, spark=spark).run()
+    assert (out / "_manifest" / "pending.json").exists()
+    assert not [p for p in out.rglob("part-*") if not p.name.startswith(".")]  # nothing a reader counts
+    torn.unlink()
+    again = SparkDemux(str(sink), str(out), spec, "parquet", None, 4096, spark=spark).run()
+    assert again.recovered_batches == 1 and again.batches == 1
+    assert not [p for p in out.rglob(".*") if p.is_file()]  # the failed batch's staged files are gone
+    local = demux_run(str(sink), str(tmp_path / "local"), spec, "parquet", workers=1, split_size=4096)
+    assert (again.records, again.errors, again.output_files) == (local.records, local.errors, local.output_files)
+    want = spark.read.option("mergeSchema", "true").parquet(str(tmp_path / "local"))
+    have = spark.read.option("mergeSchema", "true").parquet(str(out))
+    assert have.count() == want.count() == local.records
+    assert have.exceptAll(want.select(*have.columns)).count() == 0

@@ -445,6 +445,11 @@ class SparkPool:
             self.spark = spark_session(self.master, self.conf)
         self.spark.conf.set("spark.sql.session.timeZone", "UTC")
         sc = self.spark.sparkContext
+        if (sc.getConf().get("spark.speculation") or "false").lower() == "true":
+            from jobs.errors import JobError
+
+            raise JobError("spark.speculation is on: two attempts of a task would write the same staged part "
+                           "file at once; run demux with spark.speculation=false")
         rows = [(t.index, t.path, t.start, t.end, t.batch) for t in tasks]
         df = self.spark.createDataFrame(sc.parallelize(rows, len(rows)),
                                         "index int, path string, start bigint, end bigint, batch int")

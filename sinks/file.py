@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from logflume.chunk import Chunk
 from logflume.settings import AnyValue, Duration, Enum, MapOf, Setting, Size, Str
 from logflume.sink import Sink
+from sinks.naming import INPROGRESS, final_name, inprogress_name
 from sinks.storage import check_storage_options, open_filesystem
 
 
@@ -57,15 +58,15 @@ class FileSink(Sink):
         """Give in-progress files left by a crash their final names: what they hold was acknowledged."""
         for path in self._fs.ls(self._root, detail=False):
             base = path.rsplit("/", 1)[-1]
-            if base.startswith(".") and base.endswith(".inprogress"):
-                self._fs.mv(path, f"{self._root}/{base[1:-len('.inprogress')]}")
+            if base.startswith(".") and base.endswith(INPROGRESS):
+                self._fs.mv(path, f"{self._root}/{final_name(base)}")
 
     def _open(self) -> None:
         self._seq += 1
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
         name = f"{self.config.prefix}-{stamp}-{os.getpid()}-{self._seq}.log"
         self._final = f"{self._root}/{name}"
-        self._path = f"{self._root}/.{name}.inprogress"
+        self._path = f"{self._root}/{inprogress_name(name)}"
         self._file = self._fs.open(self._path, "wb")
         self._size = 0
         self._opened = time.monotonic()

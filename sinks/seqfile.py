@@ -19,12 +19,10 @@ then sends again (a bounded duplicate, removed by archive).
 from __future__ import annotations
 
 import datetime as dt
-import glob
 import os
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -35,8 +33,15 @@ from logflume.secrets import redact_url
 from logflume.sequencefile import SequenceFileError, SequenceFileReader, SequenceFileWriter
 from logflume.settings import AnyValue, Duration, Enum, MapOf, Optional, Setting, Size, Str
 from logflume.sink import Sink
-from logflume.statefile import STATE_FILE_MODE, make_state_dir
-from sinks.storage import SFTP_PROTOCOLS, check_storage_options, open_filesystem
+from sinks.naming import FINAL, INPROGRESS, final_name, inprogress_name, safe_collector_name
+from sinks.storage import (
+    SFTP_PROTOCOLS,
+    STREAMING_PROTOCOLS,
+    LocalFiles,
+    RemoteFiles,
+    check_storage_options,
+    open_filesystem,
+)
 
 #: Header metadata of every sink file: who wrote it and which layout its records follow.
 FORMAT_VERSION = "1"
@@ -44,47 +49,11 @@ WRITER_KEY = "logflume.writer"
 FORMAT_KEY = "logflume.format"
 COLLECTOR_KEY = "logflume.collector"
 
-#: Remote protocols whose open files take partial flushes (the hflush equivalent): written in place.
-#: Every other remote store (s3, gs, abfs, webhdfs, memory, ...) gets files staged locally.
-STREAMING_PROTOCOLS = frozenset({"sftp", "ssh", "hdfs", "arrow_hdfs"})
-#: Protocols where one PUT makes a whole object appear at once (no hidden name and rename needed).
-OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss", "memory"})
 
-_INPROGRESS = ".inprogress"
-_FINAL = re.compile(r"^(?P<collector>.+)-(?P<stamp>\d{14})-(?P<n>\d+)\.seq$")
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 #: One directory of a ``path`` template: literal letters, digits, ``.``, ``_``, ``-``, ``=`` and placeholders.
 _PATH_PART = re.compile(r"^(?:[A-Za-z0-9=_-]|\.(?!\.)|\{(?:date|hour)\})+$")
 _PATH_FIELD = re.compile(r"\{(date|hour)\}")
-_COPY_PIECE = 8 << 20
-#: Bytes per SFTP write request (paramiko's MAX_REQUEST_SIZE; servers accept at least this).
-_SFTP_REQUEST = 32768
-
-
-def inprogress_name(final_rel: str) -> str:
-    """``d/x.seq`` -> ``d/.x.seq.inprogress``: the name a file has while it is written."""
-    head, _, base = final_rel.rpartition("/")
-    return f"{head}/.{base}{_INPROGRESS}" if head else f".{base}{_INPROGRESS}"
-
-
-def final_name(inprogress_rel: str) -> str:
-    """Inverse of :func:`inprogress_name`."""
-    head, _, base = inprogress_rel.rpartition("/")
-    base = base[1 : -len(_INPROGRESS)]
-    return f"{head}/{base}" if head else base
-
-
-def safe_collector_name(name: str) -> str:
-    """A host or agent name made fit for a file name that Hadoop does not skip."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip("._-")
-    return cleaned or "collector"
-
-
-def sink_file_order(name: str) -> tuple[str, int, str]:
-    """Sort key giving sink files of one collector in the order they were opened."""
-    base = name.rsplit("/", 1)[-1]
-    m = _FINAL.match(base)
-    return (m.group("stamp"), int(m.group("n")), base) if m else ("", 0, base)
 
 
 def good_prefix(f: Any) -> tuple[int, int]:
@@ -104,250 +73,6 @@ def good_prefix(f: Any) -> tuple[int, int]:
             return good, count
         count += 1
         good = reader.last_record_end
-
-
-class _Files:
-    """Where files go: a local directory (fsync, rename) or an fsspec filesystem (flush, mv).
-
-    ``private`` files and the directories made for them are owner-only (0600/0700);
-    others get the umask's mode.
-    """
-
-    local = True
-
-    def __init__(self, root: str, private: bool = False) -> None:
-        self.root = root
-        self.private = private
-
-    def path(self, rel: str) -> str:
-        return f"{self.root}/{rel}"
-
-    def makedirs(self, rel: str) -> None:
-        path = self.path(rel) if rel else self.root
-        if self.private:
-            make_state_dir(path)
-        else:
-            os.makedirs(path, exist_ok=True)
-
-    def create(self, rel: str) -> Any:
-        mode = STATE_FILE_MODE if self.private else 0o666
-        fd = os.open(self.path(rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        return os.fdopen(fd, "wb")  # buffered: big writes go straight from the caller's buffer
-
-    def sync(self, f: Any, rel: str, new_name: bool) -> None:
-        f.flush()
-        os.fsync(f.fileno())
-        if new_name:
-            self.sync_dir(rel)
-
-    def sync_dir(self, rel: str) -> None:
-        fd = os.open(os.path.dirname(self.path(rel)), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def exists(self, rel: str) -> bool:
-        return os.path.lexists(self.path(rel))
-
-    def rename(self, src: str, dst: str) -> None:
-        os.rename(self.path(src), self.path(dst))
-        self.sync_dir(dst)
-
-    def remove(self, rel: str) -> None:
-        os.remove(self.path(rel))
-        self.sync_dir(rel)
-
-    def size(self, rel: str) -> int:
-        return os.path.getsize(self.path(rel))
-
-    def open_read(self, rel: str) -> Any:
-        return open(self.path(rel), "rb")
-
-    def truncate(self, rel: str, size: int) -> None:
-        os.truncate(self.path(rel), size)
-        fd = os.open(self.path(rel), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def glob(self, pattern: str) -> list[str]:
-        n = len(self.root) + 1
-        return sorted(p[n:] for p in glob.glob(f"{glob.escape(self.root)}/{pattern}", include_hidden=True))
-
-    def close(self) -> None:
-        pass
-
-
-class _RemoteFiles(_Files):
-    """An fsspec filesystem; ``flush`` is the hflush-equivalent (the server has the bytes)."""
-
-    local = False
-
-    def __init__(self, fs: Any, root: str, timeout: float) -> None:
-        super().__init__(root.rstrip("/") or "/")
-        self.fs = fs
-        self.timeout = timeout
-        self.object_store = bool(set(_protocols(fs)) & OBJECT_STORES)
-        self._made: set[str] = set()
-        #: Whether the SFTP server fsyncs on request (None: not asked yet).
-        self.server_fsync: bool | None = None
-        ftp = getattr(fs, "ftp", None)
-        if ftp is not None:  # SFTP: bound every round trip, so a vanished server fails the write
-            ftp.get_channel().settimeout(timeout)
-
-    def path(self, rel: str) -> str:
-        return f"{self.root.rstrip('/')}/{rel}" if rel else self.root
-
-    def makedirs(self, rel: str) -> None:
-        if rel not in self._made:  # a round trip per path level on SFTP: once per directory is enough
-            self.fs.makedirs(self.path(rel), exist_ok=True)
-            self._made.add(rel)
-
-    def create(self, rel: str) -> Any:
-        ftp = getattr(self.fs, "ftp", None)
-        if ftp is not None:
-            return _SftpWriter(ftp.open(self.path(rel), "wb"))
-        return self.fs.open(self.path(rel), "wb")
-
-    def sync(self, f: Any, rel: str, new_name: bool) -> None:
-        f.flush()
-        if self.server_fsync is not False and isinstance(f, _SftpWriter):
-            self._sftp_fsync(f)
-
-    def _sftp_fsync(self, f: Any) -> None:
-        """Ask an OpenSSH server to fsync the file (extension ``fsync@openssh.com``), where it can."""
-        from paramiko.sftp import CMD_EXTENDED
-
-        try:
-            f.sftp._request(CMD_EXTENDED, "fsync@openssh.com", f.handle)
-        except OSError as exc:
-            transport = f.sftp.sock.get_transport()
-            if self.server_fsync is None and exc.errno is None and transport is not None and transport.is_active():
-                self.server_fsync = False  # the server does not offer it: flushed is the best we get
-                return
-            raise
-        self.server_fsync = True
-
-    def sync_dir(self, rel: str) -> None:
-        pass
-
-    def exists(self, rel: str) -> bool:
-        return self.fs.exists(self.path(rel))
-
-    def rename(self, src: str, dst: str) -> None:
-        self.fs.mv(self.path(src), self.path(dst))
-
-    def remove(self, rel: str) -> None:
-        self.fs.rm(self.path(rel))
-
-    def size(self, rel: str) -> int:
-        return int(self.fs.info(self.path(rel))["size"])
-
-    def open_read(self, rel: str) -> Any:
-        return self.fs.open(self.path(rel), "rb")
-
-    def truncate(self, rel: str, size: int) -> None:
-        ftp = getattr(self.fs, "ftp", None)
-        if ftp is not None:  # SFTP can truncate in place
-            ftp.truncate(self.path(rel), size)
-            return
-        tmp = rel + ".truncating"
-        with self.fs.open(self.path(rel), "rb") as src, self.fs.open(self.path(tmp), "wb") as dst:
-            left = size
-            while left:
-                piece = src.read(min(left, _COPY_PIECE))
-                if not piece:
-                    raise OSError(f"{self.path(rel)} shrank while being recovered")
-                dst.write(piece)
-                left -= len(piece)
-        self.fs.rm(self.path(rel))
-        self.fs.mv(self.path(tmp), self.path(rel))
-
-    def upload(self, local_path: str, rel: str) -> None:
-        """Copy a whole local file to ``rel``; it appears there complete or not at all."""
-        self.makedirs(rel.rpartition("/")[0])
-        if self.object_store:  # a PUT is atomic
-            self.fs.put_file(local_path, self.path(rel))
-        else:
-            tmp = inprogress_name(rel)
-            self.fs.put_file(local_path, self.path(tmp))
-            self.fs.mv(self.path(tmp), self.path(rel))
-        size = os.path.getsize(local_path)
-        got = self.size(rel)
-        if got != size:
-            raise OSError(f"upload of {local_path} to {self.path(rel)} left {got} of {size} bytes")
-
-    def glob(self, pattern: str) -> list[str]:
-        base = self.root.rstrip("/")
-        n = len(base) + 1
-        found = self.fs.glob(f"{base}/{pattern}")
-        return sorted(p[n:] for p in found if p.startswith(base + "/"))
-
-    def close(self) -> None:
-        client = getattr(self.fs, "client", None)
-        if client is not None:  # a dead SFTP session: drop it, the next attempt reconnects
-            try:
-                client.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection may fail any way
-                pass
-
-
-class _SftpWriter:
-    """Writes to an SFTP file with requests in flight, and ``flush`` waits until the server acked each one.
-
-    paramiko's own file either waits a round trip per 32 KiB request or, pipelined,
-    drops the server's error replies; and its buffered ``write`` re-copies the rest
-    of a big buffer for every request.  Here a big value goes out as zero-copy
-    slices of the caller's buffer, ``window`` requests at a time.
-    """
-
-    def __init__(self, f: Any, window: int = 64) -> None:
-        self.file = f
-        self.sftp = f.sftp
-        self.handle = f.handle
-        self.window = window
-        self.pos = 0
-        self._pending: deque[int] = deque()
-
-    def write(self, data: Any) -> int:
-        from paramiko.sftp import CMD_WRITE, int64
-
-        view = memoryview(data)
-        if view.ndim != 1 or view.format != "B":
-            view = view.cast("B")
-        step = _SFTP_REQUEST
-        for off in range(0, len(view), step):
-            piece = bytes(view[off : off + step])  # the one copy: into the SSH packet
-            num = self.sftp._async_request(type(None), CMD_WRITE, self.handle, int64(self.pos), piece)
-            self._pending.append(num)
-            self.pos += len(piece)
-            if len(self._pending) >= self.window:
-                self._wait_one()
-        return len(view)
-
-    def _wait_one(self) -> None:
-        from paramiko.sftp import CMD_STATUS
-
-        t, _msg = self.sftp._read_response(self._pending.popleft())  # raises on an error status
-        if t != CMD_STATUS:
-            raise OSError("SFTP server answered a write with something other than a status")
-
-    def flush(self) -> None:
-        while self._pending:
-            self._wait_one()
-
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            self.file.close()
-
-
-def _protocols(fs: Any) -> tuple[str, ...]:
-    proto = fs.protocol
-    return (proto,) if isinstance(proto, str) else tuple(proto)
 
 
 class SeqFileSink(Sink):
@@ -412,8 +137,8 @@ class SeqFileSink(Sink):
         self.metadata = {WRITER_KEY: f"logflume {__version__}", FORMAT_KEY: FORMAT_VERSION,
                          COLLECTOR_KEY: self.collector}
         self._lock = threading.RLock()
-        self._target: _Files | None = None  # where finished files end up
-        self._disk: _Files | None = None  # where files are written (the target, or the staging dir)
+        self._target: LocalFiles | None = None  # where finished files end up
+        self._disk: LocalFiles | None = None  # where files are written (the target, or the staging dir)
         self._file: Any = None
         self._writer: SequenceFileWriter | None = None
         self._rel = ""  # final relative name of the open file
@@ -546,7 +271,7 @@ class SeqFileSink(Sink):
     @property
     def inprogress_glob(self) -> str:
         """Glob, relative to the root, that finds in-progress files of any collector."""
-        return f"{self._dirs_glob}/.*.seq{_INPROGRESS}"
+        return f"{self._dirs_glob}/.*.seq{INPROGRESS}"
 
     @property
     def final_glob(self) -> str:
@@ -555,7 +280,7 @@ class SeqFileSink(Sink):
 
     def owns(self, final_rel: str) -> bool:
         """Whether a finished file's name is one this sink writes (its collector, its layout)."""
-        m = _FINAL.match(final_rel.rsplit("/", 1)[-1])
+        m = FINAL.match(final_rel.rsplit("/", 1)[-1])
         return bool(m and m.group("collector") == self.collector)
 
     def next_name(self) -> str:
@@ -571,7 +296,7 @@ class SeqFileSink(Sink):
     def _connect(self) -> None:
         cfg = self.config
         if not self.remote:
-            self._target = _Files(self.local_root, private=self.private_files)
+            self._target = LocalFiles(self.local_root, private=self.private_files)
         elif self._target is None:
             options = dict(cfg.storage_options)
             if self.protocol in SFTP_PROTOCOLS:
@@ -579,10 +304,10 @@ class SeqFileSink(Sink):
                 options.setdefault("banner_timeout", cfg.timeout)
                 options.setdefault("auth_timeout", cfg.timeout)
             fs, root = open_filesystem(cfg.url, options)
-            self._target = _RemoteFiles(fs, root, cfg.timeout)
+            self._target = RemoteFiles(fs, root, cfg.timeout)
         if self.staged:
             staging = self.config.staging_dir or str(self.context.state_dir("sink", self.name) / "staging")
-            self._disk = _Files(os.path.abspath(staging), private=True)
+            self._disk = LocalFiles(os.path.abspath(staging), private=True)
         else:
             self._disk = self._target
         self._disk.makedirs("")
@@ -638,7 +363,7 @@ class SeqFileSink(Sink):
 
     def _upload(self, rel: str) -> None:
         disk, target = self._disk, self._target
-        assert isinstance(target, _RemoteFiles) and disk is not None
+        assert isinstance(target, RemoteFiles) and disk is not None
         local = disk.path(rel)
         if not os.path.exists(local):
             return

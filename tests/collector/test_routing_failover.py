@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from logflume.sequencefile import SequenceFileError, SequenceFileReader
-from sinks.seqfile import sink_file_order
+from sinks.naming import sink_file_order
 from tests.collector.conftest import wait_ready
 from tests.conftest import free_port, wait_for
 from tests.store.conftest import SSHD, Sshd

@@ -66,6 +66,8 @@ COLLECTOR_SETTINGS: dict[str, Setting] = {
     "data_dir": Setting(Str(), "/var/lib/logflume-collector", "Where the default store keeps its files"),
     "max_frame_size": Setting(Size(min=1024), "160MiB", "Largest frame (one batch) accepted; checked before reading"),
     "max_connections": Setting(Int(min=1), 1024, "Connections served at once (per listener); more are closed at once"),
+    "max_connections_per_peer": Setting(Int(min=1), 128,
+                                        "Connections one IP address may hold (per listener); more are closed at once"),
     "idle_timeout": Setting(Duration(), "5m", "Close a connection that sends nothing for this long"),
     "frame_timeout": Setting(Duration(), "30s", "A frame must arrive within this plus its size at 256KiB/s"),
     "progress_timeout": Setting(Duration(), "10s", "Drop a peer whose admitted batch stops arriving for this long"),

@@ -210,6 +210,7 @@ class Collector:
     def _add(self, endpoint, addr: tuple[str, int], ssl_ctx) -> None:
         cfg = self.config.collector
         server = TcpServer(endpoint, addr[0], addr[1], ssl_context=ssl_ctx, max_connections=cfg.max_connections,
+                           max_connections_per_peer=cfg.max_connections_per_peer,
                            log=logging.getLogger(f"logflume.collector.{endpoint.name}"))
         server.start()
         self.servers.append(server)

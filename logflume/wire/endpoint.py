@@ -192,6 +192,7 @@ class WireEndpoint:
             self._read_body(conn, body, deadline)
             chunks: list[Chunk] = []
             piece: Any = None
+            c: Chunk | None = None
             pos = 0
             for i, h in enumerate(batch.chunks):
                 piece = body[pos:pos + h.wire_length]
@@ -207,7 +208,7 @@ class WireEndpoint:
                     self.log.warning("refusing batch from %s (%s): %s", who.name, conn.peer, reason)
                     return Ack(status=Status.REFUSED, delay_ms=0, reason=reason, chunk=i)
                 chunks.append(c)
-            del piece, body
+            del piece, body, c  # only ``chunks`` may hold views now; dropped below so the buffer is reused
             try:
                 self.deliver(chunks)
             except TryLater as exc:

@@ -13,7 +13,7 @@ from thriftpy2.thrift import TMessageType
 
 from logflume.chunk import FLAG_PARTIAL, Chunk
 from logflume.errors import DeliveryError, TryLater
-from logflume.wire import PROTOCOL_VERSION, RefusedError, Status, WireClient
+from logflume.wire import PROTOCOL_VERSION, RefusedError, Status, TcpServer, WireClient, WireEndpoint
 from logflume.wire.buffers import BufferPool
 from logflume.wire.identity import Authenticator, Credential
 from logflume.wire.protocol import (
@@ -77,6 +77,26 @@ def test_64mib_chunk_arrives_intact(wire_server):
     client.close()
     assert bytes(rec.chunks[0].data) == data
     assert bytes(rec.chunks[1].data) == data[:1000]
+
+
+def test_one_receive_buffer_serves_every_batch(wire_server):
+    """The body buffer goes back to the pool after each batch: no view of it may outlive deliver()
+    (a leftover loop variable did, and every batch allocated a new buffer of its size)."""
+    pool = BufferPool(max_idle_bytes=256 * 1024 * 1024)
+    got: list[bytes] = []
+    srv = TcpServer(WireEndpoint(lambda chunks: got.extend(bytes(c.data) for c in chunks),  # chunks left as given
+                                 server_name="c", max_frame_size=1 << 24, idle_timeout=30.0, pool=pool),
+                    "127.0.0.1", 0)
+    srv.start()
+    try:
+        client = WireClient(*srv.address)
+        for i in range(5):
+            assert client.deliver([chunk(i, b"x" * 100_000), chunk(i + 1, b"y" * 1000)]).ok
+        client.close()
+    finally:
+        srv.stop(timeout=2.0)
+    assert got == [b"x" * 100_000, b"y" * 1000] * 5
+    assert pool.allocated == 1
 
 
 def test_token_auth(wire_server, caplog):

@@ -165,6 +165,14 @@ class FileChannel(Channel):
         self._next_txid = result.next_txid
         self._durable = (0, 0)
         first = max([*segments, ckpt.segment]) + 1
+        if not (directory / checkpoints.FILE_NAME).exists():
+            # A fresh directory: its first checkpoint goes to disk before its first segment, so a kill
+            # in between cannot leave a segment without a checkpoint (which the next start refuses).
+            try:
+                checkpoints.save(directory, ckpt)
+            except OSError as exc:
+                raise StartupError(f"file channel {self.name}: cannot write the first checkpoint in {directory}: "
+                                   f"{exc.strerror or exc}") from None
         try:
             self._log = SegmentLog(directory, self.config.segment_size, first, on_fsync=self._fsyncs.inc)
         except OSError as exc:

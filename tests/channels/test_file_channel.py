@@ -352,6 +352,41 @@ def test_missing_checkpoint_with_segments_refuses_to_start(make):
         make()
 
 
+_KILL_AT_FIRST_START = """
+import os, sys
+sys.path.insert(0, {repo!r})
+from agent.channels.filelog import segments, checkpoint
+from tests.channels.crash_writer import open_channel
+where = {where!r}
+if where == "segment":
+    original = segments.SegmentLog.__init__
+    def init(self, *a, **kw):
+        original(self, *a, **kw)
+        os.kill(os.getpid(), 9)  # the first segment exists
+    segments.SegmentLog.__init__ = init
+else:
+    original = checkpoint.save
+    def save(*a, **kw):
+        original(*a, **kw)
+        os.kill(os.getpid(), 9)  # the first checkpoint is on disk
+    checkpoint.save = save
+open_channel({directory!r}, "every_commit")
+"""
+
+
+@pytest.mark.parametrize("where", ["segment", "checkpoint"])
+def test_kill_9_during_the_first_start_leaves_a_channel_that_opens(make, tmp_path, where):
+    """A first start killed after its first segment or first checkpoint reached disk: the next start opens
+    (it refused, "checkpoint missing but 1 segment file(s) exist", when the segment came first)."""
+    directory = tmp_path / "ch"
+    script = _KILL_AT_FIRST_START.format(repo=str(REPO), where=where, directory=str(directory))
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert r.returncode == -signal.SIGKILL, r.stderr.decode()[-2000:]
+    ch = make(dir=str(directory))
+    put(ch, 1, 2)
+    assert ids(take_all(ch)) == [1, 2]
+
+
 # -- full disk ------------------------------------------------------------------------------------
 
 

@@ -50,8 +50,9 @@ def main(argv: list[str]) -> int:
     for warning in warnings:
         logging.getLogger("logflume.collector").warning("%s", warning)
     collector = Collector(config)
+    stores = [config.store, *(r.store for r in config.routes)]  # a group's status() lists its members
     config.context.metrics.status = PipelineStatus(
-        "collector", config.collector.name, config.context.metrics, [config.store], store=config.store,
+        "collector", config.collector.name, config.context.metrics, stores, store=config.store,
         pending_bytes=lambda: collector.writer.pending_bytes)
     stop = threading.Event()
     seen: list[int] = []

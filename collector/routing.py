@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from collector.store import NestedSink
+from collector.storegroup import GROUP_TYPE, StoreGroup
 from logflume.chunk import Chunk
 from logflume.component import Context
 from logflume.errors import ConfigError, StartupError
@@ -83,28 +85,47 @@ class Route:
     def render_store(self) -> dict[str, Any]:
         out = {"type": self.store_type, **render_settings(self.store_cls.schema(), self.store_values)}
         out.pop("channel", None)
+        if isinstance(self.store, StoreGroup):  # the members last, after the group's settings
+            members = out.pop("sinks")
+            if self.store.config.processor == "failover":  # every member's priority, given or by order
+                out["priority"] = {k: m.priority for k, m in zip(members, self.store.members, strict=True)}
+            out["sinks"] = members
         return out
 
 
-def build_store(raw: Any, where: str, name: str, context: Context, file: str | None) -> tuple[str, type[Sink],
-                                                                                              Values, Sink]:
-    """Validate a store section (``{type: SINK, ...}``) and configure (not start) the sink, named ``name``."""
+def parse_store(raw: Any, where: str, file: str | None, *, member: bool = False) -> NestedSink:
+    """Validate a store section (``{type: SINK, ...}``; ``type: group`` is a group of stores defined inline).
+
+    The default store, every route's store and every member of a group are validated here, so a mistake
+    is reported the same way wherever it is (file, key path, what was expected)."""
     if not isinstance(raw, dict):
         raise ConfigError(file, where, f"expected a mapping with a type, got {type(raw).__name__}")
     raw = dict(raw)
     store_type = raw.pop("type", None)
     if not isinstance(store_type, str) or not store_type:
         raise ConfigError(file, f"{where}.type", "missing required key: expected a sink type name (e.g. buffer)")
-    cls = resolve("sink", store_type, file, where)
+    if store_type == GROUP_TYPE:
+        if member:
+            raise ConfigError(file, f"{where}.type", "a group's member cannot be a group; expected a store type "
+                                                     "(e.g. buffer)")
+        cls: type[Sink] = StoreGroup
+    else:
+        cls = resolve("sink", store_type, file, where)
     raw.setdefault("channel", "-")  # a store takes from the collector, not from a channel
-    values = parse_settings(cls.schema(), raw, where, file)
+    return NestedSink(store_type, cls, parse_settings(cls.schema(), raw, where, file))
+
+
+def build_store(raw: Any, where: str, name: str, context: Context, file: str | None) -> tuple[str, type[Sink],
+                                                                                              Values, Sink]:
+    """Validate a store section and configure (not start) the sink, named ``name``."""
+    nested = parse_store(raw, where, file)
     try:
-        store = cls(name, values, context)
+        store = nested.cls(name, nested.values, context)
     except ConfigError:
         raise
     except (ValueError, TypeError) as exc:
         raise ConfigError(file, where, str(exc)) from None
-    return store_type, cls, values, store
+    return nested.type, nested.cls, nested.values, store
 
 
 def build_routes(raw: Any, context: Context, file: str | None) -> list[Route]:
@@ -138,11 +159,18 @@ def build_routes(raw: Any, context: Context, file: str | None) -> list[Route]:
     return routes
 
 
+def _leaves(store: Sink) -> list[Sink]:
+    """The stores that write files: a group's members, or the store itself."""
+    return [m.sink for m in store.members] if isinstance(store, StoreGroup) else [store]
+
+
 def _places(store: Sink) -> list[str]:
     """Where a store keeps its files, to refuse two stores sharing one (their recovery and replay would mix)."""
     from collector.store import BufferStore
     from sinks.seqfile import SeqFileSink
 
+    if isinstance(store, StoreGroup):
+        return [p for m in store.members for p in _places(m.sink)]
     if isinstance(store, BufferStore):
         return [*_places(store.primary), "secondary " + os.path.abspath(store.secondary.local_root)]
     if isinstance(store, SeqFileSink):
@@ -151,9 +179,28 @@ def _places(store: Sink) -> list[str]:
     return []
 
 
+def _group_lines(group: StoreGroup) -> tuple[str, list[str]]:
+    """What a group store's route line says, and one line per member in the order they are tried."""
+    cfg = group.config
+    if cfg.processor == "failover":
+        head = f"group failover (penalty up to {render_settings(group.schema(), cfg)['penalty']})"
+        members = sorted(zip(group.members, group.member_types, strict=True), key=lambda mt: -mt[0].priority)
+    else:
+        backoff = f"backoff up to {render_settings(group.schema(), cfg)['max_backoff']}" if cfg.backoff \
+            else "no backoff"
+        head = f"group load_balance {cfg.selector} ({backoff})"
+        members = list(zip(group.members, group.member_types, strict=True))
+    lines = []
+    for m, type_name in members:
+        key = m.sink.name.rsplit(".", 1)[-1]
+        rank = f" (priority {m.priority})" if cfg.processor == "failover" else ""
+        lines.append(f"  {key}{rank}: {type_name} ({', '.join(_places(m.sink)) or type_name})")
+    return head, lines
+
+
 def route_lines(routes: Sequence[Route]) -> list[str]:
-    """One line per route in match order, the default last: what it takes and where its store writes
-    (``logflume check`` prints them; credentials in URLs are redacted)."""
+    """One line per route in match order, the default last: what it takes and where its store writes, and for
+    a group one more line per member (``logflume check`` prints them; credentials in URLs are redacted)."""
     from logflume.secrets import redact_text
 
     out = []
@@ -165,21 +212,28 @@ def route_lines(routes: Sequence[Route]) -> list[str]:
             parts = [f"{k}={m[k]}" for k in ("datatype", "stream") if k in m]
             parts += [f"tags.{k}={v}" for k, v in m.get("tags", {}).items()]
             takes = " and ".join(parts)
+        if isinstance(route.store, StoreGroup):
+            head, members = _group_lines(route.store)
+            out.append(redact_text(f"{route.name}: {takes} -> {head}"))
+            out += [redact_text(line) for line in members]
+            continue
         places = ", ".join(_places(route.store)) or route.store_type
         out.append(redact_text(f"{route.name}: {takes} -> {route.store_type} ({places})"))
     return out
 
 
 def check_separate(routes: Sequence[Route], file: str | None) -> None:
-    """ConfigError when two stores would write the same files or share a secondary."""
+    """ConfigError when two stores (routes' stores or members of a group) would write the same files or share
+    a secondary."""
     seen: dict[str, str] = {}
     for route in routes:
-        where = "store" if route.match is None else f"routes.{route.name}.store"
-        for place in _places(route.store):
-            if place in seen:
-                raise ConfigError(file, where, f"writes the same place as {seen[place]} ({place}); expected its own "
-                                               "secondary dir and primary url, path or collector_name")
-            seen[place] = where
+        for store in _leaves(route.store):
+            where = store.name  # a store is named by its key path: store, routes.NAME.store, ....sinks.MEMBER
+            for place in _places(store):
+                if place in seen:
+                    raise ConfigError(file, where, f"writes the same place as {seen[place]} ({place}); expected its "
+                                                   "own secondary dir and primary url, path or collector_name")
+                seen[place] = where
 
 
 class StoreRouter:

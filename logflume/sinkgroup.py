@@ -42,6 +42,10 @@ class _Member:
 class SinkGroup(Sink):
     """Delivers each batch through one of its sinks: failover by priority, or load balance (see module doc)."""
 
+    #: Count a member's ``chunks_out``/``bytes_out`` when it took a batch: an agent's sinks leave counting to
+    #: their runner, which only sees the group; a collector's stores count themselves (``StoreGroup``).
+    counts_members: ClassVar[bool] = True
+
     settings: ClassVar[dict[str, Setting]] = {
         "sinks": Setting(ListOf(Str(), min_items=2), doc="Names of the sinks in the group (they share one channel)"),
         "processor": Setting(Enum("failover", "load_balance"), doc="How a sink is chosen for each batch"),
@@ -66,10 +70,13 @@ class SinkGroup(Sink):
         self._random = random.Random()
         self.switches = self.metrics.counter("sink_failures", "Deliveries a group's sink failed (the batch went on)")
 
-    def attach(self, sinks: Sequence[Sink]) -> None:
-        """Set the member sinks (built by the topology, in ``sinks`` order)."""
+    def attach(self, sinks: Sequence[Sink], keys: Sequence[str] | None = None) -> None:
+        """Set the member sinks (built by the topology, in ``sinks`` order); ``keys`` are the names ``priority``
+        gives them by, when not their sink names (a collector's members are named by their key path)."""
         n = len(sinks)
-        self.members = [_Member(s, self.config.priority.get(s.name, n - i)) for i, s in enumerate(sinks)]
+        keys = [s.name for s in sinks] if keys is None else keys
+        self.members = [_Member(s, self.config.priority.get(k, n - i))
+                        for i, (s, k) in enumerate(zip(sinks, keys, strict=True))]
 
     # -- lifecycle: the members' own ----------------------------------------------------------
 
@@ -139,8 +146,9 @@ class SinkGroup(Sink):
                 continue
             m.failures = 0
             m.until = 0.0
-            m.sink.metrics.chunks_out.inc(len(chunks))
-            m.sink.metrics.bytes_out.inc(sum(len(c) for c in chunks))
+            if self.counts_members:
+                m.sink.metrics.chunks_out.inc(len(chunks))
+                m.sink.metrics.bytes_out.inc(sum(len(c) for c in chunks))
             return
         raise RuntimeError(f"every sink of group {self.name} failed: " + "; ".join(errors))
 

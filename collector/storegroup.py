@@ -1,0 +1,144 @@
+"""Store groups: a collector store (``type: group``) that is a sink group over stores defined inline.
+
+The processors are the agent's (``logflume.sinkgroup.SinkGroup``: ``failover``
+by priority with a penalty, ``load_balance`` round robin or random with
+backoff), with the same settings; only ``sinks`` differs: it holds the member
+stores themselves (name -> store section, validated like a route's store)
+instead of naming sinks of the file.  A batch is acknowledged once the member
+that took it holds it durably (its ``deliver`` returned); when every member
+failed the group raises and the agent sends the batch again.
+
+A member that cannot start (an SFTP server away when the collector starts) does
+not stop the collector while another member starts: it sits out like a member
+that failed, and is started when its penalty is over.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from collector.store import NestedSink, SinkConfig
+from logflume.chunk import Chunk
+from logflume.errors import ConfigError, StartupError
+from logflume.settings import MapOf, Setting, SettingType
+from logflume.sink import Sink
+from logflume.sinkgroup import SinkGroup
+
+#: The ``type`` of a store section that is a group.
+GROUP_TYPE = "group"
+_MEMBER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+class MemberStore(SettingType):
+    """One member of a group: a store section (``{type: SINK, ...}``), validated as a route's store is."""
+
+    expected = "a store mapping with a type ({type: buffer, ...})"
+
+    def parse(self, value: Any, path: str, file: str | None) -> NestedSink:
+        from collector.routing import parse_store  # routing builds groups: imported when a group is parsed
+
+        name = path.rsplit(".", 1)[-1]
+        if not _MEMBER_NAME.match(name):
+            raise ConfigError(file, path, "expected a member name of letters, digits, '_' and '-'")
+        if isinstance(value, dict) and "priority" in value:
+            group = path.rsplit(".", 2)[0]
+            raise ConfigError(file, f"{path}.priority", f"unknown key: a member's priority is the group's to give; "
+                                                        f"expected {group}.priority: {{{name}: N, ...}}")
+        return parse_store(value, path, file, member=True)
+
+    def render(self, value: NestedSink) -> dict[str, Any]:
+        return SinkConfig().render(value)
+
+
+class StoreGroup(SinkGroup):
+    """A collector store that hands each batch to one of its member stores (``SinkGroup``'s processors)."""
+
+    counts_members: ClassVar[bool] = False  # stores count their own chunks
+    settings: ClassVar[dict[str, Setting]] = {
+        "sinks": Setting(MapOf(MemberStore()), doc="The member stores: name -> store section ({type: buffer, ...}),"
+                                                   " at least two; priority names them"),
+    }
+
+    def configure(self) -> None:
+        file = self.context.config_file
+        if len(self.config.sinks) < 2:
+            raise ConfigError(file, f"{self.name}.sinks", "expected at least 2 member stores")
+        super().configure()
+        members: list[Sink] = []
+        for key, nested in self.config.sinks.items():
+            name = f"{self.name}.sinks.{key}"  # the key path: in errors, metrics and /status
+            try:
+                members.append(nested.cls(name, nested.values, self.context))
+            except ConfigError:
+                raise
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(file, name, str(exc)) from None
+        self.attach(members, list(self.config.sinks))
+        self._not_started: set[int] = set()  # indexes of members whose start failed
+
+    @property
+    def member_types(self) -> list[str]:
+        """Each member's store type, in ``members`` order."""
+        return [n.type for n in self.config.sinks.values()]
+
+    def start(self) -> None:
+        errors = []
+        for i, m in enumerate(self.members):
+            try:
+                m.sink.start()
+            except Exception as exc:  # noqa: BLE001 - another member may take the batches meanwhile
+                errors.append(f"{m.sink.name}: {exc}")
+                self._not_started.add(i)
+                self._penalize(m, time.monotonic())
+                self.log.warning("store %s: member %s cannot start, leaving it out for now: %s",
+                                 self.name, m.sink.name, exc)
+        if len(self._not_started) == len(self.members):
+            self.stop()
+            raise StartupError(f"store {self.name}: no member could start: " + "; ".join(errors))
+
+    def _start_waiting(self) -> None:
+        """Start members whose start failed once their penalty is over (a failed start penalizes again)."""
+        for i in sorted(self._not_started):
+            m = self.members[i]
+            now = time.monotonic()
+            if m.until > now:
+                continue
+            try:
+                m.sink.start()
+            except Exception as exc:  # noqa: BLE001
+                self._penalize(m, now)
+                self.log.warning("store %s: member %s still cannot start: %s", self.name, m.sink.name, exc)
+            else:
+                self._not_started.discard(i)
+                self.log.info("store %s: member %s started", self.name, m.sink.name)
+
+    def deliver(self, chunks: Sequence[Chunk]) -> None:
+        nbytes = sum(len(c.data) for c in chunks)
+        self.metrics.chunks_in.inc(len(chunks))
+        self.metrics.bytes_in.inc(nbytes)
+        if self._not_started:
+            self._start_waiting()
+        try:
+            super().deliver(chunks)
+        except Exception:
+            self.metrics.errors.inc()
+            raise
+        self.metrics.chunks_out.inc(len(chunks))
+        self.metrics.bytes_out.inc(nbytes)
+
+    def status(self) -> dict[str, Any]:
+        """The group's view of each member (failures, penalty) with the member's own (``describe``)."""
+        out = super().status()
+        value = self.context.metrics.value
+        for i, (row, m, type_name) in enumerate(zip(out["sinks"], self.members, self.member_types, strict=True)):
+            row.update({"store_type": type_name, "started": i not in self._not_started,
+                        "bytes_out": value("bytes_out_total", kind="sink", component=m.sink.name),
+                        "describe": m.sink.describe()})
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "processor": self.config.processor,
+                "sinks": [{"name": m.sink.name, "priority": m.priority, **m.sink.describe()} for m in self.members]}

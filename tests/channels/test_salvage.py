@@ -25,6 +25,7 @@ from agent.channels.filelog.segments import list_segments, segment_name
 from logflume.chunk import Chunk
 from logflume.component import Context
 from logflume.settings import parse_settings
+from logflume.testing.recording_sink import read_chunks
 from tests.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +39,7 @@ sources:
 channels:
   disk: {{type: file, dir: {channel}, on_corruption: {mode}}}
 sinks:
-  out: {{type: tests.core.plugins:JsonlSink, channel: disk, path: {out}}}
+  out: {{type: logflume.testing.recording_sink:RecordingSink, channel: disk, path: {out}}}
 """
 
 
@@ -109,15 +110,12 @@ def logflume(*args, timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 def delivered(out: Path) -> list[int]:
-    if not out.exists():
-        return []
-    text = out.read_text()
-    return [int(json.loads(line)["tags"]["i"]) for line in text[: text.rfind("\n") + 1].splitlines()]
+    return [int(c.tags["i"]) for c in read_chunks(out)]
 
 
 def run_agent(logflume_proc, tmp_path: Path, directory: Path, expected: list[int], mode: str = "refuse"):
     """Start a real agent on the channel; wait until ``expected`` chunks are out; stop it; returns (ids, log)."""
-    out = tmp_path / "out.jsonl"
+    out = tmp_path / "out.chunks"
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(AGENT.format(data=tmp_path / "data", channel=directory, mode=mode, out=out))
     agent = logflume_proc(["agent", "-c", cfg])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -11,7 +9,7 @@ from typing import ClassVar
 
 from logflume.chunk import Chunk
 from logflume.errors import DeliveryError, TryLater
-from logflume.settings import Duration, Int, ListOf, Setting, Size, Str
+from logflume.settings import Int, ListOf, Setting, Size, Str
 from logflume.sink import Sink
 from logflume.source import ThreadedSource
 
@@ -46,26 +44,6 @@ class CountingSource(ThreadedSource):
                                        offset, "e1", data)])
         self.done = True
         self.log.info("counting source %s done: %d lines", self.name, i)
-
-
-class JsonlSink(Sink):
-    """Appends each chunk (metadata + data) as one JSON line to ``path``, fsynced per batch."""
-
-    settings: ClassVar[dict[str, Setting]] = {
-        "path": Setting(Str()),
-        "delay": Setting(Duration(), 0, "Sleep this long per delivery (a slow next hop)"),
-    }
-
-    def writes(self) -> list[str]:
-        return ["file:" + os.path.abspath(self.config.path)]
-
-    def deliver(self, chunks: Sequence[Chunk]) -> None:
-        time.sleep(self.config.delay)
-        with open(self.config.path, "a") as f:
-            for c in chunks:
-                f.write(json.dumps({**c.metadata(), "data": bytes(c.data).decode("latin-1")}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
 
 
 class FlakySink(Sink):

@@ -90,7 +90,7 @@ def test_channel_without_sink_is_an_error(tmp_path):
 def test_loop_between_sink_and_source_is_refused(tmp_path):
     out = tmp_path / "out.jsonl"
     text = GOOD.replace("count: 5", f"count: 5\n    reads_from: ['file:{tmp_path}/*.jsonl']").replace(
-        "type: null", f"type: tests.core.plugins:JsonlSink\n    path: {out}"
+        "type: null", f"type: logflume.testing.recording_sink:RecordingSink\n    path: {out}"
     )
     err = error_of(text, tmp_path)
     assert "loop in the pipeline" in err.message

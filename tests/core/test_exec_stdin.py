@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 
+from logflume.testing.recording_sink import read_chunks
 from tests.conftest import wait_for
 
 
@@ -20,20 +21,12 @@ sources:
 channels:
   m: {{type: memory}}
 sinks:
-  out: {{type: tests.core.plugins:JsonlSink, channel: m, path: {out}}}
+  out: {{type: logflume.testing.recording_sink:RecordingSink, channel: m, path: {out}}}
 """
 
 
-def collected(out):
-    if not out.exists():
-        return []
-    text = out.read_text()
-    complete = text[: text.rfind("\n") + 1]  # the sink may be mid-line
-    return [json.loads(line) for line in complete.splitlines()]
-
-
 def test_exec_collects_all_output_and_restarts_on_failure(tmp_path, logflume_proc):
-    out = tmp_path / "out.jsonl"
+    out = tmp_path / "out.chunks"
     marker = tmp_path / "runs"
     # The command appends to a marker file on each run and fails the first time: it must be restarted.
     cmd = (f"echo run >> {marker}; seq 1 5000; "
@@ -44,19 +37,19 @@ def test_exec_collects_all_output_and_restarts_on_failure(tmp_path, logflume_pro
     agent = logflume_proc(["agent", "-c", cfg])
 
     def text():
-        return "".join(c["data"] for c in collected(out))
+        return "".join(bytes(c.data).decode() for c in read_chunks(out))
 
     wait_for(lambda: text().count("\n") >= 10000, 20, message="two runs of output")
-    runs = collected(out)
+    runs = read_chunks(out)
     epochs = []
     for c in runs:
-        if c["epoch"] not in epochs:
-            epochs.append(c["epoch"])
+        if c.epoch not in epochs:
+            epochs.append(c.epoch)
     assert len(epochs) == 2, "each run of the command is a new epoch"
     for epoch in epochs:
-        data = "".join(c["data"] for c in runs if c["epoch"] == epoch)
+        data = "".join(bytes(c.data).decode() for c in runs if c.epoch == epoch)
         assert data == "".join(f"{i}\n" for i in range(1, 5001))
-        ends = [c["seq_id"] for c in runs if c["epoch"] == epoch]
+        ends = [c.seq_id for c in runs if c.epoch == epoch]
         assert ends == sorted(ends) and ends[-1] == len(data)
     assert agent.terminate() == 0
     log = agent.log()
@@ -64,16 +57,16 @@ def test_exec_collects_all_output_and_restarts_on_failure(tmp_path, logflume_pro
 
 
 def test_stdin_reaches_sink_including_unterminated_last_line(tmp_path, logflume_proc):
-    out = tmp_path / "out.jsonl"
+    out = tmp_path / "out.chunks"
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(agent_yaml(tmp_path, "    type: stdin", out))
     agent = logflume_proc(["agent", "-c", cfg], stdin=subprocess.PIPE)
     payload = b"".join(b"line %d \x00\xff\r\n" % i for i in range(2000)) + b"no newline at end"
     agent.proc.stdin.write(payload)
     agent.proc.stdin.close()
-    wait_for(lambda: sum(len(c["data"]) for c in collected(out)) == len(payload), 20, message="all stdin data")
+    wait_for(lambda: sum(len(c.data) for c in read_chunks(out)) == len(payload), 20, message="all stdin data")
     agent.signal(signal.SIGTERM)
     assert agent.wait(20) == 0
-    chunks = collected(out)
-    assert b"".join(c["data"].encode("latin-1") for c in chunks) == payload
-    assert chunks[-1]["flags"] == ["partial"], "the unterminated last line is sent at EOF, flagged partial"
+    chunks = read_chunks(out)
+    assert b"".join(bytes(c.data) for c in chunks) == payload
+    assert chunks[-1].flags == ["partial"], "the unterminated last line is sent at EOF, flagged partial"

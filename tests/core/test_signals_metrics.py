@@ -6,6 +6,7 @@ import signal
 import time
 import urllib.request
 
+from logflume.testing.recording_sink import read_chunks
 from tests.conftest import free_port, wait_for
 
 CFG = """
@@ -15,7 +16,7 @@ sources:
 channels:
   m: {{type: memory, capacity: 1MiB}}
 sinks:
-  out: {{type: tests.core.plugins:JsonlSink, channel: m, path: {out}, delay: {delay}}}
+  out: {{type: logflume.testing.recording_sink:RecordingSink, channel: m, path: {out}, delay: {delay}}}
 """
 
 
@@ -33,11 +34,11 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 def test_metrics_endpoint_counts_bytes_and_chunks(tmp_path, logflume_proc):
     port = free_port()
-    out = tmp_path / "out.jsonl"
+    out = tmp_path / "out.chunks"
     cfg = tmp_path / "a.yaml"
     cfg.write_text(CFG.format(data=tmp_path / "d", port=port, count=1000, out=out, delay=0))
     agent = logflume_proc(["agent", "-c", cfg])
-    wait_for(lambda: out.exists() and out.read_text().count("\n") == 100, 20, message="100 chunks delivered")
+    wait_for(lambda: len(read_chunks(out)) == 100, 20, message="100 chunks delivered")
 
     def settled():
         try:
@@ -70,7 +71,7 @@ def test_metrics_port_in_use_is_a_startup_error(tmp_path, logflume_proc):
 
 
 def test_second_signal_exits_at_once(tmp_path, logflume_proc):
-    out = tmp_path / "out.jsonl"
+    out = tmp_path / "out.chunks"
     cfg = tmp_path / "a.yaml"
     # a sink so slow that draining would take minutes
     cfg.write_text(CFG.format(data=tmp_path / "d", port=free_port(), count=5000, out=out, delay="5s"))

@@ -1,18 +1,18 @@
 """A real agent process with one network source, for the hostile-client tests of the listeners.
 
-The agent is ``python -m logflume agent`` (memory channel, a CollectSink writing
-JSON lines); its peak resident memory (VmHWM) and thread count are read from
+The agent is ``python -m logflume agent`` (memory channel, a RecordingSink writing
+the chunks to a file); its peak resident memory (VmHWM) and thread count are read from
 ``/proc/PID/status``, after ``clear_refs`` reset the peak to the idle level.
 """
 
 from __future__ import annotations
 
-import json
 import socket
 from pathlib import Path
 
 import yaml
 
+from logflume.testing.recording_sink import read_chunks
 from tests.conftest import wait_for
 
 
@@ -55,13 +55,14 @@ class Agent:
     """One agent subprocess around ``source`` (a mapping for YAML) on loopback."""
 
     def __init__(self, logflume_proc, tmp_path: Path, source: dict, *, port: int) -> None:
-        self.out = tmp_path / "out.jsonl"
+        self.out = tmp_path / "out.chunks"
         cfg = tmp_path / "agent.yaml"
         cfg.write_text(yaml.safe_dump({
             "agent": {"name": "victim", "data_dir": str(tmp_path / "data")},
             "sources": {"src": {**source, "channels": ["mem"]}},
             "channels": {"mem": {"type": "memory"}},
-            "sinks": {"out": {"type": "tests.sources.sinks:CollectSink", "channel": "mem", "jsonl": str(self.out)}},
+            "sinks": {"out": {"type": "logflume.testing.recording_sink:RecordingSink", "channel": "mem",
+                                      "path": str(self.out)}},
         }))
         self.config = cfg
         self.port = port
@@ -77,6 +78,4 @@ class Agent:
 
     def records(self) -> list[str]:
         """Every record the sink got so far."""
-        if not self.out.exists():
-            return []
-        return [r for line in self.out.read_text().splitlines() for r in json.loads(line)["data"].splitlines()]
+        return [r for c in read_chunks(self.out) for r in bytes(c.data).decode("utf-8", "replace").splitlines()]

@@ -17,9 +17,9 @@ import pytest
 from agent.sources.spooldir import SpoolDirSource
 from logflume.component import Context
 from logflume.settings import parse_settings
+from logflume.testing.recording_sink import read_chunks
 from tests.conftest import wait_for
 from tests.tail.harness import CollectingOutput
-from tests.tail.sinks import read_chunks
 from tests.tail.test_rotation_e2e import agent_config
 
 SECRET = b"root:$6$SECRET-HASH-NEVER-SHIPPED:19000:0:99999:7:::\n"

@@ -16,11 +16,11 @@ from logflume.topology import build_topology
 @contextlib.contextmanager
 def pipeline(tmp_path: Path, source: dict[str, Any], *, capacity: str = "64MiB", gate: Path | None = None,
              name: str = "src", data_dir: Path | None = None) -> Iterator[Agent]:
-    """Start ``source`` -> memory channel -> CollectSink; stop everything on exit."""
+    """Start ``source`` -> memory channel -> RecordingSink; stop everything on exit."""
     raw = {
         "sources": {name: {**source, "channels": ["ch"]}},
         "channels": {"ch": {"type": "memory", "capacity": capacity}},
-        "sinks": {"out": {"type": "tests.sources.sinks:CollectSink", "channel": "ch",
+        "sinks": {"out": {"type": "logflume.testing.recording_sink:RecordingSink", "channel": "ch",
                           "gate": str(gate) if gate else None, "batch_timeout": "10ms"}},
     }
     ctx = Context(agent_name="testhost", data_dir=data_dir or tmp_path / "data", metrics=Metrics())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import json
 import shutil
 import socket
 import subprocess
@@ -11,6 +10,7 @@ import subprocess
 import pytest
 from fluent import sender
 
+from logflume.testing.recording_sink import read_chunks
 from tests.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -20,7 +20,7 @@ def test_agent_process_with_network_sources(tmp_path, logflume_proc):
     sport, hport, fport = free_port(), free_port(), free_port()
     spool = tmp_path / "spool"
     spool.mkdir()
-    out = tmp_path / "out.jsonl"
+    out = tmp_path / "out.chunks"
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(f"""
 agent:
@@ -53,9 +53,9 @@ channels:
     type: memory
 sinks:
   out:
-    type: tests.sources.sinks:CollectSink
+    type: logflume.testing.recording_sink:RecordingSink
     channel: mem
-    jsonl: {out}
+    path: {out}
 """)
     proc = logflume_proc(["agent", "-c", cfg], name="agent")
 
@@ -85,17 +85,14 @@ sinks:
     wait_for(lambda: (spool / "batch.log.COMPLETED").exists(), 20, message="spool file completed")
 
     def count() -> dict:
-        if not out.exists():
-            return {}
         streams: dict = {}
-        for line in out.read_text().splitlines():
-            c = json.loads(line)
-            streams[c["stream"]] = streams.get(c["stream"], 0) + len(c["data"].splitlines())
+        for c in read_chunks(out):
+            streams[c.stream] = streams.get(c.stream, 0) + len(bytes(c.data).splitlines())
         return streams
 
     wait_for(lambda: sum(count().values()) >= 400, 20, message=f"400 records, have {count()}")
     assert proc.terminate() == 0, proc.log()[-2000:]
     assert count() == {"syslog:app": 100, "http:orders": 100, "svc.api": 100, str(spool / "batch.log"): 100}
-    chunks = [json.loads(line) for line in out.read_text().splitlines()]
-    assert {c["source"] for c in chunks} == {"edge1"}
-    assert {c["stream"]: c["datatype"] for c in chunks}["syslog:app"] == "SysLog"
+    chunks = read_chunks(out)
+    assert {c.source for c in chunks} == {"edge1"}
+    assert {c.stream: c.datatype for c in chunks}["syslog:app"] == "SysLog"

@@ -11,12 +11,25 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from agent.sources.tail import TailSource
+from logflume.chunk import Chunk
 from logflume.component import Context
 from logflume.settings import parse_settings
-from tests.tail.sinks import DurableFileOutput
+from logflume.source import SourceOutput
+from logflume.testing.recording_sink import append_chunks
+
+
+class DurableFileOutput(SourceOutput):
+    """A source output whose commit is an fsynced append (read back with ``read_chunks``): a durable channel."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def deliver(self, chunks: Sequence[Chunk]) -> None:
+        append_chunks(self.fd, chunks)
 
 
 def main() -> int:

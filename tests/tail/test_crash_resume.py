@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from logflume.testing.recording_sink import read_chunks
 from tests.conftest import REPO
 from tests.tail.harness import by_epoch, epoch_bytes, start, wait_for
-from tests.tail.sinks import read_chunks
 from tests.tail.test_rotation_e2e import agent_config
 from tests.tail.writer import RotatingWriter, line, numbers
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from logflume.testing.recording_sink import read_chunks
 from tests.tail.harness import by_epoch, epoch_bytes, wait_for
-from tests.tail.sinks import read_chunks
 from tests.tail.test_rotation_e2e import agent_config
 from tests.tail.writer import line, numbers
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from logflume.testing.recording_sink import read_chunks
 from tests.tail.harness import by_epoch, epoch_bytes, wait_for
-from tests.tail.sinks import read_chunks
 from tests.tail.writer import RotatingWriter, line, numbers
 
 FAST = {"flush_interval": "20ms", "partial_timeout": "500ms", "scan_interval": "100ms", "rotate_wait": "300ms"}
@@ -24,7 +24,7 @@ def agent_config(tmp_path: Path, paths, out: Path, channel: dict | None = None, 
         "agent": {"name": "testhost", "data_dir": str(data_dir or tmp_path / "data"), "shutdown_timeout": "20s"},
         "sources": {"t": {"type": "tail", "paths": paths, "channels": ["ch"], **FAST, **source}},
         "channels": {"ch": channel or {"type": "memory"}},
-        "sinks": {"out": {"type": "tests.tail.sinks:CollectingSink", "channel": "ch", "path": str(out),
+        "sinks": {"out": {"type": "logflume.testing.recording_sink:RecordingSink", "channel": "ch", "path": str(out),
                           "batch_timeout": "10ms"}},
     }
     path = tmp_path / "agent.yaml"

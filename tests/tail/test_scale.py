@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from logflume.chunk import FLAG_SPLIT
+from logflume.testing.recording_sink import read_chunks
 from tests.conftest import REPO
 from tests.tail.harness import start, wait_for
-from tests.tail.sinks import read_chunks
 
 
 def open_fds_under(directory: Path) -> int:

@@ -3,10 +3,10 @@
 The schema is declared once here with ``logflume.settings`` types and used
 for validation, defaults, ``logflume check`` output and docs/collector.md.
 The store is any registered sink (default: the ``buffer`` store writing
-SequenceFiles under ``data_dir``); it is configured (not started) at load
-time, so ``check`` catches its mistakes too.  ``routes:`` gives chunks
-matching a datatype, stream (Scribe category) or tag glob stores of their own
-(``collector.routing``); the ``store:`` takes the rest.
+SequenceFiles under ``data_dir``) or a group of stores (``collector.storegroup``);
+it is configured (not started) at load time, so ``check`` catches its mistakes
+too.  ``routes:`` gives chunks matching a datatype, stream (Scribe category) or
+tag glob stores of their own (``collector.routing``); the ``store:`` takes the rest.
 """
 
 from __future__ import annotations

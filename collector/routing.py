@@ -4,9 +4,10 @@ Scribe's per-category stores, for every kind of chunk: a route matches the
 datatype, the stream (a Scribe category becomes the stream of its chunks; for
 tailed files it is the path) and tags, with globs, and has a store of its own:
 any sink, typically a ``buffer`` store with its own primary, secondary, roll
-settings, codec and ``path`` template.  Because every route has its own store,
-failover to a secondary and ordered replay happen per route: one route's
-primary being down never holds back another's.
+settings, codec and ``path`` template, or a group of stores
+(``collector.storegroup``).  Because every route has its own store, failover
+to a secondary and ordered replay happen per route: one route's primary being
+down never holds back another's.
 
 A batch that spans routes is split (keeping each route's chunks in their
 order) and acknowledged only once every route's store holds its part

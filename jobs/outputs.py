@@ -7,7 +7,6 @@ half a file and a re-run simply replaces it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -137,22 +136,6 @@ def _write_parquet(fs: Any, path: str, rows: list[dict[str, Any]]) -> None:
     table = pa.Table.from_pylist([{k: r.get(k) for k in columns} for r in flat]) if flat else pa.table({})
     with fs.open(path, "wb") as f:
         pq.write_table(table, f)
-
-
-def read_records(fs: Any, path: str) -> list[dict[str, Any]]:
-    """Read back one demux output file (for tests, checks and the benchmark)."""
-    if path.endswith(".jsonl"):
-        with fs.open(path, "r", encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        with fs.open(path, "rb") as f:
-            return pq.read_table(f).to_pylist()
-    from logflume.sequencefile import SequenceFileReader
-
-    with fs.open(path, "rb") as f:
-        return [json.loads(v) for _, v in SequenceFileReader(f)]
 
 
 # ---- the batch path: Arrow tables -> staged part files, published by the demux commit -------------------------

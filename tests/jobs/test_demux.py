@@ -11,9 +11,8 @@ import pytest
 import yaml
 
 from jobs.demux import load_spec, run
-from jobs.outputs import read_records
-from jobs.sinkfiles import open_fs
 from logflume.chunk import FLAG_SPLIT, Chunk
+from logflume.sequencefile import SequenceFileReader
 from tests.jobs.conftest import (
     SAMPLE_CONFIG,
     T0,
@@ -25,15 +24,26 @@ from tests.jobs.conftest import (
 )
 
 
+def part_records(path: Path) -> list[dict]:
+    """One part file's records, read the way a user reads them (JSON lines, pyarrow, a SequenceFile reader)."""
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    with path.open("rb") as f:
+        return [json.loads(v) for _, v in SequenceFileReader(f)]
+
+
 def read_output(root: Path) -> dict[tuple[str, ...], list[dict]]:
     """Records by (datatype, day) or ("_errors", datatype, day), over every published part file and hour."""
-    fs, _ = open_fs(str(root))
     out: dict[tuple[str, ...], list[dict]] = {}
     for p in sorted(root.rglob("part-*")):
         parts = p.parent.relative_to(root).parts
         assert [x.split("=")[0] for x in parts[-3:]] == ["datatype", "date", "hour"], p
         key = (*parts[:-3], parts[-3].split("=", 1)[1], parts[-2].split("=", 1)[1])
-        out.setdefault(key, []).extend(read_records(fs, str(p)))
+        out.setdefault(key, []).extend(part_records(p))
     return out
 
 

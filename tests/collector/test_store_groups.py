@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from logflume.chunk import Chunk
+from logflume.cli import main
 from logflume.component import Context
 from logflume.settings import parse_settings
 from sinks.collector import CollectorSink
@@ -150,7 +152,8 @@ def test_a_member_away_at_start_sits_out_and_is_started_after_its_penalty(tmp_pa
         with open(log, "ab") as f:
             f.write(lines(500, 500))
         wait_for(lambda: drained(ametrics, [log]), 60, interval=0.2, message="the next lines acked")
-        assert group_status(mport)["nas"]["started"] is True
+        wait_for(lambda: group_status(mport)["nas"]["started"] is True, 10, interval=0.2,
+                 message="/status: nas started")  # (the status document is cached for 0.5 s)
         assert agent.terminate(60) == 0, agent.log()[-3000:]
         assert collector.terminate(60) == 0, collector.log()[-3000:]
     finally:
@@ -226,3 +229,23 @@ def test_a_bad_member_key_is_a_config_error_naming_the_file_and_key_path(tmp_pat
                               timeout=60)
         assert done.returncode == 2, done.stderr
         assert f"{cfg}: routes.audit.store.sinks.nas.primary.ur: unknown key (did you mean 'url'?)" in done.stderr
+
+
+def test_check_prints_each_group_under_its_route_with_its_members_in_the_order_tried(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LOGFLUME_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("HOSTNAME", "c1")
+    assert main(["check", "-c", str(REPO / "configs" / "collector-routes-groups.yaml")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert [ln for ln in out.splitlines() if ln.startswith("#   ")] == [
+        "#   audit: stream=audit.* -> group failover (penalty up to 30s)",
+        "#     nas (priority 10): seqfile (sftp://logs@nas.example.com:22/data/audit/{date} as c1)",
+        f"#     local (priority 5): seqfile ({tmp_path}/audit-local/{{date}} as c1)",
+        "#   default: everything else -> group load_balance round_robin (backoff up to 30s)",
+        f"#     disk1: buffer ({tmp_path}/disk1/{{date}} as c1, secondary {tmp_path}/disk1-secondary)",
+        f"#     disk2: buffer ({tmp_path}/disk2/{{date}} as c1, secondary {tmp_path}/disk2-secondary)",
+    ]
+    resolved = yaml.safe_load(out)
+    group = resolved["routes"]["audit"]["store"]
+    assert group["priority"] == {"nas": 10, "local": 5} and list(group["sinks"]) == ["nas", "local"]
+    assert group["sinks"]["nas"]["roll_size"] == "1GiB"  # members resolved with every default
+    assert resolved["store"]["processor"] == "load_balance" and resolved["store"]["sinks"]["disk2"]["type"] == "buffer"

@@ -40,11 +40,8 @@ class MemberStore(SettingType):
     def parse(self, value: Any, path: str, file: str | None) -> NestedSink:
         from collector.routing import parse_store  # routing builds groups: imported when a group is parsed
 
-        name = path.rsplit(".", 1)[-1]
-        if not _MEMBER_NAME.match(name):
-            raise ConfigError(file, path, "expected a member name of letters, digits, '_' and '-'")
         if isinstance(value, dict) and "priority" in value:
-            group = path.rsplit(".", 2)[0]
+            group, name = path.rsplit(".", 2)[0], path.rsplit(".", 1)[-1]
             raise ConfigError(file, f"{path}.priority", f"unknown key: a member's priority is the group's to give; "
                                                         f"expected {group}.priority: {{{name}: N, ...}}")
         return parse_store(value, path, file, member=True)
@@ -70,6 +67,8 @@ class StoreGroup(SinkGroup):
         members: list[Sink] = []
         for key, nested in self.config.sinks.items():
             name = f"{self.name}.sinks.{key}"  # the key path: in errors, metrics and /status
+            if not _MEMBER_NAME.match(key):
+                raise ConfigError(file, name, "expected a member name of letters, digits, '_' and '-'")
             try:
                 members.append(nested.cls(name, nested.values, self.context))
             except ConfigError:

@@ -553,16 +553,7 @@ def crash_iterations(tmp_path: Path, iterations: int, seed: int, min_torn: int =
             stats["committed_takes"] += sum(line.startswith("E T") for line in lines)
             next_id = max([next_id - 1] + [int(x) for line in lines if line.startswith("W P") for x in [line[4:]]]) + 1
 
-            ch = open_channel(str(directory), "every_commit")
-            try:
-                tx = ch.transaction()
-                got = []
-                while (c := tx.take()) is not None:
-                    assert bytes(c.data) == chunk_data(int(c.tags["id"])), f"chunk {c.tags['id']} damaged"
-                    got.append(int(c.tags["id"]))
-                tx.rollback()
-            finally:
-                ch.stop()
+            got = read_back(directory)
             if doubt is None:
                 assert got == present, f"iteration {it}: lost or duplicated chunks"
             elif doubt[0] == "P":

@@ -26,6 +26,7 @@ from logflume.chunk import Chunk
 from logflume.component import Context
 from logflume.settings import parse_settings
 from logflume.testing.recording_sink import read_chunks
+from tests.channels.test_file_channel import flip_byte
 from tests.conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,14 +97,6 @@ def puts(directory: Path) -> dict[int, tuple[Path, int, int]]:
     return out
 
 
-def flip(path: Path, offset: int) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        b = f.read(1)
-        f.seek(offset)
-        f.write(bytes([b[0] ^ 0x40]))
-
-
 def logflume(*args, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "logflume", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
@@ -132,7 +125,7 @@ def test_flipped_byte_mid_segment_is_refused_verified_salvaged_then_delivered(tm
     d = tmp_path / "ch"
     fill(d, crash=True)
     seg, off, length = puts(d)[17]
-    flip(seg, off + length - 50)  # inside chunk 17's data; later records vouch the segment was on disk
+    flip_byte(seg, off + length - 50)  # inside chunk 17's data; later records vouch the segment was on disk
 
     # the default refuses to start, and says what to run
     cfg = tmp_path / "refuse.yaml"
@@ -170,7 +163,7 @@ def test_on_corruption_quarantine_salvages_at_start_and_counts_the_bytes(tmp_pat
     d = tmp_path / "ch"
     fill(d, crash=True)
     seg, off, length = puts(d)[25]
-    flip(seg, off + HEADER_SIZE + 10)  # chunk 25's metadata
+    flip_byte(seg, off + HEADER_SIZE + 10)  # chunk 25's metadata
     expected = [i for i in range(CONSUMED, CHUNKS) if i != 25]
     got, log = run_agent(logflume_proc, tmp_path, d, expected, mode="quarantine")
     assert got == expected
@@ -182,7 +175,7 @@ def test_quarantined_bytes_metric(tmp_path):
     d = tmp_path / "ch"
     fill(d, crash=True)
     seg, off, length = puts(d)[5]
-    flip(seg, off + length - 1)
+    flip_byte(seg, off + length - 1)
     ch = channel(d, on_corruption="quarantine")
     try:
         labels = {"kind": "channel", "component": "f"}
@@ -195,15 +188,21 @@ def test_quarantined_bytes_metric(tmp_path):
 # -- a segment cut short ---------------------------------------------------------------------------------------
 
 
-def test_truncated_segment_verify_salvage_delivers_the_rest(tmp_path, logflume_proc):
-    d = tmp_path / "ch"
-    fill(d, crash=False, segment_size="4KiB")  # several segments, all checkpointed at stop
+def cut_short(d: Path) -> tuple[Path, int, int, list[int]]:
+    """Fill a channel over several segments (all checkpointed at stop), then cut chunk 12's segment in half of
+    that chunk: returns (segment, chunk offset, chunk length, the committed unconsumed chunks the cut took)."""
+    fill(d, crash=False, segment_size="4KiB")
     records = puts(d)
     seg, off, length = records[12]
-    cut_at = off + length // 2
     with open(seg, "r+b") as f:
-        f.truncate(cut_at)
+        f.truncate(off + length // 2)
     lost = sorted(i for i, (s, o, _) in records.items() if s == seg and o >= off and i >= CONSUMED)
+    return seg, off, length, lost
+
+
+def test_truncated_segment_verify_salvage_delivers_the_rest(tmp_path, logflume_proc):
+    d = tmp_path / "ch"
+    seg, off, _, lost = cut_short(d)
     assert lost, "the cut must take committed chunks with it"
 
     verify = logflume("channel", "verify", d)
@@ -219,12 +218,7 @@ def test_truncated_segment_verify_salvage_delivers_the_rest(tmp_path, logflume_p
 def test_on_corruption_quarantine_at_take_time_with_a_truncated_segment(tmp_path, logflume_proc):
     """Damage behind the checkpoint is found only at take: quarantine mode sets each chunk aside and goes on."""
     d = tmp_path / "ch"
-    fill(d, crash=False, segment_size="4KiB")
-    records = puts(d)
-    seg, off, length = records[12]
-    with open(seg, "r+b") as f:
-        f.truncate(off + length // 2)
-    lost = sorted(i for i, (s, o, _) in records.items() if s == seg and o >= off and i >= CONSUMED)
+    seg, off, length, lost = cut_short(d)
     expected = [i for i in range(CONSUMED, CHUNKS) if i not in lost]
     got, log = run_agent(logflume_proc, tmp_path, d, expected, mode="quarantine")
     assert got == expected
@@ -236,7 +230,7 @@ def test_take_time_quarantine_counts_bytes_and_survives_a_restart(tmp_path):
     d = tmp_path / "ch"
     fill(d, crash=False)
     seg, off, length = puts(d)[8]
-    flip(seg, off + length - 3)
+    flip_byte(seg, off + length - 3)
     ch = channel(d, on_corruption="quarantine")
     crashed = tmp_path / "crashed"
     try:
@@ -263,7 +257,7 @@ def test_refuse_at_take_time_keeps_the_chunk_and_names_the_commands(tmp_path):
     d = tmp_path / "ch"
     fill(d, crash=False)
     seg, off, length = puts(d)[CONSUMED]
-    flip(seg, off + length - 3)
+    flip_byte(seg, off + length - 3)
     ch = channel(d)
     try:
         tx = ch.transaction()
@@ -281,7 +275,7 @@ def test_refuse_at_take_time_keeps_the_chunk_and_names_the_commands(tmp_path):
 def test_damaged_checkpoint_is_rebuilt_from_the_log_and_delivers_exactly_once(tmp_path, logflume_proc):
     d = tmp_path / "ch"
     fill(d, crash=False)
-    flip(d / checkpoints.FILE_NAME, 20)  # the position's segment number: the checkpoint cannot be believed
+    flip_byte(d / checkpoints.FILE_NAME, 20)  # the position's segment number: the checkpoint cannot be believed
     verify = logflume("channel", "verify", d)
     assert verify.returncode == 1
     assert f"damaged: {d / 'checkpoint'} at offset 0" in verify.stdout and "rebuilt from the log" in verify.stdout
@@ -306,7 +300,7 @@ def test_checkpoint_with_only_its_checksum_damaged_is_used_as_it_is(tmp_path):
     d = tmp_path / "ch"
     fill(d, crash=False)
     ckpt = d / checkpoints.FILE_NAME
-    flip(ckpt, ckpt.stat().st_size - 1)
+    flip_byte(ckpt, ckpt.stat().st_size - 1)
     found = survey(d)
     assert [x.impact for x in found.damage] == ["every entry checks out against the log: used as it is"]
     assert len(found.queue) == CHUNKS - CONSUMED and found.in_doubt == 0

@@ -32,14 +32,34 @@ def delivered(port: int) -> bool:
         client.close()
 
 
-def test_silent_sockets_release_collector_slots(tmp_path, logflume_proc):
+def start_collector(tmp_path, logflume_proc, limits: str):
+    """A collector process on a free port with the given ``limits`` lines; returns (process, port)."""
     port = free_port()
     cfg = tmp_path / "collector.yaml"
-    cfg.write_text(f"collector:\n  name: c\n  listen: 127.0.0.1:{port}\n  data_dir: {tmp_path / 'data'}\n"
-                   "  max_connections: 64\n")
+    cfg.write_text(f"collector:\n  name: c\n  listen: 127.0.0.1:{port}\n  data_dir: {tmp_path / 'data'}\n" + limits)
     proc = logflume_proc(["collector", "-c", cfg], name="collector")
     wait_for(lambda: can_connect(port) or not proc.alive(), 30, message="collector listening")
     assert proc.alive(), proc.log()[-3000:]
+    return proc, port
+
+
+def still_open(socks: list[socket.socket]) -> list[socket.socket]:
+    """The sockets the collector has not closed (a read gets data or times out within 50 ms)."""
+    still = []
+    for s in socks:
+        s.settimeout(0.05)
+        try:
+            if s.recv(1) != b"":
+                still.append(s)
+        except TimeoutError:
+            still.append(s)
+        except OSError:
+            pass
+    return still
+
+
+def test_silent_sockets_release_collector_slots(tmp_path, logflume_proc):
+    proc, port = start_collector(tmp_path, logflume_proc, "  max_connections: 64\n")
     reset_peak(proc.pid)
     t0 = time.monotonic()
     silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(64)]
@@ -51,16 +71,7 @@ def test_silent_sockets_release_collector_slots(tmp_path, logflume_proc):
         assert served < 40
         open_ = list(silent)
         while open_ and time.monotonic() - t0 < 40:
-            still = []
-            for s in open_:
-                try:
-                    if s.recv(1) != b"":
-                        still.append(s)
-                except TimeoutError:
-                    still.append(s)
-                except OSError:
-                    pass
-            open_ = still
+            open_ = still_open(open_)
         assert not open_, f"{len(open_)} silent sockets still open"
         print(f"M1 collector: agent served after {served:.1f}s, threads now {threads(proc.pid)}, "
               f"VmHWM {peak_mib(proc.pid):.0f} MiB")
@@ -73,29 +84,13 @@ def test_silent_sockets_release_collector_slots(tmp_path, logflume_proc):
 def test_one_address_cannot_take_every_slot(tmp_path, logflume_proc):
     """``max_connections_per_peer``: silent sockets from 127.0.0.2 past the cap are closed at once, and an agent
     on 127.0.0.1 is served at once (not after the 10 s handshake deadline frees the slots)."""
-    port = free_port()
-    cfg = tmp_path / "collector.yaml"
-    cfg.write_text(f"collector:\n  name: c\n  listen: 127.0.0.1:{port}\n  data_dir: {tmp_path / 'data'}\n"
-                   "  max_connections: 16\n  max_connections_per_peer: 4\n")
-    proc = logflume_proc(["collector", "-c", cfg], name="collector")
-    wait_for(lambda: can_connect(port) or not proc.alive(), 30, message="collector listening")
-    assert proc.alive(), proc.log()[-3000:]
+    proc, port = start_collector(tmp_path, logflume_proc, "  max_connections: 16\n  max_connections_per_peer: 4\n")
     silent = [socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0)) for _ in range(16)]
     try:
         t0 = time.monotonic()
         open_ = list(silent)
         while len(open_) > 4 and time.monotonic() - t0 < 8:  # the handshake deadline (10 s) must not count
-            still = []
-            for s in open_:
-                s.settimeout(0.05)
-                try:
-                    if s.recv(1) != b"":
-                        still.append(s)
-                except TimeoutError:
-                    still.append(s)
-                except OSError:
-                    pass
-            open_ = still
+            open_ = still_open(open_)
         assert len(open_) == 4, f"{len(open_)} of 16 still open: expected max_connections_per_peer (4)"
         assert delivered(port), "another address is served while one holds its share"
         assert time.monotonic() - t0 < 9, "served before the handshake deadline freed anything"

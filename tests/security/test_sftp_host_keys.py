@@ -6,7 +6,6 @@ import os
 import pickle
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,25 +15,16 @@ from logflume.errors import ConfigError, StartupError
 from sinks.file import FileSink
 from sinks.seqfile import SeqFileSink
 from sinks.storage import open_filesystem
+from tests.store import conftest as store
 from tests.store.conftest import SSH_KEYGEN, SSHD, ChunkMaker, Sshd, final_files, make_sink, read_chunks
 
 pytestmark = [pytest.mark.timeout(120),
               pytest.mark.skipif(not os.path.exists(SSHD), reason="OpenSSH sshd is not installed (openssh-server)")]
 
+sshd = store.sshd  # a real sshd on loopback, the store tests' fixture
+
 #: A refused connection must fail fast, not hang until some network timeout.
 REFUSAL_SECONDS = 10.0
-
-
-@pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[Sshd]:
-    d = tmp_path / "sshd"
-    d.mkdir()
-    server = Sshd(d)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

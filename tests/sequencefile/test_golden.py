@@ -14,7 +14,7 @@ from logflume.sequencefile import SequenceFileReader, SequenceFileWriter
 from logflume.sequencefile.codecs import codec_by_class
 from logflume.sequencefile.writables import decode_vint
 
-from .conftest import DATA, GOLDEN, sidecar, sidecar_records
+from .conftest import DATA, GOLDEN, block_counts, sidecar, sidecar_records
 
 
 def test_all_goldens_present() -> None:
@@ -110,31 +110,17 @@ def test_writer_compressed_matches_hadoop_structure(name: str) -> None:
     reader = SequenceFileReader(io.BytesIO(ours))
     assert [(bytes(k), bytes(v)) for k, v in reader.iter_raw()] == sidecar_records(side)
     if side["compression"] == "BLOCK":
-        assert _block_counts(ours, hl) == _block_counts(golden, hl)
+        assert block_counts(ours, hl) == block_counts(golden, hl)
     if side["compression"] == "RECORD" and "Lz4" not in side["codec"]:
         assert len(ours) == len(golden)  # same record lengths => same sync escape offsets
     escape = b"\xff\xff\xff\xff" + bytes.fromhex(side["sync_marker_hex"])
     assert ours.count(escape) == len(side["sync_offsets"])
 
 
-def _block_counts(data: bytes, hl: int) -> list[int]:
-    """Record count of each block of a BLOCK file."""
-    counts, pos = [], hl
-    while pos < len(data):
-        assert data[pos : pos + 4] == b"\xff\xff\xff\xff"
-        pos += 20
-        n, pos = decode_vint(data, pos)
-        counts.append(n)
-        for _ in range(4):
-            size, pos = decode_vint(data, pos)
-            pos += size
-    return counts
-
-
 def test_g2_block_record_counts() -> None:
     side = sidecar("g2_many_records_block_deflate")
     ours = _rewrite(side)
-    assert _block_counts(ours, side["header_length"]) == [701, 900, 900, 499]
+    assert block_counts(ours, side["header_length"]) == [701, 900, 900, 499]
 
 
 def test_record_sync_offsets_match_hadoop_rule() -> None:

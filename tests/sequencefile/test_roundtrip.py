@@ -17,7 +17,8 @@ from logflume.sequencefile import (
     SequenceFileReader,
     SequenceFileWriter,
 )
-from logflume.sequencefile.writables import decode_vint
+
+from .conftest import block_counts
 
 MODES = [("NONE", None)] + [(c, k) for c in ("RECORD", "BLOCK") for k in ("deflate", "gzip", "lz4", "snappy")]
 
@@ -126,14 +127,7 @@ def test_block_rule() -> None:
     """A block closes once serialized keys + values reach block_size."""
     records = [(f"k{i}", b"x" * (i % 50)) for i in range(2000)]
     data = _write(records, compression="BLOCK", codec="deflate", block_size=5000)
-    counts, pos = [], SequenceFileReader(io.BytesIO(data)).header.header_length
-    while pos < len(data):
-        pos += 20
-        n, pos = decode_vint(data, pos)
-        counts.append(n)
-        for _ in range(4):
-            size, pos = decode_vint(data, pos)
-            pos += size
+    counts = block_counts(data, SequenceFileReader(io.BytesIO(data)).header.header_length)
     expected, size, n = [], 0, 0
     for k, v in records:
         size += 1 + len(k) + 4 + len(v)

@@ -16,7 +16,7 @@ import pytest
 from logflume.testing.recording_sink import read_chunks
 from tests.conftest import REPO
 from tests.tail.harness import by_epoch, epoch_bytes, start, wait_for
-from tests.tail.test_rotation_e2e import agent_config
+from tests.tail.test_rotation_e2e import agent_config, empty_log
 from tests.tail.writer import RotatingWriter, line, numbers
 
 CHUNK = 256 * 1024
@@ -63,11 +63,7 @@ def sigkill_at_random_points(tmp_path: Path, seed: int) -> str:
     """
     print(f"sigkill seed {seed} (TAIL_SEED={seed} repeats it)")
     rnd = random.Random(seed)
-    logs = tmp_path / "logs"
-    logs.mkdir(parents=True)
-    log = logs / "app.log"
-    log.write_bytes(b"")
-    out = tmp_path / "out.bin"
+    log, out = empty_log(tmp_path)
     settings = {"paths": [str(log) + "*"], "chunk_size": CHUNK, "read_block_size": "64KiB",
                 "flush_interval": "20ms", "scan_interval": "100ms", "rotate_wait": "300ms"}
     writer = RotatingWriter(log, "rename", rotate_every=0.05, pause=0.001)
@@ -168,11 +164,7 @@ def test_renamed_out_of_glob_while_down_is_finished_after_restart(tmp_path):
 @pytest.mark.skipif(not (REPO / "agent" / "channels" / "file.py").exists(), reason="needs the file channel")
 def test_agent_sigkill_with_file_channel(tmp_path, logflume_proc):
     """The whole agent (tail -> file channel -> durable sink) killed -9 while a writer rotates."""
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    log = logs / "app.log"
-    log.write_bytes(b"")
-    out = tmp_path / "out.bin"
+    log, out = empty_log(tmp_path)
     cfg = agent_config(tmp_path, [str(log) + "*"], out, channel={"type": "file"}, chunk_size=CHUNK,
                        rotate_wait="300ms")
     writer = RotatingWriter(log, "rename", rotate_every=0.1, pause=0.001)

@@ -37,13 +37,34 @@ def complete_numbers(data: bytes) -> list[int]:
     return numbers(data[:data.rfind(b"\n") + 1])
 
 
-@pytest.mark.parametrize("glob_suffix", ["", "*"], ids=["rotated-out-of-glob", "rotated-inside-glob"])
-def test_rename_rotation_every_few_ms_loses_and_doubles_nothing(tmp_path, logflume_proc, glob_suffix):
+def empty_log(tmp_path: Path) -> tuple[Path, Path]:
+    """An empty ``logs/app.log`` to tail, and the file the sink writes the chunks to."""
     logs = tmp_path / "logs"
-    logs.mkdir()
+    logs.mkdir(parents=True)
     log = logs / "app.log"
     log.write_bytes(b"")
-    out = tmp_path / "out.bin"
+    return log, tmp_path / "out.bin"
+
+
+def copytruncating(tmp_path: Path, logflume_proc, pattern: str):
+    """An agent tailing ``pattern`` while app.log is copied and truncated every 20 ms for 2 s, ending on 10
+    known lines: returns (agent, log, out, writer, total lines)."""
+    log, out = empty_log(tmp_path)
+    cfg = agent_config(tmp_path, [pattern.format(log=log)], out)
+    agent = logflume_proc(["agent", "-c", cfg], name="agent")
+    wait_for(lambda: (tmp_path / "data" / "source" / "t" / "positions.json").exists(), message="agent started")
+    writer = RotatingWriter(log, "copytruncate", rotate_every=0.02)
+    writer.start()
+    time.sleep(2.0)
+    total = writer.finish()
+    with open(log, "ab") as fh:  # the writer may have stopped right after a truncate: end on known lines
+        fh.write(b"".join(line(n) for n in range(total, total + 10)))
+    return agent, log, out, writer, total + 10
+
+
+@pytest.mark.parametrize("glob_suffix", ["", "*"], ids=["rotated-out-of-glob", "rotated-inside-glob"])
+def test_rename_rotation_every_few_ms_loses_and_doubles_nothing(tmp_path, logflume_proc, glob_suffix):
+    log, out = empty_log(tmp_path)
     cfg = agent_config(tmp_path, [str(log) + glob_suffix], out)
     agent = logflume_proc(["agent", "-c", cfg], name="agent")
     wait_for(lambda: (tmp_path / "data" / "source" / "t" / "positions.json").exists() or not agent.alive(),
@@ -80,21 +101,7 @@ def test_rename_rotation_every_few_ms_loses_and_doubles_nothing(tmp_path, logflu
 
 
 def test_copytruncate_every_few_ms_loses_only_inside_the_window(tmp_path, logflume_proc):
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    log = logs / "app.log"
-    log.write_bytes(b"")
-    out = tmp_path / "out.bin"
-    cfg = agent_config(tmp_path, [str(log)], out)
-    agent = logflume_proc(["agent", "-c", cfg], name="agent")
-    wait_for(lambda: (tmp_path / "data" / "source" / "t" / "positions.json").exists(), message="agent started")
-    writer = RotatingWriter(log, "copytruncate", rotate_every=0.02)
-    writer.start()
-    time.sleep(2.0)
-    total = writer.finish()
-    with open(log, "ab") as fh:  # the writer may have stopped right after a truncate: end on known lines
-        fh.write(b"".join(line(n) for n in range(total, total + 10)))
-    total += 10
+    agent, log, out, writer, total = copytruncating(tmp_path, logflume_proc, "{log}")
 
     def last_line() -> int:
         epochs = list(by_epoch(read_chunks(out), str(log)).values())
@@ -126,21 +133,7 @@ def test_copytruncate_with_copies_followed_is_exactly_once(tmp_path, logflume_pr
     """Following the copies (``app.log*``) closes the loss window: each copy continues the generation it
     copies from what was read of it, so every line arrives once (no logrotate race here: the writer does
     not append between its copy and its truncate)."""
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    log = logs / "app.log"
-    log.write_bytes(b"")
-    out = tmp_path / "out.bin"
-    cfg = agent_config(tmp_path, [str(log) + "*"], out)
-    agent = logflume_proc(["agent", "-c", cfg], name="agent")
-    wait_for(lambda: (tmp_path / "data" / "source" / "t" / "positions.json").exists(), message="agent started")
-    writer = RotatingWriter(log, "copytruncate", rotate_every=0.02)
-    writer.start()
-    time.sleep(2.0)
-    total = writer.finish()
-    with open(log, "ab") as fh:  # end on known lines
-        fh.write(b"".join(line(n) for n in range(total, total + 10)))
-    total += 10
+    agent, log, out, writer, total = copytruncating(tmp_path, logflume_proc, "{log}*")
     assert len(writer.rotations) > 20
 
     def collected() -> list[int]:

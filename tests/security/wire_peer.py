@@ -46,12 +46,17 @@ def connect(port: int, timeout: float = 10.0) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=timeout)
 
 
+def read_reply(sock: socket.socket) -> Any:
+    """The next reply (its ``success`` is the Welcome or Ack); ConnectionError when the peer closed instead."""
+    prefix = _exact(sock, PREFIX.size)
+    header_len, _ = unpack_prefix(prefix, 1 << 20)
+    return decode_message(_exact(sock, header_len), TMessageType.REPLY)[3]
+
+
 def reply(sock: socket.socket) -> Any | None:
     """The next reply's result (Welcome or Ack), or None when the collector closed the connection instead."""
     try:
-        prefix = _exact(sock, PREFIX.size)
-        header_len, _ = unpack_prefix(prefix, 1 << 20)
-        return decode_message(_exact(sock, header_len), TMessageType.REPLY)[3].success
+        return read_reply(sock).success
     except (ConnectionError, TimeoutError, OSError):
         return None
 

@@ -9,6 +9,7 @@ import pytest
 
 from logflume.chunk import Chunk
 from logflume.wire import TcpServer, WireEndpoint
+from logflume.wire.server import Endpoint
 
 
 class Recorder:
@@ -29,17 +30,14 @@ class Recorder:
 
 
 @pytest.fixture
-def wire_server():
-    """Factory: ``wire_server(**endpoint_kwargs)`` -> (server, recorder); stopped at teardown."""
+def serving():
+    """Factory: ``serving(make_endpoint, **server_kwargs)`` -> (server, recorder): a TcpServer on loopback
+    around ``make_endpoint(recorder)``; stopped at teardown."""
     servers: list[TcpServer] = []
 
-    def make(ssl_context=None, max_connections: int = 64, **kw) -> tuple[TcpServer, Recorder]:
+    def make(make_endpoint: Callable[[Recorder], Endpoint], **server_kw) -> tuple[TcpServer, Recorder]:
         rec = Recorder()
-        kw.setdefault("server_name", "test-collector")
-        kw.setdefault("max_frame_size", 256 * 1024 * 1024)
-        kw.setdefault("idle_timeout", 30.0)
-        srv = TcpServer(WireEndpoint(rec, **kw), "127.0.0.1", 0, ssl_context=ssl_context,
-                        max_connections=max_connections)
+        srv = TcpServer(make_endpoint(rec), "127.0.0.1", 0, **server_kw)
         srv.start()
         servers.append(srv)
         return srv, rec
@@ -47,3 +45,16 @@ def wire_server():
     yield make
     for s in servers:
         s.stop(timeout=2.0)
+
+
+@pytest.fixture
+def wire_server(serving):
+    """Factory: ``wire_server(**endpoint_kwargs)`` -> (server, recorder) for the logflume wire endpoint."""
+
+    def make(ssl_context=None, max_connections: int = 64, **kw) -> tuple[TcpServer, Recorder]:
+        kw.setdefault("server_name", "test-collector")
+        kw.setdefault("max_frame_size", 256 * 1024 * 1024)
+        kw.setdefault("idle_timeout", 30.0)
+        return serving(lambda rec: WireEndpoint(rec, **kw), ssl_context=ssl_context, max_connections=max_connections)
+
+    return make

@@ -25,19 +25,13 @@ def gen(tmp_path_factory):
 
 
 @pytest.fixture
-def serve():
-    servers: list[TcpServer] = []
+def serve(serving):
+    """Factory: ``serve(endpoint_cls, **endpoint_kwargs)`` -> (server, recorder), the endpoint's source edge-1."""
 
     def make(endpoint_cls, **kw) -> tuple[TcpServer, Recorder]:
-        rec = Recorder()
-        srv = TcpServer(endpoint_cls(rec, source="edge-1", **kw), "127.0.0.1", 0)
-        srv.start()
-        servers.append(srv)
-        return srv, rec
+        return serving(lambda rec: endpoint_cls(rec, source="edge-1", **kw))
 
-    yield make
-    for s in servers:
-        s.stop(timeout=2.0)
+    return make
 
 
 def records(chunks: list[Chunk]) -> list[bytes]:

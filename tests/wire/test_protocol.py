@@ -9,7 +9,6 @@ import struct
 import time
 
 import pytest
-from thriftpy2.thrift import TMessageType
 
 from logflume.chunk import FLAG_PARTIAL, Chunk
 from logflume.errors import DeliveryError, TryLater
@@ -27,6 +26,7 @@ from logflume.wire.protocol import (
     pack_prefix,
     unpack_prefix,
 )
+from tests.security.wire_peer import read_reply
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -119,26 +119,10 @@ def test_wrong_protocol_version_is_refused_with_reason(wire_server):
     srv, _ = wire_server()
     with socket.create_connection(srv.address, timeout=5) as s:
         s.sendall(encode_call("ping", 1, hello=Hello(version=PROTOCOL_VERSION + 98, sender="future")))
-        reply = _read_reply(s)
+        reply = read_reply(s)
     welcome = reply.success
     assert welcome.status == Status.ERROR
     assert f"version {PROTOCOL_VERSION + 98} not supported" in welcome.reason
-
-
-def _read_reply(s: socket.socket):
-    prefix = _recv_exact(s, PREFIX.size)
-    hl, _ = unpack_prefix(prefix, 1 << 20)
-    return decode_message(_recv_exact(s, hl), TMessageType.REPLY)[3]
-
-
-def _recv_exact(s: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        more = s.recv(n - len(buf))
-        if not more:
-            raise ConnectionError("closed")
-        buf += more
-    return buf
 
 
 def test_try_later_and_error_answers(wire_server):

@@ -98,3 +98,11 @@ def logflume_proc(tmp_path):
     yield start
     for p in procs:
         p.close()
+
+
+@pytest.fixture(scope="session")
+def gen(tmp_path_factory):
+    """Python code for the official Scribe and Flume Thrift clients (Apache Thrift's compiler), made once."""
+    from tests.wire.official import generate
+
+    return generate(tmp_path_factory.mktemp("gen-py"))

@@ -7,14 +7,9 @@ import pytest
 from tests.collector.conftest import agent_config, collector_config, stop_all
 from tests.collector.store_plugin import read_store
 from tests.conftest import free_port, wait_for
-from tests.wire.official import generate, run_client
+from tests.wire.official import run_client
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def gen(tmp_path_factory):
-    return generate(tmp_path_factory.mktemp("gen-py"))
 
 
 def stored(store) -> dict[tuple[str, tuple], list[bytes]]:

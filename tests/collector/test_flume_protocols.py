@@ -16,16 +16,11 @@ from logflume.wire.idl import flume_thrift
 from tests.collector.conftest import collector_config
 from tests.collector.test_compat import stored
 from tests.conftest import free_port
-from tests.wire.official import generate, run_client
+from tests.wire.official import run_client
 
 pytestmark = pytest.mark.timeout(120)
 
 Flume = flume_thrift.ThriftSourceProtocol
-
-
-@pytest.fixture(scope="module")
-def gen(tmp_path_factory):
-    return generate(tmp_path_factory.mktemp("gen-py"))
 
 
 def test_binary_and_compact_clients_on_one_port(tmp_path, gen, start_collector):

@@ -8,14 +8,9 @@ import yaml
 from tests.collector.conftest import STORE, collector_config
 from tests.collector.test_compat import stored
 from tests.conftest import free_port
-from tests.wire.official import generate, run_client
+from tests.wire.official import run_client
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def gen(tmp_path_factory):
-    return generate(tmp_path_factory.mktemp("gen-py"))
 
 
 def test_two_routes_and_default(tmp_path, gen, start_collector):

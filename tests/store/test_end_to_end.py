@@ -46,6 +46,16 @@ def _metric(port: int, name: str) -> float:
     return 0.0
 
 
+def start_collector_and_agent(logflume_proc, tmp_path: Path, collector_cfg: dict, agent_cfg: dict):
+    """Both as real processes (configs written beside them), the agent once the collector is ready."""
+    (tmp_path / "collector.yaml").write_text(yaml.safe_dump(collector_cfg))
+    (tmp_path / "agent.yaml").write_text(yaml.safe_dump(agent_cfg))
+    collector = logflume_proc(["collector", "-c", tmp_path / "collector.yaml"], name="collector")
+    wait_for(lambda: "ready:" in collector.log() or not collector.alive(), 20, message="collector ready")
+    assert collector.alive(), collector.log()[-3000:]
+    return collector, logflume_proc(["agent", "-c", tmp_path / "agent.yaml"], name="agent")
+
+
 def test_secondary_full_try_later_agent_keeps_data_until_sftp_returns(sshd: Sshd, tmp_path: Path,
                                                                        logflume_proc) -> None:
     sshd.stop()
@@ -69,12 +79,7 @@ def test_secondary_full_try_later_agent_keeps_data_until_sftp_returns(sshd: Sshd
         "sinks": {"fwd": {"type": "collector", "channel": "buf", "collectors": [f"127.0.0.1:{port}"],
                           "timeout": "10s", "cooldown": "200ms", "retry_initial": "50ms", "retry_max": "500ms"}},
     }
-    (tmp_path / "collector.yaml").write_text(yaml.safe_dump(collector_cfg))
-    (tmp_path / "agent.yaml").write_text(yaml.safe_dump(agent_cfg))
-    collector = logflume_proc(["collector", "-c", tmp_path / "collector.yaml"], name="collector")
-    wait_for(lambda: "ready:" in collector.log() or not collector.alive(), 20, message="collector ready")
-    assert collector.alive(), collector.log()[-3000:]
-    agent = logflume_proc(["agent", "-c", tmp_path / "agent.yaml"], name="agent")
+    collector, agent = start_collector_and_agent(logflume_proc, tmp_path, collector_cfg, agent_cfg)
 
     wait_for(lambda: _metric(metrics_port, "logflume_secondary_full_total") >= 2, 60,
              message="the full secondary answering TRY_LATER")
@@ -139,11 +144,7 @@ def test_collector_sigkill_mid_file_restart_recovers_and_nothing_acked_is_lost(t
         "sinks": {"fwd": {"type": "collector", "channel": "buf", "collectors": [f"127.0.0.1:{port}"],
                           "timeout": "5s", "cooldown": "200ms", "retry_initial": "50ms", "retry_max": "500ms"}},
     }
-    (tmp_path / "collector.yaml").write_text(yaml.safe_dump(collector_cfg))
-    (tmp_path / "agent.yaml").write_text(yaml.safe_dump(agent_cfg))
-    collector = logflume_proc(["collector", "-c", tmp_path / "collector.yaml"], name="collector")
-    wait_for(lambda: "ready:" in collector.log() or not collector.alive(), 20, message="collector ready")
-    agent = logflume_proc(["agent", "-c", tmp_path / "agent.yaml"], name="agent")
+    collector, agent = start_collector_and_agent(logflume_proc, tmp_path, collector_cfg, agent_cfg)
     wait_for(lambda: len(_records_in(primary)) >= n // 5, 60, message="a part of the stream in the store")
     collector.kill()  # SIGKILL, mid-stream, with a file in progress
     assert list(primary.glob("*/.*.inprogress")), "the kill left a file in progress"

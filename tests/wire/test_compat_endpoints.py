@@ -14,14 +14,9 @@ from logflume.wire import TcpServer
 from logflume.wire.flume import FlumeEndpoint
 from logflume.wire.scribe import ScribeEndpoint
 from tests.wire.conftest import Recorder
-from tests.wire.official import generate, run_client
+from tests.wire.official import run_client
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def gen(tmp_path_factory):
-    return generate(tmp_path_factory.mktemp("gen-py"))
 
 
 @pytest.fixture

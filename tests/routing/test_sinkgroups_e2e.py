@@ -47,14 +47,20 @@ def start_collectors(tmp, logflume_proc, names):
     return out
 
 
-def test_failover_moves_to_the_next_priority_when_a_collector_dies_and_back_after_the_penalty(tmp_path, logflume_proc):
+def agent_and_two_collectors(tmp_path, logflume_proc, group: dict):
+    """Collectors c1 and c2, and an agent tailing app.log to them through sink group ``group`` (sinks k1, k2):
+    returns (log, collectors, metrics port, agent)."""
     log = tmp_path / "app.log"
     log.touch()
     cs = start_collectors(tmp_path, logflume_proc, ["c1", "c2"])
     metrics = free_port()
-    cfg = agent_config(tmp_path, log, metrics, [cs["c1"][1], cs["c2"][1]],
-                       {"processor": "failover", "priority": {"k1": 10, "k2": 5}, "penalty": "2s"})
-    agent = logflume_proc(["agent", "-c", cfg], name="agent")
+    cfg = agent_config(tmp_path, log, metrics, [cs["c1"][1], cs["c2"][1]], group)
+    return log, cs, metrics, logflume_proc(["agent", "-c", cfg], name="agent")
+
+
+def test_failover_moves_to_the_next_priority_when_a_collector_dies_and_back_after_the_penalty(tmp_path, logflume_proc):
+    log, cs, metrics, agent = agent_and_two_collectors(
+        tmp_path, logflume_proc, {"processor": "failover", "priority": {"k1": 10, "k2": 5}, "penalty": "2s"})
 
     def ship(first: int, n: int) -> None:
         append(log, first, n)
@@ -82,13 +88,8 @@ def test_failover_moves_to_the_next_priority_when_a_collector_dies_and_back_afte
 
 
 def test_load_balance_spreads_batches_and_backs_off_a_dead_collector(tmp_path, logflume_proc):
-    log = tmp_path / "app.log"
-    log.touch()
-    cs = start_collectors(tmp_path, logflume_proc, ["c1", "c2"])
-    metrics = free_port()
-    cfg = agent_config(tmp_path, log, metrics, [cs["c1"][1], cs["c2"][1]],
-                       {"processor": "load_balance", "selector": "round_robin", "max_backoff": "5s"})
-    agent = logflume_proc(["agent", "-c", cfg], name="agent")
+    log, cs, metrics, agent = agent_and_two_collectors(
+        tmp_path, logflume_proc, {"processor": "load_balance", "selector": "round_robin", "max_backoff": "5s"})
     for first in range(0, 2000, 200):      # bursts of 200 lines (~18 KiB, several 4 KiB chunks)
         append(log, first, 200)
         time.sleep(0.15)

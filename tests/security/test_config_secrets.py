@@ -66,14 +66,20 @@ def test_check_redacts_tokens_storage_options_and_url_passwords(tmp_path):
     assert res.stdout.count("<redacted>") >= 3  # token, password, nested secret
 
 
-def test_agent_check_redacts_sink_url_password(tmp_path):
+def agent_with_sink(tmp_path: Path, sink: str) -> Path:
+    """An agent config (tail -> memory channel -> ``sink``, a YAML flow mapping with ``channel: mem``)."""
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(
         f"agent: {{name: a1, data_dir: {tmp_path / 'state'}}}\n"
         "sources: {logs: {type: tail, paths: [/nonexistent/*.log], channels: [mem]}}\n"
         "channels: {mem: {type: memory}}\n"
-        f"sinks: {{out: {{type: file, channel: mem, url: 'sftp://u:{URL_PASSWORD}@127.0.0.1:1/x'}}}}\n"
+        f"sinks: {sink}\n"
     )
+    return cfg
+
+
+def test_agent_check_redacts_sink_url_password(tmp_path):
+    cfg = agent_with_sink(tmp_path, f"{{out: {{type: file, channel: mem, url: 'sftp://u:{URL_PASSWORD}@127.0.0.1:1/x'}}}}")
     res = run_cli("check", "-c", str(cfg))
     assert res.returncode == 0, res.stderr
     assert_no_secret(res.stdout + res.stderr)
@@ -135,13 +141,8 @@ def test_identity_tokens_are_checked_too(tmp_path):
 
 
 def test_short_token_without_tls_warned_in_agent_and_daemon_log(tmp_path, logflume_proc):
-    cfg = tmp_path / "agent.yaml"
-    cfg.write_text(
-        f"agent: {{name: a1, data_dir: {tmp_path / 'state'}}}\n"
-        "sources: {logs: {type: tail, paths: [/nonexistent/*.log], channels: [mem]}}\n"
-        "channels: {mem: {type: memory}}\n"
-        f"sinks: {{up: {{type: collector, channel: mem, collectors: ['127.0.0.1:{free_port()}'], token: abc12345}}}}\n"
-    )
+    cfg = agent_with_sink(tmp_path, f"{{up: {{type: collector, channel: mem, collectors: ['127.0.0.1:{free_port()}'],"
+                                    " token: abc12345}}")
     res = run_cli("check", "-c", str(cfg))
     assert res.returncode == 0, res.stderr
     assert "warning: sinks.up.token: secret is shorter than 16 characters (8)" in res.stderr

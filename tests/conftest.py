@@ -21,6 +21,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def proc_status(pid: int, field: str) -> int:
+    """A ``/proc/PID/status`` number (KiB for the Vm* fields: VmHWM peak resident set, VmRSS current)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.02, message: str = "condition"):
     """Poll until ``predicate()`` is truthy; fail the test with ``message`` after ``timeout``."""
     deadline = time.monotonic() + timeout

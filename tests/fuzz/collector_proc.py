@@ -11,22 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from tests.conftest import free_port, proc_status
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def proc_status_kib(pid: int, field: str) -> int:
-    """A ``/proc/PID/status`` field in KiB (VmHWM: peak resident set, VmRSS: current)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
 
 
 class CollectorProcess:
@@ -96,7 +83,7 @@ class CollectorProcess:
 
     def peak_rss_mib(self) -> float:
         assert self.proc is not None
-        return proc_status_kib(self.proc.pid, "VmHWM") / 1024
+        return proc_status(self.proc.pid, "VmHWM") / 1024
 
     def cpu_seconds(self) -> float:
         assert self.proc is not None

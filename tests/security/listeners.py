@@ -13,16 +13,7 @@ from pathlib import Path
 import yaml
 
 from logflume.testing.recording_sink import read_chunks
-from tests.conftest import wait_for
-
-
-def proc_status(pid: int, field: str) -> int:
-    """A ``/proc/PID/status`` number (kB for Vm* fields)."""
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
+from tests.conftest import proc_status, wait_for
 
 
 def peak_mib(pid: int) -> float:

@@ -27,7 +27,7 @@ from bench.e2e.generator import SEQ_DIGITS, SEQ_MARK, make_line
 from bench.e2e.logflume_contender import LogflumeOptions, acked_bytes, agent_config, collector_config
 from bench.e2e.measure import ProcGroup, wait_until
 from bench.e2e.peers import PEERS, Peer, free_port, port_open
-from bench.e2e.settle import settle
+from bench.e2e.settle import run_settled
 from bench.e2e.variants import clear_dir
 
 _SEQ_RE = re.compile(re.escape(SEQ_MARK) + rb"(\d{%d})" % SEQ_DIGITS)
@@ -199,7 +199,6 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def run_latency_cases(args: Any, work: Path, python: str, env: dict[str, str], rate: int = 10_000,
                       seconds: float = 15.0) -> dict[str, Any]:
     """logflume (at each of ``args.latency_flush``, 500ms the default), rsyslog and syslog-ng at ``rate`` lines/s."""
-    rows: list[dict[str, Any]] = []
     cases: list[tuple[str, Callable[[], dict[str, Any]]]] = []
     for fi in getattr(args, "latency_flush", ["500ms", "200ms"]):
         o = LogflumeOptions(channel="memory", sync="every_batch", chunk_size=args.chunk_size_mb << 20,
@@ -210,21 +209,8 @@ def run_latency_cases(args: Any, work: Path, python: str, env: dict[str, str], r
         peer = cls()
         if peer.available() is None:
             cases.append((name, lambda p=peer: run_peer_latency(p, work / "run-latency", rate, seconds, python, env)))
-    for name, run in cases:
-        st = settle()
-        load = os.getloadavg()[0]
-        try:
-            row = run()
-        except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
-            row = {"contender": name, "error": str(exc)[-300:]}
-        row["loadavg_1m_before"] = load
-        row["settle"] = st
-        rows.append(row)
-        if "error" in row:
-            print(f"  latency {name}: not measured: {row['error']}", flush=True)
-        else:
-            print(f"  latency {row['contender']}: p50 {1000 * row['p50_s']:.0f} ms, p99 {1000 * row['p99_s']:.0f} ms, "
-                  f"lost {row['lines_lost']}, CPU {row['cpu_percent']:.0f}%", flush=True)
+    rows = run_settled(cases, "latency", lambda row: f"p50 {1000 * row['p50_s']:.0f} ms, "
+                       f"p99 {1000 * row['p99_s']:.0f} ms, lost {row['lines_lost']}, CPU {row['cpu_percent']:.0f}%")
     return {"rows": rows, "tables": [markdown(rows)]}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 DIRTY_LIMIT = 32 << 20  # Dirty + Writeback at most this many bytes counts as settled
@@ -44,3 +45,28 @@ def settle(limit: int = DIRTY_LIMIT, timeout: float = TIMEOUT, interval: float =
     return {"dirty_before": before[0], "writeback_before": before[1], "dirty_after": now[0],
             "writeback_after": now[1], "settle_seconds": round(time.monotonic() - t0, 3),
             "settled": sum(now) <= limit}
+
+
+def run_settled(cases: Iterable[tuple[str, Callable[[], dict[str, Any]]]], kind: str,
+                summary: Callable[[dict[str, Any]], str],
+                errors: tuple[type[BaseException], ...] = (RuntimeError, TimeoutError, OSError, ValueError),
+                ) -> list[dict[str, Any]]:
+    """Run each (name, case) after :func:`settle`: its row, with the 1-minute load before it and what settle
+    found; a case that raises one of ``errors`` gives an error row instead, so one contender's failure does
+    not cost the others' figures.  Prints a line a case (``summary(row)`` when measured)."""
+    rows = []
+    for name, case in cases:
+        st = settle()
+        load = os.getloadavg()[0]
+        try:
+            row = case()
+        except errors as exc:
+            row = {"contender": name, "error": str(exc)[-300:]}
+        row["loadavg_1m_before"] = load
+        row["settle"] = st
+        rows.append(row)
+        if "error" in row:
+            print(f"  {kind} {name}: not measured: {row['error']}", flush=True)
+        else:
+            print(f"  {kind} {row['contender']}: {summary(row)}", flush=True)
+    return rows

@@ -12,7 +12,6 @@ checked at the far end.
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import sys
 import time
@@ -27,7 +26,7 @@ from bench.e2e.latency import ArrivalWatcher
 from bench.e2e.logflume_contender import LogflumeOptions, acked_bytes, collector_config
 from bench.e2e.measure import ProcGroup, wait_until
 from bench.e2e.peers import PEERS, Peer, free_port, port_open
-from bench.e2e.settle import settle
+from bench.e2e.settle import run_settled
 from bench.e2e.variants import clear_dir
 
 HEAD_CUT = len(b"2026-11-25T03:00:00.000Z web-00 nginx[1000]: ")
@@ -161,28 +160,14 @@ def run_event_cases(work: Path, events: int, python: str, env: dict[str, str], c
             write_messages(p, i * per, per)
         files.append(str(p))
     total = per * conns
-    rows = []
     cases: list[tuple[str, Callable[[], dict]]] = [
         ("logflume", lambda: run_logflume_events(work / "run-events", files, total, python, env))]
     for name, cls in PEERS.items():
         peer = cls()
         if peer.available() is None:
             cases.append((name, lambda p=peer: run_peer_events(p, work / "run-events", files, total, python, env)))
-    for name, run in cases:
-        st = settle()
-        load = os.getloadavg()[0]
-        try:
-            row = run()
-        except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
-            row = {"contender": name, "error": str(exc)[-300:]}
-        row["loadavg_1m_before"] = load
-        row["settle"] = st
-        rows.append(row)
-        if "error" in row:
-            print(f"  events {name}: not measured: {row['error']}", flush=True)
-        else:
-            print(f"  events {row['contender']}: {row['events_s']:,.0f} events/s, lost {row['lines_lost']}, "
-                  f"{row['cpu_s_per_million']:.1f} CPU s per million", flush=True)
+    rows = run_settled(cases, "events", lambda row: f"{row['events_s']:,.0f} events/s, lost {row['lines_lost']}, "
+                       f"{row['cpu_s_per_million']:.1f} CPU s per million")
     return {"rows": rows, "tables": [markdown(rows)]}
 
 

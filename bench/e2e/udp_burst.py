@@ -12,7 +12,6 @@ buffer each socket really got is read from ``ss -uamn`` (``skmem rb``), for ever
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import socket
@@ -28,7 +27,7 @@ import yaml
 
 from bench.e2e.measure import ProcGroup, wait_until
 from bench.e2e.peers import PEERS, Peer, Rsyslog, SyslogNg, free_port, render
-from bench.e2e.settle import settle
+from bench.e2e.settle import run_settled
 from bench.e2e.variants import clear_dir
 
 _MESSAGES_IN = re.compile(r'^logflume_messages_in_total\{[^}]*component="udp"[^}]*\} ([0-9.e+]+)$', re.M)
@@ -195,19 +194,6 @@ def run_udp_cases(work: Path, n: int, rounds: int, python: str, env: dict[str, s
     if ng.available() is None:
         cases.append(("syslog-ng", lambda: run_peer_udp(ng, run, n, rounds, "", "defaults")))
     assert set(PEERS) == {"rsyslog", "syslog-ng"}
-    rows = []
-    for name, case in cases:
-        st = settle()
-        load = os.getloadavg()[0]
-        try:
-            row = case()
-        except (RuntimeError, TimeoutError, OSError, ValueError, subprocess.SubprocessError) as exc:
-            row = {"contender": name, "error": str(exc)[-300:]}
-        row["loadavg_1m_before"] = load
-        row["settle"] = st
-        rows.append(row)
-        if "error" in row:
-            print(f"  udp {name}: not measured: {row['error']}", flush=True)
-        else:
-            print(f"  udp {row['contender']}: received {row['received']} of {n}, rb {row['rcvbuf_bytes']}", flush=True)
+    rows = run_settled(cases, "udp", lambda row: f"received {row['received']} of {n}, rb {row['rcvbuf_bytes']}",
+                       errors=(RuntimeError, TimeoutError, OSError, ValueError, subprocess.SubprocessError))
     return {"rows": rows, "tables": [markdown(rows, n)]}

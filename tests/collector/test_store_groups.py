@@ -21,7 +21,16 @@ from logflume.component import Context
 from logflume.settings import parse_settings
 from sinks.collector import CollectorSink
 from tests.conftest import REPO, free_port, wait_for
-from tests.routing.helpers import archive, drained, metric, read_chunks, status, wait_ready, write_yaml
+from tests.routing.helpers import (
+    archive,
+    drained,
+    metric,
+    read_chunks,
+    status,
+    tail_agent_config,
+    wait_ready,
+    write_yaml,
+)
 from tests.store.conftest import SSHD, Sshd
 
 pytestmark = pytest.mark.timeout(180)
@@ -50,16 +59,9 @@ def collector_yaml(tmp: Path, store: dict) -> tuple[Path, int, int]:
 
 
 def agent_yaml(tmp: Path, log: Path, port: int, metrics: int) -> Path:
-    return write_yaml(tmp / "agent.yaml", {
-        "agent": {"name": "a1", "data_dir": str(tmp / "adata"), "metrics": f"127.0.0.1:{metrics}",
-                  "shutdown_timeout": "10s"},
-        "sources": {"app": {"type": "tail", "paths": [str(log)], "chunk_size": "4KiB", "flush_interval": "100ms",
-                            "channels": ["disk"]}},
-        "channels": {"disk": {"type": "file"}},
-        "sinks": {"up": {"type": "collector", "channel": "disk", "collectors": [f"127.0.0.1:{port}"],
-                         "timeout": "10s", "cooldown": "200ms", "batch_chunks": 4, "retry_initial": "50ms",
-                         "retry_max": "500ms"}},
-    })
+    return tail_agent_config(tmp, log, metrics, {"up": {
+        "type": "collector", "channel": "disk", "collectors": [f"127.0.0.1:{port}"], "timeout": "10s",
+        "cooldown": "200ms", "batch_chunks": 4, "retry_initial": "50ms", "retry_max": "500ms"}})
 
 
 def group_status(mport: int) -> dict[str, dict]:

@@ -30,6 +30,20 @@ def collector_config(tmp: Path, name: str, port: int | None = None) -> tuple[Pat
     return write_yaml(tmp / f"collector-{name}.yaml", cfg), port
 
 
+def tail_agent_config(tmp: Path, log: Path, metrics: int, sinks: dict, **sections: dict) -> Path:
+    """``tmp/agent.yaml``: an agent tailing ``log`` (4 KiB chunks) into a file channel ``disk`` that ``sinks``
+    take from; ``sections`` adds top-level sections (``sinkgroups``)."""
+    return write_yaml(tmp / "agent.yaml", {
+        "agent": {"name": "a1", "data_dir": str(tmp / "adata"), "metrics": f"127.0.0.1:{metrics}",
+                  "shutdown_timeout": "10s"},
+        "sources": {"app": {"type": "tail", "paths": [str(log)], "chunk_size": "4KiB", "flush_interval": "100ms",
+                            "channels": ["disk"]}},
+        "channels": {"disk": {"type": "file"}},
+        "sinks": sinks,
+        **sections,
+    })
+
+
 def collector_sink(port: int, channel: str = "disk") -> dict:
     return {"type": "collector", "channel": channel, "collectors": [f"127.0.0.1:{port}"], "timeout": "5s",
             "cooldown": "500ms", "retry_initial": "50ms", "retry_max": "500ms"}

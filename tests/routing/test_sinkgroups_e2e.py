@@ -8,7 +8,14 @@ import time
 import pytest
 
 from tests.conftest import free_port, wait_for
-from tests.routing.helpers import collector_config, collector_sink, drained, read_chunks, wait_ready, write_yaml
+from tests.routing.helpers import (
+    collector_config,
+    collector_sink,
+    drained,
+    read_chunks,
+    tail_agent_config,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -24,16 +31,8 @@ def numbers(store) -> list[int]:
 
 def agent_config(tmp, log, metrics: int, ports: list[int], group: dict):
     sinks = {f"k{i + 1}": collector_sink(p) for i, p in enumerate(ports)}
-    return write_yaml(tmp / "agent.yaml", {
-        "agent": {"name": "a1", "data_dir": str(tmp / "adata"), "metrics": f"127.0.0.1:{metrics}",
-                  "shutdown_timeout": "10s"},
-        "sources": {"app": {"type": "tail", "paths": [str(log)], "chunk_size": "4KiB", "flush_interval": "100ms",
-                            "channels": ["disk"]}},
-        "channels": {"disk": {"type": "file"}},
-        "sinks": sinks,
-        "sinkgroups": {"up": {"sinks": sorted(sinks), "batch_chunks": 2, "retry_initial": "50ms",
-                              "retry_max": "500ms", **group}},
-    })
+    return tail_agent_config(tmp, log, metrics, sinks, sinkgroups={"up": {
+        "sinks": sorted(sinks), "batch_chunks": 2, "retry_initial": "50ms", "retry_max": "500ms", **group}})
 
 
 def start_collectors(tmp, logflume_proc, names):

@@ -523,8 +523,9 @@ class TailSource(ThreadedSource):
         WAIT: a copy of a generation still being read (copytruncate copies before it truncates), or one shorter
         than what was read of it: looked at again later.  NEW: a file to read from its beginning.
         A fingerprint of less than the maximum (a short file) says little: such a generation is taken for a
-        copy only while it is being read (for at most ``rotate_wait``, away from its own paths) or once it
-        was truncated away; another file that merely starts with the same few bytes is read as new.
+        copy while it is being read (for at most ``rotate_wait``, away from its own paths), once it was
+        truncated away, or in a file that can only be it moved (see :func:`_moved_copy_of`); another file that
+        merely starts with the same few bytes is read as new.
         """
         key = (st.st_dev, st.st_ino)
         had_position = False
@@ -551,7 +552,7 @@ class TailSource(ThreadedSource):
                 return WAIT, None, had_position
         best, shorter = None, False
         for pos in self.remembered.with_head(head):
-            if not (pos.ended or pos.identity.full):
+            if not (pos.ended or pos.identity.full or _moved_copy_of(pos, path)):
                 continue  # a few bytes alike in a file read and let go long ago prove nothing
             if st.st_size < pos.offset:
                 shorter = True
@@ -817,6 +818,25 @@ class TailSource(ThreadedSource):
         # disk full, read-only: reading goes on, the writer tries again
         self.metrics.errors.inc()
         self.log.error("cannot write position file %s: %s (will retry)", self.positions.path, exc)
+
+
+def _moved_copy_of(pos: Position, path: str) -> bool:
+    """Can the file at ``path`` be taken for generation ``pos`` on a fingerprint shorter than the maximum?
+
+    A generation first seen young (a few lines) keeps a short fingerprint if the agent stops before it grows.
+    When it is then moved by copying (``mv`` across filesystems, logrotate's ``olddir``) or copytruncated
+    while the agent is down, or its copy is scanned before its truncated original, the copy is found only
+    by those few bytes.  They are enough when every byte resuming would skip is covered by them (so nothing
+    can be skipped that was not read) and the file sits where rotation puts the generation's copies: in its
+    directory, named after its stream (``x.log`` -> ``x.log.1``, ``x-20261206.log``).  Read as new instead, the
+    copy would be read twice, or, outside the globs, never.
+    """
+    if pos.offset > pos.fp_len:
+        return False
+    directory, name = os.path.split(path)
+    stem = os.path.splitext(os.path.basename(pos.stream))[0]
+    return bool(stem) and name.startswith(stem) and directory in (os.path.dirname(pos.path),
+                                                                   os.path.dirname(pos.stream))
 
 
 def _glob_matches(path: str, pattern: str) -> bool:

@@ -370,6 +370,8 @@ class TailSource(ThreadedSource):
             self.remembered.pop(pos.epoch)
             self._ended_scans.pop(pos.epoch, None)
             self._ckpt_dirty = True
+        if not self._initial_scan:
+            self._resume_renamed(now)
         self.m_tracked.set(len(self.files))
 
     def _consider(self, path: str, spec: PathSpec, now: float) -> tuple[int, int] | None:
@@ -614,11 +616,49 @@ class TailSource(ThreadedSource):
                     continue
                 if (st.st_dev, st.st_ino) in self.files or st.st_size == 0 or self._spec_for(entry.path):
                     continue  # followed already, empty, or the scan's to decide
-                key = self._track_new(entry.path, None, now, known_only=True)
-                tf = self.files.get(key) if key else None
-                if tf is not None:
-                    tf.rotated_at = now  # not at a watched path: read to its end, then let go
-                    self.log.info("resuming %s (stream %s) at offset %d", entry.path, tf.stream, tf.committed)
+                self._resume_outside(entry.path, now)
+
+    def _resume_renamed(self, now: float) -> None:
+        """At every scan: generations with bytes left, at the inode they were last read at, under a name the
+        globs do not match, are read to their end.
+
+        The start's search (:meth:`_recover_moved`) looks once; a rename racing its directory listing, or a
+        generation met while every descriptor was taken, would otherwise never be read to its end.  Only
+        inodes are compared here (``scandir`` gives them without a ``stat``), so a scan stays cheap.
+        """
+        by_ino: dict[int, list[Position]] = {}
+        for pos in self.remembered:
+            if not pos.ended:
+                by_ino.setdefault(pos.ino, []).append(pos)
+        if not by_ino:
+            return
+        for directory in sorted({os.path.dirname(p.path) for ps in by_ino.values() for p in ps}):
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                candidates = by_ino.get(entry.inode())
+                if not candidates or self._spec_for(entry.path):
+                    continue  # not a generation we know, or the globs' to decide
+                try:
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if key in self.files or not any(p.key == key and st.st_size > p.offset for p in candidates):
+                    continue  # followed already, another device's inode, or nothing left to read
+                self._resume_outside(entry.path, now)
+
+    def _resume_outside(self, path: str, now: float) -> None:
+        """Follow a file outside the globs if it holds a generation read before, to its end."""
+        key = self._track_new(path, None, now, known_only=True)
+        tf = self.files.get(key) if key else None
+        if tf is not None:
+            tf.rotated_at = now  # not at a watched path: read to its end, then let go
+            self.log.info("resuming %s (stream %s) at offset %d", path, tf.stream, tf.committed)
 
     def _make_chunker(self, stream: str, epoch: str, offset: int, datatype: str, tags: dict[str, str]):
         cfg = self.config

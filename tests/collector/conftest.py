@@ -11,7 +11,7 @@ import yaml
 
 from tests.collector.store_plugin import read_store, records
 from tests.conftest import free_port, wait_for
-from tests.wire.conftest import wire_server  # noqa: F401 - shared fixture
+from tests.wire.conftest import serving, wire_server  # noqa: F401 - shared fixtures (wire_server uses serving)
 
 STORE = "tests.collector.store_plugin:SeqDirStore"
 

@@ -23,7 +23,7 @@ import glob
 import os
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -599,24 +599,12 @@ class TailSource(ThreadedSource):
     def _recover_moved(self, now: float) -> None:
         """Generations that left the globs while we were down (renamed, or copied to another inode) are
         found by content where they were last seen, and read to their end under their own stream."""
-        directories = sorted({os.path.dirname(p.path) for p in self.remembered})
-        for directory in directories:
-            try:
-                entries = list(os.scandir(directory))
-            except OSError:
-                continue
-            for entry in entries:
-                if not len(self.remembered):
-                    return
-                try:
-                    if not entry.is_file(follow_symlinks=False):
-                        continue
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if (st.st_dev, st.st_ino) in self.files or st.st_size == 0 or self._spec_for(entry.path):
-                    continue  # followed already, empty, or the scan's to decide
-                self._resume_outside(entry.path, now)
+        directories = {os.path.dirname(p.path) for p in self.remembered}
+        for path, st in self._files_outside(directories):
+            if not len(self.remembered):
+                return
+            if st.st_size:
+                self._resume_outside(path, now)
 
     def _resume_renamed(self, now: float) -> None:
         """At every scan: generations with bytes left, at the inode they were last read at, under a name the
@@ -632,25 +620,33 @@ class TailSource(ThreadedSource):
                 by_ino.setdefault(pos.ino, []).append(pos)
         if not by_ino:
             return
-        for directory in sorted({os.path.dirname(p.path) for ps in by_ino.values() for p in ps}):
+        directories = {os.path.dirname(p.path) for ps in by_ino.values() for p in ps}
+        for path, st in self._files_outside(directories, inodes=by_ino.keys()):
+            if any(p.key == (st.st_dev, st.st_ino) and st.st_size > p.offset for p in by_ino[st.st_ino]):
+                self._resume_outside(path, now)  # else another device's inode, or nothing left to read
+
+    def _files_outside(self, directories: set[str], inodes: Collection[int] | None = None) -> Iterator[
+            tuple[str, os.stat_result]]:
+        """Regular files in ``directories`` that no glob matches and that are not followed (optionally only
+        those with one of ``inodes``, which ``scandir`` gives without a ``stat``), with their ``lstat``."""
+        for directory in sorted(directories):
             try:
                 entries = list(os.scandir(directory))
             except OSError:
                 continue
             for entry in entries:
-                candidates = by_ino.get(entry.inode())
-                if not candidates or self._spec_for(entry.path):
-                    continue  # not a generation we know, or the globs' to decide
+                if inodes is not None and entry.inode() not in inodes:
+                    continue
+                if self._spec_for(entry.path):
+                    continue  # the scan's to decide
                 try:
                     if not entry.is_file(follow_symlinks=False):
                         continue
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue
-                key = (st.st_dev, st.st_ino)
-                if key in self.files or not any(p.key == key and st.st_size > p.offset for p in candidates):
-                    continue  # followed already, another device's inode, or nothing left to read
-                self._resume_outside(entry.path, now)
+                if (st.st_dev, st.st_ino) not in self.files:
+                    yield entry.path, st
 
     def _resume_outside(self, path: str, now: float) -> None:
         """Follow a file outside the globs if it holds a generation read before, to its end."""

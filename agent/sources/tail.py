@@ -23,7 +23,7 @@ import glob
 import os
 import stat
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -55,9 +55,11 @@ from logflume.source import SourceOutput, ThreadedSource
 #: Rotated files compressed by logrotate: skipped unless the glob itself names the suffix.
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
 
-#: Full scans an ended generation (truncated away by copytruncate) waits for its copy before it is dropped.
-#: The copy exists before the truncation is noticed, so the first scan after it finds it.
-ENDED_GENERATION_SCANS = 3
+#: Complete searches for the copy of a generation whose own file no longer holds it (truncated away by
+#: copytruncate, its inode reused or gone) before the search ends; an ended generation is then dropped.
+#: The copy exists before its original is truncated or unlinked, so the first complete search finds it;
+#: the others cover a listing that missed a file renamed while it was read.
+COPY_SEARCHES = 3
 
 #: How the source opens files itself: never through a symbolic link (a link swapped in after the check
 #: fails with ELOOP), never blocking on a FIFO swapped in for a file.
@@ -181,7 +183,7 @@ class TailSource(ThreadedSource):
         self.by_path: dict[str, tuple[int, int]] = {}
         self.last_rotation: dict[str, float] = {}  # stream -> wall-clock time a file of it was last let go
         self.remembered = Generations()  # generations read before and not being read now
-        self._ended_scans: dict[str, int] = {}  # ended generation -> full scans it has waited for its copy
+        self._copy_searches: dict[str, int] = {}  # generation -> complete searches made for its copy
         self._live: FingerprintIndex[TailedFile] | None = None  # files being read, by fingerprint (per step)
         self._rescan = False  # a generation ended: look for its copy at once
         self._short_waits: dict[tuple[int, int], float] = {}  # file -> since when it waits on a short match
@@ -210,7 +212,7 @@ class TailSource(ThreadedSource):
     def start(self, output: SourceOutput) -> None:  # type: ignore[override]
         self.positions = PositionFile(self.context.state_dir("source", self.name) / "positions.json")
         self.remembered = Generations(self.positions.load())
-        self._ended_scans = {p.epoch: 0 for p in self.remembered if p.ended}
+        self._copy_searches = {}
         self.checkpoints = CheckpointWriter(self.positions, self.config.checkpoint_interval, self._checkpoint_failed)
         self.watcher = ChangeWatcher([s.glob for s in self.specs], use_events=self.config.use_events)
         self.watcher.start()
@@ -262,7 +264,6 @@ class TailSource(ThreadedSource):
             now = time.monotonic()
             self._scan(now)
             self._initial_scan = False
-            self._recover_moved(now)
             self._save_checkpoint(force=True, urgent=True)
             self.checkpoints.flush(timeout=10)
             next_scan = now + self.config.scan_interval
@@ -359,19 +360,16 @@ class TailSource(ThreadedSource):
                     self._forget_file(tf, remember=True)
         stale = time.monotonic() - 2 * self.config.rotate_wait - self.config.scan_interval
         self._short_waits = {k: t for k, t in self._short_waits.items() if t > stale}
+        self._find_moved(now)
         for pos in self.remembered:
-            if pos.ended:  # its copy, if followed, was found by now
-                waited = self._ended_scans.get(pos.epoch, 0) + 1
-                self._ended_scans[pos.epoch] = waited
-                if waited < ENDED_GENERATION_SCANS:
+            if pos.ended:  # its copy, if there is one, was found by now
+                if self._copy_searches.get(pos.epoch, 0) < COPY_SEARCHES:
                     continue
             elif wall - pos.last_seen <= self.config.forget_after:
                 continue
             self.remembered.pop(pos.epoch)
-            self._ended_scans.pop(pos.epoch, None)
+            self._copy_searches.pop(pos.epoch, None)
             self._ckpt_dirty = True
-        if not self._initial_scan:
-            self._resume_renamed(now)
         self.m_tracked.set(len(self.files))
 
     def _consider(self, path: str, spec: PathSpec, now: float) -> tuple[int, int] | None:
@@ -485,7 +483,7 @@ class TailSource(ThreadedSource):
         self.unreadable.pop(key, None)
         if pos is not None:
             self.remembered.pop(pos.epoch)
-            self._ended_scans.pop(pos.epoch, None)
+            self._copy_searches.pop(pos.epoch, None)
             offset, epoch, stream, truncs = pos.offset, pos.epoch, pos.stream, pos.truncations
             spec = self._spec_for(pos.stream) or spec or self.specs[0]
             if pos.key == key and not pos.ended:
@@ -540,7 +538,7 @@ class TailSource(ThreadedSource):
             self.log.info("%s no longer holds epoch %s (first bytes differ): reading it as a new file from 0",
                           path, pos.epoch)
             self.remembered.add(replace(pos, ended=True))
-            self._ended_scans[pos.epoch] = 0
+            self._copy_searches[pos.epoch] = 0
             self._ckpt_dirty = True
         for tf in self._live_index().find(head):
             if tf.key == key:
@@ -596,65 +594,75 @@ class TailSource(ThreadedSource):
         elif tf.rotated_at is None:
             tf.rotated_at = now  # renamed out of the globs: read to its end, then let go
 
-    def _recover_moved(self, now: float) -> None:
-        """Generations that left the globs while we were down (renamed, or copied to another inode) are
-        found by content where they were last seen, and read to their end under their own stream."""
-        directories = {os.path.dirname(p.path) for p in self.remembered}
-        for path, st in self._files_outside(directories):
-            if not len(self.remembered):
-                return
-            if st.st_size:
-                self._resume_outside(path, now)
+    def _find_moved(self, now: float) -> None:
+        """At every scan, the start's included: generations that left the globs with bytes left are found
+        again in the directory they were last read in, and read to their end under their own stream.
 
-    def _resume_renamed(self, now: float) -> None:
-        """At every scan: generations with bytes left, at the inode they were last read at, under a name the
-        globs do not match, are read to their end.
-
-        The start's search (:meth:`_recover_moved`) looks once; a rename racing its directory listing, or a
-        generation met while every descriptor was taken, would otherwise never be read to its end.  Only
-        inodes are compared here (``scandir`` gives them without a ``stat``), so a scan stays cheap.
+        One renamed away keeps its inode: found by it (``scandir`` gives inodes without a ``stat``), and
+        resumed when its file is longer than what was read.  One whose inode is gone (moved by copying:
+        ``mv`` to another filesystem, logrotate's ``olddir``) or holds other bytes (``ended``: truncated by
+        copytruncate, or the inode reused) lives on only in a copy, if one was made: the files of its
+        directory the agent knows nothing of are looked at by content, until :data:`COPY_SEARCHES` searches
+        have completed.  A search that could not open a candidate (every descriptor taken) or lost one to a
+        rename does not count: one listing can miss a file renamed while it is read (chaos seeds 43, 51).
         """
-        by_ino: dict[int, list[Position]] = {}
+        by_dir: dict[str, list[Position]] = {}
         for pos in self.remembered:
-            if not pos.ended:
-                by_ino.setdefault(pos.ino, []).append(pos)
-        if not by_ino:
-            return
-        directories = {os.path.dirname(p.path) for ps in by_ino.values() for p in ps}
-        for path, st in self._files_outside(directories, inodes=by_ino.keys()):
-            if any(p.key == (st.st_dev, st.st_ino) and st.st_size > p.offset for p in by_ino[st.st_ino]):
-                self._resume_outside(path, now)  # else another device's inode, or nothing left to read
-
-    def _files_outside(self, directories: set[str], inodes: Collection[int] | None = None) -> Iterator[
-            tuple[str, os.stat_result]]:
-        """Regular files in ``directories`` that no glob matches and that are not followed (optionally only
-        those with one of ``inodes``, which ``scandir`` gives without a ``stat``), with their ``lstat``."""
-        for directory in sorted(directories):
+            by_dir.setdefault(os.path.dirname(pos.path), []).append(pos)
+        for directory, positions in sorted(by_dir.items()):
             try:
                 entries = list(os.scandir(directory))
             except OSError:
-                continue
+                entries = []  # the directory is gone, and every copy made in it
+            present = {entry.inode() for entry in entries}
+            lost = [p for p in positions if self._copy_searches.get(p.epoch, 0) < COPY_SEARCHES
+                    and (p.ended or p.ino not in present)]
+            smallest = min((p.offset for p in lost), default=None)
+            renamed: dict[int, list[Position]] = {}
+            for pos in positions:
+                if not pos.ended:
+                    renamed.setdefault(pos.ino, []).append(pos)
+            complete = True
             for entry in entries:
-                if inodes is not None and entry.inode() not in inodes:
-                    continue
-                if self._spec_for(entry.path):
-                    continue  # the scan's to decide
+                if smallest is None and entry.inode() not in renamed:
+                    continue  # nothing to search by content here: only inodes matter
+                if self._spec_for(entry.path) or entry.path.endswith(COMPRESSED_SUFFIXES):
+                    continue  # the scan's to decide; a compressed file is no copy of plain bytes
                 try:
                     if not entry.is_file(follow_symlinks=False):
                         continue
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue
-                if (st.st_dev, st.st_ino) not in self.files:
-                    yield entry.path, st
+                key = (st.st_dev, st.st_ino)
+                if key in self.files:
+                    continue
+                known = [p for p in renamed.get(st.st_ino, ()) if p.key == key]
+                if known:
+                    wanted = any(st.st_size > p.offset for p in known)  # else read to its end already
+                else:
+                    wanted = smallest is not None and st.st_size >= max(smallest, 1)
+                if wanted and not self._resume_outside(entry.path, now):
+                    complete = False
+            if complete:
+                for pos in lost:
+                    self._copy_searches[pos.epoch] = self._copy_searches.get(pos.epoch, 0) + 1
 
-    def _resume_outside(self, path: str, now: float) -> None:
-        """Follow a file outside the globs if it holds a generation read before, to its end."""
+    def _resume_outside(self, path: str, now: float) -> bool:
+        """Follow a file outside the globs if it holds a generation read before, to its end.
+
+        Returns whether the file could be looked at: False when every descriptor is taken, or when it was
+        renamed or removed since it was listed.
+        """
+        if self.open_count >= self.config.max_open_files and not self._evict_one(now):
+            return False
         key = self._track_new(path, None, now, known_only=True)
         tf = self.files.get(key) if key else None
-        if tf is not None:
-            tf.rotated_at = now  # not at a watched path: read to its end, then let go
-            self.log.info("resuming %s (stream %s) at offset %d", path, tf.stream, tf.committed)
+        if tf is None:
+            return os.path.lexists(path)
+        tf.rotated_at = now  # not at a watched path: read to its end, then let go
+        self.log.info("resuming %s (stream %s) at offset %d", path, tf.stream, tf.committed)
+        return True
 
     def _make_chunker(self, stream: str, epoch: str, offset: int, datatype: str, tags: dict[str, str]):
         cfg = self.config
@@ -845,7 +853,7 @@ class TailSource(ThreadedSource):
         if tf.ended:
             for pos in tf.ended:
                 self.remembered.add(pos)
-                self._ended_scans[pos.epoch] = 0
+                self._copy_searches[pos.epoch] = 0
             tf.ended = []
             self._rescan = True
             self._ckpt_dirty = True

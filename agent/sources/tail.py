@@ -646,7 +646,8 @@ class TailSource(ThreadedSource):
                     complete = False
             if complete:
                 for pos in lost:
-                    self._copy_searches[pos.epoch] = self._copy_searches.get(pos.epoch, 0) + 1
+                    if pos.epoch in self.remembered:  # else found and followed now
+                        self._copy_searches[pos.epoch] = self._copy_searches.get(pos.epoch, 0) + 1
 
     def _resume_outside(self, path: str, now: float) -> bool:
         """Follow a file outside the globs if it holds a generation read before, to its end.

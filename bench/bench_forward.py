@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 from logflume.chunk import Chunk  # noqa: E402
 from logflume.component import Context  # noqa: E402
 from logflume.settings import parse_settings, parse_size  # noqa: E402
-from sinks.collector import CollectorSink  # noqa: E402
+from sinks.to_collector import CollectorSink  # noqa: E402
 
 MIB = 1 << 20
 

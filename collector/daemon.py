@@ -36,8 +36,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from collector.config import COLLECTOR_SETTINGS, load_collector_config
+    from collector.receiver import Collector
     from collector.reload import Reloader
-    from collector.server import Collector
     from logflume.settings import secret_warnings
     from logflume.status import PipelineStatus
 

@@ -69,7 +69,7 @@ def plan(old: CollectorConfig, new: CollectorConfig) -> CollectorReload:
 
 
 def apply(collector: Any, new: CollectorConfig) -> CollectorReload:
-    """Move a running :class:`collector.server.Collector` to ``new`` as far as that can be done live."""
+    """Move a running :class:`collector.receiver.Collector` to ``new`` as far as that can be done live."""
     running = collector.config
     change = plan(running, new)
     auth, fresh = running.authenticator, new.authenticator

@@ -34,7 +34,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "console": "sinks.console:ConsoleSink",
         "null": "sinks.null:NullSink",
         "file": "sinks.file:FileSink",
-        "collector": "sinks.collector:CollectorSink",
+        "collector": "sinks.to_collector:CollectorSink",
         "seqfile": "sinks.seqfile:SeqFileSink",
         "buffer": "collector.store:BufferStore",
     },

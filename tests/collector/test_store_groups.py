@@ -19,7 +19,7 @@ from logflume.chunk import Chunk
 from logflume.cli import main
 from logflume.component import Context
 from logflume.settings import parse_settings
-from sinks.collector import CollectorSink
+from sinks.to_collector import CollectorSink
 from tests.conftest import REPO, free_port, wait_for
 from tests.routing.helpers import (
     archive,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from collector.server import StoreWriter
+from collector.receiver import StoreWriter
 from logflume.chunk import Chunk
 from logflume.errors import TryLater
 from logflume.sink import Sink

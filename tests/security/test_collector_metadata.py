@@ -17,7 +17,7 @@ from logflume.component import Context
 from logflume.settings import parse_settings
 from logflume.wire.client import WireClient
 from logflume.wire.idl import Status
-from sinks.collector import CollectorSink
+from sinks.to_collector import CollectorSink
 from tests.collector.conftest import agent_config, exec_source
 from tests.fuzz.collector_proc import CollectorProcess, Cost, stored_chunks
 

@@ -1,5 +1,8 @@
 """The collector: many agents in, one store out, an ack only once a batch is durable.
 
+The receiving side of ``sinks/to_collector.py``: the daemon's listeners (each a
+generic ``logflume.wire.server.TcpServer``), the store writer and the store.
+
 Every listener (logflume, and optionally Scribe and Flume) hands its chunks to
 :class:`StoreWriter`, the single thread that calls the store (the Scribe way:
 the store need not be thread-safe).  Batches that arrive while the store is

@@ -1,5 +1,8 @@
 """CollectorSink (``type: collector``): forwards batches to logflume collectors, with failover.
 
+The sending side of a hop (an agent, or a relay collector's store primary);
+the receiving side is ``collector/receiver.py`` in the collector daemon.
+
 Each batch goes to a randomly chosen healthy collector over the logflume wire
 protocol (``logflume/wire``); ``deliver`` returns only once that collector
 answered OK, i.e. the batch is durable in its store.  A connection error,

@@ -8,7 +8,7 @@ from logflume.chunk import Chunk
 from logflume.component import Context
 from logflume.errors import ConfigError, DeliveryError, TryLater
 from logflume.settings import parse_settings
-from sinks.collector import CollectorSink, parse_collectors_file
+from sinks.to_collector import CollectorSink, parse_collectors_file
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.timeout(60)

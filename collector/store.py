@@ -96,6 +96,9 @@ class _Stopping(Exception):
 class SecondaryFiles(SeqFileSink):
     """The secondary: a local SeqFileSink whose files are numbered, so replay order never depends on clocks.
 
+    Never partitioned by datatype: one backlog in arrival order, one open file; replaying it through a
+    primary with ``{datatype}`` in its path puts each chunk in its datatype's file there.
+
     Layout: ``<dir>/<16-digit sequence>.seq`` (``.<name>.inprogress`` while written).
     """
 
@@ -110,7 +113,7 @@ class SecondaryFiles(SeqFileSink):
     def owns(self, final_rel: str) -> bool:
         return bool(_SECONDARY_FILE.match(final_rel))
 
-    def next_name(self) -> str:
+    def next_name(self, datatype: str = "") -> str:
         self._seq += 1
         return f"{self._seq:016d}.seq"
 

@@ -1,11 +1,18 @@
 """SeqFileSink: the collector's sink files, Hadoop SequenceFiles of chunks under a store root.
 
-Layout: ``<root>/<yyyy-mm-dd>/<collector>-<yyyymmddHHMMSS>-<n>.seq`` (UTC).  A file
-being written is named ``.<final name>.inprogress`` (Hadoop and Spark skip names
-that start with ``.``) and renamed once closed; files roll by ``roll_size`` and
-``roll_interval``.  ``deliver`` returns only once the batch is durable per
-``sync`` (``every_batch``: flushed and fsynced locally, flushed to the server
-on remote stores).  Stores that cannot append or flush (object stores) get
+Layout: ``<root>/<path>/<collector>-<yyyymmddHHMMSS>-<n>.seq`` (UTC), ``path`` a
+template (``{date}`` by default).  A file being written is named
+``.<final name>.inprogress`` (Hadoop and Spark skip names that start with ``.``)
+and renamed once closed; files roll by ``roll_size`` and ``roll_interval``.
+
+With ``{datatype}`` in the path each chunk goes to the file of its datatype: one
+open file per datatype, each rolling on its own, at most ``max_open_files`` at
+once (the least recently written is closed like a roll to make room), so a
+sender inventing datatypes costs small files, never descriptors or memory.
+
+``deliver`` returns only once the batch is durable per ``sync`` (``every_batch``:
+every file it wrote flushed and fsynced locally, flushed to the server on remote
+stores).  Stores that cannot append or flush (object stores) get
 files staged on local disk and uploaded whole when they roll; the local copy
 is deleted only once the upload is confirmed.
 
@@ -23,7 +30,9 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from logflume import __version__
@@ -31,9 +40,9 @@ from logflume.chunk import Chunk
 from logflume.errors import ConfigError, DeliveryError, StartupError
 from logflume.secrets import redact_url
 from logflume.sequencefile import SequenceFileError, SequenceFileReader, SequenceFileWriter
-from logflume.settings import AnyValue, Duration, Enum, MapOf, Optional, Setting, Size, Str
+from logflume.settings import AnyValue, Duration, Enum, Int, MapOf, Optional, Setting, Size, Str
 from logflume.sink import Sink
-from sinks.naming import FINAL, INPROGRESS, final_name, inprogress_name, safe_collector_name
+from sinks.naming import FINAL, INPROGRESS, datatype_dir, final_name, inprogress_name, safe_collector_name
 from sinks.storage import (
     SFTP_PROTOCOLS,
     STREAMING_PROTOCOLS,
@@ -51,9 +60,39 @@ COLLECTOR_KEY = "logflume.collector"
 
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-#: One directory of a ``path`` template: literal letters, digits, ``.``, ``_``, ``-``, ``=`` and placeholders.
-_PATH_PART = re.compile(r"^(?:[A-Za-z0-9=_-]|\.(?!\.)|\{(?:date|hour)\})+$")
-_PATH_FIELD = re.compile(r"\{(date|hour)\}")
+#: Fields of a ``path`` template and the directory-name pattern each expands to.
+PATH_FIELDS = {"date": r"\d{4}-\d{2}-\d{2}", "hour": r"\d{2}", "datatype": r"[^/]+"}
+#: One directory of a ``path`` template: literal letters, digits, ``.``, ``_``, ``-``, ``=`` and fields.
+_PATH_PART = re.compile(r"^(?:[A-Za-z0-9=_-]|\.(?!\.)|\{(?:date|hour|datatype)\})+$")
+_PATH_FIELD = re.compile(r"\{(date|hour|datatype)\}")
+_ANY_FIELD = re.compile(r"\{([^{}/]*)\}")
+
+
+@dataclass(slots=True)
+class _OpenFile:
+    """One file being written: the open file, its writer, its final name and its sync state."""
+
+    file: Any
+    writer: SequenceFileWriter
+    rel: str  # final relative name
+    opened: float
+    new_name: bool = True  # its directory entry is not fsynced yet
+    dirty: bool = True  # bytes written since the last sync
+    last_sync: float = 0.0
+
+
+def _dirs_pattern(path: str) -> re.Pattern[str]:
+    """A regex for the directories a ``path`` template gives, the (escaped) datatype captured as ``datatype``."""
+    out, seen = [], False
+    for piece in re.split(r"(\{[a-z]+\})", path):
+        if piece == "{datatype}":
+            out.append("(?P=datatype)" if seen else f"(?P<datatype>{PATH_FIELDS['datatype']})")
+            seen = True
+        elif piece.startswith("{"):
+            out.append(PATH_FIELDS[piece[1:-1]])
+        else:
+            out.append(re.escape(piece))
+    return re.compile("^" + "".join(out) + "$")
 
 
 def good_prefix(f: Any) -> tuple[int, int]:
@@ -82,7 +121,10 @@ class SeqFileSink(Sink):
         "channel": Setting(Str(), "", "Channel this sink takes from (not needed when it is a collector's store)"),
         "url": Setting(Str(), doc="Store root: a local directory or an fsspec URL (sftp://host/dir, s3://bucket/x)"),
         "path": Setting(Str(), "{date}", "Directory of new files under url, a template: {date} = UTC yyyy-mm-dd, "
-                                         "{hour} = UTC HH when the file is opened (e.g. audit/{date})"),
+                                         "{hour} = UTC HH when the file is opened, {datatype} = the chunk's "
+                                         "datatype, escaped (e.g. audit/{date}, {datatype}/{date})"),
+        "max_open_files": Setting(Int(min=1), 64, "With {datatype} in path: files open at once (one per datatype);"
+                                                  " the least recently written is closed to open another"),
         "roll_size": Setting(Size(min=1), "1GiB", "Close the file and start a new one once it reaches this size"),
         "roll_interval": Setting(Duration(), "5m", "Close a file this long after it was opened, even if small"),
         "sync": Setting(Enum("every_batch", "interval", "none"), "every_batch",
@@ -116,11 +158,17 @@ class SeqFileSink(Sink):
         else:
             self.collector = safe_collector_name(self.context.agent_name)
         parts = cfg.path.split("/")
+        unknown = [f for f in _ANY_FIELD.findall(cfg.path) if f not in PATH_FIELDS]
+        if unknown:
+            raise ConfigError(file, f"{self.name}.path", f"unknown field {{{unknown[0]}}}: expected {{date}}, "
+                                                         f"{{hour}} or {{datatype}}, got {cfg.path!r}")
         if not all(_PATH_PART.match(part) and not part.startswith(".") for part in parts):
             raise ConfigError(file, f"{self.name}.path", "expected directories of letters, digits, '.', '_', '-', '=' "
-                                                         "and {date} / {hour}, separated by '/' (none starting with "
-                                                         f"'.'), got {cfg.path!r}")
+                                                         "and {date} / {hour} / {datatype}, separated by '/' (none "
+                                                         f"starting with '.'), got {cfg.path!r}")
         self._dirs_glob = _PATH_FIELD.sub("*", cfg.path)
+        self.partitioned = "{datatype}" in cfg.path
+        self._dirs_re = _dirs_pattern(cfg.path)
         url = cfg.url
         if not url:
             raise ConfigError(file, f"{self.name}.url", "expected a directory or fsspec URL, got ''")
@@ -139,13 +187,9 @@ class SeqFileSink(Sink):
         self._lock = threading.RLock()
         self._target: LocalFiles | None = None  # where finished files end up
         self._disk: LocalFiles | None = None  # where files are written (the target, or the staging dir)
-        self._file: Any = None
-        self._writer: SequenceFileWriter | None = None
-        self._rel = ""  # final relative name of the open file
-        self._opened = 0.0
-        self._new_name = False
-        self._dirty = False
-        self._last_sync = 0.0
+        #: Open files by escaped datatype ("" without {datatype}), least recently written first.
+        self._open: OrderedDict[str, _OpenFile] = OrderedDict()
+        self._max_open = cfg.max_open_files if self.partitioned else 1
         self._broken: list[str] = []  # in-progress files (on _disk) to recover before writing on
         self._uploads: list[str] = []  # staged finished files waiting for their upload
         self._n = 0
@@ -156,6 +200,10 @@ class SeqFileSink(Sink):
         self._m_closed = self.metrics.counter("seqfile_files_closed", "Sink files closed and given their final name")
         self._m_recovered = self.metrics.counter("seqfile_files_recovered", "In-progress files recovered after a crash")
         self._m_uploaded = self.metrics.counter("seqfile_files_uploaded", "Staged files uploaded to the store")
+        self._m_open = self.metrics.gauge("seqfile_open_files", "Sink files open for writing (one per datatype "
+                                                                "with {datatype} in path)")
+        self._m_evicted = self.metrics.counter("seqfile_files_evicted", "Files closed early to stay within "
+                                                                        "max_open_files")
 
     # -- plugin surface -----------------------------------------------------
 
@@ -164,7 +212,8 @@ class SeqFileSink(Sink):
 
     def describe(self) -> dict[str, Any]:
         return {"type": type(self).__name__, "url": redact_url(self.config.url), "staged": self.staged,
-                "collector": self.collector, "compression": self.config.compression, "codec": self.codec}
+                "collector": self.collector, "compression": self.config.compression, "codec": self.codec,
+                "path": self.config.path, "open_files": len(self._open)}
 
     def start(self) -> None:
         try:
@@ -190,7 +239,7 @@ class SeqFileSink(Sink):
                 return
             self._started = False
             try:
-                self._close_file()
+                self._close_all()
                 self._repair()
             except Exception as exc:  # noqa: BLE001 - left in progress, recovered at the next start
                 self.log.warning("sink %s: could not finish its files at stop (recovered at next start): %s",
@@ -212,22 +261,23 @@ class SeqFileSink(Sink):
                 self._repair()
                 roll_size = self.config.roll_size
                 for chunk in chunks:
-                    if self._writer is None:
-                        self._open_file()
-                    writer = self._writer
-                    assert writer is not None
+                    key = datatype_dir(chunk.datatype) if self.partitioned else ""
+                    of = self._open.get(key)
+                    if of is None:
+                        of = self._open_file(key)
+                    else:
+                        self._open.move_to_end(key)
+                    writer = of.writer
                     before = writer.position
                     writer.append_chunk(chunk)
                     self.bytes_written += writer.position - before
-                    self._dirty = True
+                    of.dirty = True
                     if writer.position >= roll_size:
-                        self._close_file()
-                if self._writer is not None:
-                    policy = self.config.sync
-                    if policy == "every_batch" or (
-                        policy == "interval" and time.monotonic() - self._last_sync >= self.config.sync_period
-                    ):
-                        self._sync()
+                        self._close_file(key)
+                policy = self.config.sync
+                if self._open and (policy == "every_batch" or (
+                        policy == "interval" and time.monotonic() - self._last_sync() >= self.config.sync_period)):
+                    self._sync_dirty()
             except DeliveryError:
                 self.metrics.errors.inc()
                 raise
@@ -241,16 +291,15 @@ class SeqFileSink(Sink):
 
     def flush(self) -> None:
         with self._lock:
-            if self._writer is not None:
-                self._sync()
+            self._sync_dirty()
 
     def roll(self) -> bool:
-        """Close the open file now (if any) so it gets its final name; True if one was closed."""
+        """Close the open files now (if any) so they get their final names; True if one was closed."""
         with self._lock:
-            if self._writer is None:
+            if not self._open:
                 return False
             try:
-                self._close_file()
+                self._close_all()
             except Exception as exc:
                 self._abandon()
                 raise DeliveryError(f"sink {self.name}: closing a file on {redact_url(self.config.url)} failed: "
@@ -259,9 +308,13 @@ class SeqFileSink(Sink):
 
     @property
     def open_file_bytes(self) -> int:
-        """Bytes in the file being written (0 if none is open)."""
-        writer = self._writer
-        return writer.position if writer is not None else 0
+        """Bytes in the files being written (0 if none is open)."""
+        return sum(of.writer.position for of in list(self._open.values()))
+
+    @property
+    def open_files(self) -> int:
+        """Files open for writing now (at most ``max_open_files``)."""
+        return len(self._open)
 
     # -- naming (a subclass may lay files out differently) --------------------
 
@@ -283,13 +336,22 @@ class SeqFileSink(Sink):
         m = FINAL.match(final_rel.rsplit("/", 1)[-1])
         return bool(m and m.group("collector") == self.collector)
 
-    def next_name(self) -> str:
-        """Relative final name of a new file: ``<path>/<collector>-<yyyymmddHHMMSS>-<n>.seq`` (UTC)."""
+    def next_name(self, datatype: str = "") -> str:
+        """Relative final name of a new file: ``<path>/<collector>-<yyyymmddHHMMSS>-<n>.seq`` (UTC).
+
+        ``datatype`` is the escaped datatype (:func:`~sinks.naming.datatype_dir`) that ``{datatype}`` becomes.
+        """
         now = dt.datetime.now(dt.UTC)
         folder = self.config.path.replace("{date}", f"{now:%Y-%m-%d}").replace("{hour}", f"{now:%H}")
+        folder = folder.replace("{datatype}", datatype)
         name = f"{folder}/{self.collector}-{now:%Y%m%d%H%M%S}-{self._n}.seq"
         self._n += 1
         return name
+
+    def datatype_of(self, rel: str) -> str:
+        """The escaped datatype in a file's directory ("" if the layout has none or the file is not in it)."""
+        m = self._dirs_re.match(rel.rpartition("/")[0])
+        return m.group("datatype") if m and self.partitioned else ""
 
     # -- internals ------------------------------------------------------------
 
@@ -352,8 +414,9 @@ class SeqFileSink(Sink):
         if good < size:
             disk.truncate(rel, good)
         final = final_name(rel)
-        if disk.exists(final):  # never overwrite a finished file
-            final = self._free_name()
+        if disk.exists(final):  # never overwrite a finished file; stay in the datatype's directory
+            final = self._free_name(self.datatype_of(final))
+            disk.makedirs(final.rpartition("/")[0])
         disk.rename(rel, final)
         self._m_recovered.inc()
         self.log.warning("sink %s: recovered %s: kept %d whole records (%d of %d bytes)",
@@ -371,57 +434,78 @@ class SeqFileSink(Sink):
         disk.remove(rel)  # only now: the store confirmed every byte
         self._m_uploaded.inc()
 
-    def _free_name(self) -> str:
+    def _free_name(self, datatype: str = "") -> str:
         disk = self._disk
         assert disk is not None
         while True:
-            rel = self.next_name()
+            rel = self.next_name(datatype)
             if not disk.exists(rel) and not disk.exists(inprogress_name(rel)) and (
                 self._target is disk or self._target is None or not self._target.exists(rel)
             ):
                 return rel
 
-    def _open_file(self) -> None:
+    def _open_file(self, key: str) -> _OpenFile:
+        """Open the file for ``key`` (an escaped datatype, or ""), first closing the least recently written
+        one if ``max_open_files`` are open."""
+        while len(self._open) >= self._max_open:
+            self._close_file(next(iter(self._open)))
+            self._m_evicted.inc()
         disk = self._disk
         assert disk is not None
-        rel = self._free_name()
+        rel = self._free_name(key)
         disk.makedirs(rel.rpartition("/")[0])
-        path = inprogress_name(rel)
-        f = disk.create(path)
-        self._file, self._rel = f, rel
+        f = disk.create(inprogress_name(rel))
         try:
-            self._writer = SequenceFileWriter(f, compression=self.config.compression, codec=self.codec,
-                                              metadata=self.metadata, block_size=self.config.block_size)
+            writer = SequenceFileWriter(f, compression=self.config.compression, codec=self.codec,
+                                        metadata=self.metadata, block_size=self.config.block_size)
         except Exception:
-            self._abandon()
+            try:
+                f.close()
+            finally:
+                self._broken.append(inprogress_name(rel))
             raise
-        self.bytes_written += self._writer.position
-        self._opened = time.monotonic()
-        self._last_sync = self._opened
-        self._new_name = True
-        self._dirty = True
+        self.bytes_written += writer.position
+        now = time.monotonic()
+        of = self._open[key] = _OpenFile(f, writer, rel, opened=now, last_sync=now)
+        self._m_open.set(len(self._open))
+        return of
 
-    def _sync(self) -> None:
-        writer, disk = self._writer, self._disk
-        assert writer is not None and disk is not None
-        writer.flush()
-        disk.sync(self._file, inprogress_name(self._rel), self._new_name)
-        self._new_name = False
-        self._dirty = False
-        self._last_sync = time.monotonic()
+    def _last_sync(self) -> float:
+        """When the least recently synced dirty file was synced (now if none is dirty)."""
+        return min((of.last_sync for of in self._open.values() if of.dirty), default=time.monotonic())
 
-    def _close_file(self) -> None:
-        """Flush, fsync, close and rename the open file; upload it if staged."""
-        if self._writer is None:
+    def _sync(self, of: _OpenFile) -> None:
+        disk = self._disk
+        assert disk is not None
+        of.writer.flush()
+        disk.sync(of.file, inprogress_name(of.rel), of.new_name)
+        of.new_name = False
+        of.dirty = False
+        of.last_sync = time.monotonic()
+
+    def _sync_dirty(self) -> None:
+        """Flush and fsync every file written since its last sync (one per datatype the batch held)."""
+        for of in list(self._open.values()):
+            if of.dirty:
+                self._sync(of)
+
+    def _close_all(self) -> None:
+        while self._open:
+            self._close_file(next(iter(self._open)))
+
+    def _close_file(self, key: str) -> None:
+        """Flush, fsync, close and rename the open file of ``key``; upload it if staged."""
+        of = self._open.get(key)
+        if of is None:
             return
         disk = self._disk
         assert disk is not None
-        self._sync()
-        self._writer.close()
-        self._file.close()
-        rel = self._rel
-        self._file = self._writer = None
-        self._rel = ""
+        self._sync(of)
+        of.writer.close()
+        of.file.close()
+        del self._open[key]
+        self._m_open.set(len(self._open))
+        rel = of.rel
         try:
             disk.rename(inprogress_name(rel), rel)
         except Exception:
@@ -437,15 +521,15 @@ class SeqFileSink(Sink):
                 self.log.warning("sink %s: upload of %s failed, will retry: %s", self.name, rel, exc)
 
     def _abandon(self) -> None:
-        """After a failed write: drop the open file (recovered later) and the connection (reconnected later)."""
-        if self._file is not None:
+        """After a failed write: drop the open files (recovered later) and the connection (reconnected later)."""
+        while self._open:
+            _key, of = self._open.popitem(last=False)
             try:
-                self._file.close()
+                of.file.close()
             except Exception:  # noqa: BLE001 - the connection may be gone
                 pass
-            self._broken.append(inprogress_name(self._rel))
-        self._file = self._writer = None
-        self._rel = ""
+            self._broken.append(inprogress_name(of.rel))
+        self._m_open.set(0)
         if self.remote and self._target is not None:
             self._target.close()
             self._target = None
@@ -463,11 +547,11 @@ class SeqFileSink(Sink):
                     continue
                 now = time.monotonic()
                 try:
-                    if self._writer is not None and now - self._opened >= cfg.roll_interval:
-                        self._close_file()
-                    elif (self._writer is not None and self._dirty and cfg.sync == "interval"
-                          and now - self._last_sync >= cfg.sync_period):
-                        self._sync()
+                    for key, of in list(self._open.items()):
+                        if now - of.opened >= cfg.roll_interval:
+                            self._close_file(key)
+                        elif of.dirty and cfg.sync == "interval" and now - of.last_sync >= cfg.sync_period:
+                            self._sync(of)
                     if (self._broken or self._uploads or self._target is None) and now >= next_repair:
                         next_repair = now + 5.0
                         self._repair()

@@ -77,6 +77,8 @@ def open_filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
     return fsspec.core.url_to_fs(url, skip_instance_cache=True, **options)
 
 
+#: Directories a remote store remembers having made (forgetting one costs a makedirs round trip, no more).
+MAX_MADE = 1024
 #: Bytes copied at a time when a staged file is uploaded.
 COPY_PIECE = 8 << 20
 #: Bytes per SFTP write request (paramiko's MAX_REQUEST_SIZE; servers accept at least this).
@@ -167,7 +169,7 @@ class RemoteFiles(LocalFiles):
         self.fs = fs
         self.timeout = timeout
         self.object_store = bool(set(protocols_of_fs(fs)) & OBJECT_STORES)
-        self._made: set[str] = set()
+        self._made: set[str] = set()  # directories known to exist, at most MAX_MADE
         #: Whether the SFTP server fsyncs on request (None: not asked yet).
         self.server_fsync: bool | None = None
         ftp = getattr(fs, "ftp", None)
@@ -180,6 +182,8 @@ class RemoteFiles(LocalFiles):
     def makedirs(self, rel: str) -> None:
         if rel not in self._made:  # a round trip per path level on SFTP: once per directory is enough
             self.fs.makedirs(self.path(rel), exist_ok=True)
+            if len(self._made) >= MAX_MADE:  # one directory per datatype and day: senders choose how many
+                self._made.clear()
             self._made.add(rel)
 
     def create(self, rel: str) -> Any:

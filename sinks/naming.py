@@ -42,7 +42,8 @@ def final_name(inprogress_rel: str) -> str:
 
 #: Characters a datatype keeps in its directory name; every other byte becomes ``%XX`` (Hive's partition
 #: escaping): ``:`` is illegal in HDFS path components, ``+``/``@``/``=`` mean something in URLs and Hive paths.
-_DIR_SAFE = re.compile(r"[A-Za-z0-9_.-]")
+_DIR_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+_KEPT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 #: Longest escaped datatype kept as is: ``:`` x 127 escapes to 382 bytes, over most stores' 255-byte name limit.
 MAX_DATATYPE_DIR = 200
 
@@ -55,11 +56,13 @@ def datatype_dir(datatype: str) -> str:
     :data:`MAX_DATATYPE_DIR` keeps its first 160 bytes and ends in ``%-`` plus 32 hex digits of its SHA-256
     (``%-`` is never produced by the escaping, so it cannot clash with a shorter name).
     """
+    if _KEPT.fullmatch(datatype) and len(datatype) <= MAX_DATATYPE_DIR:
+        return datatype  # the usual case, once per chunk: no escaping
     if not datatype:
         return "%00"
     out = []
     for i, ch in enumerate(datatype):
-        if _DIR_SAFE.match(ch) and not (i == 0 and ch in "._"):
+        if ch in _DIR_SAFE and not (i == 0 and ch in "._"):
             out.append(ch)
         else:
             out.append("".join(f"%{b:02X}" for b in ch.encode()))

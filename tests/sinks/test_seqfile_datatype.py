@@ -1,0 +1,271 @@
+"""``{datatype}`` in a seqfile store's path: a file per datatype, each rolling on its own, a bounded number open.
+
+Real files on local disk (and a staged memory:// store), a real SIGKILLed writer process for recovery.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from logflume.chunk import Chunk
+from logflume.component import Context
+from logflume.errors import ConfigError
+from sinks.naming import sink_file_order
+from sinks.seqfile import SeqFileSink
+from tests.store.conftest import check_delivery, make_sink, read_chunks, wait_for
+
+from .conftest import DATATYPES, DIRS, TypedChunkMaker, files_by_dir
+
+pytestmark = pytest.mark.timeout(90)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_each_datatype_gets_its_own_files_rolling_on_its_own(tmp_path: Path, context: Context) -> None:
+    root = tmp_path / "store"
+    sink = make_sink(SeqFileSink, "s", {"url": str(root), "path": "logs/{datatype}/{date}", "roll_size": "20KiB"},
+                     context)
+    sink.start()
+    maker, sent = TypedChunkMaker(size=3000), []
+    try:
+        for i in range(12):
+            # Nginx every batch, app:json every other, Syslog once: three files open, rolling apart
+            streams = [s for s, dt in DATATYPES.items()
+                       if dt == "Nginx" or (dt == "app:json" and i % 2 == 0) or (dt == "Syslog" and i == 0)]
+            batch = [maker.chunk(s) for s in streams for _ in range(2)]
+            sink.deliver(batch)
+            sent += batch
+            assert sink.open_files <= 3
+            hidden = sorted(p.relative_to(root).parts[1] for p in root.glob("logs/*/*/.*.inprogress"))
+            assert len(hidden) == len(set(hidden)), "one file in progress per datatype"
+        assert sink.open_files == 3
+    finally:
+        sink.stop()
+    assert not list(root.glob("logs/*/*/.*")), "every file finished at stop"
+    by_dir = files_by_dir(root / "logs")
+    assert set(by_dir) == set(DIRS.values())
+    for dt, d in DIRS.items():
+        got = read_chunks(by_dir[d])
+        assert {c.datatype for c in got} == {dt}, f"{d} holds only {dt}"
+        check_delivery([c for c in sent if c.datatype == dt], got, max_duplicates=0)
+    # 24 Nginx chunks (72 KB) roll into several files, 2 Syslog chunks stay in one: each rolls on its own
+    assert len(by_dir["Nginx"]) >= 3 and len(by_dir["Syslog"]) == 1
+    assert context.metrics.value("seqfile_files_evicted_total", kind="sink", component="s") == 0
+
+
+def test_roll_interval_closes_each_datatype_file_by_its_own_age(tmp_path: Path, context: Context) -> None:
+    root = tmp_path / "store"
+    sink = make_sink(SeqFileSink, "s", {"url": str(root), "path": "{datatype}/{date}", "roll_interval": "1s"},
+                     context)
+    sink.start()
+    maker = TypedChunkMaker(size=500)
+    try:
+        sink.deliver([maker.chunk(s) for s in DATATYPES])
+        wait_for(lambda: sink.open_files == 0, 20, message="every datatype's file closed by age")
+        assert sorted(files_by_dir(root)) == sorted(DIRS.values())
+    finally:
+        sink.stop()
+
+
+def test_a_hostile_stream_of_10k_datatypes_keeps_descriptors_and_memory_bounded(tmp_path: Path,
+                                                                                  context: Context) -> None:
+    # fsyncs of 10k tiny files would take minutes on a loaded disk: tmpfs when there is one
+    base = Path("/dev/shm") if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tmp_path
+    root = base / f"logflume-test-{os.getpid()}-{tmp_path.name}"
+    limit, n = 8, 10_000
+    sink = make_sink(SeqFileSink, "s", {"url": str(root), "path": "{datatype}/{date}", "max_open_files": limit},
+                     context)
+    sink.start()
+    fds0 = _open_fds()
+    grew = None
+    try:
+        for first in range(0, n, 100):  # 100 new datatypes a batch, each one chunk
+            if first == 4000:  # what stays allocated over 2000 more datatypes (a leak per datatype would show)
+                gc.collect()
+                tracemalloc.start()
+            sink.deliver([Chunk("evil", "s", f"dt{i}:x", i + 1, "e", f"{i}\n".encode())
+                          for i in range(first, first + 100)])
+            if first == 5900:
+                gc.collect()
+                grew = tracemalloc.get_traced_memory()[0]
+                tracemalloc.stop()
+            assert sink.open_files <= limit
+            assert _open_fds() <= fds0 + limit + 2, "descriptors bounded by max_open_files"
+        assert context.metrics.value("seqfile_open_files", kind="sink", component="s") == limit
+        assert context.metrics.value("seqfile_files_evicted_total", kind="sink", component="s") == n - limit
+    finally:
+        tracemalloc.stop()
+        sink.stop()
+    try:
+        assert grew is not None and grew < 256 << 10, f"2000 more datatypes kept {grew} bytes allocated"
+        dirs = sorted(p.name for p in root.iterdir())
+        assert len(dirs) == n and dirs[0] == "dt0%3Ax"
+        files = sorted(root.glob("*/*/*.seq"))
+        assert len(files) == n, "each datatype's file finished when it was evicted (or at stop)"
+        got = read_chunks(files)
+        assert sorted(c.seq_id for c in got) == list(range(1, n + 1)), "nothing lost, nothing doubled"
+        assert all(p.parts[-3] == c.datatype.replace(":", "%3A") for p, c in zip(files, got, strict=True))
+    finally:
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def test_more_datatypes_than_open_files_interleaved_lose_nothing_and_keep_order(tmp_path: Path,
+                                                                                context: Context) -> None:
+    root = tmp_path / "store"
+    sink = make_sink(SeqFileSink, "s", {"url": str(root), "path": "{datatype}", "max_open_files": 4}, context)
+    sink.start()
+    sent: list[Chunk] = []
+    offsets: dict[str, int] = {}
+    try:
+        for b in range(30):  # 12 datatypes round robin over 4 open files: nearly every chunk evicts one
+            batch = []
+            for k in range(6):
+                dt = f"type{(b * 6 + k) % 12}"
+                offsets[dt] = offsets.get(dt, 0) + 10
+                batch.append(Chunk("h", f"stream-{dt}", dt, offsets[dt], "e", f"{b:04d}-{k} {dt:>5}\n".encode()))
+            sink.deliver(batch)
+            sent += batch
+            assert sink.open_files <= 4
+    finally:
+        sink.stop()
+    for i in range(12):
+        files = sorted((root / f"type{i}").glob("*.seq"), key=lambda p: sink_file_order(p.name))
+        got = read_chunks(files)
+        check_delivery([c for c in sent if c.datatype == f"type{i}"], got, max_duplicates=0)
+
+
+def test_sigkill_leaves_a_file_in_progress_per_datatype_and_a_restart_recovers_each_in_place(
+        tmp_path: Path) -> None:
+    root, state = tmp_path / "store", tmp_path / "state"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with open(tmp_path / "writer.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "tests.sinks.datatype_writer", str(root), str(state)],
+                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+        acked: set[tuple[str, int]] = set()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                _, stream, seq = line.decode().split()
+                acked.add((stream, int(seq)))
+                if len(acked) >= 300:
+                    proc.send_signal(signal.SIGKILL)
+                    break
+            for line in proc.stdout.read().decode().splitlines():  # acks printed before the kill landed
+                _, stream, seq = line.split()
+                acked.add((stream, int(seq)))
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "writer.log").read_text()[-2000:]
+    inprogress = sorted(p.relative_to(root).parts[0] for p in root.glob("*/*/.*.seq.inprogress"))
+    assert inprogress == sorted(DIRS.values()), "the kill left one file in progress per datatype"
+
+    # a finished file already holding one of the names: the recovered one must still stay in its datatype
+    taken = next(root.glob("app%3Ajson/*/.*.inprogress"))
+    clash = taken.with_name(taken.name[1:-len(".inprogress")])
+    if not clash.exists():
+        clash.write_bytes(b"")
+    context = Context(agent_name="coll1", data_dir=state)
+    sink = make_sink(SeqFileSink, "store", {"url": str(root), "path": "{datatype}/{date}"}, context)
+    sink.start()
+    sink.stop()
+    if clash.stat().st_size == 0:
+        clash.unlink()
+    assert not list(root.glob("*/*/.*")), "every in-progress file recovered on start"
+    assert context.metrics.value("seqfile_files_recovered_total", kind="sink", component="store") == 3
+    by_dir = files_by_dir(root)
+    assert sorted(by_dir) == sorted(DIRS.values())
+    got: set[tuple[str, int]] = set()
+    for dt, d in DIRS.items():
+        chunks = read_chunks(by_dir[d])
+        assert {c.datatype for c in chunks} == {dt}
+        got |= {(c.stream, c.seq_id) for c in chunks}
+    missing = acked - got
+    assert not missing, f"{len(missing)} acknowledged chunks lost, e.g. {sorted(missing)[:3]}"
+
+
+def test_staged_store_uploads_each_datatype_under_its_directory(tmp_path: Path, context: Context) -> None:
+    url = f"memory://bucket{os.getpid()}/{tmp_path.name}/logs"
+    staging = tmp_path / "staging"
+    sink = make_sink(SeqFileSink, "s", {"url": url, "path": "{datatype}/{date}", "roll_size": "10KiB",
+                                        "staging_dir": str(staging), "max_open_files": 2}, context)
+    assert sink.staged
+    fs = fsspec.filesystem("memory")
+    root = url[len("memory://"):]
+    sink.start()
+    maker, sent = TypedChunkMaker(size=4000), []
+    try:
+        for _ in range(6):
+            batch = maker.batch(3)
+            sink.deliver(batch)
+            sent += batch
+            local = [p for p in staging.rglob("*") if p.is_file()]
+            assert len(local) <= 2 and all(p.name.endswith(".inprogress") for p in local), local
+            assert not [p for p in fs.find(root) if p.endswith(".inprogress")]
+    finally:
+        sink.stop()
+    assert not [p for p in staging.rglob("*") if p.is_file()]
+    try:
+        for dt, d in DIRS.items():
+            remote = sorted(fs.glob(f"{root}/{d}/*/*.seq"), key=lambda p: sink_file_order(p.rsplit("/", 1)[-1]))
+            got = read_chunks(remote, opener=fs.open)
+            assert {c.datatype for c in got} == {dt}
+            check_delivery([c for c in sent if c.datatype == dt], got, max_duplicates=0)
+    finally:
+        fs.rm(root, recursive=True)
+
+
+def test_jobs_find_every_datatype_s_files(tmp_path: Path, context: Context) -> None:
+    from jobs.sinkfiles import list_finished, open_fs
+
+    root = tmp_path / "store"
+    sink = make_sink(SeqFileSink, "s", {"url": str(root), "path": "{datatype}/{date}/{hour}"}, context)
+    sink.start()
+    maker = TypedChunkMaker(size=100)
+    sink.deliver(maker.batch(6))
+    sink.stop()
+    fs, r = open_fs(str(root))
+    found = list_finished(fs, r)
+    assert sorted(f.rel.split("/")[0] for f in found) == sorted(DIRS.values())
+    assert sorted(c.datatype for f in found for c in read_chunks([f.path])) == sorted(list(DATATYPES.values()) * 2)
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    ("{foo}/{date}", "unknown field {foo}: expected {date}, {hour} or {datatype}"),
+    ("{datatype}/{Date}", "unknown field {Date}"),
+    ("a:{datatype}", "{date} / {hour} / {datatype}"),
+])
+def test_a_bad_path_template_is_refused_naming_file_key_and_fields(tmp_path: Path, path: str, message: str) -> None:
+    from logflume.settings import parse_settings
+
+    context = Context(agent_name="coll1", data_dir=tmp_path / "state", config_file="collector.yaml")
+    with pytest.raises(ConfigError) as err:
+        values = parse_settings(SeqFileSink.schema(), {"url": "/x", "path": path}, "routes.audit.store.primary",
+                                "collector.yaml")
+        SeqFileSink("routes.audit.store.primary", values, context)
+    assert err.value.path == "routes.audit.store.primary.path"
+    assert err.value.file == "collector.yaml"
+    assert message in err.value.message
+
+
+def test_max_open_files_is_a_positive_integer(context: Context) -> None:
+    with pytest.raises(ConfigError) as err:
+        make_sink(SeqFileSink, "s", {"url": "/x", "path": "{datatype}", "max_open_files": 0}, context)
+    assert err.value.path == "s.max_open_files"
+    sink = make_sink(SeqFileSink, "s", {"url": "/x", "path": "{datatype}/{date}"}, context)
+    assert sink.partitioned and sink.config.max_open_files == 64

@@ -32,6 +32,7 @@ from jobs.setaside import CONFLICTS_DIR, ERRORS_DIR, Rejected, SetAsideFile
 from jobs.sinkfiles import list_finished, open_fs, parse_record, read_chunks
 from logflume.chunk import Chunk
 from logflume.settings import Invalid, parse_size
+from sinks.naming import inprogress_name
 
 WRITER_NAME = "logflume-archive"
 DEFAULT_BATCH = 256 * 1024 * 1024
@@ -132,7 +133,7 @@ class Archiver:
         """Remove every output (and temporary) of an uncommitted batch: all carry its number."""
         root = self.out_root
         n = f"{batch:06d}"
-        patterns = [f"{root}/*/*/*/archive-{n}.seq", f"{root}/*/*/*/.archive-{n}.seq.tmp"]
+        patterns = [f"{root}/*/*/*/archive-{n}.seq", inprogress_name(f"{root}/*/*/*/archive-{n}.seq")]
         for folder, stem in ((ERRORS_DIR, "errors"), (CONFLICTS_DIR, "conflicts")):
             patterns += [f"{root}/{folder}/{stem}-{n}.seq", f"{root}/{folder}/.{stem}-{n}.seq.tmp"]
         for pattern in patterns:
@@ -195,7 +196,7 @@ class Archiver:
         if self.opts.dry_run:
             return final, [(k, chunks[i].start, chunks[j - 1].seq_id, 0) for k, i, j in runs]
         folder = final.rsplit("/", 1)[0]
-        tmp = f"{folder}/.archive-{batch:06d}.seq.tmp"
+        tmp = inprogress_name(final)  # hidden from the readers, as a sink's file is while it is written
         self.out_fs.makedirs(folder, exist_ok=True)
         # Everything in the file derives from the batch's inputs, so a redo writes the same bytes.
         meta = {"logflume.writer": WRITER_NAME, "logflume.format": "1", "logflume.batch": str(batch)}

@@ -1,9 +1,10 @@
 """Finding finished sink (and archive) files under an fsspec URL.
 
-A file being written has a name starting with ``_`` or ``.`` (as Hadoop and
-Spark skip) and gets its final name only once closed, so a job takes exactly
-the ``*.seq`` files none of whose path parts, below the root, starts with
-``_`` or ``.``.  That also skips archive's own ``_manifest``, ``_errors``,
+A file being written has a hidden name (``sinks.naming``: a part starting
+with ``_`` or ``.``, as Hadoop and Spark skip) and gets its final name only
+once closed, so a job takes exactly the ``*.seq`` files whose path below the
+root is not hidden (``sinks.naming.is_hidden``, which demux and hicc use from
+here).  That also skips archive's own ``_manifest``, ``_errors``,
 ``_conflicts`` and temporaries.
 
 Every record read is either a usable chunk or a :class:`~jobs.setaside.Rejected`
@@ -21,7 +22,10 @@ from typing import Any
 from jobs.errors import JobError
 from jobs.setaside import Rejected, metadata_problem
 from logflume.chunk import Buffer, Chunk
+from sinks.naming import is_hidden
 from sinks.storage import open_filesystem
+
+__all__ = ["InputFile", "hadoop_url", "is_hidden", "list_finished", "open_fs", "parse_record", "read_chunks"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +39,6 @@ def open_fs(url: str) -> tuple[Any, str]:
     """(filesystem, root path) for a URL or a local path; an SFTP server must prove its host key."""
     fs, root = open_filesystem(url, {})
     return fs, root.rstrip("/") or "/"
-
-
-def is_hidden(rel: str) -> bool:
-    return any(part.startswith(("_", ".")) for part in rel.split("/"))
 
 
 def list_finished(fs: Any, root: str, suffix: str = ".seq") -> list[InputFile]:

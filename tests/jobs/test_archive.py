@@ -310,6 +310,33 @@ def test_failure_mid_batch_is_rolled_back_by_the_next_run(sink_set: SinkSet, tmp
     assert archive_files(out) == archive_files(ref)
 
 
+def test_a_file_left_half_written_is_hidden_then_removed_by_the_next_run(sink_set: SinkSet, tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    """Killed while an archive file is written: it is left under the sink's in-progress name, which readers skip
+    and the next run's rollback removes (the writer and the rollback agree on that name)."""
+    import jobs.archive
+
+    out = tmp_path / "archive"
+    real_sync = jobs.archive.sync_file
+
+    def fail_on_batch_2(f):
+        if ".archive-000002.seq" in f.name:
+            raise _Crash
+        return real_sync(f)
+
+    monkeypatch.setattr(jobs.archive, "sync_file", fail_on_batch_2)
+    with pytest.raises(_Crash):
+        Archiver(ArchiveOptions(str(sink_set.root), str(out), batch_size=40_000)).run()
+    monkeypatch.setattr(jobs.archive, "sync_file", real_sync)
+    (left,) = out.rglob(".archive-000002.seq*")
+    assert left.name == ".archive-000002.seq.inprogress"
+    archiver = Archiver(ArchiveOptions(str(sink_set.root), str(out), batch_size=40_000))
+    archiver.rollback(2)  # what the next run does first; its redo would overwrite a file of the same name anyway
+    assert not list(out.rglob(".archive-*")), "the rollback removes the half-written file"
+    assert archiver.run().recovered_batches == 1
+    check_exactly_once(sink_set, out)
+
+
 def test_batch_stopped_by_a_damaged_file_does_not_stall_once_it_is_moved_aside(sink_set: SinkSet,
                                                                                 tmp_path: Path) -> None:
     """The documented fix for a damaged sink file (move it aside, re-run) works mid-batch too."""

@@ -81,9 +81,3 @@ def safe_collector_name(name: str) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip("._-")
     return cleaned or "collector"
 
-
-def sink_file_order(name: str) -> tuple[str, int, str]:
-    """Sort key giving sink files of one collector in the order they were opened."""
-    base = name.rsplit("/", 1)[-1]
-    m = FINAL.match(base)
-    return (m.group("stamp"), int(m.group("n")), base) if m else ("", 0, base)

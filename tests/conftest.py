@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from sinks.naming import FINAL
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -19,6 +21,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def sink_file_order(name: str) -> tuple[str, int, str]:
+    """Sort key giving a collector's sink files (``sinks.naming.FINAL``) in the order they were opened.
+
+    Only tests need the order (to read a collector's files back as it wrote them); the runtime never sorts so.
+    """
+    base = name.rsplit("/", 1)[-1]
+    m = FINAL.match(base)
+    return (m.group("stamp"), int(m.group("n")), base) if m else ("", 0, base)
 
 
 def proc_status(pid: int, field: str) -> int:

@@ -17,9 +17,8 @@ import pytest
 import yaml
 
 from logflume.sequencefile import SequenceFileError, SequenceFileReader
-from sinks.naming import sink_file_order
 from tests.collector.conftest import wait_ready
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, sink_file_order, wait_for
 from tests.store.conftest import SSHD, Sshd
 
 pytestmark = pytest.mark.timeout(240)

@@ -8,7 +8,7 @@ import pytest
 
 from logflume.chunk import Chunk
 from logflume.component import Context
-from sinks.naming import sink_file_order
+from tests.conftest import sink_file_order
 from tests.store.conftest import STREAMS, ChunkMaker
 
 #: Each stream's datatype: ``app:json`` needs escaping (``:`` is illegal in HDFS path components).

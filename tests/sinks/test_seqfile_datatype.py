@@ -19,8 +19,8 @@ import pytest
 from logflume.chunk import Chunk
 from logflume.component import Context
 from logflume.errors import ConfigError
-from sinks.naming import sink_file_order
 from sinks.seqfile import SeqFileSink
+from tests.conftest import sink_file_order
 from tests.store.conftest import check_delivery, make_sink, read_chunks, wait_for
 
 from .conftest import DATATYPES, DIRS, TypedChunkMaker, files_by_dir

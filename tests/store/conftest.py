@@ -18,8 +18,7 @@ from logflume.chunk import Chunk
 from logflume.component import Context
 from logflume.sequencefile import SequenceFileReader
 from logflume.settings import parse_settings
-from sinks.naming import sink_file_order
-from tests.conftest import free_port, wait_for  # noqa: F401 - re-exported to the store tests
+from tests.conftest import free_port, sink_file_order, wait_for  # noqa: F401 - re-exported to the store tests
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"

@@ -10,6 +10,7 @@ from logflume.chunk import Chunk
 from logflume.component import Context
 from tests.conftest import sink_file_order
 from tests.store.conftest import STREAMS, ChunkMaker
+from tests.wire.conftest import serving, wire_server  # noqa: F401 - loopback collectors for test_to_collector
 
 #: Each stream's datatype: ``app:json`` needs escaping (``:`` is illegal in HDFS path components).
 DATATYPES = {STREAMS[0]: "Nginx", STREAMS[1]: "app:json", STREAMS[2]: "Syslog"}

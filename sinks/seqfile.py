@@ -521,20 +521,25 @@ class SeqFileSink(Sink):
                 self.log.warning("sink %s: upload of %s failed, will retry: %s", self.name, rel, exc)
 
     def _abandon(self) -> None:
-        """After a failed write: drop the open files (recovered later) and the connection (reconnected later)."""
-        while self._open:
-            _key, of = self._open.popitem(last=False)
-            try:
-                of.file.close()
-            except Exception:  # noqa: BLE001 - the connection may be gone
-                pass
-            self._broken.append(inprogress_name(of.rel))
+        """After a failed write: drop the open files (recovered later) and the connection (reconnected later).
+
+        The connection goes first: closing a remote file waits for the server's replies, and a server that
+        stopped answering would cost a timeout per open file.
+        """
+        dropped = list(self._open.values())
+        self._open.clear()
         self._m_open.set(0)
         if self.remote and self._target is not None:
             self._target.close()
             self._target = None
             if not self.staged:
                 self._disk = None
+        for of in dropped:
+            try:
+                of.file.close()
+            except Exception:  # noqa: BLE001 - the connection is gone
+                pass
+            self._broken.append(inprogress_name(of.rel))
 
     def _tick_loop(self) -> None:
         """Roll files by age, fsync by period, and retry recovery and uploads, while no batch comes."""

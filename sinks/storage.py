@@ -282,6 +282,11 @@ class SftpWriter:
     drops the server's error replies; and its buffered ``write`` re-copies the rest
     of a big buffer for every request.  Here a big value goes out as zero-copy
     slices of the caller's buffer, ``window`` requests at a time.
+
+    Several writers (one per datatype) and the sink's own calls (open, rename) share
+    one SFTP session, and whoever reads the session takes every reply that arrives:
+    replies to this writer's requests read by another call are handed to
+    :meth:`_async_response` and kept, so :meth:`flush` still sees (and checks) each.
     """
 
     def __init__(self, f: Any, window: int = 64) -> None:
@@ -291,6 +296,7 @@ class SftpWriter:
         self.window = window
         self.pos = 0
         self._pending: deque[int] = deque()
+        self._replies: dict[int, tuple[int, Any]] = {}  # replies read by another call, by request number
 
     def write(self, data: Any) -> int:
         from paramiko.sftp import CMD_WRITE, int64
@@ -301,17 +307,27 @@ class SftpWriter:
         step = SFTP_REQUEST
         for off in range(0, len(view), step):
             piece = bytes(view[off : off + step])  # the one copy: into the SSH packet
-            num = self.sftp._async_request(type(None), CMD_WRITE, self.handle, int64(self.pos), piece)
+            num = self.sftp._async_request(self, CMD_WRITE, self.handle, int64(self.pos), piece)
             self._pending.append(num)
             self.pos += len(piece)
             if len(self._pending) >= self.window:
                 self._wait_one()
         return len(view)
 
+    def _async_response(self, t: int, msg: Any, num: int) -> None:
+        """paramiko: a reply to one of our requests, read while waiting for another request's."""
+        self._replies[num] = (t, msg)
+
     def _wait_one(self) -> None:
         from paramiko.sftp import CMD_STATUS
 
-        t, _msg = self.sftp._read_response(self._pending.popleft())  # raises on an error status
+        num = self._pending.popleft()
+        if num in self._replies:
+            t, msg = self._replies.pop(num)
+            if t == CMD_STATUS:
+                self.sftp._convert_status(msg)  # raises on an error status
+        else:
+            t, _msg = self.sftp._read_response(num)  # raises on an error status
         if t != CMD_STATUS:
             raise OSError("SFTP server answered a write with something other than a status")
 

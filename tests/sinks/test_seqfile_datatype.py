@@ -21,7 +21,7 @@ from logflume.component import Context
 from logflume.errors import ConfigError
 from sinks.seqfile import SeqFileSink
 from tests.conftest import sink_file_order
-from tests.store.conftest import check_delivery, make_sink, read_chunks, wait_for
+from tests.store.conftest import SSHD, Sshd, check_delivery, make_sink, read_chunks, wait_for
 
 from .conftest import DATATYPES, DIRS, TypedChunkMaker, files_by_dir
 
@@ -269,3 +269,34 @@ def test_max_open_files_is_a_positive_integer(context: Context) -> None:
     assert err.value.path == "s.max_open_files"
     sink = make_sink(SeqFileSink, "s", {"url": "/x", "path": "{datatype}/{date}"}, context)
     assert sink.partitioned and sink.config.max_open_files == 64
+
+
+@pytest.mark.skipif(not os.path.exists(SSHD), reason="OpenSSH sshd is not installed (openssh-server)")
+@pytest.mark.parametrize("sync", ["every_batch", "none"])
+def test_sftp_files_of_several_datatypes_share_one_session(tmp_path: Path, context: Context, sync: str) -> None:
+    # With sync none, writes of every datatype stay unanswered while another file rolls (open, rename): the
+    # replies that call reads must still reach the writer they belong to.
+    (tmp_path / "sshd").mkdir()
+    sshd = Sshd(tmp_path / "sshd")
+    sshd.start()
+    root = tmp_path / "sftp-root"
+    try:
+        sink = make_sink(SeqFileSink, "s", {"url": sshd.url(root), "storage_options": sshd.storage_options(),
+                                            "timeout": "5s", "path": "{datatype}/{date}", "roll_size": "24KiB",
+                                            "sync": sync, "max_open_files": 2}, context)
+        sink.start()
+        maker, sent = TypedChunkMaker(size=3000), []
+        try:
+            for _ in range(10):
+                batch = maker.batch(6)
+                sink.deliver(batch)
+                sent += batch
+        finally:
+            sink.stop()
+    finally:
+        sshd.close()
+    by_dir = files_by_dir(root)
+    assert sorted(by_dir) == sorted(DIRS.values())
+    for dt, d in DIRS.items():
+        check_delivery([c for c in sent if c.datatype == dt], read_chunks(by_dir[d]), max_duplicates=0)
+    assert not list(root.glob("*/*/.*"))

@@ -22,10 +22,9 @@ from collections.abc import Callable, Sequence
 
 from logflume.chunk import Chunk
 from logflume.chunking import StreamLedger
-from logflume.errors import ChannelClosed, TryLater
 from logflume.wire.identity import Authenticator
 from logflume.wire.idl import flume_thrift
-from logflume.wire.thrift_service import Peer, Refused, ThriftServiceEndpoint, refuse_bad_metadata
+from logflume.wire.thrift_service import Peer, Refused, ThriftServiceEndpoint, deliver_call
 
 FlumeStatus = flume_thrift.Status
 #: Event header that carries a Flume client's token (removed from the chunk's tags).
@@ -74,17 +73,8 @@ class _FlumeHandler:
         if peer.needs_token and not token:
             raise Refused(f"authentication failed: missing {TOKEN_HEADER} header (or client certificate)")
         sender = peer.identity(token.encode() if token and peer.needs_token else None).name
-        for c in chunks:
-            c.sender = sender
-        refuse_bad_metadata(chunks)
-        try:
-            self.deliver(chunks)
-        except (TryLater, ChannelClosed):
-            return FlumeStatus.FAILED
-        except Exception as exc:
-            self.log.error("flume: %d events not stored, answered FAILED: %s", len(events), exc)
-            return FlumeStatus.FAILED
-        return FlumeStatus.OK
+        return deliver_call(self.deliver, chunks, sender, codes=FlumeStatus, busy="FAILED",
+                            what=f"flume: {len(events)} events", log=self.log)
 
 
 class FlumeEndpoint(ThriftServiceEndpoint):

@@ -21,10 +21,9 @@ from collections.abc import Callable, Sequence
 
 from logflume.chunk import Chunk
 from logflume.chunking import StreamLedger
-from logflume.errors import ChannelClosed, TryLater
 from logflume.wire.identity import Authenticator
 from logflume.wire.idl import scribe_thrift
-from logflume.wire.thrift_service import Peer, Refused, ThriftServiceEndpoint, refuse_bad_metadata
+from logflume.wire.thrift_service import Peer, Refused, ThriftServiceEndpoint, deliver_call
 
 ResultCode = scribe_thrift.ResultCode
 
@@ -66,17 +65,8 @@ class _ScribeHandler:
             by_category.setdefault(_text(c), []).append(_raw(m.message))
         chunks = [self.ledger.records_chunk(source=self.source, stream=stream, datatype=self.datatype, tags=self.tags,
                                             records=records) for stream, records in by_category.items()]
-        for c in chunks:
-            c.sender = sender
-        refuse_bad_metadata(chunks)
-        try:
-            self.deliver(chunks)
-        except (TryLater, ChannelClosed):
-            return ResultCode.TRY_LATER
-        except Exception as exc:
-            self.log.error("scribe: %d messages not stored, answered TRY_LATER: %s", len(messages), exc)
-            return ResultCode.TRY_LATER
-        return ResultCode.OK
+        return deliver_call(self.deliver, chunks, sender, codes=ResultCode, busy="TRY_LATER",
+                            what=f"scribe: {len(messages)} messages", log=self.log)
 
 
 class ScribeEndpoint(ThriftServiceEndpoint):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import struct
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from thriftpy2.protocol.binary import TBinaryProtocol
@@ -29,6 +30,8 @@ from thriftpy2.protocol.compact import TCompactProtocol
 from thriftpy2.thrift import TMessageType
 from thriftpy2.transport.memory import TMemoryBuffer
 
+from logflume.chunk import Chunk
+from logflume.errors import ChannelClosed, TryLater
 from logflume.wire.connection import Connection, PeerClosed, Timeout, frame_deadline
 from logflume.wire.identity import Authenticator, Identity, certificate_names
 from logflume.wire.safe_thrift import DecodeError, decode_call
@@ -68,6 +71,27 @@ def refuse_bad_metadata(chunks: list) -> None:
         problem = c.metadata_error()
         if problem is not None:
             raise Refused(f"stream {c.stream[:80]!r}: metadata refused: {problem}")
+
+
+def deliver_call(deliver: Callable[[Sequence[Chunk]], None], chunks: list[Chunk], sender: str, *,
+                 codes: Any, busy: str, what: str, log: logging.Logger) -> int:
+    """A Scribe or Flume call's answer: ``codes.OK`` only once ``deliver`` returned (durable), else ``busy``.
+
+    Stamps the call's chunks with their sender and refuses bad metadata first (:func:`refuse_bad_metadata`).
+    ``busy`` (Scribe's ``TRY_LATER``, Flume's ``FAILED``: the name of one of ``codes``) is all these protocols
+    can say, whether ``deliver`` asked to back off or failed; only a failure is logged, ``what`` naming the call.
+    """
+    for c in chunks:
+        c.sender = sender
+    refuse_bad_metadata(chunks)
+    try:
+        deliver(chunks)
+    except (TryLater, ChannelClosed):
+        return getattr(codes, busy)
+    except Exception as exc:
+        log.error("%s not stored, answered %s: %s", what, busy, exc)
+        return getattr(codes, busy)
+    return codes.OK
 
 
 class Peer:

@@ -6,12 +6,12 @@ It listens on loopback by default; any other address needs TLS and a token
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
 from logflume.config import load_yaml
 from logflume.errors import ConfigError
+from logflume.secrets import is_loopback
 from logflume.settings import (
     Duration,
     Enum,
@@ -57,15 +57,6 @@ HICC_SETTINGS: dict[str, Setting] = {
     "token": Setting(Optional(Secret()), None, "Token to open the console (required beyond loopback)"),
     "log_level": Setting(Enum("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "Logging level"),
 }
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass

@@ -14,13 +14,15 @@ import sys
 import threading
 
 from logflume.errors import ConfigError, StartupError
+from logflume.logs import setup_logging
+from logflume.secrets import redact_text
 
 EXIT_STARTUP = 1
 EXIT_CONFIG = 2
 
 
 def _cannot_start(reason: object, code: int) -> int:
-    print(f"logflume hicc: cannot start: {reason}", file=sys.stderr, flush=True)
+    print(f"logflume hicc: cannot start: {redact_text(str(reason))}", file=sys.stderr, flush=True)
     return code
 
 
@@ -39,8 +41,7 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         return _cannot_start(exc, EXIT_CONFIG)
     cfg = config.values
-    logging.basicConfig(level=cfg.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(cfg.log_level)  # redacting, as the agent's and the collector's logs
     log = logging.getLogger("logflume.hicc")
     try:
         os.makedirs(cfg.data_dir, exist_ok=True)

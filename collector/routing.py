@@ -223,10 +223,26 @@ def route_lines(routes: Sequence[Route]) -> list[str]:
     return out
 
 
+def _file_sinks(store: Sink) -> list[Sink]:
+    """The SequenceFile sinks a store writes its product with (a buffer's primary, a group's members)."""
+    from collector.store import BufferStore
+    from sinks.seqfile import SeqFileSink
+
+    if isinstance(store, StoreGroup):
+        return [s for m in store.members for s in _file_sinks(m.sink)]
+    if isinstance(store, BufferStore):
+        return _file_sinks(store.primary)
+    return [store] if isinstance(store, SeqFileSink) else []
+
+
 def check_separate(routes: Sequence[Route], file: str | None) -> None:
     """ConfigError when two stores (routes' stores or members of a group) would write the same files or share
-    a secondary."""
+    a secondary, or when one's ``path`` template may name the other's directories (same root and collector
+    name): recovery at start takes every in-progress file its layout matches for its own."""
+    from sinks.seqfile import layouts_overlap
+
     seen: dict[str, str] = {}
+    layouts: list[tuple[str, str, str, str]] = []  # (root, collector, path, where)
     for route in routes:
         for store in _leaves(route.store):
             where = store.name  # a store is named by its key path: store, routes.NAME.store, ....sinks.MEMBER
@@ -235,6 +251,15 @@ def check_separate(routes: Sequence[Route], file: str | None) -> None:
                     raise ConfigError(file, where, f"writes the same place as {seen[place]} ({place}); expected its "
                                                    "own secondary dir and primary url, path or collector_name")
                 seen[place] = where
+            for sink in _file_sinks(store):
+                root = (sink.config.url if sink.remote else sink.local_root).rstrip("/")
+                for o_root, o_collector, o_path, o_where in layouts:
+                    if (o_root, o_collector) == (root, sink.collector) and layouts_overlap(o_path, sink.config.path):
+                        raise ConfigError(file, f"{sink.name}.path", f"{sink.config.path!r} may name the same "
+                                          f"directories as {o_where}'s {o_path!r} under {root} as {sink.collector}; "
+                                          "expected a path that cannot match the other's (e.g. a different "
+                                          "literal first directory), or its own url or collector_name")
+                layouts.append((root, sink.collector, sink.config.path, sink.name))
 
 
 class StoreRouter:

@@ -165,6 +165,10 @@ class BufferStore(Sink):
         sec = self.config.secondary
         if self.config.retry_jitter >= 1:
             raise ConfigError(file, f"{self.name}.retry_jitter", "expected a fraction below 1")
+        if "{" in sec.dir:
+            raise ConfigError(file, f"{self.name}.secondary.dir", "expected a plain directory: the secondary is one "
+                              "backlog for every datatype, replayed in order (a {datatype} in the primary's path "
+                              f"sorts it there), got {sec.dir!r}")
         sec_values = parse_settings(SecondaryFiles.schema(), {
             "url": os.path.abspath(sec.dir), "roll_size": sec.file_size, "roll_interval": "1h",
             "sync": "every_batch", "compression": "NONE", "collector_name": "secondary", "staging": "never",

@@ -95,6 +95,29 @@ def _dirs_pattern(path: str) -> re.Pattern[str]:
     return re.compile("^" + "".join(out) + "$")
 
 
+def layouts_overlap(a: str, b: str) -> bool:
+    """Whether two ``path`` templates may name the same directory: two stores of one root and collector name
+    with such layouts would each take the other's in-progress files for its own at start.
+
+    Directories of different depth never meet; two literal ones meet if equal; a literal meets a templated one
+    if it fits the template; two templated ones are taken to meet unless their literal starts or ends differ.
+    """
+    pa, pb = a.split("/"), b.split("/")
+    return len(pa) == len(pb) and all(_parts_overlap(x, y) for x, y in zip(pa, pb, strict=True))
+
+
+def _parts_overlap(x: str, y: str) -> bool:
+    tx, ty = _PATH_FIELD.search(x) is not None, _PATH_FIELD.search(y) is not None
+    if not tx and not ty:
+        return x == y
+    if not tx or not ty:
+        literal, template = (x, y) if not tx else (y, x)
+        return _dirs_pattern(template).match(literal) is not None
+    (hx, *_, lx), (hy, *_, ly) = _PATH_FIELD.split(x), _PATH_FIELD.split(y)
+    n, m = min(len(hx), len(hy)), min(len(lx), len(ly))
+    return hx[:n] == hy[:n] and (m == 0 or lx[-m:] == ly[-m:])
+
+
 def good_prefix(f: Any) -> tuple[int, int]:
     """(bytes up to the end of the last whole record, whole records) of a possibly torn SequenceFile."""
     try:

@@ -136,3 +136,45 @@ def test_failover_and_replay_sort_the_one_backlog_into_each_datatype_directory(t
         assert {c.datatype for c in got[d]} == {dt}, f"{d} holds only {dt}"
         # every chunk once, in the order sent: before the outage, replayed, and after
         check_delivery([c for c in sent if c.datatype == dt], got[d], max_duplicates=0)
+
+
+def _build(tmp: Path, routes: dict, store: dict | None = None):
+    from collector.config import build_collector_config
+
+    raw = {"collector": {"data_dir": str(tmp / "d")}, "routes": routes,
+           "store": store or {"type": "seqfile", "url": str(tmp / "default")}}
+    return build_collector_config(raw, "c.yaml")
+
+
+@pytest.mark.parametrize(("routes", "store", "path", "message"), [
+    ({"a": {"match": {"datatype": "A*"}, "store": {"type": "seqfile", "url": "/s", "path": "{foo}/{date}"}}},
+     None, "routes.a.store.path", "unknown field {foo}: expected {date}, {hour} or {datatype}"),
+    ({"a": {"match": {"datatype": "A*"}, "store": {"type": "buffer", "primary": {"url": "/s", "path": "{dt}"},
+                                                    "secondary": "/b"}}},
+     None, "routes.a.store.primary.path", "unknown field {dt}"),
+    ({"a": {"match": {"datatype": "A*"}, "store": {"type": "buffer", "primary": {"url": "/s", "path": "{datatype}"},
+                                                    "secondary": "/b/{datatype}"}}},
+     None, "routes.a.store.secondary.dir", "one backlog for every datatype"),
+    # the default store's {date} directories fit the route's {datatype}: each would recover the other's files
+    ({"a": {"match": {"datatype": "A*"}, "store": {"type": "seqfile", "url": "/s", "path": "{datatype}"}}},
+     {"type": "seqfile", "url": "/s"}, "store.path", "may name the same directories as routes.a.store's"),
+    ({"a": {"match": {"datatype": "A*"}, "store": {"type": "seqfile", "url": "/s", "path": "audit/{date}"}}},
+     {"type": "buffer", "primary": {"url": "/s", "path": "{datatype}/{date}"}, "secondary": "/b"},
+     "store.primary.path", "'{datatype}/{date}' may name the same directories"),
+])
+def test_config_errors_name_file_key_and_what_is_expected(tmp_path, routes, store, path, message):
+    from logflume.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        _build(tmp_path, routes, store)
+    assert (err.value.file, err.value.path) == ("c.yaml", path)
+    assert message in err.value.message
+
+
+def test_datatype_layouts_that_cannot_meet_share_a_root(tmp_path):
+    cfg = _build(tmp_path, {
+        "a": {"match": {"datatype": "A*"}, "store": {"type": "seqfile", "url": "/s", "path": "by-type/{datatype}"}},
+        "b": {"match": {"datatype": "B*"}, "store": {"type": "seqfile", "url": "/s", "path": "b/{date}/{hour}"}},
+    }, {"type": "seqfile", "url": "/s"})
+    assert cfg.render()["routes"]["a"]["store"]["path"] == "by-type/{datatype}"
+    assert cfg.render()["routes"]["a"]["store"]["max_open_files"] == 64

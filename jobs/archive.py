@@ -51,27 +51,18 @@ class ArchiveOptions:
 
 
 @dataclass
-class ArchiveSummary:
+class ArchiveSummary(DedupStats):
+    """A run's totals: the de-duplication's (summed over its batches, ``conflicts`` = chunks set aside to
+    ``_conflicts``), plus the archive's own counts."""
+
     batches: int = 0
     input_files: int = 0
     output_files: int = 0
-    chunks_in: int = 0
-    chunks_out: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    duplicates_dropped: int = 0
-    overlaps_trimmed: int = 0
-    conflicts: int = 0  # chunks set aside to _conflicts
     bad_chunks: int = 0  # records set aside to _errors (unusable metadata)
     recovered_batches: int = 0  # interrupted batches rolled back (and done again)
     seconds: float = 0.0
     outputs: list[str] = field(default_factory=list)
     set_aside: list[str] = field(default_factory=list)  # _errors and _conflicts files written
-
-    def add_dedup(self, st: DedupStats) -> None:
-        for name in ("chunks_in", "chunks_out", "bytes_in", "bytes_out", "duplicates_dropped", "overlaps_trimmed",
-                     "conflicts"):
-            setattr(self, name, getattr(self, name) + getattr(st, name))
 
 
 def group_by_hour(kept: list[Chunk]) -> dict[tuple[str, str, str], list[Chunk]]:
@@ -172,7 +163,7 @@ class Archiver:
         s.output_files += len(outputs)
         s.outputs.extend(outputs)
         s.set_aside.extend(set_aside)
-        s.add_dedup(dedup.stats)
+        s.add(dedup.stats)
         s.bad_chunks += len(rejected)
         totals = dict(committed.totals)
         for name, value in asdict(dedup.stats).items():

@@ -151,7 +151,8 @@ class DedupStats:
     conflicts: int = 0
 
     def add(self, other: DedupStats) -> None:
-        for name in self.__dataclass_fields__:
+        """Add ``other``'s counts (to a subclass too, which keeps its own fields)."""
+        for name in DedupStats.__dataclass_fields__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 

@@ -47,9 +47,12 @@ def test_check_prints_the_resolved_routes_in_match_order(tmp_path, monkeypatch, 
         f"secondary {tmp_path}/secondary-audit)",
         f"#   payments: tags.namespace=payments-* -> buffer ({tmp_path}/payments/{{date}}/{{hour}} as c1, "
         f"secondary {tmp_path}/secondary-payments)",
+        f"#   apps: stream=/var/log/apps/* -> buffer ({tmp_path}/apps/{{datatype}}/{{date}} as c1, "
+        f"secondary {tmp_path}/secondary-apps)",
         f"#   default: everything else -> buffer ({tmp_path}/sink/{{date}} as c1, secondary {tmp_path}/secondary)",
     ]
     resolved = yaml.safe_load(out)
-    assert list(resolved["routes"]) == ["audit", "payments"]
+    assert list(resolved["routes"]) == ["audit", "payments", "apps"]
     assert resolved["routes"]["audit"]["store"]["primary"]["codec"] == "gzip"  # every default filled in
     assert resolved["routes"]["payments"]["store"]["primary"]["path"] == "{date}/{hour}"
+    assert resolved["routes"]["apps"]["store"]["primary"]["max_open_files"] == 32

@@ -189,18 +189,14 @@ class Collector:
                 log=logging.getLogger("logflume.collector.wire"),
             )
             self._add(wire, cfg.listen, ssl_ctx)
-            if cfg.scribe is not None:
-                self._add(ScribeEndpoint(
-                    self._deliver, source=cfg.name, max_frame_size=cfg.thrift_max_frame_size,
-                    idle_timeout=cfg.idle_timeout, frame_timeout=cfg.frame_timeout, authenticator=auth,
-                    log=logging.getLogger("logflume.collector.scribe"),
-                ), cfg.scribe, ssl_ctx if cfg.scribe_tls else None)
-            if cfg.flume is not None:
-                self._add(FlumeEndpoint(
-                    self._deliver, source=cfg.name, max_frame_size=cfg.thrift_max_frame_size,
-                    idle_timeout=cfg.idle_timeout, frame_timeout=cfg.frame_timeout, authenticator=auth,
-                    log=logging.getLogger("logflume.collector.flume"),
-                ), cfg.flume, ssl_ctx if cfg.flume_tls else None)
+            for compat, addr, tls in ((ScribeEndpoint, cfg.scribe, cfg.scribe_tls),
+                                      (FlumeEndpoint, cfg.flume, cfg.flume_tls)):
+                if addr is not None:
+                    self._add(compat(
+                        self._deliver, source=cfg.name, max_frame_size=cfg.thrift_max_frame_size,
+                        idle_timeout=cfg.idle_timeout, frame_timeout=cfg.frame_timeout, authenticator=auth,
+                        log=logging.getLogger(f"logflume.collector.{compat.name}"),
+                    ), addr, ssl_ctx if tls else None)
             if cfg.metrics is not None:
                 try:
                     self.config.context.metrics.serve(*cfg.metrics)

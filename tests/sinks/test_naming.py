@@ -7,7 +7,7 @@ import random
 import re
 
 from logflume.chunk import MAX_DATATYPE_LEN, Chunk
-from sinks.naming import MAX_DATATYPE_DIR, datatype_dir
+from sinks.naming import MAX_DATATYPE_DIR, datatype_dir, is_hidden
 
 #: Characters a datatype may hold (logflume/chunk.py).
 CHARS = "abcXYZ019_.:@+=-"
@@ -33,6 +33,7 @@ def test_distinct_datatypes_get_distinct_portable_names() -> None:
     for dt in samples:
         d = datatype_dir(dt)
         assert PORTABLE.fullmatch(d), (dt, d)
+        assert not is_hidden(d), f"jobs would skip {d!r}"
         assert len(d) <= MAX_DATATYPE_DIR < 255, (dt, d)
         assert names.setdefault(d, dt) == dt, f"{dt!r} and {names[d]!r} share the directory {d!r}"
 

@@ -357,7 +357,7 @@ class TailSource(ThreadedSource):
                 tf.rotated_at = now  # no longer at any watched path: read it to its end, then let go
             if tf.fd is None and not self._open(tf, now):
                 if tf.chunker.pending_bytes == 0:
-                    self._forget_file(tf, remember=True)
+                    self._forget_file(tf)
         stale = time.monotonic() - 2 * self.config.rotate_wait - self.config.scan_interval
         self._short_waits = {k: t for k, t in self._short_waits.items() if t > stale}
         self._find_moved(now)
@@ -623,11 +623,9 @@ class TailSource(ThreadedSource):
                 if not pos.ended:
                     renamed.setdefault(pos.ino, []).append(pos)
             complete = True
-            for entry in entries:
+            for entry in entries:  # the cheap tests first: most entries are generations read to their end
                 if smallest is None and entry.inode() not in renamed:
                     continue  # nothing to search by content here: only inodes matter
-                if self._spec_for(entry.path) or entry.path.endswith(COMPRESSED_SUFFIXES):
-                    continue  # the scan's to decide; a compressed file is no copy of plain bytes
                 try:
                     if not entry.is_file(follow_symlinks=False):
                         continue
@@ -642,7 +640,9 @@ class TailSource(ThreadedSource):
                     wanted = any(st.st_size > p.offset for p in known)  # else read to its end already
                 else:
                     wanted = smallest is not None and st.st_size >= max(smallest, 1)
-                if wanted and not self._resume_outside(entry.path, now):
+                if not wanted or self._spec_for(entry.path) or entry.path.endswith(COMPRESSED_SUFFIXES):
+                    continue  # in the globs: the scan's to decide; a compressed file is no copy of plain bytes
+                if not self._resume_outside(entry.path, now):
                     complete = False
             if complete:
                 for pos in lost:
@@ -708,15 +708,23 @@ class TailSource(ThreadedSource):
         self._close(best[1])
         return True
 
-    def _forget_file(self, tf: TailedFile, remember: bool) -> None:
+    def _forget_file(self, tf: TailedFile) -> None:
+        """Let go of a file read to its end (or no longer reachable): its generation is remembered, to be
+        known wherever its bytes turn up.  A deleted file's bytes live on only in a copy, if one was made
+        (``mv`` to another filesystem copies, then unlinks): remembered as ended, it is looked for until its
+        copy searches are done, and a copy found later, even through a rename event handled late, resumes it
+        instead of being read again from 0 (chaos seed 61)."""
         key = tf.ident.key
         self._close(tf)
         self.files.pop(key, None)
         if self.by_path.get(tf.path) == key:
             del self.by_path[tf.path]
         self._take_ended(tf)
-        if remember:
-            self.remembered.add(tf.position())
+        pos = tf.position()
+        if tf.deleted:
+            pos = replace(pos, ended=True)
+            self._copy_searches[pos.epoch] = 0
+        self.remembered.add(pos)
         same_stream = next((t for t in self.files.values() if t.stream == tf.stream), None)
         if same_stream is not None:  # the new file at a rotated file's path: its lag is the stream's now
             self._lag_gauge(same_stream).set(same_stream.lag)
@@ -788,7 +796,7 @@ class TailSource(ThreadedSource):
         for tf in finished:
             self.m_rotations.inc()
             self.last_rotation[tf.stream] = time.time()
-            self._forget_file(tf, remember=not tf.deleted)
+            self._forget_file(tf)
         return total
 
     def _relieve(self, held: int, batch: list[Chunk], touched: list[TailedFile], now: float) -> int:

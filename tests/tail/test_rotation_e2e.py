@@ -209,3 +209,29 @@ def test_truncate_delete_while_open_and_inode_reuse_through_the_agent(tmp_path, 
     wait_for(lambda: epochs()[2:] == [new], message="new file with the reused inode read from 0")
     assert agent.terminate() == 0, agent.log()
     assert len(epochs()) == 3
+
+
+def test_move_by_copy_while_running_with_copies_followed_reads_each_line_once(tmp_path, logflume_proc):
+    """``mv`` to a name the globs follow, across filesystems (copy to ``app.log.1``, unlink ``app.log``), while
+    the agent reads ``app.log``: the copy holds a generation already read to its end.  Before, the deleted
+    generation was let go without being remembered, so the copy, seen first as the copy of a file being read
+    (it waits) and then as an unknown file, was read again from 0 under its own name (chaos seed 61 met the
+    same through a rename event handled late, which made the copy look renamed from its stream's name)."""
+    log, out = empty_log(tmp_path)
+    log.write_bytes(b"".join(line(n) for n in range(200)))
+    cfg = agent_config(tmp_path, [str(log) + "*"], out, close_inactive="1h")  # app.log stays open, as when written
+    agent = logflume_proc(["agent", "-c", cfg], name="agent")
+    wait_for(lambda: sum(len(c.data) for c in read_chunks(out)) == log.stat().st_size, timeout=30,
+             message="app.log delivered")
+    copy = log.with_name(log.name + ".1")
+    shutil.copyfile(log, copy)
+    log.unlink()
+    log.write_bytes(b"".join(line(n) for n in range(200, 210)))
+    wait_for(lambda: 209 in numbers(b"".join(bytes(c.data) for c in read_chunks(out))), timeout=30,
+             message="the next app.log read")
+    time.sleep(2.0)  # rotate_wait (300 ms) and many scans (100 ms): a copy read again is read by now
+    assert agent.terminate() == 0, agent.log()
+    got = sorted(numbers(b"".join(bytes(c.data) for c in read_chunks(out))))
+    assert got == list(range(210)), f"{len(got) - len(set(got))} lines read twice"
+
+    assert {c.stream for c in read_chunks(out)} == {str(log)}

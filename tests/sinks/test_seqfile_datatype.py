@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import gc
 import os
-import signal
 import subprocess
-import sys
 import tracemalloc
 from pathlib import Path
 
@@ -21,13 +19,12 @@ from logflume.component import Context
 from logflume.errors import ConfigError
 from sinks.seqfile import SeqFileSink
 from tests.conftest import sink_file_order
-from tests.store.conftest import SSHD, Sshd, check_delivery, make_sink, read_chunks, wait_for
+from tests.store.conftest import SSHD, Sshd, check_delivery, make_sink, read_chunks, run_until_acked, wait_for
 
 from .conftest import DATATYPES, DIRS, TypedChunkMaker, files_by_dir
 
 pytestmark = pytest.mark.timeout(90)
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _open_fds() -> int:
@@ -150,28 +147,7 @@ def test_more_datatypes_than_open_files_interleaved_lose_nothing_and_keep_order(
 def test_sigkill_leaves_a_file_in_progress_per_datatype_and_a_restart_recovers_each_in_place(
         tmp_path: Path) -> None:
     root, state = tmp_path / "store", tmp_path / "state"
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    with open(tmp_path / "writer.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.sinks.datatype_writer", str(root), str(state)],
-                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
-        acked: set[tuple[str, int]] = set()
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                _, stream, seq = line.decode().split()
-                acked.add((stream, int(seq)))
-                if len(acked) >= 300:
-                    proc.send_signal(signal.SIGKILL)
-                    break
-            for line in proc.stdout.read().decode().splitlines():  # acks printed before the kill landed
-                _, stream, seq = line.split()
-                acked.add((stream, int(seq)))
-            proc.wait(10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-    assert proc.returncode == -signal.SIGKILL, (tmp_path / "writer.log").read_text()[-2000:]
+    acked = run_until_acked("tests.sinks.datatype_writer", [str(root), str(state)], tmp_path, acks_before_kill=300)
     inprogress = sorted(p.relative_to(root).parts[0] for p in root.glob("*/*/.*.seq.inprogress"))
     assert inprogress == sorted(DIRS.values()), "the kill left one file in progress per datatype"
 

@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,3 +201,36 @@ def check_delivery(sent: list[Chunk], got: list[Chunk], max_duplicates: int) -> 
 
 def make_sink(cls, name: str, raw: dict, context: Context):
     return cls(name, parse_settings(cls.schema(), raw, name, None), context)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_until_acked(module: str, args: list[str], tmp_path: Path, acks_before_kill: int) -> set[tuple[str, int]]:
+    """Run ``python -m module args`` (a writer printing ``ack STREAM SEQ`` lines once each chunk is durable),
+    SIGKILL it once it has printed this many acks; return every ack it printed, those that raced the kill too."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    acked: set[tuple[str, int]] = set()
+    with open(tmp_path / "writer.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                stderr=log, stdin=subprocess.DEVNULL)
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                _, stream, seq = line.decode().split()
+                acked.add((stream, int(seq)))
+                if len(acked) >= acks_before_kill:
+                    proc.send_signal(signal.SIGKILL)
+                    break
+            for line in proc.stdout.read().decode().splitlines():  # acks printed before the kill landed
+                _, stream, seq = line.split()
+                acked.add((stream, int(seq)))
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    writer_log = (tmp_path / "writer.log").read_text()[-2000:]
+    assert proc.returncode == -signal.SIGKILL, writer_log
+    assert len(acked) >= acks_before_kill, writer_log
+    return acked

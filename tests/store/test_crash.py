@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,41 +11,10 @@ from collector.store import BufferStore
 from logflume.component import Context
 from sinks.seqfile import SeqFileSink
 
-from .conftest import final_files, make_sink, read_chunks, wait_for
+from .conftest import final_files, make_sink, read_chunks, run_until_acked, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _run_and_kill(cfg: dict, tmp_path: Path, acks_before_kill: int) -> set[tuple[str, int]]:
-    """Run the writer, SIGKILL it once it has printed this many acks; return every ack it printed."""
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    log = open(tmp_path / "writer.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "tests.store.crash_writer", json.dumps(cfg)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
-    acked: set[tuple[str, int]] = set()
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            _, stream, seq = line.decode().split()
-            acked.add((stream, int(seq)))
-            if len(acked) >= acks_before_kill:
-                proc.send_signal(signal.SIGKILL)
-                break
-        rest = proc.stdout.read()  # acks printed before the kill landed count too
-        for line in rest.decode().splitlines():
-            _, stream, seq = line.split()
-            acked.add((stream, int(seq)))
-        proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        log.close()
-    assert proc.returncode == -signal.SIGKILL, (tmp_path / "writer.log").read_text()[-2000:]
-    assert len(acked) >= acks_before_kill, (tmp_path / "writer.log").read_text()[-2000:]
-    return acked
 
 
 @pytest.mark.parametrize("settings", [
@@ -60,7 +25,7 @@ def test_sigkill_mid_file_then_restart_recovers_every_acked_chunk(tmp_path: Path
     root = tmp_path / "store"
     cfg = {"type": "seqfile", "agent_name": "coll1", "data_dir": str(tmp_path / "state"),
            "settings": {"url": str(root), **settings}}
-    acked = _run_and_kill(cfg, tmp_path, acks_before_kill=400)
+    acked = run_until_acked("tests.store.crash_writer", [json.dumps(cfg)], tmp_path, acks_before_kill=400)
     inprogress = list(root.glob("*/.*.inprogress"))
     assert len(inprogress) == 1, "the kill left a file in progress"
     assert final_files(root), "earlier files were rolled"
@@ -84,7 +49,7 @@ def test_sigkill_while_buffering_then_restart_replays_the_secondary(tmp_path: Pa
         "secondary": {"dir": str(secondary), "file_size": "100KiB"},
         "retry_interval": "1h",
     }}
-    acked = _run_and_kill(down, tmp_path, acks_before_kill=300)
+    acked = run_until_acked("tests.store.crash_writer", [json.dumps(down)], tmp_path, acks_before_kill=300)
     assert list(secondary.glob(".*.inprogress")), "the kill left a secondary file in progress"
 
     primary = tmp_path / "primary"

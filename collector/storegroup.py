@@ -11,6 +11,12 @@ failed the group raises and the agent sends the batch again.
 A member that cannot start (an SFTP server away when the collector starts) does
 not stop the collector while another member starts: it sits out like a member
 that failed, and is started when its penalty is over.
+
+The group publishes ``primary_up`` (and ``backlog_bytes``) under its own name,
+as a ``buffer`` store does, so ``/status``'s ``store`` block says whether the
+group can write to a primary: ``failover``, the member that takes the next
+batch has its primary up; ``load_balance``, any member that takes batches has.
+A member without a primary/secondary (``seqfile``) is up while it takes batches.
 """
 
 from __future__ import annotations
@@ -77,11 +83,34 @@ class StoreGroup(SinkGroup):
                 raise ConfigError(file, name, str(exc)) from None
         self.attach(members, list(self.config.sinks))
         self._not_started: set[int] = set()  # indexes of members whose start failed
+        # read when /status or /metrics is built: always the group's state now, not at the last batch
+        self.metrics.gauge("primary_up", "1 while the group can write to a primary").set_function(
+            lambda: 1.0 if self.primary_up else 0.0)
+        self.metrics.gauge("backlog_bytes", "Bytes the members hold in their secondaries").set_function(
+            lambda: float(sum(getattr(m.sink, "backlog_bytes", lambda: 0)() for m in self.members)))
 
     @property
     def member_types(self) -> list[str]:
         """Each member's store type, in ``members`` order."""
         return [n.type for n in self.config.sinks.values()]
+
+    def _taking(self, now: float) -> list[bool]:
+        """Per member (``members`` order): started and not penalized, so it takes batches."""
+        return [i not in self._not_started and m.until <= now for i, m in enumerate(self.members)]
+
+    @staticmethod
+    def _member_primary_up(sink: Sink) -> bool:
+        """A buffer store's own ``primary_up``; a store without a primary writes straight where it writes."""
+        return bool(getattr(sink, "primary_up", True))
+
+    @property
+    def primary_up(self) -> bool:
+        """True while the group can write to a primary (see the module doc)."""
+        taking = [m for m, ok in zip(self.members, self._taking(time.monotonic()), strict=True) if ok]
+        if self.config.processor == "failover":
+            active = max(taking, key=lambda m: m.priority, default=None)
+            return active is not None and self._member_primary_up(active.sink)
+        return any(self._member_primary_up(m.sink) for m in taking)
 
     def start(self) -> None:
         errors = []
@@ -129,11 +158,15 @@ class StoreGroup(SinkGroup):
         self.metrics.bytes_out.inc(nbytes)
 
     def status(self) -> dict[str, Any]:
-        """The group's view of each member (failures, penalty) with the member's own (``describe``)."""
+        """The group's view of each member (failures, penalty, whether it takes batches and its primary is up)
+        with the member's own (``describe``), and the group's ``primary_up``."""
         out = super().status()
+        out["primary_up"] = self.primary_up
         value = self.context.metrics.value
+        taking = self._taking(time.monotonic())
         for i, (row, m, type_name) in enumerate(zip(out["sinks"], self.members, self.member_types, strict=True)):
-            row.update({"store_type": type_name, "started": i not in self._not_started,
+            row.update({"store_type": type_name, "started": i not in self._not_started, "taking": taking[i],
+                        "primary_up": self._member_primary_up(m.sink),
                         "bytes_out": value("bytes_out_total", kind="sink", component=m.sink.name),
                         "describe": m.sink.describe()})
         return out

@@ -68,6 +68,31 @@ def _paged(rows: Sequence[Any], page: int, size: int) -> tuple[Sequence[Any], in
     return rows[(page - 1) * size: page * size], page, pages
 
 
+_UP = {True: "up", False: "DOWN", None: "-"}
+
+
+def _store_members(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """A group store's members as the collector's /status lists them (its component's ``status.sinks``)."""
+    name = (doc.get("store") or {}).get("name")
+    comp = next((c for c in doc.get("components", []) if c.get("name") == name and c.get("kind") == "sink"), {})
+    return list((comp.get("status") or {}).get("sinks") or [])
+
+
+def store_primary(doc: dict[str, Any]) -> str:
+    """The store's primary as HTML: up/DOWN/-, and for a group each member's (its primary, and "out" while
+    penalized or not started), since a group's members, not the group, have primaries."""
+    up = (doc.get("store") or {}).get("primary_up")
+    members = _store_members(doc)
+    if not members:
+        return _UP[up]
+    states = []
+    for m in members:
+        m_up = m.get("primary_up", (m.get("describe") or {}).get("primary_up"))
+        out = "" if m.get("taking", m.get("started", True)) else " (out)"
+        states.append(f'{escape(str(m.get("name", "?")).rsplit(".", 1)[-1])}: {_UP[m_up]}{out}')
+    return f'{_UP[up]}<br><span class="muted">{", ".join(states)}</span>'
+
+
 def problems(targets: Sequence[Target]) -> list[str]:
     out = []
     for t in targets:
@@ -111,7 +136,7 @@ def pipeline_page(agents: Sequence[Target], collectors: Sequence[Target], series
             '<th class="num">backlog</th><th class="num">secondary fill</th><th>last seen</th></tr>'
     for t in collectors:
         totals, store = t.doc.get("totals", {}), t.doc.get("store") or {}
-        primary = {True: "up", False: "DOWN", None: "-"}[store.get("primary_up")] if t.up else "unknown"
+        primary = store_primary(t.doc) if t.up else "unknown"
         fill = store.get("secondary_fill")
         body += (f'<tr data-target="{escape(t.address)}"><td>{escape(t.name)}<br><span class="muted">'
                  f'{escape(t.address)}</span></td><td>{_state(t.state)}</td>'
@@ -204,7 +229,7 @@ def store_page(collectors: Sequence[Target], jobs: dict[str, Any], refresh: floa
         s = t.doc.get("store") or {}
         files = "<br>".join(f'{escape(f["part"])}: {human_bytes(f["open_file_bytes"])} open, '
                             f'{f["files_closed"]:.0f} closed' for f in s.get("files", [])) or "-"
-        primary = {True: "up", False: "DOWN", None: "-"}[s.get("primary_up")]
+        primary = store_primary(t.doc)
         body += (f'<tr><td>{escape(t.name)} {"" if t.up else _state("down")}</td><td>{escape(s.get("type", "-"))}</td>'
                  f'<td>{primary}</td><td class="num">{human_bytes(s.get("backlog_bytes"))}</td>'
                  f'<td class="num">{human_bytes(s.get("secondary_max_bytes"))}</td><td>{files}</td>'

@@ -17,7 +17,6 @@ so parts already stored arrive twice (at-least-once; archive removes them).
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
 from collections.abc import Sequence
@@ -27,57 +26,21 @@ from typing import Any
 from collector.store import NestedSink
 from collector.storegroup import GROUP_TYPE, StoreGroup
 from logflume.chunk import Chunk
+from logflume.chunkmatch import MATCH_SETTINGS, ChunkMatch
 from logflume.component import Context
 from logflume.errors import ConfigError, StartupError
 from logflume.registry import resolve
-from logflume.settings import MapOf, Optional, Setting, Str, Values, parse_settings, render_settings
+from logflume.settings import Values, parse_settings, render_settings
 from logflume.sink import Sink
 
 _ROUTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-
-MATCH_SETTINGS: dict[str, Setting] = {
-    "datatype": Setting(Optional(Str()), None, "Glob on the chunk's datatype"),
-    "stream": Setting(Optional(Str()), None, "Glob on the chunk's stream: a Scribe category, a file path, ..."),
-    "tags": Setting(MapOf(Str()), {}, "Tag name -> glob on its value; the chunk must carry every tag named"),
-}
-
-
-@dataclass(frozen=True)
-class RouteMatch:
-    """What a route takes: every field given must match (globs, case-sensitive)."""
-
-    datatype: str | None = None
-    stream: str | None = None
-    tags: tuple[tuple[str, str], ...] = ()
-
-    def matches(self, chunk: Chunk) -> bool:
-        if self.datatype is not None and not fnmatch.fnmatchcase(chunk.datatype, self.datatype):
-            return False
-        if self.stream is not None and not fnmatch.fnmatchcase(chunk.stream, self.stream):
-            return False
-        for name, pattern in self.tags:
-            value = chunk.tags.get(name)
-            if value is None or not fnmatch.fnmatchcase(value, pattern):
-                return False
-        return True
-
-    def render(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.datatype is not None:
-            out["datatype"] = self.datatype
-        if self.stream is not None:
-            out["stream"] = self.stream
-        if self.tags:
-            out["tags"] = dict(self.tags)
-        return out
-
 
 @dataclass
 class Route:
     """A named store and the chunks it takes (``match`` None: the default store, which takes the rest)."""
 
     name: str
-    match: RouteMatch | None
+    match: ChunkMatch | None
     store_type: str
     store_cls: type[Sink]
     store_values: Values
@@ -152,8 +115,8 @@ def build_routes(raw: Any, context: Context, file: str | None) -> list[Route]:
             raise ConfigError(file, f"{where}.match", "expected a mapping with datatype, stream and/or tags "
                                                       "(a route matching everything is the default store's job)")
         m = parse_settings(MATCH_SETTINGS, spec["match"], f"{where}.match", file)
-        match = RouteMatch(m.datatype, m.stream, tuple(m.tags.items()))
-        if match == RouteMatch():
+        match = ChunkMatch.from_values(m)
+        if match == ChunkMatch():
             raise ConfigError(file, f"{where}.match", "expected at least one of datatype, stream, tags")
         routes.append(Route(str(name), match, *build_store(spec["store"], f"{where}.store", f"{where}.store",
                                                            context, file)))

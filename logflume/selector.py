@@ -14,31 +14,22 @@ failure there (full, refused, closed) is counted
 
 from __future__ import annotations
 
-import fnmatch
-from dataclasses import dataclass
 from typing import Any
 
 from logflume.chunk import Chunk
+from logflume.chunkmatch import MATCH_SETTINGS, ChunkMatch
 from logflume.errors import ConfigError
 from logflume.settings import (
     Duration,
     Enum,
     ListOf,
-    MapOf,
     Obj,
-    Optional,
     Setting,
     Str,
     Values,
     parse_settings,
     render_settings,
 )
-
-MATCH_SETTINGS: dict[str, Setting] = {
-    "datatype": Setting(Optional(Str()), None, "Glob on the chunk's datatype"),
-    "stream": Setting(Optional(Str()), None, "Glob on the chunk's stream (a file's path, syslog:APP, ...)"),
-    "tags": Setting(MapOf(Str()), {}, "Tag name -> glob on its value; the chunk must carry every tag named"),
-}
 
 ROUTE_SETTINGS: dict[str, Setting] = {
     "match": Setting(Obj(MATCH_SETTINGS), doc="What the route takes: every field given must match"),
@@ -56,24 +47,6 @@ SELECTOR_SETTINGS: dict[str, Setting] = {
 }
 
 
-@dataclass(frozen=True)
-class Match:
-    datatype: str | None
-    stream: str | None
-    tags: tuple[tuple[str, str], ...]
-
-    def matches(self, chunk: Chunk) -> bool:
-        if self.datatype is not None and not fnmatch.fnmatchcase(chunk.datatype, self.datatype):
-            return False
-        if self.stream is not None and not fnmatch.fnmatchcase(chunk.stream, self.stream):
-            return False
-        for name, pattern in self.tags:
-            value = chunk.tags.get(name)
-            if value is None or not fnmatch.fnmatchcase(value, pattern):
-                return False
-        return True
-
-
 class ChannelSelector:
     """Maps a chunk to (required, optional) channel names of one source."""
 
@@ -83,7 +56,7 @@ class ChannelSelector:
         if self.type == "replicating":
             optional = tuple(c for c in channels if c in values.optional)
             self._all = (tuple(c for c in channels if c not in optional), optional)
-        self.routes = [(Match(r.match.datatype, r.match.stream, tuple(sorted(r.match.tags.items()))),
+        self.routes = [(ChunkMatch.from_values(r.match),
                         tuple(r.channels or values.default), tuple(c for c in r.optional if c not in r.channels))
                        for r in values.routes]
         self.default = (tuple(values.default), ())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from logflume.chunk import Chunk
 from logflume.component import Component
@@ -53,6 +53,23 @@ class ByteBudget:
             self.cond.notify_all()
 
 
+def wait_for_head(cond: threading.Condition, has_head: Callable[[], bool], closed: Callable[[], bool], name: str,
+                  timeout: float | None) -> bool:
+    """Wait, holding ``cond``, until a chunk is at the head (True) or ``timeout`` passes (False; None: forever).
+
+    A take on a closed, empty channel raises ChannelClosed: the sink stops instead of waiting for ever.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not has_head():
+        if closed():
+            raise ChannelClosed(name)
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return False
+        cond.wait(remaining if remaining is not None else 1.0)
+    return True
+
+
 class Transaction:
     """One unit of work against a channel; use as a context manager.
 
@@ -82,6 +99,95 @@ class Transaction:
             self.commit()
         else:
             self.rollback()
+
+
+class StagedTransaction(Transaction):
+    """The bookkeeping every channel's transaction does alike: what it put and took, used once, counted on commit.
+
+    A channel says only how a put is staged, a take is made, a commit applied
+    and each undone (the ``_`` hooks); ``puts``/``takes`` hold what its hooks
+    returned.  A commit that fails rolls back, so nothing stays reserved or taken.
+    """
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.puts: list[Any] = []
+        self.put_bytes = 0
+        self.takes: list[Any] = []
+        self.take_bytes = 0
+        self.done = False
+
+    def put(self, chunk: Chunk, timeout: float | None = None) -> None:
+        self._check()
+        self.puts.append(self._stage(chunk, timeout))
+        self.put_bytes += len(chunk)
+
+    def take(self, timeout: float | None = 0.0) -> Chunk | None:
+        self._check()
+        got = self._take(timeout)
+        if got is None:
+            return None
+        handle, chunk = got
+        self.takes.append(handle)
+        self.take_bytes += len(chunk)
+        return chunk
+
+    def commit(self) -> None:
+        self._check()
+        if self.puts or self.takes:
+            try:
+                self._apply()
+            except BaseException:
+                self.rollback()
+                raise
+        self.done = True
+        metrics = self.channel.metrics
+        if self.puts:
+            metrics.chunks_in.inc(len(self.puts))
+            metrics.bytes_in.inc(self.put_bytes)
+        if self.takes:
+            metrics.chunks_out.inc(len(self.takes))
+            metrics.bytes_out.inc(self.take_bytes)
+        if self.puts or self.takes:
+            self._committed()
+
+    def rollback(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.puts:
+            self._unstage()
+        if self.takes:
+            self._untake()
+
+    def _check(self) -> None:
+        if self.done:
+            raise RuntimeError("transaction already committed or rolled back")
+
+    # -- the channel's part --------------------------------------------------------------------
+
+    def _stage(self, chunk: Chunk, timeout: float | None) -> Any:
+        """Reserve room for ``chunk`` (blocking while full) and stage it; returns what ``puts`` keeps."""
+        raise NotImplementedError
+
+    def _take(self, timeout: float | None) -> tuple[Any, Chunk] | None:
+        """Take the head chunk: (what ``takes`` keeps, the chunk), or None if none came within ``timeout``."""
+        raise NotImplementedError
+
+    def _apply(self) -> None:
+        """Make the puts visible and the takes consumed, at once."""
+        raise NotImplementedError
+
+    def _committed(self) -> None:
+        """After a commit was applied and counted (a durable channel's fsync)."""
+
+    def _unstage(self) -> None:
+        """Release what the puts reserved."""
+        raise NotImplementedError
+
+    def _untake(self) -> None:
+        """Return the takes to the head of the channel, in their order."""
+        raise NotImplementedError
 
 
 class Channel(Component):

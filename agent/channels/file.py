@@ -39,7 +39,7 @@ from agent.channels.filelog.records import (
 )
 from agent.channels.filelog.replay import Damage, ReplayResult, replay
 from agent.channels.filelog.segments import LogWriteError, SegmentLog, list_segments
-from logflume.channel import ByteBudget, Channel, Transaction
+from logflume.channel import ByteBudget, Channel, StagedTransaction, Transaction, wait_for_head
 from logflume.chunk import Buffer, Chunk
 from logflume.errors import ChannelClosed, ConfigError, LogflumeError, StartupError
 from logflume.settings import Duration, Enum, Optional, Setting, Size, Str
@@ -406,13 +406,9 @@ class FileChannel(Channel):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._cond:
-                while not self._queue:
-                    if self._closed:
-                        raise ChannelClosed(self.name)
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        return None
-                    self._cond.wait(remaining if remaining is not None else 1.0)
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not wait_for_head(self._cond, lambda: bool(self._queue), lambda: self._closed, self.name, left):
+                    return None
                 if self._closed:
                     raise ChannelClosed(self.name)
                 key, held = self._queue.popitem(last=False)
@@ -550,61 +546,35 @@ class FileChannel(Channel):
         self._fill_chunks.set(len(self._queue) + len(self._taken))
 
 
-class _FileTransaction(Transaction):
+class _FileTransaction(StagedTransaction):
+    channel: FileChannel
+
     def __init__(self, channel: FileChannel) -> None:
-        self._ch = channel
+        super().__init__(channel)
         self._txid = 0
-        self._puts: list[Entry] = []
-        self._put_bytes = 0
-        self._takes: list[tuple[tuple[int, int], _Held]] = []
-        self._done = False
+        self._end = (0, 0)  # log position of the COMMIT record
 
-    def put(self, chunk: Chunk, timeout: float | None = None) -> None:
-        self._check()
+    def _stage(self, chunk: Chunk, timeout: float | None) -> Entry:
         if not self._txid:
-            self._txid = self._ch._new_txid()
-        entry = self._ch._put(self._txid, chunk, timeout)
-        self._puts.append(entry)
-        self._put_bytes += entry[3]
+            self._txid = self.channel._new_txid()
+        return self.channel._put(self._txid, chunk, timeout)
 
-    def take(self, timeout: float | None = 0.0) -> Chunk | None:
-        self._check()
-        got = self._ch._take(timeout)
+    def _take(self, timeout: float | None) -> tuple[tuple[tuple[int, int], _Held], Chunk] | None:
+        got = self.channel._take(timeout)
         if got is None:
             return None
         key, held, chunk = got
-        self._takes.append((key, held))
-        return chunk
+        return (key, held), chunk
 
-    def commit(self) -> None:
-        self._check()
-        if not self._puts and not self._takes:
-            self._done = True
-            return
-        try:
-            end = self._ch._commit(self._txid, self._puts, self._takes)
-        except BaseException:
-            self.rollback()  # the COMMIT record is not in the log: nothing stays reserved or taken
-            raise
-        self._done = True
-        if self._puts:
-            self._ch.metrics.chunks_in.inc(len(self._puts))
-            self._ch.metrics.bytes_in.inc(self._put_bytes)
-        if self._takes:
-            self._ch.metrics.chunks_out.inc(len(self._takes))
-            self._ch.metrics.bytes_out.inc(sum(h[1][3] for _, h in self._takes))
-        if self._ch.config.fsync == "every_commit":
-            self._ch._sync_to(end)
+    def _apply(self) -> None:
+        self._end = self.channel._commit(self._txid, self.puts, self.takes)  # fails: the COMMIT is not in the log
 
-    def rollback(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        if self._puts:
-            self._ch._rollback_puts(self._txid, self._put_bytes)
-        if self._takes:
-            self._ch._return_to_head(self._takes)
+    def _committed(self) -> None:
+        if self.channel.config.fsync == "every_commit":
+            self.channel._sync_to(self._end)
 
-    def _check(self) -> None:
-        if self._done:
-            raise RuntimeError("transaction already committed or rolled back")
+    def _unstage(self) -> None:
+        self.channel._rollback_puts(self._txid, self.put_bytes)
+
+    def _untake(self) -> None:
+        self.channel._return_to_head(self.takes)

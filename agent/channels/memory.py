@@ -8,13 +8,11 @@ a crash (see docs/channels.md).
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from typing import ClassVar
 
-from logflume.channel import ByteBudget, Channel, Transaction
+from logflume.channel import ByteBudget, Channel, StagedTransaction, Transaction, wait_for_head
 from logflume.chunk import Chunk
-from logflume.errors import ChannelClosed
 
 
 class MemoryChannel(Channel):
@@ -64,16 +62,10 @@ class MemoryChannel(Channel):
             self._update()
             self._cond.notify_all()
 
-    def _take(self, timeout: float | None) -> Chunk | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _take(self, timeout: float | None) -> _Taken | None:
         with self._cond:
-            while not self._queue:
-                if self._closed:
-                    raise ChannelClosed(self.name)
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._cond.wait(remaining if remaining is not None else 1.0)
+            if not wait_for_head(self._cond, lambda: bool(self._queue), lambda: self._closed, self.name, timeout):
+                return None
             n, chunk = self._queue.popleft()
             self._queued_bytes -= len(chunk)
             self._update()
@@ -106,50 +98,25 @@ class _Taken:
         self.n, self.chunk = n, chunk
 
 
-class _MemoryTransaction(Transaction):
-    def __init__(self, channel: MemoryChannel) -> None:
-        self._ch = channel
-        self._puts: list[Chunk] = []
-        self._put_bytes = 0
-        self._takes: list[_Taken] = []
-        self._done = False
+class _MemoryTransaction(StagedTransaction):
+    channel: MemoryChannel
 
-    def put(self, chunk: Chunk, timeout: float | None = None) -> None:
-        self._check()
-        self._ch._budget.reserve(len(chunk), timeout)
-        self._puts.append(chunk)
-        self._put_bytes += len(chunk)
+    def _stage(self, chunk: Chunk, timeout: float | None) -> Chunk:
+        self.channel._budget.reserve(len(chunk), timeout)
+        return chunk
 
-    def take(self, timeout: float | None = 0.0) -> Chunk | None:
-        self._check()
-        taken = self._ch._take(timeout)
-        if taken is None:
-            return None
-        self._takes.append(taken)
-        return taken.chunk
+    def _take(self, timeout: float | None) -> tuple[_Taken, Chunk] | None:
+        taken = self.channel._take(timeout)
+        return None if taken is None else (taken, taken.chunk)
 
-    def commit(self) -> None:
-        self._check()
-        self._done = True
-        if self._puts:
-            self._ch._publish(self._puts)
-            self._ch.metrics.chunks_in.inc(len(self._puts))
-            self._ch.metrics.bytes_in.inc(self._put_bytes)
-        if self._takes:
-            taken = sum(len(t.chunk) for t in self._takes)
-            self._ch._budget.release(taken)
-            self._ch.metrics.chunks_out.inc(len(self._takes))
-            self._ch.metrics.bytes_out.inc(taken)
+    def _apply(self) -> None:
+        if self.puts:
+            self.channel._publish(self.puts)
+        if self.takes:
+            self.channel._budget.release(self.take_bytes)
 
-    def rollback(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        if self._puts:
-            self._ch._budget.release(self._put_bytes)
-        if self._takes:
-            self._ch._return_to_head(self._takes)
+    def _unstage(self) -> None:
+        self.channel._budget.release(self.put_bytes)
 
-    def _check(self) -> None:
-        if self._done:
-            raise RuntimeError("transaction already committed or rolled back")
+    def _untake(self) -> None:
+        self.channel._return_to_head(self.takes)

@@ -26,12 +26,13 @@ from typing import Any
 
 from jobs.dedup import Deduplicator, DedupStats
 from jobs.errors import JobError
+from jobs.hidden_temp import hidden_temp
 from jobs.layout import partition_name, utc_day_hour
 from jobs.manifest import Committed, Manifest, Pending, sync_file
 from jobs.setaside import CONFLICTS_DIR, ERRORS_DIR, Rejected, SetAsideFile
 from jobs.sinkfiles import list_finished, open_fs, parse_record, read_chunks
+from jobs.size_arg import size_arg
 from logflume.chunk import Chunk
-from logflume.settings import Invalid, parse_size
 from sinks.naming import inprogress_name
 
 WRITER_NAME = "logflume-archive"
@@ -126,7 +127,8 @@ class Archiver:
         n = f"{batch:06d}"
         patterns = [f"{root}/*/*/*/archive-{n}.seq", inprogress_name(f"{root}/*/*/*/archive-{n}.seq")]
         for folder, stem in ((ERRORS_DIR, "errors"), (CONFLICTS_DIR, "conflicts")):
-            patterns += [f"{root}/{folder}/{stem}-{n}.seq", f"{root}/{folder}/.{stem}-{n}.seq.tmp"]
+            out = f"{root}/{folder}/{stem}-{n}.seq"
+            patterns += [out, hidden_temp(out)]
         for pattern in patterns:
             for path in self.out_fs.glob(pattern):
                 self.out_fs.rm(path)
@@ -257,14 +259,7 @@ def _sync_point(w: Any) -> int:
     return w.position if w.compression == "BLOCK" else before
 
 
-def _size(text: str) -> int:
-    try:
-        n = parse_size(text)
-    except Invalid:
-        raise argparse.ArgumentTypeError(f"expected a size such as 64MiB, got {text!r}") from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError("expected a size above 0")
-    return n
+_size = size_arg(1, "above 0")
 
 
 def build_parser() -> argparse.ArgumentParser:

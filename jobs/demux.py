@@ -35,8 +35,8 @@ from jobs.manifest import Committed, Manifest, Pending
 from jobs.outputs import FORMATS, final_name, require_format
 from jobs.records import DemuxStats, ProcessorSpec, TypeStats
 from jobs.sinkfiles import InputFile, is_hidden, list_finished, open_fs
+from jobs.size_arg import size_arg
 from logflume.errors import ConfigError
-from logflume.settings import Invalid, parse_size
 
 #: Input bytes per commit by default: what a crash can make the next run redo.
 BATCH_SIZE = 1024 * 1024 * 1024
@@ -264,14 +264,7 @@ def run(input_url: str, output_url: str, spec: ProcessorSpec, fmt: str = "parque
                             progress, master=master).run()
 
 
-def _size(text: str) -> int:
-    try:
-        n = parse_size(text)
-    except Invalid:
-        raise argparse.ArgumentTypeError(f"expected a size such as 64MiB, got {text!r}") from None
-    if n < 1024:
-        raise argparse.ArgumentTypeError("expected a size of at least 1KiB")
-    return n
+_size = size_arg(1024, "of at least 1KiB")
 
 
 def build_parser() -> argparse.ArgumentParser:

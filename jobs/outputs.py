@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from jobs.hidden_temp import discard, hidden_temp
 from logflume.processor import encode_json, flatten_rows
 
 FORMATS = {"jsonl": "jsonl", "parquet": "parquet", "seq": "seq"}
@@ -39,7 +40,7 @@ class PartitionWriter:
         folder = "/".join([root.rstrip("/"), *partition])
         name = f"part-{part:05d}.{FORMATS[fmt]}"
         self.path = f"{folder}/{name}"
-        self.tmp = f"{folder}/.{name}.tmp"
+        self.tmp = hidden_temp(self.path)
         self.count = 0
         fs.makedirs(folder, exist_ok=True)
         self._rows: list[dict[str, Any]] = []
@@ -88,13 +89,7 @@ class PartitionWriter:
         return self.path
 
     def abort(self) -> None:
-        try:
-            if self._f is not None:
-                self._f.close()
-            if self.fs.exists(self.tmp):
-                self.fs.rm(self.tmp)
-        except OSError:
-            pass
+        discard(self.fs, self._f, self.tmp)
 
 
 def write_partitions(records: Iterable[tuple[tuple[str, ...], Any]], fs: Any, root: str, index: int,

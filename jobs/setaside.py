@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from jobs.hidden_temp import discard, hidden_temp
 from jobs.layout import partition_name, utc_day_hour
 from logflume.chunk import Buffer, Chunk
 
@@ -88,8 +89,7 @@ class SetAsideFile:
     def __init__(self, fs: Any, path: str, writer: str, metadata: dict[str, str] | None = None) -> None:
         self.fs = fs
         self.path = path
-        folder, name = path.rsplit("/", 1)
-        self.tmp = f"{folder}/.{name}.tmp"
+        self.tmp = hidden_temp(path)
         self.writer_name = writer
         self.metadata = metadata or {}
         self.count = 0
@@ -123,10 +123,4 @@ class SetAsideFile:
 
     def abort(self) -> None:
         """Drop a half-written file (its chunks are still in the inputs)."""
-        try:
-            if self._f is not None:
-                self._f.close()
-            if self.fs.exists(self.tmp):
-                self.fs.rm(self.tmp)
-        except OSError:
-            pass
+        discard(self.fs, self._f, self.tmp)

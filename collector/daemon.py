@@ -18,16 +18,8 @@ import sys
 import threading
 
 from logflume.errors import ConfigError, StartupError
+from logflume.exits import EXIT_CONFIG, EXIT_STARTUP, cannot_start
 from logflume.logs import setup_logging
-from logflume.secrets import redact_text
-
-EXIT_STARTUP = 1
-EXIT_CONFIG = 2
-
-
-def _cannot_start(reason: object, code: int) -> int:
-    print(f"logflume collector: cannot start: {redact_text(str(reason))}", file=sys.stderr, flush=True)
-    return code
 
 
 def main(argv: list[str]) -> int:
@@ -45,7 +37,7 @@ def main(argv: list[str]) -> int:
         config = load_collector_config(args.config)
         warnings = secret_warnings(COLLECTOR_SETTINGS, config.collector, "collector", args.config) + config.warnings
     except ConfigError as exc:
-        return _cannot_start(exc, EXIT_CONFIG)
+        return cannot_start("collector", exc, EXIT_CONFIG)
     setup_logging(config.collector.log_level)
     for warning in warnings:
         logging.getLogger("logflume.collector").warning("%s", warning)
@@ -72,9 +64,9 @@ def main(argv: list[str]) -> int:
     try:
         collector.start()
     except StartupError as exc:
-        return _cannot_start(exc, EXIT_STARTUP)
+        return cannot_start("collector", exc, EXIT_STARTUP)
     except Exception as exc:
-        return _cannot_start(f"{type(exc).__name__}: {exc}", EXIT_STARTUP)
+        return cannot_start("collector", f"{type(exc).__name__}: {exc}", EXIT_STARTUP)
     addrs = ", ".join(f"{s.endpoint.name}={s.address[0]}:{s.address[1]}" for s in collector.servers)
     logging.getLogger("logflume.collector").info("collector %s ready: %s", config.collector.name, addrs)
     reloader.write_pid(os.getpid())

@@ -14,16 +14,8 @@ import sys
 import threading
 
 from logflume.errors import ConfigError, StartupError
+from logflume.exits import EXIT_CONFIG, EXIT_STARTUP, cannot_start
 from logflume.logs import setup_logging
-from logflume.secrets import redact_text
-
-EXIT_STARTUP = 1
-EXIT_CONFIG = 2
-
-
-def _cannot_start(reason: object, code: int) -> int:
-    print(f"logflume hicc: cannot start: {redact_text(str(reason))}", file=sys.stderr, flush=True)
-    return code
 
 
 def main(argv: list[str]) -> int:
@@ -39,7 +31,7 @@ def main(argv: list[str]) -> int:
     try:
         config = load_hicc_config(args.config)
     except ConfigError as exc:
-        return _cannot_start(exc, EXIT_CONFIG)
+        return cannot_start("hicc", exc, EXIT_CONFIG)
     cfg = config.values
     setup_logging(cfg.log_level)  # redacting, as the agent's and the collector's logs
     log = logging.getLogger("logflume.hicc")
@@ -54,11 +46,11 @@ def main(argv: list[str]) -> int:
             ssl_ctx = server_context(cfg.tls.cert, cfg.tls.key)
         server = ConsoleServer(Console(cfg, poller, series), ssl_ctx)
     except ConfigError as exc:
-        return _cannot_start(exc, EXIT_CONFIG)
+        return cannot_start("hicc", exc, EXIT_CONFIG)
     except StartupError as exc:
-        return _cannot_start(exc, EXIT_STARTUP)
+        return cannot_start("hicc", exc, EXIT_STARTUP)
     except OSError as exc:
-        return _cannot_start(f"{cfg.listen[0]}:{cfg.listen[1]} or {cfg.data_dir}: {exc.strerror or exc}",
+        return cannot_start("hicc", f"{cfg.listen[0]}:{cfg.listen[1]} or {cfg.data_dir}: {exc.strerror or exc}",
                              EXIT_STARTUP)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -17,6 +17,8 @@ import yaml
 from logflume import __version__
 from logflume.allocator import reuse_large_buffers
 from logflume.errors import ConfigError, StartupError
+from logflume.exits import EXIT_CONFIG, EXIT_STARTUP
+from logflume.exits import fail as _fail
 from logflume.logs import setup_logging
 from logflume.secrets import redact_text
 
@@ -31,15 +33,6 @@ DELEGATED = {
                 "Check or repair a file channel: channel verify|salvage DIR"),
     "test": ("logflume.pipeline_tests:main", "Run unit tests of an agent config (logflume test -c AGENT TESTS)"),
 }
-
-EXIT_CONFIG = 2
-EXIT_STARTUP = 1
-
-
-def _fail(cmd: str, message: str, code: int) -> int:
-    print(f"logflume {cmd}: {redact_text(message)}", file=sys.stderr)
-    return code
-
 
 def _warn(cmd: str, warnings: list[str]) -> None:
     for warning in warnings:

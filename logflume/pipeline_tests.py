@@ -211,10 +211,10 @@ def _drive_tail(src: TailSource, inp: Values, capture: Capture, outcome: Outcome
         raise ConfigError(file, f"{where}.lines", "expected either lines or text (the file's content)")
     _only(inp, ("source", "file", "lines", "text", "peer"), where, file, "a tail source")
     path = os.path.abspath(os.path.expanduser(inp.file))
-    spec = src._spec_for(path)  # the source's own choice: globs, excludes, compressed rotations
+    spec = src.paths.spec_for(path)  # the source's own choice: globs, excludes, compressed rotations
     if spec is None:
         outcome.notes.append(f"{path} is not followed by source {src.name}: it matches none of its globs "
-                             f"({', '.join(s.glob for s in src.specs)}) or is excluded")
+                             f"({', '.join(src.paths.globs)}) or is excluded")
         return
     if inp.text is not None:
         data = inp.text.encode()

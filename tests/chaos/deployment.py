@@ -24,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from agent.sources.tailing.identity import FINGERPRINT_BYTES, fingerprint
+from agent.sources.tail.identity import FINGERPRINT_BYTES, fingerprint
 from tests.chaos.cases import AGENT_NAMES, AGENTS, CASES
 from tests.store.conftest import Sshd
 

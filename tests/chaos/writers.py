@@ -36,7 +36,7 @@ import signal
 import time
 from pathlib import Path
 
-from agent.sources.tailing.identity import FileIdentity
+from agent.sources.tail.identity import FileIdentity
 from tests.chaos.lines import make_line
 
 

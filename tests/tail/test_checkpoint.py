@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 import pytest
 
-from agent.sources.tailing.checkpoint import CheckpointWriter, Position, PositionFile
+from agent.sources.tail.checkpoint import CheckpointWriter, Position, PositionFile
 from logflume.errors import StartupError
 
 

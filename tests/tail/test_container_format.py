@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from agent.sources.tailing.container_format import parse_cri, parse_docker
+from agent.sources.tail.container_format import parse_cri, parse_docker
 from logflume.chunk import FLAG_SPLIT
 from logflume.errors import ConfigError
 from tests.tail.container_lines import lines, messages

@@ -459,7 +459,7 @@ def test_failed_delivery_is_read_again_without_gap(tmp_path):
 
 
 def test_event_glob_matching_rules():
-    from agent.sources.tail import _glob_matches
+    from agent.sources.tail.paths import glob_matches as _glob_matches
 
     assert _glob_matches("/var/log/app.log", "/var/log/*.log")
     assert not _glob_matches("/var/log/x/app.log", "/var/log/*.log")

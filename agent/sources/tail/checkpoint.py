@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from agent.sources.tailing.identity import FileIdentity
+from agent.sources.tail.identity import FileIdentity
 from logflume.errors import StartupError
 from logflume.statefile import write_atomic
 

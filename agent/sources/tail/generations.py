@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Generic, TypeVar
 
-from agent.sources.tailing.checkpoint import Position
-from agent.sources.tailing.identity import fingerprint
+from agent.sources.tail.checkpoint import Position
+from agent.sources.tail.identity import fingerprint
 
 T = TypeVar("T")
 

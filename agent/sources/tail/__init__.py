@@ -18,21 +18,20 @@ from __future__ import annotations
 
 import codecs
 import errno
-import fnmatch
-import glob
 import os
 import stat
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import ClassVar
 
-from agent.sources.tailing.checkpoint import CheckpointWriter, Position, PositionFile
-from agent.sources.tailing.container_format import FORMATS, ContainerFormat
-from agent.sources.tailing.generations import FingerprintIndex, Generations
-from agent.sources.tailing.identity import FileIdentity, read_head
-from agent.sources.tailing.reader import TailedFile
-from agent.sources.tailing.watcher import ChangeWatcher, glob_base
+from agent.sources.tail.checkpoint import CheckpointWriter, Position, PositionFile
+from agent.sources.tail.container_format import FORMATS, ContainerFormat
+from agent.sources.tail.generations import FingerprintIndex, Generations
+from agent.sources.tail.identity import FileIdentity, read_head
+from agent.sources.tail.paths import COMPRESSED_SUFFIXES, PATH_SETTINGS, FollowedPaths, PathSpec
+from agent.sources.tail.reader import TailedFile
+from agent.sources.tail.watcher import ChangeWatcher
 from logflume.chunk import Chunk
 from logflume.chunking import MultilinePattern, RecordChunker
 from logflume.errors import ChannelClosed, ConfigError
@@ -42,7 +41,6 @@ from logflume.settings import (
     Enum,
     Int,
     ListOf,
-    MapOf,
     Obj,
     Optional,
     Regex,
@@ -51,9 +49,6 @@ from logflume.settings import (
     Str,
 )
 from logflume.source import SourceOutput, ThreadedSource
-
-#: Rotated files compressed by logrotate: skipped unless the glob itself names the suffix.
-COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
 
 #: Complete searches for the copy of a generation whose own file no longer holds it (truncated away by
 #: copytruncate, its inode reused or gone) before the search ends; an ended generation is then dropped.
@@ -68,27 +63,12 @@ OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 #: What a newly seen file is (see ``TailSource._identify``).
 NEW, RESUME, WAIT = "new", "resume", "wait"
 
-PATH_SETTINGS = {
-    "glob": Setting(Str(), doc="Files to follow (``*``, ``?``, ``[..]``, ``**`` for any depth)"),
-    "datatype": Setting(Optional(Str()), None, "Datatype of these files' chunks (default: the source's)"),
-    "tags": Setting(MapOf(Str()), {}, "Tags added to these files' chunks (over the source's tags)"),
-    "exclude": Setting(ListOf(Str()), [], "Globs of files to leave out, for this entry only"),
-}
-
 MULTILINE_SETTINGS = {
     "pattern": Setting(Regex(), doc="Regular expression searched in each line (bytes, delimiter excluded)"),
     "negate": Setting(Bool(), False, "Invert the match"),
     "match": Setting(Enum("after", "before"), "after",
                      "Matching lines join the record before them (after) or the one after them (before)"),
 }
-
-
-@dataclass(frozen=True)
-class PathSpec:
-    glob: str
-    datatype: str
-    tags: dict[str, str]
-    exclude: tuple[str, ...]
 
 
 def decode_delimiter(text: str) -> bytes:
@@ -152,11 +132,9 @@ class TailSource(ThreadedSource):
     def configure(self) -> None:
         cfg = self.config
         where, file = f"sources.{self.name}", self.context.config_file
-        self.specs: list[PathSpec] = []
-        for entry in cfg.paths:
-            pattern = os.path.abspath(os.path.expanduser(entry.glob))
-            tags = {**cfg.tags, **entry.tags}
-            self.specs.append(PathSpec(pattern, entry.datatype or cfg.datatype, tags, tuple(entry.exclude)))
+        specs = [PathSpec(os.path.abspath(os.path.expanduser(entry.glob)), entry.datatype or cfg.datatype,
+                          {**cfg.tags, **entry.tags}, tuple(entry.exclude)) for entry in cfg.paths]
+        self.paths = FollowedPaths(specs, cfg.exclude, cfg.follow_symlinks, self.log)
         try:
             self.delimiter = decode_delimiter(cfg.record_delimiter)
         except ValueError as exc:
@@ -187,7 +165,6 @@ class TailSource(ThreadedSource):
         self._live: FingerprintIndex[TailedFile] | None = None  # files being read, by fingerprint (per step)
         self._rescan = False  # a generation ended: look for its copy at once
         self._short_waits: dict[tuple[int, int], float] = {}  # file -> since when it waits on a short match
-        self._refused_links: set[str] = set()  # symbolic links leading out of the globs (warned once)
         self.unreadable: dict[tuple[int, int], tuple[int, int]] = {}
         self.open_count = 0
         self._initial_scan = True
@@ -202,10 +179,10 @@ class TailSource(ThreadedSource):
         self.m_truncations = m.counter("tail_truncations", "Files that shrank and were read again from 0")
 
     def reads(self) -> list[str]:
-        return ["file:" + s.glob for s in self.specs]
+        return ["file:" + g for g in self.paths.globs]
 
     def describe(self) -> dict:
-        return {"type": type(self).__name__, "globs": [s.glob for s in self.specs]}
+        return {"type": type(self).__name__, "globs": self.paths.globs}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -214,7 +191,7 @@ class TailSource(ThreadedSource):
         self.remembered = Generations(self.positions.load())
         self._copy_searches = {}
         self.checkpoints = CheckpointWriter(self.positions, self.config.checkpoint_interval, self._checkpoint_failed)
-        self.watcher = ChangeWatcher([s.glob for s in self.specs], use_events=self.config.use_events)
+        self.watcher = ChangeWatcher(self.paths.globs, use_events=self.config.use_events)
         self.watcher.start()
         super().start(output)
 
@@ -303,7 +280,7 @@ class TailSource(ThreadedSource):
             self.watcher.ensure_watches()
         else:
             for path in dirty:
-                spec = self._spec_for(path)
+                spec = self.paths.spec_for(path)
                 if spec is not None:
                     self._consider(path, spec, now)
         nread = self._service(now)
@@ -322,33 +299,13 @@ class TailSource(ThreadedSource):
 
     # -- finding files --------------------------------------------------------------------------
 
-    def _excluded(self, path: str, spec: PathSpec) -> bool:
-        name = os.path.basename(path)
-        for pattern in (*self.config.exclude, *spec.exclude):
-            target = path if "/" in pattern else name
-            if fnmatch.fnmatchcase(target, pattern):
-                return True
-        for sfx in COMPRESSED_SUFFIXES:
-            if path.endswith(sfx):
-                return sfx not in spec.glob  # compressed rotations are read only when a glob names them
-        return False
-
-    def _spec_for(self, path: str) -> PathSpec | None:
-        for spec in self.specs:
-            if _glob_matches(path, spec.glob) and not self._excluded(path, spec):
-                return spec
-        return None
-
     def _scan(self, now: float) -> None:
         """Run every glob; notice new, rotated, grown and vanished files."""
         seen: set[tuple[int, int]] = set()
-        for spec in self.specs:
-            for path in glob.iglob(spec.glob, recursive=True):
-                if self._excluded(path, spec):
-                    continue
-                key = self._consider(path, spec, now)
-                if key is not None:
-                    seen.add(key)
+        for path, spec in self.paths.matching():
+            key = self._consider(path, spec, now)
+            if key is not None:
+                seen.add(key)
         wall = time.time()
         for key, tf in list(self.files.items()):
             if key in seen:
@@ -375,7 +332,7 @@ class TailSource(ThreadedSource):
     def _consider(self, path: str, spec: PathSpec, now: float) -> tuple[int, int] | None:
         """Look at one path that matches a glob; returns the identity key of the file there."""
         try:
-            real = self._resolve(path)
+            real = self.paths.resolve(path)
             if real is None:
                 return None
             st = os.lstat(real)
@@ -404,42 +361,6 @@ class TailSource(ThreadedSource):
         if st.st_size == 0:
             return key  # nothing to read yet; followed once it has bytes (from its beginning)
         return self._track_new(real, spec, now, stream=path if real != path else None)
-
-    def _resolve(self, path: str) -> str | None:
-        """The file to read for a path the globs matched; None when a symbolic link is in the way.
-
-        Root reads every file: a link dropped into a log directory (``evil.log -> /etc/shadow``), or a
-        linked directory under the glob's fixed part, must not make the agent ship what it leads to.  With
-        ``follow_symlinks`` a link is followed when its target is in the globs too.
-        """
-        target = path
-        for _ in range(40):  # the kernel's own limit on links in a row
-            if not stat.S_ISLNK(os.lstat(target).st_mode):
-                break
-            if not self.config.follow_symlinks:
-                return None
-            target = os.path.normpath(os.path.join(os.path.dirname(target), os.readlink(target)))
-        else:
-            return None
-        spec = self._spec_for(target)
-        if spec is None:
-            if path not in self._refused_links:
-                self._refused_links.add(path)
-                self.log.warning("not following %s: it leads to %s, which no glob of this source matches",
-                                 path, target)
-            return None
-        base = glob_base(spec.glob)[0]
-        rel = os.path.relpath(os.path.dirname(target), base)
-        if rel != "." and not rel.startswith(".."):
-            directory = base
-            for part in rel.split(os.sep):  # directories the glob's wildcards matched: no links among them
-                directory = os.path.join(directory, part)
-                if os.path.islink(directory):
-                    if not self.config.follow_symlinks:
-                        return None
-                    real = os.path.realpath(target)  # through a linked directory: where it really is
-                    return real if self._spec_for(real) is not None else None
-        return target
 
     def _track_new(self, path: str, spec: PathSpec | None, now: float, stream: str | None = None,
                    known_only: bool = False) -> tuple[int, int] | None:
@@ -485,7 +406,7 @@ class TailSource(ThreadedSource):
             self.remembered.pop(pos.epoch)
             self._copy_searches.pop(pos.epoch, None)
             offset, epoch, stream, truncs = pos.offset, pos.epoch, pos.stream, pos.truncations
-            spec = self._spec_for(pos.stream) or spec or self.specs[0]
+            spec = self.paths.spec_for(pos.stream) or spec or self.paths.specs[0]
             if pos.key == key and not pos.ended:
                 ident = pos.identity  # the same file: keep the fingerprint length it had
             else:
@@ -580,7 +501,7 @@ class TailSource(ThreadedSource):
         key = (st.st_dev, st.st_ino)
         tf = self.files.get(key)
         if tf is None:
-            spec = self._spec_for(old)
+            spec = self.paths.spec_for(old)
             if spec is None or st.st_size == 0 or not stat.S_ISREG(st.st_mode):
                 return
             # Created and rotated away between two looks (fast rotation): its stream is still the old path.
@@ -589,7 +510,7 @@ class TailSource(ThreadedSource):
             if tf is None:
                 return
         tf.path = new
-        if self._spec_for(new) is not None:
+        if self.paths.spec_for(new) is not None:
             tf.rotated_at = None  # still at a watched path: followed like any other file
         elif tf.rotated_at is None:
             tf.rotated_at = now  # renamed out of the globs: read to its end, then let go
@@ -640,7 +561,7 @@ class TailSource(ThreadedSource):
                     wanted = any(st.st_size > p.offset for p in known)  # else read to its end already
                 else:
                     wanted = smallest is not None and st.st_size >= max(smallest, 1)
-                if not wanted or self._spec_for(entry.path) or entry.path.endswith(COMPRESSED_SUFFIXES):
+                if not wanted or self.paths.spec_for(entry.path) or entry.path.endswith(COMPRESSED_SUFFIXES):
                     continue  # in the globs: the scan's to decide; a compressed file is no copy of plain bytes
                 if not self._resume_outside(entry.path, now):
                     complete = False
@@ -891,18 +812,3 @@ def _moved_copy_of(pos: Position, path: str) -> bool:
     return bool(stem) and name.startswith(stem) and directory in (os.path.dirname(pos.path),
                                                                    os.path.dirname(pos.stream))
 
-
-def _glob_matches(path: str, pattern: str) -> bool:
-    """Does ``path`` match ``pattern`` as glob.glob would (``*`` stays within one directory)?"""
-    if "**" in pattern:
-        regex = glob.translate(pattern, recursive=True, include_hidden=True) if hasattr(glob, "translate") else None
-        if regex is not None:
-            import re
-
-            return re.fullmatch(regex, path) is not None
-        return fnmatch.fnmatchcase(path, pattern)
-    p_parts, s_parts = pattern.split(os.sep), path.split(os.sep)
-    return len(p_parts) == len(s_parts) and all(
-        fnmatch.fnmatchcase(s, p) and (not s.startswith(".") or p.startswith("."))  # glob skips dot files
-        for s, p in zip(s_parts, p_parts, strict=True)
-    )

@@ -18,8 +18,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from agent.sources.tailing.checkpoint import Position
-from agent.sources.tailing.identity import FileIdentity
+from agent.sources.tail.checkpoint import Position
+from agent.sources.tail.identity import FileIdentity
 from logflume.chunk import Chunk
 from logflume.chunking import RecordChunker
 

@@ -105,9 +105,10 @@ class RecordChunker:
 
     ``feed`` returns the chunks that reached ``chunk_size``; ``poll`` those due
     by time (complete records after ``flush_interval`` since the first unsent
-    byte; everything, a trailing partial record flagged ``partial``, once no
-    byte arrived for ``partial_timeout``); ``finish`` everything at end of
-    stream.  A record longer than ``chunk_size`` leaves in ``chunk_size``
+    byte, or after ``quiet_flush`` without a new byte once the caller says it
+    has read everything there is; everything, a trailing partial record flagged
+    ``partial``, once no byte arrived for ``partial_timeout``); ``finish``
+    everything at end of stream.  A record longer than ``chunk_size`` leaves in ``chunk_size``
     pieces flagged ``split`` (all but its last piece).
 
     The chunker keeps references to what ``feed`` is given only until it
@@ -128,6 +129,7 @@ class RecordChunker:
         multiline: MultilinePattern | None = None,
         flush_interval: float = 1.0,
         partial_timeout: float = 5.0,
+        quiet_flush: float = 0.0,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size: expected at least 1 byte, got {chunk_size}")
@@ -145,6 +147,7 @@ class RecordChunker:
         self.multiline = multiline
         self.flush_interval = flush_interval
         self.partial_timeout = partial_timeout
+        self.quiet_flush = quiet_flush
         #: Only the plain newline case may leave ``record_ends`` out (design.md).
         self.track_ends = self.delimiter != b"\n" or multiline is not None
         self._offset = start_offset
@@ -187,13 +190,21 @@ class RecordChunker:
             out.append(self._cut_full())
         return out
 
-    def poll(self, now: float) -> list[Chunk]:
-        """Chunks due by time: complete records after ``flush_interval``, everything after ``partial_timeout``."""
+    def poll(self, now: float, caught_up: bool = False) -> list[Chunk]:
+        """Chunks due by time: complete records after ``flush_interval``, or ``quiet_flush`` after the last
+        byte when ``caught_up`` (the input has nothing more to give now), everything after ``partial_timeout``.
+
+        The quiet flush sends a writer's burst as soon as it ends, while a reader that is behind (never caught
+        up) keeps filling ``chunk_size`` chunks: low latency when idle, big chunks under load.
+        """
         if not self._buf:
             return []
         if self._last_fed_at is not None and now - self._last_fed_at >= self.partial_timeout:
             return self._drain()
         if self._first_unsent_at is not None and now - self._first_unsent_at >= self.flush_interval:
+            return self.flush_complete(now)
+        quiet = self._quiet_since(caught_up)
+        if quiet is not None and now >= quiet:
             return self.flush_complete(now)
         return []
 
@@ -211,8 +222,9 @@ class RecordChunker:
         """End of stream: everything still held, a trailing partial record flagged ``partial``."""
         return self._drain()
 
-    def next_deadline(self) -> float | None:
-        """Clock time at which :meth:`poll` will next have something to do (None: nothing held)."""
+    def next_deadline(self, caught_up: bool = False) -> float | None:
+        """Clock time at which :meth:`poll` (given the same ``caught_up``) will next have something to do
+        (None: nothing held)."""
         if not self._buf:
             return None
         times = []
@@ -220,7 +232,16 @@ class RecordChunker:
             times.append(self._last_fed_at + self.partial_timeout)
         if self._first_unsent_at is not None and self._complete_end() > 0:
             times.append(self._first_unsent_at + self.flush_interval)
+            quiet = self._quiet_since(caught_up)
+            if quiet is not None:
+                times.append(quiet)
         return min(times) if times else None
+
+    def _quiet_since(self, caught_up: bool) -> float | None:
+        """When the quiet flush is due: ``quiet_flush`` after the last byte, if the input is caught up."""
+        if not caught_up or self.quiet_flush <= 0 or self._last_fed_at is None:
+            return None
+        return self._last_fed_at + self.quiet_flush
 
     # -- record boundaries --------------------------------------------------------------------
 

@@ -67,6 +67,27 @@ def test_flush_interval_sends_complete_records_only():
     assert ch.poll(12.0) == []  # partial waits for partial_timeout since the last byte
 
 
+def test_quiet_flush_sends_complete_records_once_caught_up_input_is_quiet():
+    ch = make(flush_interval=1.0, partial_timeout=5.0, quiet_flush=0.005)
+    assert ch.feed(b"one\ntw", 10.0) == []
+    assert ch.poll(10.004, caught_up=True) == []  # quiet for less than quiet_flush
+    assert ch.next_deadline(caught_up=True) == pytest.approx(10.005)
+    assert ch.next_deadline(caught_up=False) == pytest.approx(11.0)
+    assert ch.poll(10.5, caught_up=False) == [], "a reader that is behind waits for chunk_size or flush_interval"
+    out = ch.poll(10.005, caught_up=True)
+    assert [bytes(c.data) for c in out] == [b"one\n"] and ch.pending_bytes == 2
+    assert ch.poll(10.006, caught_up=True) == [] and ch.next_deadline(caught_up=True) == pytest.approx(15.0)
+    assert ch.feed(b"o\nthree\n", 10.1) == []  # a new byte restarts the quiet time
+    assert ch.poll(10.104, caught_up=True) == []
+    assert [bytes(c.data) for c in ch.poll(10.105, caught_up=True)] == [b"two\nthree\n"]
+
+
+def test_quiet_flush_off_by_default():
+    ch = make(flush_interval=1.0, partial_timeout=5.0)
+    ch.feed(b"one\n", 0.0)
+    assert ch.poll(0.9, caught_up=True) == [] and ch.next_deadline(caught_up=True) == pytest.approx(1.0)
+
+
 def test_partial_timeout_sends_partial_flagged():
     ch = make(flush_interval=1.0, partial_timeout=2.0)
     ch.feed(b"no newline", 0.0)

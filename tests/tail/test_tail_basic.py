@@ -212,7 +212,7 @@ def test_max_buffered_bounds_bytes_held_across_files(tmp_path, running):
         log.write_bytes(lines(0, 400, tag=f"f{i}-"))  # ~22 KiB each, 220 KiB in all
     total = sum(log.stat().st_size for log in logs)
     slow = {"paths": [str(tmp_path / "*.log")], **FAST, "flush_interval": "10m", "partial_timeout": "10m",
-            "chunk_size": "1MiB"}
+            "quiet_flush": "0s", "chunk_size": "1MiB"}
 
     # Control: a limit above what the files hold: everything is read and held, nothing sent.
     loose = running(tmp_path, {**slow, "max_buffered": "1MiB"}, name="loose")
@@ -228,6 +228,39 @@ def test_max_buffered_bounds_bytes_held_across_files(tmp_path, running):
     assert held <= 64 << 10 and held + sum(len(c) for c in tight.output.snapshot()) == total
     for i, log in enumerate(logs):
         assert lines(0, 400, tag=f"f{i}-").startswith(tight.stream_bytes(log))
+
+
+def test_a_burst_is_sent_once_the_file_is_quiet_not_after_flush_interval(tmp_path, running):
+    """quiet_flush: read to the end and quiet for 5 ms, complete records leave; flush_interval (here 10 minutes)
+    is only the upper bound.  Without it nothing would be sent before the wait below gives up."""
+    log = tmp_path / "app.log"
+    log.write_bytes(b"")
+    r = running(tmp_path, {"paths": [str(log)], **FAST, "flush_interval": "10m", "partial_timeout": "10m"})
+    for burst in range(3):
+        with open(log, "ab") as fh:
+            fh.write(lines(burst * 10, burst * 10 + 10) + b"partial")  # a record still being written stays
+        wait_for(lambda b=burst: r.stream_bytes(log) == _complete(log.read_bytes()), timeout=30,
+                 message=f"burst {burst} sent while flush_interval is 10 minutes")
+        with open(log, "ab") as fh:
+            fh.write(b" end\n")
+    assert r.stream_bytes(log) == log.read_bytes()[:-len(b"partial end\n")]
+
+
+def test_a_reader_behind_cuts_full_chunks_despite_quiet_flush(tmp_path, running):
+    """8 MiB present before the source starts: the reader is behind until the end, so every chunk but the last
+    is a full chunk_size one (the quiet flush fires only once the file is read to its end)."""
+    log = tmp_path / "big.log"
+    data = lines(0, 300_000)
+    log.write_bytes(data)
+    r = running(tmp_path, {"paths": [str(log)], **FAST, "flush_interval": "10m", "chunk_size": "1MiB",
+                           "read_block_size": "64KiB", "max_buffered": "4MiB"})  # not max_buffered's early cuts
+    wait_for(lambda: r.stream_bytes(log) == data, timeout=60, message="everything sent")
+    sizes = [len(c) for c in r.output.snapshot()]
+    assert len(sizes) >= 8 and all(size > (1 << 20) - 100 for size in sizes[:-1]), sizes  # 8.5 MB of lines
+
+
+def _complete(data: bytes) -> bytes:
+    return data[:data.rfind(b"\n") + 1]
 
 
 def test_truncated_and_regrown_detected_by_fingerprint(tmp_path, running):

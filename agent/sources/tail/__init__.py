@@ -106,7 +106,10 @@ class TailSource(ThreadedSource):
                                 "Most bytes read from all files and not yet in the channel (default: chunk_size); "
                                 "beyond it complete records leave early in smaller chunks"),
         "flush_interval": Setting(Duration(), "500ms",
-                                  "Send complete records this long after the first unsent byte"),
+                                  "Send complete records at the latest this long after the first unsent byte"),
+        "quiet_flush": Setting(Duration(), "5ms",
+                               "Send complete records once a file was read to its end and did not grow for this "
+                               "long (0: only flush_interval); a reader that is behind keeps cutting full chunks"),
         "record_delimiter": Setting(Delimiter(), "\n", "Bytes that end a record (backslash escapes allowed: '\\r\\n')"),
         "multiline": Setting(Optional(Obj(MULTILINE_SETTINGS)), None,
                              "Group lines into records: {pattern, negate, match} (Filebeat semantics)"),
@@ -290,7 +293,7 @@ class TailSource(ThreadedSource):
     def _idle_wait(self, now: float, next_scan: float) -> float:
         deadline = min(next_scan, now + 1.0)
         for tf in self.files.values():
-            d = tf.chunker.next_deadline()
+            d = tf.chunker.next_deadline(caught_up=tf.fd is not None and tf.at_eof)
             if d is not None and d < deadline:
                 deadline = d
             if tf.rotated_at is not None:
@@ -592,7 +595,7 @@ class TailSource(ThreadedSource):
             source=self.context.agent_name, stream=stream, datatype=datatype, tags=tags, epoch=epoch,
             start_offset=offset, chunk_size=cfg.chunk_size, record_delimiter=self.delimiter,
             multiline=self.container_format.grouping() if self.container_format else self.multiline,  # type: ignore[arg-type]
-            flush_interval=cfg.flush_interval, partial_timeout=cfg.partial_timeout,
+            flush_interval=cfg.flush_interval, partial_timeout=cfg.partial_timeout, quiet_flush=cfg.quiet_flush,
         )
 
     # -- descriptors ----------------------------------------------------------------------------

@@ -171,7 +171,7 @@ class TailedFile:
                     out.chunks += self.chunker.finish()
                     out.done = True
                     return out
-        out.chunks += self.chunker.poll(now)
+        out.chunks += self.chunker.poll(now, caught_up=out.eof)
         return out
 
     def _read_slice(self, pos: int, want: int, block: int) -> tuple[list[bytes], int]:

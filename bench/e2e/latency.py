@@ -150,7 +150,8 @@ def run_logflume_latency(opts: LogflumeOptions, work: Path, rate: int, seconds: 
         group.start("agent", [python, "-m", "logflume", "agent", "-c", str(work / "agent.yaml")],
                     work / "agent.log", env=env)
         wait_until(lambda: acked_bytes(mport) >= 0, 30, "the agent's metrics endpoint", group)
-        out = _measure(f"{opts.name} (flush_interval {opts.flush_interval})", group, watch / "app.log",
+        out = _measure(f"{opts.name} (flush_interval {opts.flush_interval}, quiet_flush {opts.quiet_flush})",
+                       group, watch / "app.log",
                        lambda: [p for p in sink_root.rglob("*") if p.is_file()], rate, seconds, python, env, work)
     finally:
         group.stop_all(10)
@@ -198,12 +199,15 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def run_latency_cases(args: Any, work: Path, python: str, env: dict[str, str], rate: int = 10_000,
                       seconds: float = 15.0) -> dict[str, Any]:
-    """logflume (at each of ``args.latency_flush``, 500ms the default), rsyslog and syslog-ng at ``rate`` lines/s."""
+    """logflume at its defaults and, with quiet_flush off, at each of ``args.latency_flush``; rsyslog and
+    syslog-ng; all at ``rate`` lines/s."""
     cases: list[tuple[str, Callable[[], dict[str, Any]]]] = []
-    for fi in getattr(args, "latency_flush", ["500ms", "200ms"]):
-        o = LogflumeOptions(channel="memory", sync="every_batch", chunk_size=args.chunk_size_mb << 20,
-                            flush_interval=fi)
-        cases.append((f"{o.name} (flush_interval {fi})",
+    options = [LogflumeOptions(channel="memory", sync="every_batch", chunk_size=args.chunk_size_mb << 20)]
+    options += [LogflumeOptions(channel="memory", sync="every_batch", chunk_size=args.chunk_size_mb << 20,
+                                flush_interval=fi, quiet_flush="0s")
+                for fi in getattr(args, "latency_flush", ["500ms", "200ms"])]
+    for o in options:
+        cases.append((f"{o.name} (flush_interval {o.flush_interval}, quiet_flush {o.quiet_flush})",
                       lambda o=o: run_logflume_latency(o, work / "run-latency", rate, seconds, python, env)))
     for name, cls in PEERS.items():
         peer = cls()

@@ -35,12 +35,15 @@ class LogflumeOptions:
     sync: str = "every_batch"  # every_batch | none
     chunk_size: int = 64 << 20
     flush_interval: str = "500ms"
+    #: The tail's quiet_flush ("0s": off, the behaviour before it existed).
+    quiet_flush: str = "5ms"
     #: Run with ``logflume tap`` attached to the tail source (records sampled), to measure what tapping costs.
     tap: bool = False
 
     @property
     def name(self) -> str:
-        return f"logflume-{self.channel}-sync{'on' if self.sync != 'none' else 'off'}" + ("-tapped" if self.tap else "")
+        return (f"logflume-{self.channel}-sync{'on' if self.sync != 'none' else 'off'}"
+                + ("-tapped" if self.tap else "") + (f"-quiet{self.quiet_flush}" if self.quiet_flush != "5ms" else ""))
 
 
 def agent_config(opts: LogflumeOptions, work: Path, paths: list[str], collector_port: int,
@@ -57,7 +60,8 @@ def agent_config(opts: LogflumeOptions, work: Path, paths: list[str], collector_
         "agent": {"name": "bench", "data_dir": str(work / "agent"), "metrics": f"127.0.0.1:{metrics_port}",
                   "log_level": "WARNING", "shutdown_timeout": "10s"},
         "sources": {"logs": {"type": "tail", "paths": paths, "channels": ["buf"], "start_at": "beginning",
-                             "chunk_size": opts.chunk_size, "flush_interval": opts.flush_interval}},
+                             "chunk_size": opts.chunk_size, "flush_interval": opts.flush_interval,
+                             "quiet_flush": opts.quiet_flush}},
         "channels": {"buf": channel},
         "sinks": {SINK_NAME: {"type": "collector", "channel": "buf", "collectors": [f"127.0.0.1:{collector_port}"]}},
     }

@@ -35,15 +35,15 @@ class LogflumeOptions:
     sync: str = "every_batch"  # every_batch | none
     chunk_size: int = 64 << 20
     flush_interval: str = "500ms"
-    #: The tail's quiet_flush ("0s": off, the behaviour before it existed).
-    quiet_flush: str = "5ms"
+    #: The tail's quiet_flush ("0s": off, its default).
+    quiet_flush: str = "0s"
     #: Run with ``logflume tap`` attached to the tail source (records sampled), to measure what tapping costs.
     tap: bool = False
 
     @property
     def name(self) -> str:
         return (f"logflume-{self.channel}-sync{'on' if self.sync != 'none' else 'off'}"
-                + ("-tapped" if self.tap else "") + (f"-quiet{self.quiet_flush}" if self.quiet_flush != "5ms" else ""))
+                + ("-tapped" if self.tap else "") + (f"-quiet{self.quiet_flush}" if self.quiet_flush != "0s" else ""))
 
 
 def agent_config(opts: LogflumeOptions, work: Path, paths: list[str], collector_port: int,

@@ -92,7 +92,7 @@ def test_small_event_and_latency_cases_run_and_verify(tmp_path: Path) -> None:
         assert "error" not in r, (name, r)
         assert r["events"] == 20000 and r["lines_lost"] == 0 and r["events_s"] > 0, (name, r)
     latency = doc["latency"]["rows"]
-    assert len(latency) == 4 + len(peers)  # the defaults; flush_interval 500ms, 200ms, 50ms with quiet_flush 0s
+    assert len(latency) == 4 + len(peers)  # quiet_flush 5ms; flush_interval 500ms, 200ms, 50ms with it off
     for r in latency:
         assert "error" not in r, r
         assert r["lines"] == 4000 and r["lines_lost"] == 0, r

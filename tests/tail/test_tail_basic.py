@@ -231,11 +231,12 @@ def test_max_buffered_bounds_bytes_held_across_files(tmp_path, running):
 
 
 def test_a_burst_is_sent_once_the_file_is_quiet_not_after_flush_interval(tmp_path, running):
-    """quiet_flush: read to the end and quiet for 5 ms, complete records leave; flush_interval (here 10 minutes)
-    is only the upper bound.  Without it nothing would be sent before the wait below gives up."""
+    """quiet_flush: 5ms: read to the end and quiet for 5 ms, complete records leave; flush_interval (here 10
+    minutes) is only the upper bound.  Without it nothing would be sent before the wait below gives up."""
     log = tmp_path / "app.log"
     log.write_bytes(b"")
-    r = running(tmp_path, {"paths": [str(log)], **FAST, "flush_interval": "10m", "partial_timeout": "10m"})
+    r = running(tmp_path, {"paths": [str(log)], **FAST, "flush_interval": "10m", "partial_timeout": "10m",
+                           "quiet_flush": "5ms"})
     for burst in range(3):
         with open(log, "ab") as fh:
             fh.write(lines(burst * 10, burst * 10 + 10) + b"partial")  # a record still being written stays
@@ -253,7 +254,8 @@ def test_a_reader_behind_cuts_full_chunks_despite_quiet_flush(tmp_path, running)
     data = lines(0, 300_000)
     log.write_bytes(data)
     r = running(tmp_path, {"paths": [str(log)], **FAST, "flush_interval": "10m", "chunk_size": "1MiB",
-                           "read_block_size": "64KiB", "max_buffered": "4MiB"})  # not max_buffered's early cuts
+                           "read_block_size": "64KiB", "max_buffered": "4MiB",  # not max_buffered's early cuts
+                           "quiet_flush": "5ms"})
     wait_for(lambda: r.stream_bytes(log) == data, timeout=60, message="everything sent")
     sizes = [len(c) for c in r.output.snapshot()]
     assert len(sizes) >= 8 and all(size > (1 << 20) - 100 for size in sizes[:-1]), sizes  # 8.5 MB of lines

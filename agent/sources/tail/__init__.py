@@ -107,9 +107,10 @@ class TailSource(ThreadedSource):
                                 "beyond it complete records leave early in smaller chunks"),
         "flush_interval": Setting(Duration(), "500ms",
                                   "Send complete records at the latest this long after the first unsent byte"),
-        "quiet_flush": Setting(Duration(), "5ms",
+        "quiet_flush": Setting(Duration(), "0s",
                                "Send complete records once a file was read to its end and did not grow for this "
-                               "long (0: only flush_interval); a reader that is behind keeps cutting full chunks"),
+                               "long (e.g. 5ms for low latency; 0: off, only flush_interval); a reader that is "
+                               "behind keeps cutting full chunks"),
         "record_delimiter": Setting(Delimiter(), "\n", "Bytes that end a record (backslash escapes allowed: '\\r\\n')"),
         "multiline": Setting(Optional(Obj(MULTILINE_SETTINGS)), None,
                              "Group lines into records: {pattern, negate, match} (Filebeat semantics)"),

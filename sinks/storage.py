@@ -17,6 +17,7 @@ instead, configured by two ``storage_options`` keys:
 from __future__ import annotations
 
 import glob
+import io
 import os
 import re
 from collections import deque
@@ -83,6 +84,8 @@ MAX_MADE = 1024
 COPY_PIECE = 8 << 20
 #: Bytes per SFTP write request (paramiko's MAX_REQUEST_SIZE; servers accept at least this).
 SFTP_REQUEST = 32768
+#: Bytes a file read through over SFTP asks for at once (32 requests in flight), and holds at most.
+SFTP_READ_AHEAD = 1 << 20
 
 
 class LocalFiles:
@@ -227,7 +230,11 @@ class RemoteFiles(LocalFiles):
         return int(self.fs.info(self.path(rel))["size"])
 
     def open_read(self, rel: str) -> Any:
-        return self.fs.open(self.path(rel), "rb")
+        """The file, to be read from start to end (recovery reads every record of an in-progress file)."""
+        f = self.fs.open(self.path(rel), "rb")
+        if hasattr(f, "readv"):  # paramiko's SFTPFile
+            return io.BufferedReader(SftpReadAhead(f, self.size(rel)), buffer_size=SFTP_READ_AHEAD)
+        return f
 
     def truncate(self, rel: str, size: int) -> None:
         ftp = getattr(self.fs, "ftp", None)
@@ -273,6 +280,52 @@ class RemoteFiles(LocalFiles):
                 client.close()
             except Exception:  # noqa: BLE001 - closing a broken connection may fail any way
                 pass
+
+
+class SftpReadAhead(io.RawIOBase):
+    """Reads of a remote file in :data:`SFTP_READ_AHEAD` blocks, each sent as pipelined requests (``readv``).
+
+    paramiko's own buffered read sends one request of at most 32 KiB (8 KiB by default) and waits for its
+    answer before the next: a collector restarted under load took 29 s to recover one 4.7 MB in-progress
+    file of small records before it listened again.  Wrapped in an ``io.BufferedReader`` (seek, tell, small
+    reads); ``size`` is the file's size when opened (a file being recovered no longer grows).
+    """
+
+    def __init__(self, f: Any, size: int) -> None:
+        self.f = f
+        self.size = size
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(base + offset, 0)
+        return self.pos
+
+    def readinto(self, buffer: Any) -> int:
+        end = min(self.pos + len(buffer), self.size)
+        if end <= self.pos:
+            return 0
+        pieces = [(off, min(SFTP_REQUEST, end - off)) for off in range(self.pos, end, SFTP_REQUEST)]
+        view, n = memoryview(buffer).cast("B"), 0
+        for data in self.f.readv(pieces):
+            view[n : n + len(data)] = data
+            n += len(data)
+        self.pos += n
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self.f.close()
+        super().close()
 
 
 class SftpWriter:

@@ -16,11 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import threading
 import time
 from pathlib import Path
-from types import FrameType
 
 from agent.reload import LIVE_AGENT_SETTINGS, ReloadPlan, plan_reload
 from agent.runner import ChannelOutput, SinkRunner, source_output
@@ -28,6 +26,7 @@ from logflume.channel import Channel
 from logflume.errors import ConfigError, StartupError
 from logflume.reload_client import RELOAD_FILE
 from logflume.settings import Values
+from logflume.signals import DaemonSignals
 from logflume.statefile import make_state_dir, write_atomic
 from logflume.status import PipelineStatus
 from logflume.tap import carry
@@ -342,29 +341,19 @@ class Agent:
         new_dir = Path(new.config.dir) if new.config.get("dir") else Path(self.context.data_dir) / "channel" / new.name
         return old_dir is not None and Path(old_dir).resolve() == new_dir.resolve()
 
-    def run_forever(self) -> None:
-        """Run until SIGTERM/SIGINT; a second signal exits at once.  SIGHUP reloads the config."""
-        signals_seen = []
-        stop_requested = threading.Event()
-        reload_requested = threading.Event()
+    def run_forever(self, signals: DaemonSignals | None = None) -> None:
+        """Run until SIGTERM/SIGINT; a second signal exits at once.  SIGHUP reloads the config.
 
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            signals_seen.append(signum)
-            if len(signals_seen) > 1:
-                log.warning("second signal: exiting now")
-                os._exit(128 + signum)
-            log.info("signal %s: stopping (send again to exit at once)", signal.Signals(signum).name)
-            stop_requested.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGHUP, lambda _s, _f: reload_requested.set())
+        ``signals`` are installed by the caller as early as it can (``logflume agent`` does so before
+        reading the config), so a stop sent while the agent starts is kept, not fatal.
+        """
+        if signals is None:
+            signals = DaemonSignals(log)
+            signals.install()
         self.start()
-        while not stop_requested.wait(0.2):
-            if reload_requested.is_set():
-                reload_requested.clear()
-                log.info("SIGHUP: reloading %s", self.topology.file)
-                self.reload_from_file()
+        while signals.wait() == "reload":
+            log.info("SIGHUP: reloading %s", self.topology.file)
+            self.reload_from_file()
         self.stop()
 
 

@@ -13,19 +13,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 
 from logflume.errors import ConfigError, StartupError
 from logflume.exits import EXIT_CONFIG, EXIT_STARTUP, cannot_start
 from logflume.logs import setup_logging
+from logflume.signals import DaemonSignals
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="logflume collector", description="Run a logflume collector daemon")
     parser.add_argument("-c", "--config", required=True, help="collector YAML file")
     args = parser.parse_args(argv)
+    signals = DaemonSignals(logging.getLogger("logflume.collector"))
+    signals.install()  # first: a stop sent while the collector recovers its store is kept
 
     from collector.config import COLLECTOR_SETTINGS, load_collector_config
     from collector.receiver import Collector
@@ -46,20 +47,6 @@ def main(argv: list[str]) -> int:
     config.context.metrics.status = PipelineStatus(
         "collector", config.collector.name, config.context.metrics, stores, store=config.store,
         pending_bytes=lambda: collector.writer.pending_bytes)
-    stop = threading.Event()
-    seen: list[int] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        seen.append(signum)
-        if len(seen) > 1:
-            logging.getLogger("logflume.collector").warning("second signal: exiting now")
-            raise SystemExit(1)
-        stop.set()
-
-    reload_requested = threading.Event()
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, lambda _s, _f: reload_requested.set())
     reloader = Reloader(collector, args.config)
     try:
         collector.start()
@@ -70,12 +57,9 @@ def main(argv: list[str]) -> int:
     addrs = ", ".join(f"{s.endpoint.name}={s.address[0]}:{s.address[1]}" for s in collector.servers)
     logging.getLogger("logflume.collector").info("collector %s ready: %s", config.collector.name, addrs)
     reloader.write_pid(os.getpid())
-    while not stop.wait(0.2):
-        if reload_requested.is_set():
-            reload_requested.clear()
-            logging.getLogger("logflume.collector").info("SIGHUP: reloading %s", args.config)
-            reloader.reload()
-    logging.getLogger("logflume.collector").info("stopping: finishing in-flight batches")
+    while signals.wait() == "reload":
+        logging.getLogger("logflume.collector").info("SIGHUP: reloading %s", args.config)
+        reloader.reload()
     reloader.remove_pid()
     collector.stop()
     logging.getLogger("logflume.collector").info("stopped")

@@ -9,19 +9,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 
 from logflume.errors import ConfigError, StartupError
 from logflume.exits import EXIT_CONFIG, EXIT_STARTUP, cannot_start
 from logflume.logs import setup_logging
+from logflume.signals import DaemonSignals
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="logflume hicc", description="Run HICC, the logflume web console")
     parser.add_argument("-c", "--config", required=True, help="hicc YAML file")
     args = parser.parse_args(argv)
+    signals = DaemonSignals(logging.getLogger("logflume.hicc"), reload=False)
+    signals.install()
 
     from hicc.config import load_hicc_config
     from hicc.poller import Poller
@@ -52,17 +53,13 @@ def main(argv: list[str]) -> int:
     except OSError as exc:
         return cannot_start("hicc", f"{cfg.listen[0]}:{cfg.listen[1]} or {cfg.data_dir}: {exc.strerror or exc}",
                              EXIT_STARTUP)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     poller.start()
     server.start()
     host, port = server.server_address[:2]
     scheme = "https" if ssl_ctx is not None else "http"
     log.info("hicc ready: %s://%s:%d/ watching %d agent(s) and %d collector(s)", scheme, host, port,
              len(poller.snapshot("agent")), len(poller.snapshot("collector")))
-    while not stop.wait(0.5):
-        pass
+    signals.wait()
     server.close()
     poller.stop()
     series.close()

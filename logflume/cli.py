@@ -40,6 +40,10 @@ def _warn(cmd: str, warnings: list[str]) -> None:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    from logflume.signals import DaemonSignals
+
+    signals = DaemonSignals(logging.getLogger("logflume.agent"))
+    signals.install()  # first: a stop sent while the agent reads its config and starts is kept
     from agent.agent import Agent
     from logflume.topology import load_topology
 
@@ -51,7 +55,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     for warning in topo.warnings:
         logging.getLogger("logflume.agent").warning("%s", warning)
     try:
-        Agent(topo).run_forever()
+        Agent(topo).run_forever(signals)
     except StartupError as exc:
         return _fail("agent", f"cannot start: {exc}", EXIT_STARTUP)
     return 0

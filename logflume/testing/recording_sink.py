@@ -28,7 +28,7 @@ from logflume.errors import DeliveryError
 from logflume.settings import Duration, Optional, Setting, Str
 from logflume.sink import Sink
 
-__all__ = ["RecordingSink", "append_chunks", "read_chunks"]
+__all__ = ["RecordingSink", "append_chunks", "open_chunk_file", "read_chunks"]
 
 _META = struct.Struct(">I")
 _DATA = struct.Struct(">Q")
@@ -51,6 +51,29 @@ def read_chunks(path: str | Path) -> list[Chunk]:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
         return []
+    return _parse(raw)[0]
+
+
+def open_chunk_file(path: str | Path) -> int:
+    """Open the file for :func:`append_chunks`, first cutting off a chunk torn by a kill at its end.
+
+    A SIGKILL can stop a write part-way (Linux returns a short write on a fatal signal) or between a
+    chunk's header and its data; a chunk appended after such a tail would be read as the torn chunk's
+    data, and every chunk after it lost to the reader.  The torn chunk was never acknowledged, so its
+    sender sends it again, as to any durable channel.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    size = os.fstat(fd).st_size
+    if size:
+        end = _parse(os.pread(fd, size, 0))[1]
+        if end < size:
+            os.ftruncate(fd, end)
+            os.fsync(fd)
+    return fd
+
+
+def _parse(raw: bytes) -> tuple[list[Chunk], int]:
+    """The complete chunks in ``raw`` and where the last of them ends."""
     out, pos = [], 0
     while pos + _META.size <= len(raw):
         (mlen,) = _META.unpack_from(raw, pos)
@@ -63,7 +86,7 @@ def read_chunks(path: str | Path) -> list[Chunk]:
             break
         out.append(Chunk.from_metadata_json(meta, raw[start:start + dlen]))
         pos = start + dlen
-    return out
+    return out, pos
 
 
 class RecordingSink(Sink):
@@ -86,7 +109,7 @@ class RecordingSink(Sink):
 
     def start(self) -> None:
         if self.config.path:
-            self.fd = os.open(self.config.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self.fd = open_chunk_file(self.config.path)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -7,10 +7,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,15 +17,17 @@ from agent.sources.tail import TailSource
 from logflume.chunk import Chunk
 from logflume.component import Context
 from logflume.settings import parse_settings
+from logflume.signals import DaemonSignals
 from logflume.source import SourceOutput
-from logflume.testing.recording_sink import append_chunks
+from logflume.testing.recording_sink import append_chunks, open_chunk_file
 
 
 class DurableFileOutput(SourceOutput):
-    """A source output whose commit is an fsynced append (read back with ``read_chunks``): a durable channel."""
+    """A source output whose commit is an fsynced append (read back with ``read_chunks``): a durable channel
+    (a chunk torn by the last kill is cut off when the next process opens it)."""
 
     def __init__(self, path: str | Path) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.fd = open_chunk_file(path)
 
     def deliver(self, chunks: Sequence[Chunk]) -> None:
         append_chunks(self.fd, chunks)
@@ -41,11 +42,11 @@ def main() -> int:
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signals = DaemonSignals(logging.getLogger("tail_proc"), reload=False)
+    signals.install()
     source.start(DurableFileOutput(out))
     print("started", flush=True)
-    done.wait()
+    signals.wait()
     source.stop()
     return 0
 

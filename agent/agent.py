@@ -24,7 +24,7 @@ from agent.reload import LIVE_AGENT_SETTINGS, ReloadPlan, plan_reload
 from agent.runner import ChannelOutput, SinkRunner, source_output
 from logflume.channel import Channel
 from logflume.errors import ConfigError, StartupError
-from logflume.reload_client import RELOAD_FILE
+from logflume.reload_files import PID_FILES, RELOAD_FILE
 from logflume.settings import Values
 from logflume.signals import DaemonSignals
 from logflume.statefile import make_state_dir, write_atomic
@@ -32,8 +32,7 @@ from logflume.status import PipelineStatus
 from logflume.tap import carry
 from logflume.topology import Topology, load_topology
 
-#: In ``data_dir``: the running agent's pid (for ``logflume reload``) and the last reload's outcome.
-PID_FILE = "agent.pid"
+PID_FILE = PID_FILES["agent"]
 
 
 log = logging.getLogger("logflume.agent")

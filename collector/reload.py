@@ -23,15 +23,14 @@ from typing import Any
 
 from collector.config import CollectorConfig, load_collector_config
 from logflume.errors import ConfigError
-from logflume.reload_client import RELOAD_FILE
+from logflume.reload_files import PID_FILES, RELOAD_FILE
 from logflume.secrets import redact_text
 from logflume.settings import Values
 from logflume.statefile import write_atomic
 
 log = logging.getLogger("logflume.collector")
 
-#: In ``data_dir``: the running collector's pid, read by ``logflume reload``.
-PID_FILE = "collector.pid"
+PID_FILE = PID_FILES["collector"]
 #: ``collector`` settings a reload applies; a change of any other needs a restart.
 LIVE_SETTINGS = ("identities", "tokens", "token_sources", "insecure", "max_pending_bytes",
                  "max_pending_bytes_per_peer", "shutdown_timeout", "log_level")

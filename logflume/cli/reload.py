@@ -1,14 +1,12 @@
 """``logflume reload -c FILE``: validate a config, SIGHUP the daemon running it and read its verdict.
 
-The daemon (agent or collector) writes its pid to ``<data_dir>/<role>.pid`` when
-it starts and the outcome of every reload to ``<data_dir>/reload.json``
-(``generation``, ``ok``, ``error``, ``changes``, ``needs_restart``).  Validating
-here first means a typo is reported to whoever typed it, before any signal.
+The daemon (agent or collector) tells its pid and every reload's outcome through the files
+of :mod:`logflume.reload_files`.  Validating here first means a typo is reported to whoever
+typed it, before any signal.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -16,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from logflume.config import load_yaml
-
-RELOAD_FILE = "reload.json"
+from logflume.reload_files import PID_FILES, read_outcome
 
 
 class ReloadError(Exception):
@@ -36,18 +33,11 @@ def _validated_data_dir(config: str) -> tuple[str, Path]:
     return "agent", Path(build_topology(raw, config).agent.data_dir)
 
 
-def read_outcome(data_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((data_dir / RELOAD_FILE).read_bytes())
-    except (OSError, ValueError):
-        return None
-
-
 def request_reload(config: str, pid: int | None = None, wait: float = 60.0) -> dict[str, Any] | None:
     """Validate, signal, and return the daemon's verdict (None if none came within ``wait`` seconds)."""
     role, data_dir = _validated_data_dir(config)
     if pid is None:
-        pid_file = data_dir / f"{role}.pid"
+        pid_file = data_dir / PID_FILES[role]
         try:
             pid = int(pid_file.read_text().strip())
         except (OSError, ValueError) as exc:

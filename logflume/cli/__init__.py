@@ -1,6 +1,8 @@
 """The `logflume` command: one entry point, a subcommand per daemon or job.
 
-Subcommands import their implementation lazily, so `logflume version` costs
+This package is the composition root: it starts every stage, so it is the one
+part of the tree that may import them all, and nothing imports it
+(tests/core/test_layering.py).  Subcommands import their implementation lazily, so `logflume version` costs
 nothing and a broken optional extra only affects the command that needs it.
 Errors people can act on are printed as one line and give a non-zero exit.
 """
@@ -31,7 +33,7 @@ DELEGATED = {
     "demux": ("jobs.demux:main", "Split chunks into records and parse them per datatype"),
     "channel": ("agent.channels.filelog.salvage:main",
                 "Check or repair a file channel: channel verify|salvage DIR"),
-    "test": ("logflume.pipeline_tests:main", "Run unit tests of an agent config (logflume test -c AGENT TESTS)"),
+    "test": ("logflume.cli.pipeline_tests:main", "Run unit tests of an agent config (logflume test -c AGENT TESTS)"),
 }
 
 def _warn(cmd: str, warnings: list[str]) -> None:
@@ -134,7 +136,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from logflume.quickstart import run_quickstart
+    from logflume.cli.quickstart import run_quickstart
 
     setup_logging("WARNING")
     try:
@@ -145,7 +147,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     """Validate the config here, then SIGHUP the running daemon and wait for its verdict (``reload.json``)."""
-    from logflume.reload_client import ReloadError, request_reload
+    from logflume.cli.reload import ReloadError, request_reload
 
     try:
         outcome = request_reload(args.config, pid=args.pid, wait=args.wait)

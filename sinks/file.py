@@ -1,107 +1,259 @@
-"""FileSink: writes chunk bytes (the records, as read) into rolling files on any fsspec URL.
+"""FileSink: writes chunk bytes (the records, as read) into rolling files on local disk or any fsspec URL.
 
-A file being written has an in-progress name (``.NAME.inprogress``) that
-readers and globbing jobs skip; it is renamed to its final name when it rolls
-(by ``roll_size`` or ``roll_interval``) or when the sink stops.  With
-``sync: every_batch`` a batch is flushed (and fsynced on local disks) before
-``deliver`` returns, so an acknowledged batch survives a crash; the final name
-is given only to complete files.
+A file being written has an in-progress name (``.NAME.inprogress``) that readers and globbing jobs
+skip; it gets its final name when it rolls (``roll_size``, ``roll_interval``, checked at each batch)
+or when the sink stops.  It writes through the stores of :mod:`sinks.storage`, as the SequenceFile
+sink does, so ``sync: every_batch`` means one thing everywhere: before ``deliver`` returns, the batch
+is fsynced on local disk (and the directory, when the file is new), flushed and fsynced by the server
+on SFTP (``fsync@openssh.com``, where offered), and on object stores (s3, gs, ...), which take only
+whole objects, fsynced in a local staging file that is uploaded when the file rolls.
+
+In-progress files left by a crash get their final names at the next start (staged ones their upload
+too): they hold what was acknowledged, and at most the start of a batch that was not, which the
+channel delivers again.  A staged file whose upload failed is tried again before the next batch is
+written, which fails until it succeeds: the channel holds the backlog, not the staging directory.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from logflume.chunk import Chunk
-from logflume.settings import AnyValue, Duration, Enum, MapOf, Setting, Size, Str
+from logflume.errors import ConfigError, DeliveryError, StartupError
+from logflume.secrets import redact_url
+from logflume.settings import AnyValue, Duration, Enum, MapOf, Optional, Setting, Size, Str
 from logflume.sink import Sink
 from sinks.naming import INPROGRESS, final_name, inprogress_name
-from sinks.storage import check_storage_options, open_filesystem
+from sinks.storage import (
+    SFTP_PROTOCOLS,
+    STREAMING_PROTOCOLS,
+    LocalFiles,
+    RemoteFiles,
+    check_storage_options,
+    open_filesystem,
+    protocol_of,
+)
+
+#: After a failed upload of a staged file, batches fail at once for this long before it is tried again
+#: (rather than waiting out the store's timeout on each).
+UPLOAD_RETRY = 5.0
+#: A prefix that names visible files and is no glob pattern.
+_PREFIX_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class FileSink(Sink):
     settings: ClassVar[dict[str, Setting]] = {
         "url": Setting(Str(), doc="Directory to write into: a local path or any fsspec URL (sftp://, s3://, ...)"),
-        "prefix": Setting(Str(), "logflume", "File name prefix; files are PREFIX-YYYYmmddHHMMSS-N.log"),
+        "prefix": Setting(Str(), "logflume", "File name prefix; files are PREFIX-YYYYmmddHHMMSS-PID-N.log"),
         "roll_size": Setting(Size(min=1), "128MiB", "Close the file and start a new one past this size"),
-        "roll_interval": Setting(Duration(), "5m", "Close the file after this long even if small"),
-        "sync": Setting(Enum("every_batch", "none"), "every_batch", "Flush+fsync before acknowledging each batch"),
+        "roll_interval": Setting(Duration(), "5m", "Close the file at the first batch this long after it was "
+                                                   "opened"),
+        "sync": Setting(Enum("every_batch", "none"), "every_batch", "Make each batch durable before it is "
+                                                                    "acknowledged (fsync; staged on object stores)"),
+        "staging": Setting(Enum("auto", "always", "never"), "auto",
+                           "Stage files locally, upload on roll: auto = all remote stores but sftp and hdfs"),
+        "staging_dir": Setting(Optional(Str()), None, "Local directory for staged files (default: the state dir)"),
         "storage_options": Setting(MapOf(AnyValue()), {}, "Passed to the fsspec filesystem (key_filename, ...); "
                                    "SFTP: known_hosts, host_key_fingerprint (see docs/store.md)"),
+        "timeout": Setting(Duration(), "30s", "Network timeout of remote stores (connect and each round trip)"),
     }
 
     def configure(self) -> None:
-        check_storage_options(self.config.url, self.config.storage_options, self.context.config_file,
+        cfg = self.config
+        if not _PREFIX_OK.match(cfg.prefix):
+            raise ConfigError(self.context.config_file, f"sinks.{self.name}.prefix",
+                              f"expected letters, digits, '.', '_' or '-', starting with a letter or digit, "
+                              f"got {cfg.prefix!r}")
+        check_storage_options(cfg.url, cfg.storage_options, self.context.config_file,
                               f"sinks.{self.name}.storage_options")
-        self._fs: Any = None
-        self._root = ""
+        self.protocol = protocol_of(cfg.url)
+        self.remote = self.protocol != "file"
+        self.staged = self.remote and (cfg.staging == "always" or (cfg.staging == "auto"
+                                                                   and self.protocol not in STREAMING_PROTOCOLS))
+        self._target: LocalFiles | None = None  # where finished files end up
+        self._disk: LocalFiles | None = None  # where files are written: the target, or the staging directory
         self._file: Any = None
-        self._path = ""
-        self._final = ""
+        self._rel = ""
+        self._new_name = False
         self._size = 0
         self._opened = 0.0
         self._seq = 0
+        self._broken: list[str] = []  # in-progress files to give their final names before writing on
+        self._uploads: list[str] = []  # staged finished files waiting for their upload
+        self._next_upload = 0.0
 
     def writes(self) -> list[str]:
         url = self.config.url
-        return [f"file:{os.path.abspath(url)}/*" if "://" not in url else f"{url}/*"]
+        return [f"{url}/*"] if self.remote else [f"file:{self._local_root()}/*"]
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "url": redact_url(self.config.url), "staged": self.staged}
 
     def start(self) -> None:
-        self._fs, self._root = open_filesystem(self.config.url, dict(self.config.storage_options))
-        self._fs.makedirs(self._root, exist_ok=True)
-        self._recover()
-
-    def _recover(self) -> None:
-        """Give in-progress files left by a crash their final names: what they hold was acknowledged."""
-        for path in self._fs.ls(self._root, detail=False):
-            base = path.rsplit("/", 1)[-1]
-            if base.startswith(".") and base.endswith(INPROGRESS):
-                self._fs.mv(path, f"{self._root}/{final_name(base)}")
-
-    def _open(self) -> None:
-        self._seq += 1
-        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-        name = f"{self.config.prefix}-{stamp}-{os.getpid()}-{self._seq}.log"
-        self._final = f"{self._root}/{name}"
-        self._path = f"{self._root}/{inprogress_name(name)}"
-        self._file = self._fs.open(self._path, "wb")
-        self._size = 0
-        self._opened = time.monotonic()
-
-    def _close(self) -> None:
-        if self._file is None:
-            return
-        self._file.close()
-        self._fs.mv(self._path, self._final)
-        self._file = None
+        try:
+            self._connect()
+            self._recover()
+        except Exception as exc:  # OSError, and paramiko's or other fsspec back ends' own types
+            self._abandon()
+            raise StartupError(f"sink {self.name}: cannot use {redact_url(self.config.url)}: {exc}") from exc
 
     def deliver(self, chunks: Sequence[Chunk]) -> None:
-        if self._file is not None and (
-            self._size >= self.config.roll_size or time.monotonic() - self._opened >= self.config.roll_interval
-        ):
-            self._close()
-        if self._file is None:
-            self._open()
-        for c in chunks:
-            self._file.write(c.data)
-            self._size += len(c.data)
-        if self.config.sync == "every_batch":
-            self._file.flush()
-            fileno = getattr(self._file, "fileno", None)
-            if fileno is not None:
-                try:
-                    os.fsync(fileno())
-                except (OSError, ValueError, AttributeError, NotImplementedError):
-                    pass
+        cfg = self.config
+        try:
+            if self._target is None or self._disk is None:
+                self._connect()
+            if self._broken:
+                self._recover()
+            if self._file is not None and (self._size >= cfg.roll_size
+                                           or time.monotonic() - self._opened >= cfg.roll_interval):
+                self._close()
+            if self._uploads:
+                if time.monotonic() < self._next_upload:
+                    raise DeliveryError(f"sink {self.name}: {self._uploads[0]} waits for its upload (the store "
+                                        f"failed it; tried again in {self._next_upload - time.monotonic():.1f}s)")
+                self._upload_pending()
+            if self._file is None:
+                self._open()
+            for c in chunks:
+                self._file.write(c.data)
+                self._size += len(c.data)
+            if cfg.sync == "every_batch":
+                self._sync()
+        except Exception:
+            self._abandon()  # the next batch reconnects, and renames what this file holds
+            raise
         self.metrics.chunks_in.inc(len(chunks))
         self.metrics.bytes_in.inc(sum(len(c) for c in chunks))
 
     def flush(self) -> None:
         if self._file is not None:
-            self._file.flush()
+            self._sync()
 
     def stop(self) -> None:
-        self._close()
+        try:
+            self._close()
+            if self._uploads:
+                self._upload_pending()
+        except Exception as exc:  # noqa: BLE001 - left as it is, finished at the next start
+            self.log.warning("sink %s: could not finish its file at stop (finished at the next start): %s",
+                             self.name, exc)
+            self._abandon()
+        for files in {id(self._target): self._target, id(self._disk): self._disk}.values():
+            if files is not None:
+                files.close()
+        self._target = self._disk = None
+
+    # -- internals ------------------------------------------------------------
+
+    def _local_root(self) -> str:
+        url = self.config.url
+        return os.path.abspath(url[len("file://"):] if url.startswith("file://") else url)
+
+    def _connect(self) -> None:
+        cfg = self.config
+        if self.remote:
+            options = dict(cfg.storage_options)
+            if self.protocol in SFTP_PROTOCOLS:
+                for key in ("timeout", "banner_timeout", "auth_timeout"):
+                    options.setdefault(key, cfg.timeout)
+            fs, root = open_filesystem(cfg.url, options)
+            self._target = RemoteFiles(fs, root, cfg.timeout)
+        else:
+            self._target = LocalFiles(self._local_root())
+        self._target.makedirs("")
+        if self.staged:
+            staging = cfg.staging_dir or str(self.context.state_dir("sink", self.name) / "staging")
+            self._disk = LocalFiles(os.path.abspath(staging), private=True)
+            self._disk.makedirs("")
+        else:
+            self._disk = self._target
+
+    def _own(self, rel: str) -> bool:
+        return rel.startswith(self.config.prefix + "-") and rel.endswith(".log")
+
+    def _recover(self) -> None:
+        """Give this sink's in-progress files their final names (queue staged ones for upload)."""
+        disk = self._disk
+        assert disk is not None
+        for rel in disk.glob(".*" + INPROGRESS):
+            if self._own(final_name(rel)) and rel not in self._broken:
+                self._broken.append(rel)
+        while self._broken:
+            rel = self._broken[0]
+            if disk.exists(rel):
+                final = final_name(rel)
+                disk.rename(rel, final)
+                self.log.warning("sink %s: finished %s, left in progress by a crash or a failed write",
+                                 self.name, disk.path(final))
+                if self.staged:
+                    self._uploads.append(final)
+            self._broken.pop(0)
+        if self.staged:
+            self._uploads += [rel for rel in disk.glob(self.config.prefix + "-*.log")
+                              if self._own(rel) and rel not in self._uploads]
+            if self._uploads:
+                self._upload_pending()
+
+    def _open(self) -> None:
+        disk = self._disk
+        assert disk is not None
+        self._seq += 1
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+        self._rel = f"{self.config.prefix}-{stamp}-{os.getpid()}-{self._seq}.log"
+        self._file = disk.create(inprogress_name(self._rel))
+        self._new_name = True
+        self._size = 0
+        self._opened = time.monotonic()
+
+    def _sync(self) -> None:
+        assert self._disk is not None
+        self._disk.sync(self._file, inprogress_name(self._rel), self._new_name)
+        self._new_name = False
+
+    def _close(self) -> None:
+        """Sync, close and rename the open file; upload it if staged."""
+        if self._file is None:
+            return
+        disk = self._disk
+        assert disk is not None
+        self._sync()
+        self._file.close()
+        self._file = None
+        disk.rename(inprogress_name(self._rel), self._rel)
+        if self.staged:
+            self._uploads.append(self._rel)
+            self._upload_pending()
+
+    def _upload_pending(self) -> None:
+        """Upload staged files, oldest first; a failure leaves them staged (safe on local disk) and raises."""
+        disk, target = self._disk, self._target
+        assert disk is not None and isinstance(target, RemoteFiles)
+        while self._uploads:
+            rel = self._uploads[0]
+            if os.path.exists(disk.path(rel)):
+                try:
+                    target.upload(disk.path(rel), rel)
+                except Exception:
+                    self._next_upload = time.monotonic() + UPLOAD_RETRY
+                    raise
+                disk.remove(rel)  # only now: the store confirmed every byte
+            self._uploads.pop(0)
+
+    def _abandon(self) -> None:
+        """After a failed write: drop the file (renamed at the next batch) and a remote connection."""
+        if self._file is not None:
+            try:
+                self._file.close()
+            except Exception:  # noqa: BLE001 - the connection or the disk is gone
+                pass
+            self._broken.append(inprogress_name(self._rel))
+            self._file = None
+        if self.remote and self._target is not None:
+            self._target.close()
+            self._target = None
+            if not self.staged:
+                self._disk = None

@@ -25,18 +25,10 @@ from typing import Any, ClassVar
 from logflume.chunk import Chunk
 from logflume.errors import ConfigError, DeliveryError, StartupError
 from logflume.secrets import redact_url
-from logflume.settings import AnyValue, Duration, Enum, MapOf, Optional, Setting, Size, Str
+from logflume.settings import Duration, Enum, Setting, Size, Str
 from logflume.sink import Sink
 from sinks.naming import INPROGRESS, final_name, inprogress_name
-from sinks.storage import (
-    SFTP_PROTOCOLS,
-    STREAMING_PROTOCOLS,
-    LocalFiles,
-    RemoteFiles,
-    check_storage_options,
-    open_filesystem,
-    protocol_of,
-)
+from sinks.storage import STORE_SETTINGS, RemoteFiles, StoreFiles, check_storage_options
 
 #: After a failed upload of a staged file, batches fail at once for this long before it is tried again
 #: (rather than waiting out the store's timeout on each).
@@ -54,12 +46,7 @@ class FileSink(Sink):
                                                    "opened"),
         "sync": Setting(Enum("every_batch", "none"), "every_batch", "Make each batch durable before it is "
                                                                     "acknowledged (fsync; staged on object stores)"),
-        "staging": Setting(Enum("auto", "always", "never"), "auto",
-                           "Stage files locally, upload on roll: auto = all remote stores but sftp and hdfs"),
-        "staging_dir": Setting(Optional(Str()), None, "Local directory for staged files (default: the state dir)"),
-        "storage_options": Setting(MapOf(AnyValue()), {}, "Passed to the fsspec filesystem (key_filename, ...); "
-                                   "SFTP: known_hosts, host_key_fingerprint (see docs/store.md)"),
-        "timeout": Setting(Duration(), "30s", "Network timeout of remote stores (connect and each round trip)"),
+        **STORE_SETTINGS,
     }
 
     def configure(self) -> None:
@@ -70,12 +57,8 @@ class FileSink(Sink):
                               f"got {cfg.prefix!r}")
         check_storage_options(cfg.url, cfg.storage_options, self.context.config_file,
                               f"sinks.{self.name}.storage_options")
-        self.protocol = protocol_of(cfg.url)
-        self.remote = self.protocol != "file"
-        self.staged = self.remote and (cfg.staging == "always" or (cfg.staging == "auto"
-                                                                   and self.protocol not in STREAMING_PROTOCOLS))
-        self._target: LocalFiles | None = None  # where finished files end up
-        self._disk: LocalFiles | None = None  # where files are written: the target, or the staging directory
+        self.files = StoreFiles(cfg.url, cfg.storage_options, cfg.timeout, cfg.staging, self._staging_dir)
+        self.remote, self.staged = self.files.remote, self.files.staged
         self._file: Any = None
         self._rel = ""
         self._new_name = False
@@ -88,14 +71,14 @@ class FileSink(Sink):
 
     def writes(self) -> list[str]:
         url = self.config.url
-        return [f"{url}/*"] if self.remote else [f"file:{self._local_root()}/*"]
+        return [f"{url}/*"] if self.remote else [f"file:{self.files.local_root}/*"]
 
     def describe(self) -> dict[str, Any]:
         return {"type": type(self).__name__, "url": redact_url(self.config.url), "staged": self.staged}
 
     def start(self) -> None:
         try:
-            self._connect()
+            self.files.connect()
             self._recover()
         except Exception as exc:  # OSError, and paramiko's or other fsspec back ends' own types
             self._abandon()
@@ -104,8 +87,8 @@ class FileSink(Sink):
     def deliver(self, chunks: Sequence[Chunk]) -> None:
         cfg = self.config
         try:
-            if self._target is None or self._disk is None:
-                self._connect()
+            if not self.files.connected:
+                self.files.connect()
             if self._broken:
                 self._recover()
             if self._file is not None and (self._size >= cfg.roll_size
@@ -142,42 +125,19 @@ class FileSink(Sink):
             self.log.warning("sink %s: could not finish its file at stop (finished at the next start): %s",
                              self.name, exc)
             self._abandon()
-        for files in {id(self._target): self._target, id(self._disk): self._disk}.values():
-            if files is not None:
-                files.close()
-        self._target = self._disk = None
+        self.files.close()
 
     # -- internals ------------------------------------------------------------
 
-    def _local_root(self) -> str:
-        url = self.config.url
-        return os.path.abspath(url[len("file://"):] if url.startswith("file://") else url)
-
-    def _connect(self) -> None:
-        cfg = self.config
-        if self.remote:
-            options = dict(cfg.storage_options)
-            if self.protocol in SFTP_PROTOCOLS:
-                for key in ("timeout", "banner_timeout", "auth_timeout"):
-                    options.setdefault(key, cfg.timeout)
-            fs, root = open_filesystem(cfg.url, options)
-            self._target = RemoteFiles(fs, root, cfg.timeout)
-        else:
-            self._target = LocalFiles(self._local_root())
-        self._target.makedirs("")
-        if self.staged:
-            staging = cfg.staging_dir or str(self.context.state_dir("sink", self.name) / "staging")
-            self._disk = LocalFiles(os.path.abspath(staging), private=True)
-            self._disk.makedirs("")
-        else:
-            self._disk = self._target
+    def _staging_dir(self) -> str:
+        return self.config.staging_dir or str(self.context.state_dir("sink", self.name) / "staging")
 
     def _own(self, rel: str) -> bool:
         return rel.startswith(self.config.prefix + "-") and rel.endswith(".log")
 
     def _recover(self) -> None:
         """Give this sink's in-progress files their final names (queue staged ones for upload)."""
-        disk = self._disk
+        disk = self.files.disk
         assert disk is not None
         for rel in disk.glob(".*" + INPROGRESS):
             if self._own(final_name(rel)) and rel not in self._broken:
@@ -199,7 +159,7 @@ class FileSink(Sink):
                 self._upload_pending()
 
     def _open(self) -> None:
-        disk = self._disk
+        disk = self.files.disk
         assert disk is not None
         self._seq += 1
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
@@ -210,15 +170,15 @@ class FileSink(Sink):
         self._opened = time.monotonic()
 
     def _sync(self) -> None:
-        assert self._disk is not None
-        self._disk.sync(self._file, inprogress_name(self._rel), self._new_name)
+        assert self.files.disk is not None
+        self.files.disk.sync(self._file, inprogress_name(self._rel), self._new_name)
         self._new_name = False
 
     def _close(self) -> None:
         """Sync, close and rename the open file; upload it if staged."""
         if self._file is None:
             return
-        disk = self._disk
+        disk = self.files.disk
         assert disk is not None
         self._sync()
         self._file.close()
@@ -230,7 +190,7 @@ class FileSink(Sink):
 
     def _upload_pending(self) -> None:
         """Upload staged files, oldest first; a failure leaves them staged (safe on local disk) and raises."""
-        disk, target = self._disk, self._target
+        disk, target = self.files.disk, self.files.target
         assert disk is not None and isinstance(target, RemoteFiles)
         while self._uploads:
             rel = self._uploads[0]
@@ -252,8 +212,4 @@ class FileSink(Sink):
                 pass
             self._broken.append(inprogress_name(self._rel))
             self._file = None
-        if self.remote and self._target is not None:
-            self._target.close()
-            self._target = None
-            if not self.staged:
-                self._disk = None
+        self.files.drop()

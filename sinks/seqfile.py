@@ -40,17 +40,10 @@ from logflume.chunk import Chunk
 from logflume.errors import ConfigError, DeliveryError, StartupError
 from logflume.secrets import redact_url
 from logflume.sequencefile import SequenceFileError, SequenceFileReader, SequenceFileWriter
-from logflume.settings import AnyValue, Duration, Enum, Int, MapOf, Optional, Setting, Size, Str
+from logflume.settings import Duration, Enum, Int, Optional, Setting, Size, Str
 from logflume.sink import Sink
 from sinks.naming import FINAL, INPROGRESS, datatype_dir, final_name, inprogress_name, safe_collector_name
-from sinks.storage import (
-    SFTP_PROTOCOLS,
-    STREAMING_PROTOCOLS,
-    LocalFiles,
-    RemoteFiles,
-    check_storage_options,
-    open_filesystem,
-)
+from sinks.storage import STORE_SETTINGS, RemoteFiles, StoreFiles, check_storage_options
 
 #: Header metadata of every sink file: who wrote it and which layout its records follow.
 FORMAT_VERSION = "1"
@@ -158,12 +151,7 @@ class SeqFileSink(Sink):
                          "Codec for RECORD/BLOCK (default deflate): DefaultCodec, GzipCodec, Lz4Codec, SnappyCodec"),
         "block_size": Setting(Size(min=1), 1_000_000, "BLOCK: end a block once its keys+values reach this size"),
         "collector_name": Setting(Optional(Str()), None, "Name in file names and header (default: the agent name)"),
-        "staging": Setting(Enum("auto", "always", "never"), "auto",
-                           "Stage files locally, upload on roll: auto = all remote stores but sftp and hdfs"),
-        "staging_dir": Setting(Optional(Str()), None, "Local directory for staged files (default: the state dir)"),
-        "storage_options": Setting(MapOf(AnyValue()), {}, "Passed to the fsspec filesystem (key_filename, ...); "
-                                   "SFTP: known_hosts, host_key_fingerprint (see docs/store.md)"),
-        "timeout": Setting(Duration(), "30s", "Network timeout of remote stores (connect and each round trip)"),
+        **STORE_SETTINGS,
     }
 
     def configure(self) -> None:
@@ -196,24 +184,17 @@ class SeqFileSink(Sink):
         if not url:
             raise ConfigError(file, f"{self.name}.url", "expected a directory or fsspec URL, got ''")
         check_storage_options(url, cfg.storage_options, file, f"{self.name}.storage_options")
-        self.remote = "://" in url and not url.startswith("file://")
-        self.local_root = os.path.abspath(url[len("file://"):] if url.startswith("file://") else url)
-        if self.remote:
-            self.protocol = url.split("://", 1)[0]
-            staged = cfg.staging == "always" or (cfg.staging == "auto" and self.protocol not in STREAMING_PROTOCOLS)
-        else:
-            self.protocol = "file"
-            staged = False
-        self.staged = staged
+        self.files = StoreFiles(url, cfg.storage_options, cfg.timeout, cfg.staging, self._staging_dir,
+                                private=self.private_files)
+        self.remote, self.staged, self.protocol = self.files.remote, self.files.staged, self.files.protocol
+        self.local_root = self.files.local_root
         self.metadata = {WRITER_KEY: f"logflume {__version__}", FORMAT_KEY: FORMAT_VERSION,
                          COLLECTOR_KEY: self.collector}
         self._lock = threading.RLock()
-        self._target: LocalFiles | None = None  # where finished files end up
-        self._disk: LocalFiles | None = None  # where files are written (the target, or the staging dir)
         #: Open files by escaped datatype ("" without {datatype}), least recently written first.
         self._open: OrderedDict[str, _OpenFile] = OrderedDict()
         self._max_open = cfg.max_open_files if self.partitioned else 1
-        self._broken: list[str] = []  # in-progress files (on _disk) to recover before writing on
+        self._broken: list[str] = []  # in-progress files (on files.disk) to recover before writing on
         self._uploads: list[str] = []  # staged finished files waiting for their upload
         self._n = 0
         self._stop = threading.Event()
@@ -242,7 +223,7 @@ class SeqFileSink(Sink):
         try:
             with self._lock:
                 self._stop.clear()
-                self._connect()
+                self.files.connect()
                 self._scan_leftovers()
                 self._repair()
                 self._started = True
@@ -268,10 +249,7 @@ class SeqFileSink(Sink):
                 self.log.warning("sink %s: could not finish its files at stop (recovered at next start): %s",
                                  self.name, exc)
                 self._abandon()
-            for files in {id(self._target): self._target, id(self._disk): self._disk}.values():
-                if files is not None:
-                    files.close()
-            self._target = self._disk = None  # a later start connects afresh
+            self.files.close()  # a later start connects afresh
 
     def deliver(self, chunks: Sequence[Chunk]) -> None:
         nbytes = sum(len(c.data) for c in chunks)
@@ -378,30 +356,12 @@ class SeqFileSink(Sink):
 
     # -- internals ------------------------------------------------------------
 
-    def _connect(self) -> None:
-        cfg = self.config
-        if not self.remote:
-            self._target = LocalFiles(self.local_root, private=self.private_files)
-        elif self._target is None:
-            options = dict(cfg.storage_options)
-            if self.protocol in SFTP_PROTOCOLS:
-                options.setdefault("timeout", cfg.timeout)
-                options.setdefault("banner_timeout", cfg.timeout)
-                options.setdefault("auth_timeout", cfg.timeout)
-            fs, root = open_filesystem(cfg.url, options)
-            self._target = RemoteFiles(fs, root, cfg.timeout)
-        if self.staged:
-            staging = self.config.staging_dir or str(self.context.state_dir("sink", self.name) / "staging")
-            self._disk = LocalFiles(os.path.abspath(staging), private=True)
-        else:
-            self._disk = self._target
-        self._disk.makedirs("")
-        if self._target is not self._disk:
-            self._target.makedirs("")
+    def _staging_dir(self) -> str:
+        return self.config.staging_dir or str(self.context.state_dir("sink", self.name) / "staging")
 
     def _scan_leftovers(self) -> None:
         """Queue this collector's in-progress files for recovery, and staged files for upload."""
-        disk = self._disk
+        disk = self.files.disk
         assert disk is not None
         for rel in disk.glob(self.inprogress_glob):
             if self.owns(final_name(rel)) and rel not in self._broken:
@@ -413,8 +373,8 @@ class SeqFileSink(Sink):
 
     def _repair(self) -> None:
         """Recover broken in-progress files and finish pending uploads; raise if the store is still away."""
-        if self._target is None or self._disk is None:
-            self._connect()
+        if not self.files.connected:
+            self.files.connect()
         while self._broken:
             self._recover(self._broken[0])
             self._broken.pop(0)
@@ -423,7 +383,7 @@ class SeqFileSink(Sink):
             self._uploads.pop(0)
 
     def _recover(self, rel: str) -> None:
-        disk = self._disk
+        disk = self.files.disk
         assert disk is not None
         if not disk.exists(rel):
             return
@@ -448,7 +408,7 @@ class SeqFileSink(Sink):
             self._uploads.append(final)
 
     def _upload(self, rel: str) -> None:
-        disk, target = self._disk, self._target
+        disk, target = self.files.disk, self.files.target
         assert isinstance(target, RemoteFiles) and disk is not None
         local = disk.path(rel)
         if not os.path.exists(local):
@@ -458,12 +418,12 @@ class SeqFileSink(Sink):
         self._m_uploaded.inc()
 
     def _free_name(self, datatype: str = "") -> str:
-        disk = self._disk
+        disk = self.files.disk
         assert disk is not None
         while True:
             rel = self.next_name(datatype)
             if not disk.exists(rel) and not disk.exists(inprogress_name(rel)) and (
-                self._target is disk or self._target is None or not self._target.exists(rel)
+                self.files.target is disk or self.files.target is None or not self.files.target.exists(rel)
             ):
                 return rel
 
@@ -473,7 +433,7 @@ class SeqFileSink(Sink):
         while len(self._open) >= self._max_open:
             self._close_file(next(iter(self._open)))
             self._m_evicted.inc()
-        disk = self._disk
+        disk = self.files.disk
         assert disk is not None
         rel = self._free_name(key)
         disk.makedirs(rel.rpartition("/")[0])
@@ -498,7 +458,7 @@ class SeqFileSink(Sink):
         return min((of.last_sync for of in self._open.values() if of.dirty), default=time.monotonic())
 
     def _sync(self, of: _OpenFile) -> None:
-        disk = self._disk
+        disk = self.files.disk
         assert disk is not None
         of.writer.flush()
         disk.sync(of.file, inprogress_name(of.rel), of.new_name)
@@ -521,7 +481,7 @@ class SeqFileSink(Sink):
         of = self._open.get(key)
         if of is None:
             return
-        disk = self._disk
+        disk = self.files.disk
         assert disk is not None
         self._sync(of)
         of.writer.close()
@@ -552,11 +512,7 @@ class SeqFileSink(Sink):
         dropped = list(self._open.values())
         self._open.clear()
         self._m_open.set(0)
-        if self.remote and self._target is not None:
-            self._target.close()
-            self._target = None
-            if not self.staged:
-                self._disk = None
+        self.files.drop()
         for of in dropped:
             try:
                 of.file.close()
@@ -580,7 +536,7 @@ class SeqFileSink(Sink):
                             self._close_file(key)
                         elif of.dirty and cfg.sync == "interval" and now - of.last_sync >= cfg.sync_period:
                             self._sync(of)
-                    if (self._broken or self._uploads or self._target is None) and now >= next_repair:
+                    if (self._broken or self._uploads or self.files.target is None) and now >= next_repair:
                         next_repair = now + 5.0
                         self._repair()
                 except Exception as exc:  # noqa: BLE001 - a background step must not kill the thread

@@ -21,11 +21,13 @@ import io
 import os
 import re
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import fsspec
 
 from logflume.errors import ConfigError
+from logflume.settings import AnyValue, Duration, Enum, MapOf, Optional, Setting, Str
 from logflume.statefile import STATE_FILE_MODE, make_state_dir
 from sinks.naming import inprogress_name
 
@@ -86,6 +88,73 @@ COPY_PIECE = 8 << 20
 SFTP_REQUEST = 32768
 #: Bytes a file read through over SFTP asks for at once (32 requests in flight), and holds at most.
 SFTP_READ_AHEAD = 1 << 20
+
+
+#: The settings of every sink that writes files to a store (``seqfile``, ``file``).
+STORE_SETTINGS: dict[str, Setting] = {
+    "staging": Setting(Enum("auto", "always", "never"), "auto",
+                       "Stage files locally, upload on roll: auto = all remote stores but sftp and hdfs"),
+    "staging_dir": Setting(Optional(Str()), None, "Local directory for staged files (default: the state dir)"),
+    "storage_options": Setting(MapOf(AnyValue()), {}, "Passed to the fsspec filesystem (key_filename, ...); "
+                               "SFTP: known_hosts, host_key_fingerprint (see docs/store.md)"),
+    "timeout": Setting(Duration(), "30s", "Network timeout of remote stores (connect and each round trip)"),
+}
+
+
+class StoreFiles:
+    """Where a sink's files go: ``target``, the store at ``url``, and ``disk``, where they are written: the
+    target itself, or a local staging directory for stores that take whole files only (uploaded on roll).
+
+    ``connect`` opens what is not open; after a failure ``drop`` lets a remote connection go (the next
+    ``connect`` makes a fresh one, so a restarted server is picked up); ``close`` ends both.
+    """
+
+    def __init__(self, url: str, options: dict[str, Any], timeout: float, staging: str,
+                 staging_dir: Callable[[], str], private: bool = False) -> None:
+        self.url = url
+        self.options = options
+        self.timeout = timeout
+        self.protocol = protocol_of(url)
+        self.remote = self.protocol != "file"
+        self.local_root = os.path.abspath(url[len("file://"):] if url.startswith("file://") else url)
+        self.staged = self.remote and (staging == "always"
+                                       or (staging == "auto" and self.protocol not in STREAMING_PROTOCOLS))
+        self.staging_dir = staging_dir  # asked only when staged: the default one is made when asked
+        self.private = private  # owner-only files on a local target (a buffer store's secondary)
+        self.target: LocalFiles | None = None
+        self.disk: LocalFiles | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.target is not None and self.disk is not None
+
+    def connect(self) -> None:
+        if not self.remote:
+            self.target = LocalFiles(self.local_root, private=self.private)
+        elif self.target is None:
+            options = dict(self.options)
+            if self.protocol in SFTP_PROTOCOLS:
+                for key in ("timeout", "banner_timeout", "auth_timeout"):
+                    options.setdefault(key, self.timeout)
+            fs, root = open_filesystem(self.url, options)
+            self.target = RemoteFiles(fs, root, self.timeout)
+        self.disk = LocalFiles(os.path.abspath(self.staging_dir()), private=True) if self.staged else self.target
+        self.disk.makedirs("")
+        if self.target is not self.disk:
+            self.target.makedirs("")
+
+    def drop(self) -> None:
+        if self.remote and self.target is not None:
+            self.target.close()
+            self.target = None
+            if not self.staged:
+                self.disk = None
+
+    def close(self) -> None:
+        for files in {id(self.target): self.target, id(self.disk): self.disk}.values():
+            if files is not None:
+                files.close()
+        self.target = self.disk = None
 
 
 class LocalFiles:

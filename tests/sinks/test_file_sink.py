@@ -121,7 +121,7 @@ def test_over_sftp_files_are_written_in_place_and_fsynced_by_the_server(tmp_path
     for i in range(0, 20, 5):
         sink.deliver(cs[i:i + 5])
         assert sum(p.name.startswith(".") for p in out.iterdir()) == 1, "one file in progress, hidden"
-    assert sink._target.server_fsync is True  # OpenSSH offers fsync@openssh.com: every batch was fsynced
+    assert sink.files.target.server_fsync is True  # OpenSSH offers fsync@openssh.com: every batch was fsynced
     sink.stop()
     files = sorted(out.iterdir(), key=lambda p: int(p.name.rsplit("-", 1)[1].split(".")[0]))
     assert files and not any(p.name.startswith(".") for p in files)

@@ -147,7 +147,7 @@ def test_seqfile_sink_on_sftp_fails_then_recovers_its_cut_off_file(sshd: Sshd, t
             sink.deliver(batch)
             acked.extend(batch)
         assert len(list(root.glob("*/.*.inprogress"))) == 1 and not final_files(root)
-        assert sink._target.server_fsync is True  # OpenSSH fsyncs each acknowledged batch on request
+        assert sink.files.target.server_fsync is True  # OpenSSH fsyncs each acknowledged batch on request
         sshd.stop()
         with pytest.raises(DeliveryError, match="failed"):
             sink.deliver(maker.batch(4))

@@ -33,10 +33,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.sources.tail import COPY_SEARCHES  # noqa: E402
 from agent.sources.tail.checkpoint import Position  # noqa: E402
 from agent.sources.tail.generations import Generations  # noqa: E402
 from agent.sources.tail.identity import FileIdentity, read_head  # noqa: E402
+from agent.sources.tail.scan import COPY_SEARCHES  # noqa: E402
 from logflume.component import Context  # noqa: E402
 from logflume.metrics import Metrics  # noqa: E402
 from logflume.topology import build_topology  # noqa: E402

@@ -76,7 +76,7 @@ class Agent:
                 host, port = topo.agent.metrics
                 self.context.metrics.status = PipelineStatus.for_agent(topo)
                 try:
-                    self.context.metrics.serve(host, port)
+                    self.context.metrics.serve(host, port, topo.agent.tap_token)
                 except OSError as exc:
                     raise StartupError(f"metrics endpoint {host}:{port}: {exc.strerror or exc}") from None
             for name in topo.channels:

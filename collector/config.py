@@ -41,6 +41,7 @@ from logflume.settings import (
     render_settings,
 )
 from logflume.sink import Sink
+from logflume.status import tap_token_warnings
 from logflume.wire.identity import Authenticator, Credential
 
 DEFAULT_PORT = 7465
@@ -82,6 +83,8 @@ COLLECTOR_SETTINGS: dict[str, Setting] = {
                              "Sources (globs) holders of a shared token may send; required with tokens"),
     "insecure": Setting(Bool(), False, "Allow listeners beyond loopback without any credentials configured"),
     "metrics": Setting(Optional(HostPort()), None, "Serve Prometheus metrics on HOST:PORT"),
+    "tap_token": Setting(Optional(Secret()), None, "Token `logflume tap` must present to see the chunks and records "
+                                                   "passing a component (null: /tap is refused)"),
     "scribe": Setting(Optional(HostPort()), None, "HOST:PORT of the Scribe-compatible endpoint (null: off)"),
     "flume": Setting(Optional(HostPort()), None, "HOST:PORT of the Flume-ThriftSource-compatible endpoint (null: off)"),
     "scribe_tls": Setting(Bool(), False, "Serve the Scribe endpoint with the tls section's certificate"),
@@ -207,6 +210,8 @@ def _authentication(values: Values, file: str | None) -> tuple[Authenticator, li
         if clear:
             warnings.append(f"collector: tokens travel in clear on {' and '.join(clear)} (no tls); expected "
                             f"collector.{clear[0]}_tls: true")
+    # its strength is checked with the section's other secrets
+    warnings += tap_token_warnings(values.tap_token, values.metrics, file, "collector.tap_token", strength=False)
     return authenticator, warnings
 
 

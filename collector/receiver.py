@@ -199,7 +199,7 @@ class Collector:
                     ), addr, ssl_ctx if tls else None)
             if cfg.metrics is not None:
                 try:
-                    self.config.context.metrics.serve(*cfg.metrics)
+                    self.config.context.metrics.serve(*cfg.metrics, cfg.tap_token)
                 except OSError as exc:
                     raise StartupError(f"cannot serve metrics on {cfg.metrics[0]}:{cfg.metrics[1]}: {exc}") from None
         except BaseException:

@@ -44,11 +44,12 @@ class Metrics:
         v = self.registry.get_sample_value(full, labels)
         return 0.0 if v is None else v
 
-    def serve(self, host: str, port: int) -> None:
-        """Expose ``/metrics``, ``/health``, ``/ready`` and ``/status``; raises OSError if the port is taken."""
+    def serve(self, host: str, port: int, tap_token: str | None = None) -> None:
+        """Expose ``/metrics``, ``/health``, ``/ready``, ``/status`` and, to holders of ``tap_token``, ``/tap``;
+        raises OSError if the port is taken."""
         from logflume.status import StatusServer
 
-        self._server = StatusServer(host, port, self)
+        self._server = StatusServer(host, port, self, tap_token)
 
     @property
     def address(self) -> tuple[str, int] | None:

@@ -22,6 +22,7 @@ second: FIFO order means the oldest uncommitted byte is byte number
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from logflume import __version__
+from logflume.secrets import check_secret, is_loopback
 from logflume.settings import Invalid, parse_duration
 
 log = logging.getLogger("logflume.status")
@@ -328,6 +330,32 @@ class PipelineStatus:
         return reasons
 
 
+def tap_refusal(token: str | None, authorization: str | None) -> tuple[HTTPStatus, dict[str, str]] | None:
+    """Why ``/tap`` is refused, or None.  It shows the records themselves, so it is off unless the daemon has a
+    ``tap_token``, and then open only to requests bearing it (``Authorization: Bearer TOKEN``)."""
+    if not token:
+        return HTTPStatus.FORBIDDEN, {"error": "tap is off: set tap_token in the agent (or collector) section to "
+                                               "allow it (it shows the records passing)"}
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        return HTTPStatus.UNAUTHORIZED, {"error": "tap needs the daemon's tap_token (Authorization: Bearer TOKEN)"}
+    return None
+
+
+def tap_token_warnings(token: str | None, metrics: tuple[str, int] | None, file: str | None,
+                       path: str, strength: bool = True) -> list[str]:
+    """A weak tap token (a ConfigError when the endpoint binds beyond loopback; ``strength=False`` where the
+    section's secrets are checked already), and a token that would travel in clear: the status endpoint
+    speaks plain HTTP."""
+    if not token:
+        return []
+    out = [w] if strength and (w := check_secret(token, file=file, path=path, bind=metrics)) else []
+    if metrics is not None and not is_loopback(metrics[0]):
+        out.append(f"{path}: the status endpoint {metrics[0]}:{metrics[1]} speaks plain HTTP beyond loopback: the "
+                   "tap token and the records it shows travel in clear; expected a loopback address (tap over ssh)")
+    return out
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: StatusServer
     protocol_version = "HTTP/1.1"
@@ -355,6 +383,10 @@ class _Handler(BaseHTTPRequestHandler):
             code = HTTPStatus.SERVICE_UNAVAILABLE if reasons else HTTPStatus.OK
             self._json(code, {"ready": not reasons, "reasons": reasons})
         elif url.path == "/tap" and status is not None:
+            refusal = tap_refusal(self.server.tap_token, self.headers.get("Authorization"))
+            if refusal is not None:
+                self._json(*refusal)
+                return
             self._tap(status, query)
         elif url.path == "/status" and status is not None:
             try:
@@ -438,10 +470,11 @@ class StatusServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, host: str, port: int, metrics: Any) -> None:
+    def __init__(self, host: str, port: int, metrics: Any, tap_token: str | None = None) -> None:
         from logflume.tap import TapHub
 
         self.metrics = metrics
+        self.tap_token = tap_token
         self.taps = TapHub()
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._stop = threading.Event()

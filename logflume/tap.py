@@ -9,7 +9,9 @@ is slow, events are dropped and counted instead of waiting.
 
 The status endpoint serves a tap as ``GET /tap?component=NAME`` (newline-
 delimited JSON, one event per line and a ``heartbeat`` line every second
-carrying the drop counts); :func:`stream` is its client.
+carrying the drop counts) to requests bearing the daemon's ``tap_token``
+(it shows the records themselves; without a token configured it is off);
+:func:`stream` is its client.
 """
 
 from __future__ import annotations
@@ -201,8 +203,9 @@ def carry(old: Any, new: Any) -> None:
 
 def stream(address: str, component: str, *, datatype: str | None = None, stream_glob: str | None = None,
            tags: dict[str, str] | None = None, rate: float = 10.0, records: int = 0,
-           timeout: float = 10.0) -> Iterator[dict[str, Any]]:
-    """Events (and heartbeats) of a running process's tap, from its status address ``HOST:PORT``."""
+           timeout: float = 10.0, token: str | None = None) -> Iterator[dict[str, Any]]:
+    """Events (and heartbeats) of a running process's tap, from its status address ``HOST:PORT``, with the
+    daemon's ``tap_token``."""
     import urllib.error
     import urllib.request
 
@@ -214,8 +217,9 @@ def stream(address: str, component: str, *, datatype: str | None = None, stream_
     params += [("tag", f"{k}={v}") for k, v in (tags or {}).items()]
     base = address if "://" in address else f"http://{address}"
     url = f"{base.rstrip('/')}/tap?{urlencode(params)}"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        resp = urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - an operator-given address
+        resp = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - an operator-given address
     except urllib.error.HTTPError as exc:
         try:
             reason = json.loads(exc.read() or b"{}").get("error", exc.reason)

@@ -24,6 +24,7 @@ from logflume.settings import (
     Enum,
     HostPort,
     Optional,
+    Secret,
     Setting,
     Str,
     Values,
@@ -32,11 +33,14 @@ from logflume.settings import (
     secret_warnings,
 )
 from logflume.source import SourceName
+from logflume.status import tap_token_warnings
 
 AGENT_SETTINGS: dict[str, Setting] = {
     "name": Setting(SourceName(), socket.gethostname(), "Source name stamped on every chunk (default: the host name)"),
     "data_dir": Setting(Str(), "/var/lib/logflume", "Where checkpoints and file-channel segments live"),
     "metrics": Setting(Optional(HostPort()), None, "Serve Prometheus metrics on HOST:PORT (off by default)"),
+    "tap_token": Setting(Optional(Secret()), None, "Token `logflume tap` must present to see the chunks and records "
+                                                   "passing a component (null: /tap is refused)"),
     "shutdown_timeout": Setting(Duration(), "30s", "On SIGTERM, how long sinks may drain before the agent exits"),
     "log_level": Setting(Enum("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "Logging level"),
 }
@@ -267,6 +271,7 @@ def build_topology(raw: dict[str, Any], file: str | None = None, context: Contex
     for section, specs in (("sources", topo.sources), ("channels", topo.channels), ("sinks", topo.sinks)):
         for name, spec in specs.items():
             topo.warnings += secret_warnings(spec.cls.schema(), spec.values, f"{section}.{name}", file)
+    topo.warnings += tap_token_warnings(agent.tap_token, agent.metrics, file, "agent.tap_token")
     return topo
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import time
 import urllib.request
@@ -25,6 +26,8 @@ from bench.e2e.peers import free_port, port_open
 from bench.e2e.variants import Variant, clear_dir
 
 SINK_NAME = "fwd"
+#: The agent's tap_token for `--tap on` (a throwaway value, on loopback).
+TAP_TOKEN = secrets.token_hex(20)
 
 
 @dataclass
@@ -58,7 +61,7 @@ def agent_config(opts: LogflumeOptions, work: Path, paths: list[str], collector_
         channel["capacity"] = max(4 * opts.chunk_size, 256 << 20)
     return {
         "agent": {"name": "bench", "data_dir": str(work / "agent"), "metrics": f"127.0.0.1:{metrics_port}",
-                  "log_level": "WARNING", "shutdown_timeout": "10s"},
+                  "tap_token": TAP_TOKEN, "log_level": "WARNING", "shutdown_timeout": "10s"},
         "sources": {"logs": {"type": "tail", "paths": paths, "channels": ["buf"], "start_at": "beginning",
                              "chunk_size": opts.chunk_size, "flush_interval": opts.flush_interval,
                              "quiet_flush": opts.quiet_flush}},
@@ -148,7 +151,8 @@ def run_logflume(opts: LogflumeOptions, variant: Variant, work: Path, python: st
         wait_until(lambda: acked_bytes(mport) >= 0, 30, "the agent's metrics endpoint", group)
         if opts.tap:
             group.start("tap", [python, "-m", "logflume", "tap", f"127.0.0.1:{mport}", "--component", "logs",
-                                "--records", "5", "--rate", "1000", "--json"], work / "tap.log", env=env)
+                                "--records", "5", "--rate", "1000", "--json"], work / "tap.log",
+                        env={**env, "LOGFLUME_TAP_TOKEN": TAP_TOKEN})
             wait_until(lambda: "# tapping" in (work / "tap.log").read_text(), 30, "the tap attached", group)
         group.mark_start()
         t0, writer = variant.feed(watch, python, env, work)

@@ -178,12 +178,18 @@ def cmd_tap(args: argparse.Namespace) -> int:
         if not sep or not key:
             return _fail("tap", f"--tag: expected KEY=VALUE, got {item!r}", EXIT_CONFIG)
         tags[key] = value
+    try:
+        address, token = _tap_target(args)
+    except ConfigError as exc:
+        return _fail("tap", f"invalid config: {exc}", EXIT_CONFIG)
+    except (OSError, ValueError) as exc:
+        return _fail("tap", str(exc), EXIT_CONFIG)
     shown = dropped = 0
     try:
-        for event in stream(args.address, args.component, datatype=args.datatype, stream_glob=args.stream,
-                            tags=tags, rate=args.rate, records=args.records):
+        for event in stream(address, args.component, datatype=args.datatype, stream_glob=args.stream,
+                            tags=tags, rate=args.rate, records=args.records, token=token):
             if event.get("type") == "attached":
-                print(f"# tapping {event['kind']}:{event['component']} at {args.address} "
+                print(f"# tapping {event['kind']}:{event['component']} at {address} "
                       f"(at most {event['rate']:g} chunks/s)", file=sys.stderr, flush=True)
                 continue
             if event.get("type") == "gone":
@@ -218,6 +224,37 @@ def cmd_tap(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+def _tap_target(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(status address, tap token): given, from the environment or a token file, or from the daemon's config
+    (``-c``).  The token is never a command-line argument: every local user can read those."""
+    import os
+
+    from logflume.config import load_yaml
+    from logflume.settings import parse_settings
+
+    address = args.address
+    token = os.environ.get("LOGFLUME_TAP_TOKEN") or None
+    if args.token_file:
+        with open(args.token_file) as fh:
+            token = fh.read().strip() or None
+    if args.config:
+        raw = load_yaml(args.config)
+        if _is_collector_config(raw):
+            from collector.config import COLLECTOR_SETTINGS
+
+            section = parse_settings(COLLECTOR_SETTINGS, raw.get("collector") or {}, "collector", args.config)
+        else:
+            from logflume.topology import AGENT_SETTINGS
+
+            section = parse_settings(AGENT_SETTINGS, raw.get("agent") or {}, "agent", args.config)
+        if address is None and section.metrics is not None:
+            address = f"{section.metrics[0]}:{section.metrics[1]}"
+        token = token or section.tap_token
+    if address is None:
+        raise ValueError("expected the daemon's status address HOST:PORT, or -c CONFIG with a metrics address")
+    return address, token
 
 
 def _delegate(name: str, argv: list[str]) -> int:
@@ -255,8 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pid", type=int, default=None, help="signal this process (default: the pid file in data_dir)")
     p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the daemon's verdict")
     p.set_defaults(func=cmd_reload)
-    p = sub.add_parser("tap", help="Print the chunks passing a component of a running agent, live")
-    p.add_argument("address", help="the agent's metrics address HOST:PORT")
+    p = sub.add_parser("tap", help="Print the chunks passing a component of a running agent or collector, live")
+    p.add_argument("address", nargs="?", default=None,
+                   help="the daemon's metrics address HOST:PORT (default: from -c)")
+    p.add_argument("-c", "--config", default=None, help="the daemon's config: its metrics address and tap_token")
+    p.add_argument("--token-file", default=None,
+                   help="file holding the daemon's tap_token (or set LOGFLUME_TAP_TOKEN; default: from -c)")
     p.add_argument("--component", required=True, help="source, channel or sink name")
     p.add_argument("--datatype", default=None, help="only chunks of this datatype")
     p.add_argument("--stream", default=None, help="only chunks whose stream matches this glob")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import signal
 import time
+import urllib.error
 import urllib.request
+
+import pytest
 
 from logflume.testing.recording_sink import read_chunks
 from tests.conftest import free_port, wait_for
@@ -53,6 +56,10 @@ def test_metrics_endpoint_counts_bytes_and_chunks(tmp_path, logflume_proc):
     assert sample(text, "logflume_bytes_out_total", kind="sink", component="out") == total
     assert sample(text, "logflume_channel_fill_bytes", kind="channel", component="m") == 0
     assert sample(text, "logflume_channel_capacity_bytes", kind="channel", component="m") == 1024 * 1024
+    # no tap_token configured: the tap, which shows the records themselves, is off
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/tap?component=n&records=5", timeout=5)
+    assert refused.value.code == 403 and b"tap is off: set tap_token" in refused.value.read()
     assert agent.terminate() == 0
 
 

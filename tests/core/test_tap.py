@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,6 +18,9 @@ from logflume.tap import stream
 from tests.conftest import REPO, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(180)
+
+#: The daemons' tap_token (both have the same one here).
+TOKEN = "f3b1c0de" * 5
 
 
 class Writer(threading.Thread):
@@ -38,7 +42,7 @@ class Writer(threading.Thread):
 def _agent_cfg(tmp: Path, metrics: int, sink: dict, flush: str = "100ms") -> dict:
     return {
         "agent": {"name": "tapped", "data_dir": str(tmp / "adata"), "metrics": f"127.0.0.1:{metrics}",
-                  "shutdown_timeout": "5s"},
+                  "tap_token": TOKEN, "shutdown_timeout": "5s"},
         "sources": {"logs": {"type": "tail", "flush_interval": flush, "channels": ["mem"],
                              "paths": [{"glob": str(tmp / "logs" / "a.log"), "datatype": "Alpha",
                                         "tags": {"team": "x"}},
@@ -57,7 +61,7 @@ def running(tmp_path, logflume_proc):
     ccfg = tmp_path / "collector.yaml"
     ccfg.write_text(yaml.safe_dump({
         "collector": {"name": "c", "listen": f"127.0.0.1:{cport}", "metrics": f"127.0.0.1:{cmetrics}",
-                      "data_dir": str(tmp_path / "cdata"), "shutdown_timeout": "5s"},
+                      "tap_token": TOKEN, "data_dir": str(tmp_path / "cdata"), "shutdown_timeout": "5s"},
         "store": {"type": "seqfile", "url": str(tmp_path / "store")}}))
     acfg = tmp_path / "agent.yaml"
     acfg.write_text(yaml.safe_dump(_agent_cfg(tmp_path, ametrics, {
@@ -89,10 +93,10 @@ def _take(events, n: int, seconds: float = 60.0) -> tuple[list[dict], list[dict]
 
 def test_tap_prints_metadata_and_records_of_each_component_with_filters(running):
     addr = running["agent_addr"]
-    # the CLI: sample records of the source, as text
-    out = subprocess.run([sys.executable, "-m", "logflume", "tap", addr, "--component", "logs", "--records", "2",
-                          "--count", "3", "--datatype", "Alpha"], cwd=REPO, capture_output=True, text=True,
-                         timeout=120)
+    # the CLI: sample records of the source, as text; address and token from the agent's config
+    out = subprocess.run([sys.executable, "-m", "logflume", "tap", "-c", str(running["cfg"]), "--component", "logs",
+                          "--records", "2", "--count", "3", "--datatype", "Alpha"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "# tapping source:logs" in out.stderr
     heads = [line for line in out.stdout.splitlines() if not line.startswith("    ")]
@@ -102,26 +106,26 @@ def test_tap_prints_metadata_and_records_of_each_component_with_filters(running)
 
     # channel and sink see the same chunks, filtered by stream glob and by tag
     for component in ("mem", "out"):
-        chunks, _ = _take(stream(addr, component, stream_glob="*/b.log", rate=100), 5)
+        chunks, _ = _take(stream(addr, component, stream_glob="*/b.log", rate=100, token=TOKEN), 5)
         assert len(chunks) == 5 and {c["datatype"] for c in chunks} == {"Beta"}, chunks
         assert {c["kind"] for c in chunks} == {"channel" if component == "mem" else "sink"}
-    chunks, _ = _take(stream(addr, "out", tags={"team": "x"}, rate=100, records=1), 5)
+    chunks, _ = _take(stream(addr, "out", tags={"team": "x"}, rate=100, records=1, token=TOKEN), 5)
     assert {c["stream"] for c in chunks} == {str(running["files"][0])} and all(c["records"] for c in chunks)
 
     # the collector's store: what was made durable there
-    chunks, _ = _take(stream(running["collector_addr"], "store", datatype="Beta", rate=100, records=1), 3)
+    chunks, _ = _take(stream(running["collector_addr"], "store", datatype="Beta", rate=100, records=1, token=TOKEN), 3)
     assert len(chunks) == 3 and all(c["source"] == "tapped" and c["records"][0].startswith("b line")
                                     for c in chunks), chunks
 
     # a name that is not a component: one line naming the components there are
     bad = subprocess.run([sys.executable, "-m", "logflume", "tap", addr, "--component", "nope"], cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, env={**os.environ, "LOGFLUME_TAP_TOKEN": TOKEN})
     assert bad.returncode == 1 and "source:logs" in bad.stderr and "sink:out" in bad.stderr, bad.stderr
 
 
 def test_tap_rate_limit_counts_what_it_skips(running):
     # up to ~20 chunks/s pass the source (two files, flush every 100 ms); at most 1 a second is shown
-    events = stream(running["agent_addr"], "logs", rate=1)
+    events = stream(running["agent_addr"], "logs", rate=1, token=TOKEN)
     t0 = time.monotonic()
     chunks, beats = [], []
     for e in events:
@@ -136,7 +140,7 @@ def test_tap_rate_limit_counts_what_it_skips(running):
 def test_tap_follows_its_component_through_a_reload(running):
     """A reload that replaces the tapped source hands the tap to the new one; the tap keeps printing."""
     tmp, addr = running["tmp"], running["agent_addr"]
-    events = stream(addr, "logs", rate=100)
+    events = stream(addr, "logs", rate=100, token=TOKEN)
     chunks, _ = _take(events, 2)
     assert len(chunks) == 2
     cfg = yaml.safe_load(running["cfg"].read_text())
@@ -156,8 +160,10 @@ def test_tap_follows_its_component_through_a_reload(running):
         assert time.monotonic() < deadline, "the tap went silent after the reload"
 
     # a reload that removes the tapped component ends the tap with a "gone" line; the CLI exits 1
-    tap = subprocess.Popen([sys.executable, "-m", "logflume", "tap", addr, "--component", "logs"], cwd=REPO,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    token_file = tmp / "tap.token"
+    token_file.write_text(TOKEN + "\n")
+    tap = subprocess.Popen([sys.executable, "-m", "logflume", "tap", addr, "--component", "logs", "--token-file",
+                            str(token_file)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         first = tap.stderr.readline()  # printed once attached
         assert "# tapping source:logs" in first, first
@@ -169,3 +175,16 @@ def test_tap_follows_its_component_through_a_reload(running):
         assert "source:logs was removed by a reload" in err, err
     finally:
         tap.kill()
+
+
+def test_tap_is_refused_without_the_daemons_token(running):
+    """It shows the records themselves: any local user (or anyone, beyond loopback) would read every log."""
+    for token in (None, "not-" + TOKEN, TOKEN[:-1]):
+        with pytest.raises(ConnectionError, match="HTTP 401: tap needs the daemon's tap_token"):
+            next(stream(running["agent_addr"], "logs", records=1, token=token))
+    with pytest.raises(ConnectionError, match="HTTP 401"):
+        next(stream(running["collector_addr"], "store", records=1))
+    out = subprocess.run([sys.executable, "-m", "logflume", "tap", running["agent_addr"], "--component", "logs",
+                          "--count", "1"], cwd=REPO, capture_output=True, text=True, timeout=60,
+                         env={k: v for k, v in os.environ.items() if k != "LOGFLUME_TAP_TOKEN"})
+    assert out.returncode == 1 and "HTTP 401" in out.stderr and not out.stdout, out.stderr

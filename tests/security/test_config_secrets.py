@@ -202,3 +202,20 @@ def test_check_secret_decisions():
         secrets.check_secret("short", file="f", path="k", bind=("::", 1))
     with pytest.raises(ConfigError):
         secrets.check_secret("password", file="f", path="k", bind=("collector.example", 1))
+
+
+def test_tap_token_is_checked_against_the_status_endpoints_address():
+    from logflume.topology import build_topology
+
+    def agent(metrics: str, token: str) -> list[str]:
+        return build_topology({
+            "agent": {"name": "a", "metrics": metrics, "tap_token": token},
+            "sources": {"in": {"type": "stdin", "channels": ["m"]}}, "channels": {"m": {"type": "memory"}},
+            "sinks": {"out": {"type": "null", "channel": "m"}}}).warnings
+
+    strong = "9c1e5b7a" * 5
+    assert agent("127.0.0.1:9100", strong) == []
+    assert any("agent.tap_token: secret" in w for w in agent("127.0.0.1:9100", "changeme"))
+    with pytest.raises(ConfigError, match=r"agent\.tap_token.*beyond loopback"):
+        agent("0.0.0.0:9100", "changeme")
+    assert any("speaks plain HTTP beyond loopback" in w for w in agent("0.0.0.0:9100", strong))

@@ -55,7 +55,7 @@ def test_agent_state_dirs_channel_segments_and_checkpoints(tmp_path, logflume_pr
     (logs / "app.log").write_text("".join(f"line {i}\n" for i in range(1000)))
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(
-        f"agent: {{name: a1, data_dir: {data}}}\n"
+        f"agent: {{name: a1, data_dir: {data}, shutdown_timeout: 2s}}\n"  # no collector: no draining to wait for
         f"sources: {{logs: {{type: tail, paths: ['{logs}/*.log'], channels: [disk], flush_interval: 100ms}}}}\n"
         "channels: {disk: {type: file, capacity: 64MiB}}\n"
         f"sinks: {{up: {{type: collector, channel: disk, collectors: ['127.0.0.1:{free_port()}'], timeout: 1s}}}}\n"

@@ -124,7 +124,7 @@ def baseline(root: Path) -> tuple[int, int, float]:
 
 def per_record(archive: Path, out: Path, spec: object) -> tuple[int, int, float]:
     """The path demux took before batch processors: RecordSplitter (process() per record) to JSON Lines."""
-    from jobs.outputs import write_partitions
+    from bench.per_record_demux import write_partitions
     from jobs.records import RecordSplitter
     from jobs.sinkfiles import list_finished, open_fs, read_chunks
 
@@ -134,7 +134,7 @@ def per_record(archive: Path, out: Path, spec: object) -> tuple[int, int, float]
     splitter = RecordSplitter(spec, lambda r: None)
     for i, f in enumerate(list_finished(fs, root)):
         records = (pr for c in read_chunks(fs, f.path) for pr in splitter.split(c))
-        write_partitions(records, out_fs, out_root, i, "jsonl")
+        write_partitions(records, out_fs, out_root, i)
     st = splitter.stats
     return st.bytes, st.records + st.errors, time.perf_counter() - t
 

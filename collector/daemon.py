@@ -31,6 +31,7 @@ def main(argv: list[str]) -> int:
     from collector.config import COLLECTOR_SETTINGS, load_collector_config
     from collector.receiver import Collector
     from collector.reload import Reloader
+    from collector.routing import buffer_stores
     from logflume.settings import secret_warnings
     from logflume.status import PipelineStatus
 
@@ -46,7 +47,7 @@ def main(argv: list[str]) -> int:
     stores = [config.store, *(r.store for r in config.routes)]  # a group's status() lists its members
     config.context.metrics.status = PipelineStatus(
         "collector", config.collector.name, config.context.metrics, stores, store=config.store,
-        pending_bytes=lambda: collector.writer.pending_bytes)
+        pending_bytes=lambda: collector.writer.pending_bytes, buffers=buffer_stores(stores))
     reloader = Reloader(collector, args.config)
     try:
         collector.start()

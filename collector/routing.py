@@ -128,6 +128,13 @@ def _leaves(store: Sink) -> list[Sink]:
     return [m.sink for m in store.members] if isinstance(store, StoreGroup) else [store]
 
 
+def buffer_stores(stores: Sequence[Sink]) -> list[Sink]:
+    """Every buffer store among ``stores`` and their groups' members (whose readiness /ready reports)."""
+    from collector.store import BufferStore
+
+    return [leaf for store in stores for leaf in _leaves(store) if isinstance(leaf, BufferStore)]
+
+
 def _places(store: Sink) -> list[str]:
     """Where a store keeps its files, to refuse two stores sharing one (their recovery and replay would mix)."""
     from collector.store import BufferStore

@@ -12,7 +12,9 @@ Readiness ("it is delivering") fails, with the reasons in the body, when
 * the oldest byte a source or channel accepted and has not handed on is older
   than ``max_age`` (a stuck sink, a full channel);
 * every collector of a collector sink is cooling down;
-* the store's primary is down and its secondary is nearly full.
+* a buffer store's primary is down and its secondary is nearly full (the
+  default store's, a route's, a group member's: any of them refusing
+  chunks means a part of the traffic is not delivered).
 
 The age of the oldest uncommitted byte comes from :class:`BacklogAge`, which
 samples each component's cumulative ``bytes_in``/``bytes_out`` counters once a
@@ -135,12 +137,15 @@ class PipelineStatus:
     """The status document and readiness of one process (an agent or a collector)."""
 
     def __init__(self, role: str, name: str, metrics: Any, components: Sequence[Any],
-                 store: Any = None, pending_bytes: Callable[[], int] | None = None) -> None:
+                 store: Any = None, pending_bytes: Callable[[], int] | None = None,
+                 buffers: Sequence[Any] = ()) -> None:
         self.role = role
         self.name = name
         self.metrics = metrics
         self.components = list(components)
         self.store = store
+        #: Every buffer store (the default store's, routes', groups' members), for readiness and /status.
+        self.buffers = list(buffers)
         self.pending_bytes = pending_bytes
         self.started = time.time()
         self._ages: dict[tuple[str, str], BacklogAge] = {}
@@ -265,14 +270,16 @@ class PipelineStatus:
         }
         if self.store is not None:
             doc["store"] = self._store(values)
+        if self.buffers:
+            doc["buffers"] = [self._buffer(b, values) for b in self.buffers]
         if self.pending_bytes is not None:
             doc["totals"]["pending_bytes"] = self.pending_bytes()
             doc["totals"]["bytes_in"] = v("bytes_in_total", "collector", self.name)
             doc["totals"]["try_later"] = v("try_later_total", "collector", self.name)
         return doc
 
-    def _store(self, values: dict[tuple[str, str, str], float]) -> dict[str, Any]:
-        store = self.store
+    def _buffer(self, store: Any, values: dict[tuple[str, str, str], float]) -> dict[str, Any]:
+        """A store's name, type and counters; a buffer store's primary state and secondary fill."""
         name = store.name
 
         def v(metric: str) -> float | None:
@@ -287,6 +294,15 @@ class PipelineStatus:
         max_bytes = getattr(secondary, "max_bytes", None) if secondary is not None else None
         out["secondary_max_bytes"] = max_bytes
         out["secondary_fill"] = round(out["backlog_bytes"] / max_bytes, 4) if max_bytes else None
+        return out
+
+    def _store(self, values: dict[tuple[str, str, str], float]) -> dict[str, Any]:
+        store = self.store
+        out = self._buffer(store, values)
+
+        def v(metric: str) -> float | None:
+            return values.get(("logflume_" + metric, "sink", store.name))
+
         out["failovers"] = v("failovers_total") or 0.0
         out["secondary_full_refusals"] = v("secondary_full_total") or 0.0
         files = []
@@ -321,12 +337,12 @@ class PipelineStatus:
             if c["all_cooling_down"]:
                 n = len(c["collectors"]) or "all"
                 reasons.append(f"sink {c['sink']}: every collector ({n}) is cooling down")
-        store = doc.get("store")
-        if store and store["primary_up"] is False and store["secondary_fill"] is not None \
-                and store["secondary_fill"] >= query.secondary_full:
-            reasons.append(f"store {store['name']}: primary down and secondary {store['secondary_fill']:.0%} full "
-                           f"({store['backlog_bytes']:.0f} of {store['secondary_max_bytes']} bytes; "
-                           f"limit {query.secondary_full:.0%})")
+        for store in doc.get("buffers") or ([doc["store"]] if doc.get("store") else []):
+            if store["primary_up"] is False and store["secondary_fill"] is not None \
+                    and store["secondary_fill"] >= query.secondary_full:
+                reasons.append(f"store {store['name']}: primary down and secondary {store['secondary_fill']:.0%} "
+                               f"full ({store['backlog_bytes']:.0f} of {store['secondary_max_bytes']} bytes; "
+                               f"limit {query.secondary_full:.0%})")
         return reasons
 
 

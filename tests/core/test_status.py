@@ -169,6 +169,33 @@ def test_ready_fails_on_a_dead_store(tmp_path, logflume_proc):
     assert collector.alive()
 
 
+def test_ready_fails_on_a_routes_dead_store(tmp_path, logflume_proc):
+    """A route's buffer store counts as the default store does: its refused chunks are traffic not delivered."""
+    cport, cmport, amport = free_port(), free_port(), free_port()
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    (tmp_path / "logs").mkdir()
+    cfg = yaml.safe_load(collector_yaml(tmp_path, cport, cmport).read_text())
+    cfg["routes"] = {"audit": {"match": {"datatype": "Audit"}, "store": {
+        "type": "buffer", "primary": {"type": "seqfile", "url": str(blocker / "sink")},
+        "secondary": {"dir": str(tmp_path / "audit-secondary"), "max_bytes": "1MiB", "file_size": "256KiB"},
+        "retry_interval": "1h"}}}
+    collector = logflume_proc(["collector", "-c", write_yaml(tmp_path / "collector.yaml", cfg)], name="collector")
+    wait_for(lambda: answers(cmport), 30, message="collector endpoint up")
+    assert get(cmport, "/ready")[0] == 200, "a route's primary down with an empty secondary is still delivering"
+    (tmp_path / "logs" / "audit.log").write_text("".join(f"{i:08d} {'x' * 200}\n" for i in range(8000)))
+    acfg = yaml.safe_load(agent_yaml(tmp_path, cport, amport, timeout="5s", chunk_size="64KiB").read_text())
+    acfg["sources"]["logs"]["paths"] = [{"glob": str(tmp_path / "logs" / "*.log"), "datatype": "Audit"}]
+    logflume_proc(["agent", "-c", write_yaml(tmp_path / "agent.yaml", acfg)], name="agent")
+    code, body = wait_for(lambda: (r := get(cmport, "/ready?secondary_full=0.5"))[0] == 503 and r, 60,
+                          message="collector not ready")
+    assert any("primary down and secondary" in r and "audit" in r for r in body["reasons"]), body
+    status = get(cmport, "/status")[1]
+    assert status["store"]["primary_up"] is True, "the default store is fine: only the route's is down"
+    assert [b["primary_up"] for b in status["buffers"]] == [True, False], status["buffers"]
+    assert collector.alive()
+
+
 def test_endpoint_refuses_bad_requests_within_bounds(tmp_path, logflume_proc):
     cport, cmport = free_port(), free_port()
     logflume_proc(["collector", "-c", collector_yaml(tmp_path, cport, cmport)], name="collector")

@@ -241,6 +241,7 @@ class SinkRunner:
             raise
         if self.sink.tap is not None:
             self.sink.tap.offer(batch)
-        self.sink.metrics.chunks_out.inc(len(batch))
-        self.sink.metrics.bytes_out.inc(size)
+        if not self.sink.counts_output:
+            self.sink.metrics.chunks_out.inc(len(batch))
+            self.sink.metrics.bytes_out.inc(size)
         return True

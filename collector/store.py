@@ -144,6 +144,8 @@ class SecondaryFiles(SeqFileSink):
 class BufferStore(Sink):
     """Writes to ``primary``; on failure to the local ``secondary``, replayed to the primary when it is back."""
 
+    counts_output = True
+
     settings: ClassVar[dict[str, Setting]] = {
         "channel": Setting(Str(), "", "Channel this sink takes from (not needed when it is a collector's store)"),
         "primary": Setting(SinkConfig(), doc="Sink config of the primary (type defaults to seqfile; a URL string "

@@ -59,7 +59,7 @@ class MemberStore(SettingType):
 class StoreGroup(SinkGroup):
     """A collector store that hands each batch to one of its member stores (``SinkGroup``'s processors)."""
 
-    counts_members: ClassVar[bool] = False  # stores count their own chunks
+    counts_output = True  # a collector store, driven by no runner; its members count what each took
     settings: ClassVar[dict[str, Setting]] = {
         "sinks": Setting(MapOf(MemberStore()), doc="The member stores: name -> store section ({type: buffer, ...}),"
                                                    " at least two; priority names them"),

@@ -20,6 +20,9 @@ from logflume.settings import Duration, Int, Setting, Size, Str
 
 class Sink(Component):
     kind: ClassVar[str] = "sink"
+    #: True for a sink that counts its own ``chunks_out``/``bytes_out`` (a store, which a collector drives
+    #: with no runner); for every other sink the agent's runner (or its sink group) counts what it acked.
+    counts_output: ClassVar[bool] = False
     settings: ClassVar[dict[str, Setting]] = {
         "channel": Setting(Str(), doc="Channel this sink takes from (ignored when the sink is a collector's store)"),
         "batch_bytes": Setting(Size(min=1), "8MiB", "Deliver once a batch holds this many bytes"),

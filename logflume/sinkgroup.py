@@ -42,10 +42,6 @@ class _Member:
 class SinkGroup(Sink):
     """Delivers each batch through one of its sinks: failover by priority, or load balance (see module doc)."""
 
-    #: Count a member's ``chunks_out``/``bytes_out`` when it took a batch: an agent's sinks leave counting to
-    #: their runner, which only sees the group; a collector's stores count themselves (``StoreGroup``).
-    counts_members: ClassVar[bool] = True
-
     settings: ClassVar[dict[str, Setting]] = {
         "sinks": Setting(ListOf(Str(), min_items=2), doc="Names of the sinks in the group (they share one channel)"),
         "processor": Setting(Enum("failover", "load_balance"), doc="How a sink is chosen for each batch"),
@@ -146,7 +142,7 @@ class SinkGroup(Sink):
                 continue
             m.failures = 0
             m.until = 0.0
-            if self.counts_members:
+            if not m.sink.counts_output:  # the runner sees only the group
                 m.sink.metrics.chunks_out.inc(len(chunks))
                 m.sink.metrics.bytes_out.inc(sum(len(c) for c in chunks))
             return

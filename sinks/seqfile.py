@@ -133,6 +133,8 @@ def good_prefix(f: Any) -> tuple[int, int]:
 class SeqFileSink(Sink):
     """Writes chunks into rolling SequenceFiles (Text metadata JSON -> BytesWritable bytes)."""
 
+    counts_output = True  # also a collector's store, where no runner counts
+
     settings: ClassVar[dict[str, Setting]] = {
         "channel": Setting(Str(), "", "Channel this sink takes from (not needed when it is a collector's store)"),
         "url": Setting(Str(), doc="Store root: a local directory or an fsspec URL (sftp://host/dir, s3://bucket/x)"),

@@ -99,3 +99,26 @@ def test_batch_bigger_than_the_channel_does_not_deadlock(tmp_path):
     finally:
         agent.stop()
     assert [c.seq_id for c in agent.sinks["f"].delivered] == [c.seq_id for c in chunks]
+
+
+def test_a_store_sink_in_an_agent_is_counted_once(tmp_path):
+    """A seqfile sink counts its own output (it is also a collector's store): the runner must not count it again."""
+    raw = {
+        "agent": {"name": "h", "data_dir": str(tmp_path / "data"), "shutdown_timeout": "5s"},
+        "sources": {"n": {"type": "tests.core.plugins:CountingSource", "channels": ["m", "m2"], "count": 70,
+                          "lines_per_chunk": 7}},
+        "channels": {"m": {"type": "memory", "capacity": "1MiB"}, "m2": {"type": "memory", "capacity": "1MiB"}},
+        "sinks": {"files": {"type": "seqfile", "channel": "m", "url": str(tmp_path / "out")},
+                  "plain": {"type": "null", "channel": "m2"}},
+    }
+    agent = Agent(build_topology(raw, "test.yaml"))
+    agent.start()
+    value = agent.context.metrics.value
+    try:
+        wait_for(lambda: value("chunks_out_total", kind="sink", component="plain") >= 10, 10, message="delivered")
+        wait_for(lambda: value("chunks_out_total", kind="sink", component="files") >= 10, 10, message="delivered")
+    finally:
+        agent.stop()
+    assert value("chunks_out_total", kind="sink", component="files") == 10
+    assert value("chunks_out_total", kind="sink", component="plain") == 10
+    assert value("bytes_out_total", kind="sink", component="files") == 70 * len("line 00000000\n")

@@ -222,6 +222,7 @@ class Agent:
             merged.update({k: new.agent[k] for k in LIVE_AGENT_SETTINGS})
             new.agent = Values(merged)
             logging.getLogger().setLevel(new.agent.log_level)
+            self.context.metrics.set_tap_token(new.agent.tap_token)
             for kind, starting in (("sources", plan.start_sources), ("channels", plan.start_channels),
                                    ("sinks", plan.start_sinks)):
                 for name, spec in getattr(new, kind).items():

@@ -4,9 +4,9 @@ A component is *kept* (the same object, its data and threads untouched) when
 its type and resolved settings are equal and nothing it is wired to is
 replaced.  A source feeding a replaced channel, or a sink draining one, is
 replaced too: it holds a reference to the old channel object.  Settings of
-the ``agent`` section other than ``log_level`` cannot change live (they name
-the process, its state directory and its endpoint); such changes are
-reported and ignored until a restart.
+the ``agent`` section other than ``log_level``, ``shutdown_timeout`` and
+``tap_token`` cannot change live (they name the process, its state directory
+and its endpoint); such changes are reported and ignored until a restart.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from logflume.settings import render_settings
 from logflume.topology import AGENT_SETTINGS, ComponentSpec, Topology
 
 #: Agent settings a reload applies; the others need a restart.
-LIVE_AGENT_SETTINGS = ("log_level", "shutdown_timeout")
+LIVE_AGENT_SETTINGS = ("log_level", "shutdown_timeout", "tap_token")
 
 
 def _same(a: ComponentSpec, b: ComponentSpec) -> bool:

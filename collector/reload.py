@@ -3,7 +3,7 @@
 The listeners keep their sockets, so an agent never meets a refused
 connection during a reload.  Applied live: who may connect (``identities``,
 ``tokens``, ``token_sources``), admission limits (``max_pending_bytes``,
-``max_pending_bytes_per_peer``), ``shutdown_timeout`` and ``log_level``.
+``max_pending_bytes_per_peer``), ``shutdown_timeout``, ``log_level`` and ``tap_token``.
 When a credential is removed or narrowed, every open connection is asked to
 reconnect (its read side is shut after the frame in progress has been
 answered), so a revoked token stops working at once rather than at the
@@ -33,7 +33,7 @@ log = logging.getLogger("logflume.collector")
 PID_FILE = PID_FILES["collector"]
 #: ``collector`` settings a reload applies; a change of any other needs a restart.
 LIVE_SETTINGS = ("identities", "tokens", "token_sources", "insecure", "max_pending_bytes",
-                 "max_pending_bytes_per_peer", "shutdown_timeout", "log_level")
+                 "max_pending_bytes_per_peer", "shutdown_timeout", "log_level", "tap_token")
 
 
 @dataclass
@@ -82,6 +82,7 @@ def apply(collector: Any, new: CollectorConfig) -> CollectorReload:
     collector.writer.max_pending_bytes = values["max_pending_bytes"]
     collector.writer.max_pending_bytes_per_peer = values["max_pending_bytes_per_peer"]
     logging.getLogger().setLevel(values["log_level"])
+    running.context.metrics.set_tap_token(values["tap_token"])
     if revoked:
         change.reconnected = sum(_ask_to_reconnect(server) for server in collector.servers)
     return change

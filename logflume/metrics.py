@@ -51,6 +51,11 @@ class Metrics:
 
         self._server = StatusServer(host, port, self, tap_token)
 
+    def set_tap_token(self, token: str | None) -> None:
+        """A reload's new ``tap_token``: taps already attached go on; new ones need the new token."""
+        if self._server is not None:
+            self._server.tap_token = token
+
     @property
     def address(self) -> tuple[str, int] | None:
         """Bound address of the endpoint (port 0 in the config picks a free one)."""

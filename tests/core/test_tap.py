@@ -188,3 +188,19 @@ def test_tap_is_refused_without_the_daemons_token(running):
                           "--count", "1"], cwd=REPO, capture_output=True, text=True, timeout=60,
                          env={k: v for k, v in os.environ.items() if k != "LOGFLUME_TAP_TOKEN"})
     assert out.returncode == 1 and "HTTP 401" in out.stderr and not out.stdout, out.stderr
+
+
+def test_a_reload_rotates_the_tap_token(running):
+    tmp = running["tmp"]
+    cfg = yaml.safe_load(running["cfg"].read_text())
+    new_token = "0a1b2c3d" * 5
+    cfg["agent"]["tap_token"] = new_token
+    running["cfg"].write_text(yaml.safe_dump(cfg))
+    running["agent"].signal(signal.SIGHUP)
+    outcome = wait_for(lambda: (p := tmp / "adata" / "reload.json").exists() and json.loads(p.read_text()), 60,
+                       message="reload")
+    assert outcome["ok"] and not outcome["needs_restart"], outcome
+    with pytest.raises(ConnectionError, match="HTTP 401"):
+        next(stream(running["agent_addr"], "logs", token=TOKEN))
+    chunks, _ = _take(stream(running["agent_addr"], "logs", rate=100, token=new_token), 1)
+    assert len(chunks) == 1

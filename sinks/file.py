@@ -1,9 +1,10 @@
 """FileSink: writes chunk bytes (the records, as read) into rolling files on local disk or any fsspec URL.
 
 A file being written has an in-progress name (``.NAME.inprogress``) that readers and globbing jobs
-skip; it gets its final name when it rolls (``roll_size``, ``roll_interval``, checked at each batch)
-or when the sink stops.  It writes through the stores of :mod:`sinks.storage`, as the SequenceFile
-sink does, so ``sync: every_batch`` means one thing everywhere: before ``deliver`` returns, the batch
+skip; it gets its final name when it rolls (``roll_size`` at a batch; ``roll_interval`` also while no
+batch comes, so what was acknowledged becomes visible on time) or when the sink stops.  It writes
+through the stores of :mod:`sinks.storage`, as the SequenceFile sink does, so ``sync: every_batch``
+means one thing everywhere: before ``deliver`` returns, the batch
 is fsynced on local disk (and the directory, when the file is new), flushed and fsynced by the server
 on SFTP (``fsync@openssh.com``, where offered), and on object stores (s3, gs, ...), which take only
 whole objects, fsynced in a local staging file that is uploaded when the file rolls.
@@ -11,13 +12,15 @@ whole objects, fsynced in a local staging file that is uploaded when the file ro
 In-progress files left by a crash get their final names at the next start (staged ones their upload
 too): they hold what was acknowledged, and at most the start of a batch that was not, which the
 channel delivers again.  A staged file whose upload failed is tried again before the next batch is
-written, which fails until it succeeds: the channel holds the backlog, not the staging directory.
+written (and in the background), and batches fail until it succeeds: the channel holds the backlog,
+not the staging directory.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -42,8 +45,8 @@ class FileSink(Sink):
         "url": Setting(Str(), doc="Directory to write into: a local path or any fsspec URL (sftp://, s3://, ...)"),
         "prefix": Setting(Str(), "logflume", "File name prefix; files are PREFIX-YYYYmmddHHMMSS-PID-N.log"),
         "roll_size": Setting(Size(min=1), "128MiB", "Close the file and start a new one past this size"),
-        "roll_interval": Setting(Duration(), "5m", "Close the file at the first batch this long after it was "
-                                                   "opened"),
+        "roll_interval": Setting(Duration(), "5m", "Close the file this long after it was opened, even if small "
+                                                   "or idle"),
         "sync": Setting(Enum("every_batch", "none"), "every_batch", "Make each batch durable before it is "
                                                                     "acknowledged (fsync; staged on object stores)"),
         **STORE_SETTINGS,
@@ -68,6 +71,9 @@ class FileSink(Sink):
         self._broken: list[str] = []  # in-progress files to give their final names before writing on
         self._uploads: list[str] = []  # staged finished files waiting for their upload
         self._next_upload = 0.0
+        self._lock = threading.Lock()  # the runner's deliveries and the roll thread
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def writes(self) -> list[str]:
         url = self.config.url
@@ -83,8 +89,15 @@ class FileSink(Sink):
         except Exception as exc:  # OSError, and paramiko's or other fsspec back ends' own types
             self._abandon()
             raise StartupError(f"sink {self.name}: cannot use {redact_url(self.config.url)}: {exc}") from exc
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._roll_loop, name=f"file-{self.name}", daemon=True)
+        self._thread.start()
 
     def deliver(self, chunks: Sequence[Chunk]) -> None:
+        with self._lock:
+            self._deliver(chunks)
+
+    def _deliver(self, chunks: Sequence[Chunk]) -> None:
         cfg = self.config
         try:
             if not self.files.connected:
@@ -113,19 +126,41 @@ class FileSink(Sink):
         self.metrics.bytes_in.inc(sum(len(c) for c in chunks))
 
     def flush(self) -> None:
-        if self._file is not None:
-            self._sync()
+        with self._lock:
+            if self._file is not None:
+                self._sync()
 
     def stop(self) -> None:
-        try:
-            self._close()
-            if self._uploads:
-                self._upload_pending()
-        except Exception as exc:  # noqa: BLE001 - left as it is, finished at the next start
-            self.log.warning("sink %s: could not finish its file at stop (finished at the next start): %s",
-                             self.name, exc)
-            self._abandon()
-        self.files.close()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+        with self._lock:
+            try:
+                self._close()
+                if self._uploads:
+                    self._upload_pending()
+            except Exception as exc:  # noqa: BLE001 - left as it is, finished at the next start
+                self.log.warning("sink %s: could not finish its file at stop (finished at the next start): %s",
+                                 self.name, exc)
+                self._abandon()
+            self.files.close()
+
+    def _roll_loop(self) -> None:
+        """Roll a file by age, and retry a failed upload, while no batch comes."""
+        cfg = self.config
+        while not self._stop.wait(max(0.05, min(1.0, cfg.roll_interval / 4))):
+            with self._lock:
+                now = time.monotonic()
+                try:
+                    if self._file is not None and now - self._opened >= cfg.roll_interval:
+                        self._close()
+                    elif self._uploads and now >= self._next_upload and self.files.connected:
+                        self._upload_pending()
+                except Exception as exc:  # noqa: BLE001 - a background step must not kill the thread
+                    self.log.warning("sink %s: background roll or upload failed (retried): %s", self.name, exc)
+                    self.metrics.errors.inc()
+                    self._abandon()
 
     # -- internals ------------------------------------------------------------
 

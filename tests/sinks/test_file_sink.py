@@ -11,6 +11,7 @@ import pytest
 from logflume.errors import DeliveryError
 from sinks.file import FileSink
 from sinks.storage import RemoteFiles
+from tests.conftest import wait_for
 from tests.sinks.test_console_and_null_sinks import chunks, make
 from tests.store.conftest import sshd  # noqa: F401 - a real OpenSSH server on loopback
 
@@ -126,3 +127,16 @@ def test_over_sftp_files_are_written_in_place_and_fsynced_by_the_server(tmp_path
     files = sorted(out.iterdir(), key=lambda p: int(p.name.rsplit("-", 1)[1].split(".")[0]))
     assert files and not any(p.name.startswith(".") for p in files)
     assert b"".join(p.read_bytes() for p in files) == b"".join(c.data for c in cs)
+
+
+def test_an_idle_file_rolls_on_time_so_readers_see_what_was_acknowledged(tmp_path):
+    sink = make(FileSink, {"url": str(tmp_path / "out"), "roll_interval": "200ms"}, tmp_path)
+    sink.start()
+    try:
+        sink.deliver(chunks(3))  # and then nothing more comes
+        visible = wait_for(lambda: [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")], 10,
+                           message="the idle file rolled")
+        assert visible[0].read_bytes() == b"".join(c.data for c in chunks(3))
+        assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+    finally:
+        sink.stop()

@@ -109,8 +109,11 @@ def _run(tmp_path: Path, logflume_proc, sshd: Sshd) -> None:
                              "paths": [{"glob": str(logs / "audit.log"), "datatype": "Audit"},
                                        {"glob": str(logs / "web.log"), "datatype": "Web"}]}},
         "channels": {"buf": {"type": "file"}},
+        # batches of at most ~2 chunks (32 KiB, ~340 lines): the duplicate bound below is one batch, however
+        # many chunks a loaded machine lets pile up in the channel
         "sinks": {"fwd": {"type": "collector", "channel": "buf", "collectors": [f"127.0.0.1:{port}"],
-                          "timeout": "10s", "cooldown": "200ms", "retry_initial": "50ms", "retry_max": "500ms"}},
+                          "batch_bytes": "16KiB", "timeout": "10s", "cooldown": "200ms", "retry_initial": "50ms",
+                          "retry_max": "500ms"}},
     }
     (tmp_path / "collector.yaml").write_text(yaml.safe_dump(collector_cfg))
     (tmp_path / "agent.yaml").write_text(yaml.safe_dump(agent_cfg))

@@ -9,6 +9,7 @@ name; an entry point in group ``logflume.<kind>s`` (``logflume.sources``,
 from __future__ import annotations
 
 import importlib
+import re
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -81,6 +82,10 @@ def _base_class(kind: str) -> type:
     raise ValueError(kind)
 
 
+#: ``package.module:Class`` (or ``:Class.Nested``): what ``type:`` names a plugin by.
+_PLUGIN_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
 def _import(target: str) -> Any:
     module_name, _, attr = target.partition(":")
     module = importlib.import_module(module_name)
@@ -104,6 +109,8 @@ def resolve(kind: str, name: str, file: str | None = None, path: str = "") -> ty
     where = f"{path}.type" if path else "type"
     try:
         if ":" in name:
+            if not _PLUGIN_PATH.match(name):
+                raise ConfigError(file, where, f"expected a built-in {kind} type or package.module:Class, got {name!r}")
             cls = _import(name)
         elif name in BUILTINS.get(kind, {}):
             cls = _import(BUILTINS[kind][name])
@@ -117,7 +124,7 @@ def resolve(kind: str, name: str, file: str | None = None, path: str = "") -> ty
             cls = eps[name].load()
     except ConfigError:
         raise
-    except (ImportError, AttributeError) as exc:
+    except (ImportError, AttributeError, ValueError, TypeError) as exc:  # also what a plugin's import raised
         raise ConfigError(file, where, f"cannot load {kind} plugin {name!r}: {exc}") from None
     base = _base_class(kind)
     if not (isinstance(cls, type) and issubclass(cls, base)):

@@ -68,6 +68,10 @@ def test_good_config_fills_defaults(tmp_path):
         (("type: null", "type: nosuchsink"), "sinks.out.type", "unknown sink type 'nosuchsink'"),
         (("type: memory", "type: nosuch.module:Thing"), "channels.mem.type", "cannot load channel plugin"),
         (("type: memory", "type: logflume.chunk:Chunk"), "channels.mem.type", "is not a subclass"),
+        # found by the config fuzzer: an empty or relative module crashed importlib with ValueError/TypeError
+        (("type: memory", "type: ':memory'"), "channels.mem.type", "expected a built-in channel type or package"),
+        (("type: memory", "type: 'x:'"), "channels.mem.type", "expected a built-in channel type or package"),
+        (("type: memory", "type: .rel:Cls"), "channels.mem.type", "expected a built-in channel type or package"),
         (("name: test-host", "name: test-host\n  bogus: 1"), "agent.bogus", "unknown key"),
         (("count: 5", "count: 5\n    tags: [a, b]"), "sources.numbers.tags", "expected a mapping"),
     ],

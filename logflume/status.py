@@ -133,6 +133,11 @@ def _samples(registry: Any) -> tuple[dict[tuple[str, str, str], float], list[tup
     return values, lags
 
 
+def _sink_value(values: dict[tuple[str, str, str], float], sink: str, metric: str) -> float | None:
+    """One of a sink's samples (``metric`` without the ``logflume_`` prefix); None if it has none."""
+    return values.get(("logflume_" + metric, "sink", sink))
+
+
 class PipelineStatus:
     """The status document and readiness of one process (an agent or a collector)."""
 
@@ -283,7 +288,7 @@ class PipelineStatus:
         name = store.name
 
         def v(metric: str) -> float | None:
-            return values.get(("logflume_" + metric, "sink", name))
+            return _sink_value(values, name, metric)
 
         out: dict[str, Any] = {"name": name, "type": type(store).__name__,
                                "bytes_in": v("bytes_in_total") or 0.0, "bytes_out": v("bytes_out_total") or 0.0}
@@ -301,7 +306,7 @@ class PipelineStatus:
         out = self._buffer(store, values)
 
         def v(metric: str) -> float | None:
-            return values.get(("logflume_" + metric, "sink", store.name))
+            return _sink_value(values, store.name, metric)
 
         out["failovers"] = v("failovers_total") or 0.0
         out["secondary_full_refusals"] = v("secondary_full_total") or 0.0

@@ -105,9 +105,10 @@ class RecordChunker:
 
     ``feed`` returns the chunks that reached ``chunk_size``; ``poll`` those due
     by time (complete records after ``flush_interval`` since the first unsent
-    byte, or after ``quiet_flush`` without a new byte once the caller says it
-    has read everything there is; everything, a trailing partial record flagged
-    ``partial``, once no byte arrived for ``partial_timeout``); ``finish``
+    byte; once the caller says it has read everything there is, also after
+    ``caught_up_flush`` since the first unsent byte or ``quiet_flush`` without
+    a new byte; everything, a trailing partial record flagged ``partial``, once
+    no byte arrived for ``partial_timeout``); ``finish``
     everything at end of stream.  A record longer than ``chunk_size`` leaves in ``chunk_size``
     pieces flagged ``split`` (all but its last piece).
 
@@ -130,6 +131,7 @@ class RecordChunker:
         flush_interval: float = 1.0,
         partial_timeout: float = 5.0,
         quiet_flush: float = 0.0,
+        caught_up_flush: float = 0.0,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size: expected at least 1 byte, got {chunk_size}")
@@ -148,6 +150,7 @@ class RecordChunker:
         self.flush_interval = flush_interval
         self.partial_timeout = partial_timeout
         self.quiet_flush = quiet_flush
+        self.caught_up_flush = caught_up_flush
         #: Only the plain newline case may leave ``record_ends`` out (design.md).
         self.track_ends = self.delimiter != b"\n" or multiline is not None
         self._offset = start_offset
@@ -191,11 +194,13 @@ class RecordChunker:
         return out
 
     def poll(self, now: float, caught_up: bool = False) -> list[Chunk]:
-        """Chunks due by time: complete records after ``flush_interval``, or ``quiet_flush`` after the last
-        byte when ``caught_up`` (the input has nothing more to give now), everything after ``partial_timeout``.
+        """Chunks due by time: complete records after ``flush_interval``; when ``caught_up`` (the input has
+        nothing more to give now) also ``caught_up_flush`` after the first unsent byte or ``quiet_flush`` after
+        the last; everything after ``partial_timeout``.
 
-        The quiet flush sends a writer's burst as soon as it ends, while a reader that is behind (never caught
-        up) keeps filling ``chunk_size`` chunks: low latency when idle, big chunks under load.
+        A reader that keeps up with its writer sends within ``caught_up_flush`` (whether the writer pauses or
+        not), while a reader that is behind (never caught up) keeps filling ``chunk_size`` chunks: low latency
+        when the input is slow, big chunks under load.
         """
         if not self._buf:
             return []
@@ -203,8 +208,8 @@ class RecordChunker:
             return self._drain()
         if self._first_unsent_at is not None and now - self._first_unsent_at >= self.flush_interval:
             return self.flush_complete(now)
-        quiet = self._quiet_since(caught_up)
-        if quiet is not None and now >= quiet:
+        due = self._caught_up_due(caught_up)
+        if due is not None and now >= due:
             return self.flush_complete(now)
         return []
 
@@ -232,16 +237,22 @@ class RecordChunker:
             times.append(self._last_fed_at + self.partial_timeout)
         if self._first_unsent_at is not None and self._complete_end() > 0:
             times.append(self._first_unsent_at + self.flush_interval)
-            quiet = self._quiet_since(caught_up)
-            if quiet is not None:
-                times.append(quiet)
+            due = self._caught_up_due(caught_up)
+            if due is not None:
+                times.append(due)
         return min(times) if times else None
 
-    def _quiet_since(self, caught_up: bool) -> float | None:
-        """When the quiet flush is due: ``quiet_flush`` after the last byte, if the input is caught up."""
-        if not caught_up or self.quiet_flush <= 0 or self._last_fed_at is None:
+    def _caught_up_due(self, caught_up: bool) -> float | None:
+        """When complete records are due because the input is caught up: ``caught_up_flush`` after the first
+        unsent byte or ``quiet_flush`` after the last, whichever comes first (None: not caught up, or both off)."""
+        if not caught_up:
             return None
-        return self._last_fed_at + self.quiet_flush
+        times = []
+        if self.caught_up_flush > 0 and self._first_unsent_at is not None:
+            times.append(self._first_unsent_at + self.caught_up_flush)
+        if self.quiet_flush > 0 and self._last_fed_at is not None:
+            times.append(self._last_fed_at + self.quiet_flush)
+        return min(times) if times else None
 
     # -- record boundaries --------------------------------------------------------------------
 
@@ -391,16 +402,21 @@ def pump(
     """Read a pipe (stdin, a child's stdout) into ``chunker`` until EOF or ``stopping()``; returns bytes read.
 
     Reads wait at most 0.1 s (selectors), so chunks are cut by size as data
-    arrives and by ``flush_interval`` while the writer is quiet.  Every chunk
-    is delivered before more is read: a full channel stops the reading, and
-    the writer blocks on its pipe.  What is held is delivered at the end.
+    arrives and by time while the writer is slow: a read shorter than
+    ``block_size`` drained the pipe, so the input is caught up (the chunker's
+    ``caught_up_flush``).  Every chunk is delivered before more is read: a full
+    channel stops the reading, and the writer blocks on its pipe.  What is
+    held is delivered at the end.
     """
     total = 0
+    caught_up = False
     sel = selectors.DefaultSelector()
     sel.register(fd, selectors.EVENT_READ)
     try:
         while not stopping():
-            ready = sel.select(timeout=0.1)
+            deadline = chunker.next_deadline(caught_up)
+            wait = 0.1 if deadline is None else min(0.1, max(deadline - time.monotonic(), 0.0))
+            ready = sel.select(timeout=wait)
             now = time.monotonic()
             if ready:
                 data = os.read(fd, block_size)
@@ -408,10 +424,11 @@ def pump(
                     deliver(chunker.finish())
                     return total
                 total += len(data)
+                caught_up = len(data) < block_size
                 chunks = chunker.feed(data, now)
                 if chunks:
                     deliver(chunks)
-            due = chunker.poll(time.monotonic())
+            due = chunker.poll(time.monotonic(), caught_up)
             if due:
                 deliver(due)
         deliver(chunker.finish())

@@ -28,6 +28,9 @@ class ExecSource(ThreadedSource):
         "restart_max_delay": Setting(Duration(), "1m", "Cap of the restart delay"),
         "chunk_size": Setting(Size(min=1), "64MiB", "Largest chunk"),
         "flush_interval": Setting(Duration(), "500ms", "Send what was read after this long even if the chunk is small"),
+        "caught_up_flush": Setting(Duration(), "20ms",
+                                   "Once the pipe is drained, send complete records at the latest this long after "
+                                   "the first unsent byte (0: off, only flush_interval)"),
         "partial_timeout": Setting(Duration(), "5s", "Send a record still missing its delimiter after this long"),
         "kill_timeout": Setting(Duration(), "5s", "On stop, SIGTERM the command, then SIGKILL after this long"),
     }
@@ -83,6 +86,7 @@ class ExecSource(ThreadedSource):
             source=self.context.agent_name, stream=self.stream, datatype=self.config.datatype,
             tags=self.config.tags, epoch=f"exec-{time.time_ns()}", chunk_size=self.config.chunk_size,
             flush_interval=self.config.flush_interval, partial_timeout=self.config.partial_timeout,
+            caught_up_flush=self.config.caught_up_flush,
         )
         try:
             pump(self.proc.stdout.fileno(), chunker, self._deliver, self.stopping.is_set)

@@ -82,10 +82,57 @@ def test_quiet_flush_sends_complete_records_once_caught_up_input_is_quiet():
     assert [bytes(c.data) for c in ch.poll(10.105, caught_up=True)] == [b"two\nthree\n"]
 
 
-def test_quiet_flush_off_by_default():
+def test_quiet_and_caught_up_flush_off_by_default():
     ch = make(flush_interval=1.0, partial_timeout=5.0)
     ch.feed(b"one\n", 0.0)
     assert ch.poll(0.9, caught_up=True) == [] and ch.next_deadline(caught_up=True) == pytest.approx(1.0)
+
+
+def test_caught_up_flush_bounds_the_wait_of_a_writer_that_never_pauses():
+    """Bytes every second (time in whole seconds here) are never quiet for quiet_flush (2), but once caught up
+    they leave caught_up_flush (4) after the first unsent byte; a reader that is behind waits for chunk_size or
+    flush_interval."""
+    ch = make(flush_interval=100.0, partial_timeout=500.0, quiet_flush=2.0, caught_up_flush=4.0, chunk_size=1 << 20)
+    sent = []
+    for i in range(12):  # first unsent byte at 0: due at 4 (lines 0-4); then at 5: due at 9 (lines 5-9)
+        ch.feed(b"line %d\n" % i, float(i))
+        assert ch.poll(float(i), caught_up=False) == [], "behind: nothing before flush_interval"
+        sent += ch.poll(float(i), caught_up=True)
+    assert [bytes(c.data) for c in sent] == [b"".join(b"line %d\n" % i for i in range(0, 5)),
+                                            b"".join(b"line %d\n" % i for i in range(5, 10))]
+    assert ch.next_deadline(caught_up=True) == 11.0 + 2.0  # quiet_flush after line 11, before 10 + 4
+    assert ch.next_deadline(caught_up=False) == 110.0
+    ch.feed(b"partial", 12.5)  # the quiet time restarts; the first unsent byte is still line 10's
+    assert ch.next_deadline(caught_up=True) == 14.0
+    assert [bytes(c.data) for c in ch.poll(14.0, caught_up=True)] == [b"line 10\nline 11\n"]
+    assert ch.poll(100.0, caught_up=True) == [] and ch.next_deadline(caught_up=True) == 512.5  # partial_timeout
+
+
+def test_pump_sends_a_slow_pipe_within_caught_up_flush():
+    """A pipe written a line every 10 ms (never quiet long) is sent while it is written, not after flush_interval."""
+    import os
+    import threading
+    import time
+
+    from logflume.chunking import pump
+
+    r, w = os.pipe()
+    got: list[tuple[float, int]] = []
+    ch = make(flush_interval=60.0, partial_timeout=60.0, caught_up_flush=0.02, chunk_size=1 << 20)
+
+    def writer() -> None:
+        for i in range(60):
+            os.write(w, b"line %d\n" % i)
+            time.sleep(0.01)
+        os.close(w)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    pump(r, ch, lambda chunks: got.extend((time.monotonic(), len(c)) for c in chunks), lambda: False)
+    t.join()
+    os.close(r)
+    assert sum(n for _, n in got) == len(b"".join(b"line %d\n" % i for i in range(60)))
+    assert len(got) >= 4, f"{len(got)} chunk(s): the pipe was only sent at its end"
 
 
 def test_partial_timeout_sends_partial_flagged():

@@ -212,7 +212,7 @@ def test_max_buffered_bounds_bytes_held_across_files(tmp_path, running):
         log.write_bytes(lines(0, 400, tag=f"f{i}-"))  # ~22 KiB each, 220 KiB in all
     total = sum(log.stat().st_size for log in logs)
     slow = {"paths": [str(tmp_path / "*.log")], **FAST, "flush_interval": "10m", "partial_timeout": "10m",
-            "quiet_flush": "0s", "chunk_size": "1MiB"}
+            "quiet_flush": "0s", "caught_up_flush": "0s", "chunk_size": "1MiB"}
 
     # Control: a limit above what the files hold: everything is read and held, nothing sent.
     loose = running(tmp_path, {**slow, "max_buffered": "1MiB"}, name="loose")
@@ -236,7 +236,7 @@ def test_a_burst_is_sent_once_the_file_is_quiet_not_after_flush_interval(tmp_pat
     log = tmp_path / "app.log"
     log.write_bytes(b"")
     r = running(tmp_path, {"paths": [str(log)], **FAST, "flush_interval": "10m", "partial_timeout": "10m",
-                           "quiet_flush": "5ms"})
+                           "quiet_flush": "5ms", "caught_up_flush": "0s"})
     for burst in range(3):
         with open(log, "ab") as fh:
             fh.write(lines(burst * 10, burst * 10 + 10) + b"partial")  # a record still being written stays
@@ -249,16 +249,37 @@ def test_a_burst_is_sent_once_the_file_is_quiet_not_after_flush_interval(tmp_pat
 
 def test_a_reader_behind_cuts_full_chunks_despite_quiet_flush(tmp_path, running):
     """8 MiB present before the source starts: the reader is behind until the end, so every chunk but the last
-    is a full chunk_size one (the quiet flush fires only once the file is read to its end)."""
+    is a full chunk_size one (the quiet and caught-up flushes fire only once the file is read to its end)."""
     log = tmp_path / "big.log"
     data = lines(0, 300_000)
     log.write_bytes(data)
     r = running(tmp_path, {"paths": [str(log)], **FAST, "flush_interval": "10m", "chunk_size": "1MiB",
                            "read_block_size": "64KiB", "max_buffered": "4MiB",  # not max_buffered's early cuts
-                           "quiet_flush": "5ms"})
+                           "quiet_flush": "5ms", "caught_up_flush": "20ms"})
     wait_for(lambda: r.stream_bytes(log) == data, timeout=60, message="everything sent")
     sizes = [len(c) for c in r.output.snapshot()]
     assert len(sizes) >= 8 and all(size > (1 << 20) - 100 for size in sizes[:-1]), sizes  # 8.5 MB of lines
+
+
+def test_a_writer_that_never_pauses_is_sent_within_caught_up_flush_by_default(tmp_path, running):
+    """A line every 2 ms for 1.5 s: never quiet for quiet_flush, and flush_interval is 10 minutes, yet with the
+    default caught_up_flush (20ms) a reader that keeps up sends while the writer is still writing.  Without it
+    nothing would leave before the writer stops."""
+    log = tmp_path / "app.log"
+    log.write_bytes(b"")
+    r = running(tmp_path, {"paths": [str(log)], **FAST, "flush_interval": "10m", "partial_timeout": "10m"})
+    assert r.source.config.caught_up_flush == pytest.approx(0.02) and r.source.config.quiet_flush == 0
+    sent_while_writing = 0
+    with open(log, "ab", buffering=0) as fh:
+        end = time.monotonic() + 1.5
+        i = 0
+        while time.monotonic() < end:
+            fh.write(b"line %06d\n" % i)
+            i += 1
+            time.sleep(0.002)
+        sent_while_writing = len(r.output.snapshot())
+    assert sent_while_writing >= 3, f"{sent_while_writing} chunk(s) sent while {i} lines were written"
+    wait_for(lambda: r.stream_bytes(log) == log.read_bytes(), timeout=30, message="every line sent")
 
 
 def _complete(data: bytes) -> bytes:

@@ -98,10 +98,13 @@ class TailSource(FileFinder, ThreadedSource):
                                 "beyond it complete records leave early in smaller chunks"),
         "flush_interval": Setting(Duration(), "500ms",
                                   "Send complete records at the latest this long after the first unsent byte"),
+        "caught_up_flush": Setting(Duration(), "20ms",
+                                   "Once a file was read to its end, send complete records at the latest this long "
+                                   "after the first unsent byte (0: off, only flush_interval); a reader that is "
+                                   "behind keeps cutting full chunks"),
         "quiet_flush": Setting(Duration(), "0s",
-                               "Send complete records once a file was read to its end and did not grow for this "
-                               "long (e.g. 5ms for low latency; 0: off, only flush_interval); a reader that is "
-                               "behind keeps cutting full chunks"),
+                               "Also send complete records once a file was read to its end and did not grow for "
+                               "this long (e.g. 5ms: a burst leaves as soon as it ends; 0: off)"),
         "record_delimiter": Setting(Delimiter(), "\n", "Bytes that end a record (backslash escapes allowed: '\\r\\n')"),
         "multiline": Setting(Optional(Obj(MULTILINE_SETTINGS)), None,
                              "Group lines into records: {pattern, negate, match} (Filebeat semantics)"),
@@ -299,6 +302,7 @@ class TailSource(FileFinder, ThreadedSource):
             start_offset=offset, chunk_size=cfg.chunk_size, record_delimiter=self.delimiter,
             multiline=self.container_format.grouping() if self.container_format else self.multiline,  # type: ignore[arg-type]
             flush_interval=cfg.flush_interval, partial_timeout=cfg.partial_timeout, quiet_flush=cfg.quiet_flush,
+            caught_up_flush=cfg.caught_up_flush,
         )
 
     # -- descriptors ----------------------------------------------------------------------------

@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--chunk-size-mb", type=int, default=64, help="tail source chunk_size in MiB (default 64)")
     ap.add_argument("--flush-interval", default="500ms",
                     help="tail source flush_interval (default 500ms, its default)")
+    ap.add_argument("--caught-up-flush", default="20ms",
+                    help="tail source caught_up_flush values, comma-separated: each logflume contender runs once per "
+                         "value (default 20ms, its default; 0s: off, as before issue 20)")
     ap.add_argument("--quiet-flush", default="0s",
                     help="tail source quiet_flush values, comma-separated: each logflume contender runs once per "
                          "value (default 0s: off, its default)")
@@ -67,8 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--latency-rate", type=int, default=10_000, help="latency case: lines/s (default 10,000)")
     ap.add_argument("--latency-seconds", type=float, default=15.0, help="latency case: seconds per contender")
     ap.add_argument("--latency-flush", default="500ms,200ms,50ms",
-                    help="latency case: tail flush_interval values for logflume with quiet_flush off (its "
-                         "default), besides logflume with quiet_flush 5ms (default 500ms,200ms,50ms)")
+                    help="latency case: tail flush_interval values for logflume with caught_up_flush and quiet_flush "
+                         "off (as before issue 20), besides logflume at its defaults and with quiet_flush 5ms "
+                         "(default 500ms,200ms,50ms)")
     ap.add_argument("--limit-runs", type=int, default=3,
                     help="runs of the limit per variant, interleaved with the contenders (default 3)")
     ap.add_argument("--udp-datagrams", type=int, default=2000, help="UDP burst case: datagrams per burst")
@@ -100,6 +104,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--limit-runs must be at least 1 (3 or more for a best and a median)")
     args.latency_flush = [x for x in args.latency_flush.split(",") if x]
     args.quiet_flush = [x for x in args.quiet_flush.split(",") if x] or ["0s"]
+    args.caught_up_flush = [x for x in args.caught_up_flush.split(",") if x] or ["20ms"]
     return args
 
 
@@ -129,8 +134,9 @@ def ensure_peers(wanted: list[str], allow_setup: bool) -> None:
 def logflume_options(args: argparse.Namespace) -> list[LogflumeOptions]:
     return [LogflumeOptions(channel=c, sync="every_batch" if s == "on" else "none",
                             chunk_size=args.chunk_size_mb << 20, flush_interval=args.flush_interval, tap=t == "on",
-                            quiet_flush=q)
-            for c in args.channels for s in args.sync for t in args.tap for q in args.quiet_flush]
+                            quiet_flush=q, caught_up_flush=u)
+            for c in args.channels for s in args.sync for t in args.tap for q in args.quiet_flush
+            for u in args.caught_up_flush]
 
 
 def interleave(contenders: list, limit: Callable[[int], Any], runs: int) -> list:

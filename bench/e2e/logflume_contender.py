@@ -38,6 +38,8 @@ class LogflumeOptions:
     sync: str = "every_batch"  # every_batch | none
     chunk_size: int = 64 << 20
     flush_interval: str = "500ms"
+    #: The tail's caught_up_flush ("20ms", its default; "0s": off, as before issue 20).
+    caught_up_flush: str = "20ms"
     #: The tail's quiet_flush ("0s": off, its default).
     quiet_flush: str = "0s"
     #: Run with ``logflume tap`` attached to the tail source (records sampled), to measure what tapping costs.
@@ -46,7 +48,14 @@ class LogflumeOptions:
     @property
     def name(self) -> str:
         return (f"logflume-{self.channel}-sync{'on' if self.sync != 'none' else 'off'}"
-                + ("-tapped" if self.tap else "") + (f"-quiet{self.quiet_flush}" if self.quiet_flush != "0s" else ""))
+                + ("-tapped" if self.tap else "") + (f"-quiet{self.quiet_flush}" if self.quiet_flush != "0s" else "")
+                + (f"-caughtup{self.caught_up_flush}" if self.caught_up_flush != "20ms" else ""))
+
+    @property
+    def tail_label(self) -> str:
+        """The tail's flush settings, as a latency row names them."""
+        return (f"flush_interval {self.flush_interval}, caught_up_flush {self.caught_up_flush}, "
+                f"quiet_flush {self.quiet_flush}")
 
 
 def agent_config(opts: LogflumeOptions, work: Path, paths: list[str], collector_port: int,
@@ -64,7 +73,7 @@ def agent_config(opts: LogflumeOptions, work: Path, paths: list[str], collector_
                   "tap_token": TAP_TOKEN, "log_level": "WARNING", "shutdown_timeout": "10s"},
         "sources": {"logs": {"type": "tail", "paths": paths, "channels": ["buf"], "start_at": "beginning",
                              "chunk_size": opts.chunk_size, "flush_interval": opts.flush_interval,
-                             "quiet_flush": opts.quiet_flush}},
+                             "quiet_flush": opts.quiet_flush, "caught_up_flush": opts.caught_up_flush}},
         "channels": {"buf": channel},
         "sinks": {SINK_NAME: {"type": "collector", "channel": "buf", "collectors": [f"127.0.0.1:{collector_port}"]}},
     }

@@ -3,7 +3,8 @@
 Reads finished sink files, drops duplicate and overlapping bytes once they
 are proven identical (see :mod:`jobs.dedup`), groups what is left by datatype
 and the UTC hour of each chunk's timestamp, sorts it by (source, stream,
-epoch, seq_id) and writes ``<output>/<datatype>/<yyyy-mm-dd>/<HH>/archive-<batch>.seq``.
+epoch, seq_id), merges each stream's adjacent small chunks (:mod:`jobs.coalesce`)
+and writes ``<output>/<datatype>/<yyyy-mm-dd>/<HH>/archive-<batch>.seq``.
 No chunk can stop it: chunks with unusable metadata go to
 ``<output>/_errors/errors-<batch>.seq``, chunks whose bytes disagree with bytes
 already kept to ``<output>/_conflicts/conflicts-<batch>.seq`` (see
@@ -24,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from jobs.arg_types import duration_ms_arg, size_arg
+from jobs.coalesce import DEFAULT_WINDOW_MS, coalesce
 from jobs.dedup import Deduplicator, DedupStats
 from jobs.errors import JobError
 from jobs.hidden_temp import hidden_temp
@@ -31,7 +34,6 @@ from jobs.layout import partition_name, utc_day_hour
 from jobs.manifest import Committed, Manifest, Pending, sync_file
 from jobs.setaside import CONFLICTS_DIR, ERRORS_DIR, Rejected, SetAsideFile
 from jobs.sinkfiles import list_finished, open_fs, parse_record, read_chunks
-from jobs.size_arg import size_arg
 from logflume.chunk import Chunk
 from sinks.naming import inprogress_name
 
@@ -49,6 +51,8 @@ class ArchiveOptions:
     compression: str = "NONE"
     codec: str | None = None
     dry_run: bool = False
+    #: Adjacent chunks of a stream whose timestamps lie within this many ms are merged (0: none).
+    merge_window_ms: int = DEFAULT_WINDOW_MS
 
 
 @dataclass
@@ -59,6 +63,7 @@ class ArchiveSummary(DedupStats):
     batches: int = 0
     input_files: int = 0
     output_files: int = 0
+    chunks_written: int = 0  # archive records: chunks_out after adjacent small chunks were merged
     bad_chunks: int = 0  # records set aside to _errors (unusable metadata)
     recovered_batches: int = 0  # interrupted batches rolled back (and done again)
     seconds: float = 0.0
@@ -148,7 +153,10 @@ class Archiver:
         kept = dedup.run(chunks)
         groups = group_by_hour(kept)
         outputs = []
+        written = 0
         for key, group in sorted(groups.items()):
+            group = coalesce(group, self.opts.merge_window_ms)
+            written += len(group)
             path, runs = self.write_group(pending.batch, key, group)
             outputs.append(path)
             rel = path[len(self.out_root):].lstrip("/")
@@ -163,6 +171,7 @@ class Archiver:
         s.batches += 1
         s.input_files += len(pending.inputs)
         s.output_files += len(outputs)
+        s.chunks_written += written
         s.outputs.extend(outputs)
         s.set_aside.extend(set_aside)
         s.add(dedup.stats)
@@ -171,6 +180,7 @@ class Archiver:
         for name, value in asdict(dedup.stats).items():
             totals[name] = totals.get(name, 0) + value
         totals["output_files"] = totals.get("output_files", 0) + len(outputs)
+        totals["chunks_written"] = totals.get("chunks_written", 0) + written
         totals["bad_chunks"] = totals.get("bad_chunks", 0) + len(rejected)
         new = Committed(pending.batch, {**committed.done, **pending.inputs}, dedup.state(), totals)
         if not self.opts.dry_run:
@@ -262,6 +272,7 @@ def _sync_point(w: Any) -> int:
 _size = size_arg(1, "above 0")
 
 
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="logflume archive", description=__doc__.split("\n\n")[0])
     p.add_argument("--input", required=True, help="sink files: a directory or file, local path or fsspec URL")
@@ -272,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SequenceFile compression of archive files (default none)")
     p.add_argument("--codec", choices=("deflate", "gzip", "lz4", "snappy"), default=None,
                    help="codec for record/block compression (default deflate)")
+    p.add_argument("--merge-window", type=duration_ms_arg, default=f"{DEFAULT_WINDOW_MS}ms",
+                   help="merge a stream's adjacent small chunks whose timestamps lie within this long into one "
+                        "record (the first timestamp is kept; 0: keep every chunk as sent; default 1s)")
     p.add_argument("--dry-run", action="store_true", help="read and de-duplicate, report, write nothing")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
@@ -297,7 +311,7 @@ def main(argv: list[str]) -> int:
         print("logflume archive: --codec needs --compression record or block", file=sys.stderr)
         return 2
     opts = ArchiveOptions(args.input, args.output, args.batch_size, args.compression.upper(),
-                          args.codec if args.compression != "none" else None, args.dry_run)
+                          args.codec if args.compression != "none" else None, args.dry_run, args.merge_window)
     progress = None if args.no_progress or not sys.stderr.isatty() else _progress_bar(sys.stderr)
     try:
         summary = Archiver(opts, progress).run()
@@ -313,7 +327,8 @@ def main(argv: list[str]) -> int:
         what = "would write" if args.dry_run else "wrote"
         rec = f", rolled back {s.recovered_batches} interrupted batch" if s.recovered_batches else ""
         print(f"archive: {s.batches} batch(es){rec}: read {s.input_files} file(s), {s.chunks_in} chunks, "
-              f"{s.bytes_in} bytes; {what} {s.output_files} file(s), {s.chunks_out} chunks, {s.bytes_out} bytes; "
+              f"{s.bytes_in} bytes; {what} {s.output_files} file(s), {s.chunks_out} chunks as {s.chunks_written} "
+              f"record(s), {s.bytes_out} bytes; "
               f"dropped {s.duplicates_dropped} duplicate chunk(s), trimmed {s.overlaps_trimmed} overlapping; "
               f"set aside {s.bad_chunks} bad chunk(s) to {ERRORS_DIR}, {s.conflicts} conflict(s) to "
               f"{CONFLICTS_DIR}; {s.seconds:.2f}s")

@@ -30,12 +30,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from jobs.arg_types import size_arg
 from jobs.errors import JobError
 from jobs.manifest import Committed, Manifest, Pending
 from jobs.outputs import FORMATS, final_name, require_format
 from jobs.records import DemuxStats, ProcessorSpec, TypeStats
 from jobs.sinkfiles import InputFile, is_hidden, list_finished, open_fs
-from jobs.size_arg import size_arg
 from logflume.errors import ConfigError
 
 #: Input bytes per commit by default: what a crash can make the next run redo.

@@ -187,7 +187,8 @@ def test_conflicting_chunk_is_kept_and_reported(tmp_path: Path) -> None:
     # the archive holds the real bytes, each once
     kept = sorted((c for p in out.rglob("archive-*.seq") for c in read_seq_chunks(p)), key=lambda c: c.seq_id)
     assert b"".join(bytes(c.data) for c in kept) == body
-    assert [c.sender for c in kept] == ["web-01/tail"] * 3  # the collector's sender survives archive
+    # the collector's sender survives archive; batch 1's adjacent pieces are one record
+    assert [(c.start, c.seq_id, c.sender) for c in kept] == [(0, 300, "web-01/tail"), (300, len(body), "web-01/tail")]
     # the other side is kept whole, with both sides' metadata and senders
     (conflicts,) = (out / "_conflicts").glob("conflicts-*.seq")
     assert conflicts.name == "conflicts-000002.seq"
@@ -195,8 +196,8 @@ def test_conflicting_chunk_is_kept_and_reported(tmp_path: Path) -> None:
     assert data == b"X" * 320
     assert (meta["sender"], meta["seq_id"], meta["timestamp"]) == ("clone/tail", 320, T0 + 5)
     info = meta["conflict"]
-    assert info["range"] == [0, 150] and info["input"].endswith("b/c1-1-0.seq")
-    assert info["kept"]["sender"] == "web-01/tail" and info["kept"]["seq_id"] == 150
+    assert info["range"] == [0, 300] and info["input"].endswith("b/c1-1-0.seq")  # the merged record, re-read
+    assert info["kept"]["sender"] == "web-01/tail" and info["kept"]["seq_id"] == 300
     assert info["kept_in"] == "Raw/2025-11-24/16/archive-000001.seq"
     # the set-aside record reads back as the chunk it was
     (again,) = read_seq_chunks(conflicts)

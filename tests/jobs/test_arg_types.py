@@ -1,4 +1,4 @@
-"""``size_arg``: the jobs' size options parse as config sizes do and refuse what is below their floor."""
+"""The jobs' option types: sizes and durations parse as config values do; a size below its floor is refused."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
+from jobs.arg_types import duration_ms_arg, size_arg
 from jobs.hidden_temp import hidden_temp
-from jobs.size_arg import size_arg
 
 
 def test_size_with_a_floor():
@@ -17,6 +17,12 @@ def test_size_with_a_floor():
         parse("1000")
     with pytest.raises(argparse.ArgumentTypeError, match="expected a size such as 64MiB, got 'lots'"):
         parse("lots")
+
+
+def test_duration_in_milliseconds():
+    assert duration_ms_arg("1s") == 1000 and duration_ms_arg("250ms") == 250 and duration_ms_arg("0") == 0
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a duration such as 1s or 500ms, got 'soon'"):
+        duration_ms_arg("soon")
 
 
 def test_hidden_temp_sits_beside_the_final_name():

@@ -99,6 +99,9 @@ class FileSink(Sink):
 
     def _deliver(self, chunks: Sequence[Chunk]) -> None:
         cfg = self.config
+        if self._uploads and time.monotonic() < self._next_upload:  # refused without a round trip to the store
+            raise DeliveryError(f"sink {self.name}: {self._uploads[0]} waits for its upload (the store "
+                                f"failed it; tried again in {self._next_upload - time.monotonic():.1f}s)")
         try:
             if not self.files.connected:
                 self.files.connect()
@@ -108,9 +111,6 @@ class FileSink(Sink):
                                            or time.monotonic() - self._opened >= cfg.roll_interval):
                 self._close()
             if self._uploads:
-                if time.monotonic() < self._next_upload:
-                    raise DeliveryError(f"sink {self.name}: {self._uploads[0]} waits for its upload (the store "
-                                        f"failed it; tried again in {self._next_upload - time.monotonic():.1f}s)")
                 self._upload_pending()
             if self._file is None:
                 self._open()

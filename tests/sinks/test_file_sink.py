@@ -10,7 +10,7 @@ import pytest
 
 from logflume.errors import DeliveryError
 from sinks.file import FileSink
-from sinks.storage import RemoteFiles
+from sinks.storage import RemoteFiles, StoreFiles
 from tests.conftest import wait_for
 from tests.sinks.test_console_and_null_sinks import chunks, make
 from tests.store.conftest import sshd  # noqa: F401 - a real OpenSSH server on loopback
@@ -103,8 +103,12 @@ def test_a_failed_upload_keeps_the_file_staged_and_fails_batches_until_it_is_upl
         sink.deliver(cs[5:])  # rolls the first file, whose upload fails: this batch is not taken
     assert stored(url) == {}
     assert len([n for n in os.listdir(tmp_path / "staging") if not n.startswith(".")]) == 1
+    connects = []
+    real_connect = StoreFiles.connect
+    monkeypatch.setattr(StoreFiles, "connect", lambda self: (connects.append(1), real_connect(self))[1])
     with pytest.raises(DeliveryError, match="waits for its upload"):
         sink.deliver(cs[5:])  # within UPLOAD_RETRY: refused at once, no round trip to the store
+    assert connects == [], "a refused batch neither connects to the store nor drops a connection"
     time.sleep(2.1)
     sink.deliver(cs[5:])  # the upload goes through first, then the batch is written
     assert len(stored(url)) == 1

@@ -397,25 +397,29 @@ class TailSource(FileFinder, ThreadedSource):
                 self.log.warning("error reading %s (%s); will retry", tf.path, exc)
                 self._close(tf)
                 continue
-            if result.chunks or result.done or result.nread or tf.truncations != tf.committed_truncations:
+            done, nread = result.done, result.nread
+            if result.chunks or done or nread or tf.truncations != tf.committed_truncations:
                 touched.append(tf)  # a truncation alone moves the position too: to 0 of the new epoch
-            if result.nread:
-                total += result.nread
-                self.m_bytes_read.inc(result.nread)
-                self.metrics.bytes_in.inc(result.nread)
+            if nread:
+                total += nread
+                self.m_bytes_read.inc(nread)
+                self.metrics.bytes_in.inc(nread)
                 self._lag_gauge(tf).set(tf.lag)
-            if result.done:
+            if done:
                 finished.append(tf)
             held += tf.chunker.pending_bytes - before
             batch += result.chunks
             batch_bytes += sum(len(c) for c in result.chunks)
+            # Only the batch may hold the chunks: a result kept until the next file's read would keep a
+            # delivered chunk (up to chunk_size) alive beside the next one (64 MiB more with the file channel).
+            del result
             if held + batch_bytes > self.max_buffered:
                 held = self._relieve(held, batch, touched, now)
                 batch_bytes = sum(len(c) for c in batch)
             if batch_bytes >= cfg.chunk_size or held + batch_bytes > self.max_buffered:
                 self._deliver(batch, touched)
                 batch, touched, batch_bytes = [], [], 0
-            if not result.done and now - tf.last_active >= cfg.close_inactive and tf.rotated_at is None:
+            if not done and now - tf.last_active >= cfg.close_inactive and tf.rotated_at is None:
                 self._close(tf)
         for tf in self.files.values():
             if tf.fd is None and tf.chunker.pending_bytes:

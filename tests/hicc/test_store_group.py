@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import free_port
 from tests.hicc.conftest import answers, get_json, wait_for, write_yaml
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(180)
 
 
 def buffer_member(tmp_path, key: str) -> dict:
@@ -42,12 +42,14 @@ def test_group_store_primary_and_members(tmp_path, logflume_proc):
         "listen": f"127.0.0.1:{hport}", "data_dir": str(tmp_path / "hicc"), "agents": [],
         "collectors": [f"127.0.0.1:{cmport}"], "poll_interval": "500ms", "poll_timeout": "1s", "refresh": "1s"}})
     logflume_proc(["collector", "-c", collector], name="collector")
-    wait_for(lambda: answers(f"http://127.0.0.1:{cmport}/health"), 30, message="collector up")
+    # Generous waits: two daemons start on a 2-core machine that may be busy (a full suite at load 29 once
+    # took more than 30 s to bring HICC up).
+    wait_for(lambda: answers(f"http://127.0.0.1:{cmport}/health"), 90, message="collector up")
     published = get_json(f"http://127.0.0.1:{cmport}/status")
     assert published["store"]["primary_up"] is True, published["store"]
     logflume_proc(["hicc", "-c", hicc], name="hicc")
     base = f"http://127.0.0.1:{hport}"
-    wait_for(lambda: answers(base + "/api/targets"), 30, message="hicc up")
+    wait_for(lambda: answers(base + "/api/targets"), 90, message="hicc up")
     wait_for(lambda: all(t["state"] == "up" for t in get_json(base + "/api/targets")), 30, message="collector polled")
 
     stores = text(page(base + "/store").split('id="stores"', 1)[1].split("</table>", 1)[0])

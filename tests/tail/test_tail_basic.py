@@ -232,9 +232,9 @@ def test_max_buffered_bounds_bytes_held_across_files(tmp_path, running):
 
 def test_a_delivered_chunk_is_not_kept_while_the_next_file_is_read(tmp_path):
     """Ten files read in one round into an output that lets go of what it takes (the file channel writes a
-    chunk and drops it): the source's peak memory stays near max_buffered, and reads allocate nothing.  A
-    reference kept to the last file's read result held a delivered chunk_size chunk beside the next one: the
-    bench's ten-file rows with the file channel were 65 MiB above its single-file rows (237 against 172 MiB)."""
+    chunk and drops it): the source's peak memory stays near max_buffered.  A reference kept to the last
+    file's read result held a delivered chunk_size chunk beside the next one: the bench's ten-file rows
+    with the file channel were 65 MiB above its single-file rows (237 against 172 MiB)."""
     import tracemalloc
 
     from logflume.source import SourceOutput
@@ -263,10 +263,9 @@ def test_a_delivered_chunk_is_not_kept_while_the_next_file_is_read(tmp_path):
     finally:
         src.stop()
         tracemalloc.stop()
-    # max_buffered (4 MiB) read and held, plus chunks being cut: 6.1 MiB measured (the reads land in the source's
-    # one scratch buffer, allocated before tracing starts); with the stale reference one more chunk (10.1 MiB);
-    # with a fresh buffer per read, 9.1 MiB.  tracemalloc counts allocations, not time: no load changes it.
-    assert peak < 8 * mib, f"peak {peak / mib:.1f} MiB"
+    # max_buffered (4 MiB) read and held, a 4 MiB slice being verified, a 1 MiB block: 9.1 MiB measured; with
+    # the stale reference one more chunk (14.1 MiB).  tracemalloc counts allocations, not time: no load changes it.
+    assert peak < 11 * mib, f"peak {peak / mib:.1f} MiB"
 
 
 def test_a_burst_is_sent_once_the_file_is_quiet_not_after_flush_interval(tmp_path, running):

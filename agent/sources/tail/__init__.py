@@ -33,7 +33,7 @@ from agent.sources.tail.checkpoint import CheckpointWriter, PositionFile
 from agent.sources.tail.container_format import FORMATS, ContainerFormat
 from agent.sources.tail.generations import FingerprintIndex, Generations
 from agent.sources.tail.paths import PATH_SETTINGS, FollowedPaths, PathSpec
-from agent.sources.tail.reader import VERIFY_EVERY, TailedFile
+from agent.sources.tail.reader import TailedFile
 from agent.sources.tail.scan import FileFinder
 from agent.sources.tail.watcher import ChangeWatcher
 from logflume.chunk import Chunk
@@ -154,7 +154,6 @@ class TailSource(FileFinder, ThreadedSource):
                                                               "(the runtime's lines decide the records)")
             self.container_format = ContainerFormat(cfg.format)
         self.block = min(cfg.read_block_size, cfg.chunk_size)
-        self._scratch = bytearray(min(VERIFY_EVERY, cfg.chunk_size + self.block))  # every read lands here
         self.max_buffered = cfg.max_buffered or cfg.chunk_size
         self.files: dict[tuple[int, int], TailedFile] = {}
         self.by_path: dict[str, tuple[int, int]] = {}
@@ -392,7 +391,7 @@ class TailSource(FileFinder, ThreadedSource):
             # Just enough to complete this file's next chunk, within what the byte limit has left.
             room = min(cfg.chunk_size - before, self.max_buffered - held - batch_bytes)
             try:
-                result = tf.read(now, max(room, 0) + self.block, self.block, cfg.rotate_wait, self._scratch)
+                result = tf.read(now, max(room, 0) + self.block, self.block, cfg.rotate_wait)
             except OSError as exc:
                 self.metrics.errors.inc()
                 self.log.warning("error reading %s (%s); will retry", tf.path, exc)

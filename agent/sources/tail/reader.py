@@ -125,12 +125,8 @@ class TailedFile:
 
     # -- reading --------------------------------------------------------------------------------
 
-    def read(self, now: float, budget: int, block: int, rotate_wait: float, scratch: bytearray) -> ReadResult:
-        """Read up to ``budget`` bytes into the chunker; handles truncation, deletion and rotation.
-
-        Bytes are read into ``scratch`` (the source's one reusable buffer) and copied from there by the
-        chunker: no fresh buffer per read to allocate, fault in and free.
-        """
+    def read(self, now: float, budget: int, block: int, rotate_wait: float) -> ReadResult:
+        """Read up to ``budget`` bytes into the chunker; handles truncation, deletion and rotation."""
         out = ReadResult()
         assert self.fd is not None
         st = os.fstat(self.fd)
@@ -143,7 +139,7 @@ class TailedFile:
         while out.nread < budget and pos < st.st_size:
             # Read a slice, check the file was not truncated meanwhile, then feed it: the bytes
             # held before the check stay small whatever the budget.
-            blocks, got = self._read_slice(pos, min(budget - out.nread, VERIFY_EVERY), block, scratch)
+            blocks, got = self._read_slice(pos, min(budget - out.nread, VERIFY_EVERY), block)
             if not got:
                 break
             out.nread += got
@@ -178,27 +174,24 @@ class TailedFile:
         out.chunks += self.chunker.poll(now, caught_up=out.eof)
         return out
 
-    def _read_slice(self, pos: int, want: int, block: int, scratch: bytearray) -> tuple[list[memoryview], int]:
-        """Up to ``want`` bytes from ``pos`` in ``block``-sized reads into ``scratch``: (views of what was read,
-        bytes read).  The views are valid until the next slice is read into the same buffer."""
+    def _read_slice(self, pos: int, want: int, block: int) -> tuple[list[bytes], int]:
+        """Up to ``want`` bytes from ``pos`` in ``block``-sized reads: (blocks, bytes read)."""
         assert self.fd is not None
-        views: list[memoryview] = []
-        room = memoryview(scratch)[:min(want, len(scratch))]
-        start, off = pos, 0
-        while off < len(room):
-            piece = room[off:off + block]
+        blocks: list[bytes] = []
+        start = pos
+        while want > 0:
             try:
-                n = os.preadv(self.fd, [piece], pos)
+                data = os.pread(self.fd, min(block, want), pos)
             except OSError as exc:
                 if exc.errno == errno.EINTR:
                     continue
                 raise
-            if not n:
+            if not data:
                 break
-            views.append(piece[:n])
-            off += n
-            pos += n
-        return views, pos - start
+            blocks.append(data)
+            want -= len(data)
+            pos += len(data)
+        return blocks, pos - start
 
     def _same_head(self) -> bool:
         assert self.fd is not None

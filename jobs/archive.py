@@ -272,7 +272,6 @@ def _sync_point(w: Any) -> int:
 _size = size_arg(1, "above 0")
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="logflume archive", description=__doc__.split("\n\n")[0])
     p.add_argument("--input", required=True, help="sink files: a directory or file, local path or fsspec URL")

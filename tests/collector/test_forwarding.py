@@ -181,7 +181,8 @@ def test_64mib_chunks_survive_sigkill_of_a_collector(tmp_path, start_collector, 
     cfg_b, port_b, store_b = collector_config(tmp_path, "b")
     ca, cb = start_collector(cfg_a, "ca"), start_collector(cfg_b, "cb")
     src = exec_source(n, width=1000, pause_every=20_000, pause=0.2)
-    src.update(chunk_size="64MiB", flush_interval="1s", caught_up_flush="0s")  # not cut when the pipe is drained
+    # Chunks cut at 64 MiB, not by time: a generator slowed by a busy machine wrote < 32 MiB in a 1 s flush_interval.
+    src.update(chunk_size="64MiB", flush_interval="10s", caught_up_flush="0s")
     agent = start_agent(agent_config(tmp_path, "ag", {"collectors": [f"127.0.0.1:{port_a}", f"127.0.0.1:{port_b}"],
                                                       "batch_bytes": "64MiB"},
                                      sources={"gen": src}))

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.conftest import REPO
-from tests.hicc.conftest import answers, get_json, pipeline_configs, wait_for
+from tests.hicc.conftest import answers, get_json, pipeline_configs, text_of, texts_of, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -62,16 +62,16 @@ def test_console_in_a_browser(tmp_path, logflume_proc, browser, artifacts):
 
     # Pipeline: both agents and the collector, up.
     browser.get(base + "/")
-    agents = browser.find_element(By.ID, "agents").text
+    agents = text_of(browser, By.ID, "agents")
     assert "web-01" in agents and "web-02" in agents
     assert agents.count("UP") == 2, agents
-    assert "collector-1" in browser.find_element(By.ID, "collectors").text
-    assert "are up and delivering" in browser.find_element(By.ID, "problems").text
+    assert "collector-1" in text_of(browser, By.ID, "collectors")
+    assert "are up and delivering" in text_of(browser, By.ID, "problems")
     browser.save_screenshot(str(artifacts / "1-pipeline.png"))
 
     # Streams: each log file with its lag (all delivered: 0 B).
     browser.get(base + "/streams")
-    rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#streams tr")[1:]]
+    rows = texts_of(browser, By.CSS_SELECTOR, "#streams tr")[1:]
     log2 = str(p["agents"][1]["logs"] / "app.log")
     row = next(r for r in rows if log2 in r)
     assert row.startswith("web-02 app") and " 0 B" in row, row
@@ -79,9 +79,9 @@ def test_console_in_a_browser(tmp_path, logflume_proc, browser, artifacts):
 
     # Store and jobs: the archive run and the demux output.
     browser.get(base + "/store")
-    archive = browser.find_element(By.ID, "archive").text
+    archive = text_of(browser, By.ID, "archive")
     assert "batches 1" in archive, archive
-    assert "AppLog" in browser.find_element(By.ID, "demux").text
+    assert "AppLog" in text_of(browser, By.ID, "demux")
     browser.save_screenshot(str(artifacts / "3-store.png"))
 
     # Records: search the text, see the record with its provenance.
@@ -89,8 +89,8 @@ def test_console_in_a_browser(tmp_path, logflume_proc, browser, artifacts):
     browser.find_element(By.NAME, "text").send_keys("needle-4242")
     browser.find_element(By.CSS_SELECTOR, "#search button").click()
     wait_for(lambda: browser.find_elements(By.ID, "records"), 30, message="search results")
-    assert browser.find_element(By.ID, "total").text.startswith("1 matching record")
-    hit = browser.find_elements(By.CSS_SELECTOR, "#records tr")[1].text
+    assert text_of(browser, By.ID, "total").startswith("1 matching record")
+    hit = texts_of(browser, By.CSS_SELECTOR, "#records tr")[1]
     assert "web-02" in hit and log2 in hit and "needle-4242" in hit, hit
     assert str(sizes["web-02"] - len("payment failed for order needle-4242 status=500\n")) in hit, "offset shown"
     browser.save_screenshot(str(artifacts / "4-records.png"))
@@ -99,10 +99,10 @@ def test_console_in_a_browser(tmp_path, logflume_proc, browser, artifacts):
     collector.signal(signal.SIGKILL)
     killed = time.monotonic()
     browser.get(base + "/")
-    wait_for(lambda: (browser.refresh() or "DOWN" in browser.find_element(By.ID, "collectors").text), 10,
+    wait_for(lambda: (browser.refresh() or "DOWN" in text_of(browser, By.ID, "collectors")), 10,
              interval=0.3, message="the collector shown down")
     shown_after = time.monotonic() - killed
-    problems = browser.find_element(By.ID, "problems").text
+    problems = text_of(browser, By.ID, "problems")
     assert "collector collector-1" in problems and "is DOWN" in problems, problems
     browser.save_screenshot(str(artifacts / "5-collector-down.png"))
     assert shown_after < 5, f"shown down after {shown_after:.1f}s"

@@ -113,33 +113,29 @@ def pipeline_configs(tmp_path: Path, agents: int = 2) -> dict:
 __all__ = ["answers", "get_json", "pipeline_configs", "wait_for", "write_yaml"]
 
 
-def text_of(browser, by: str, what: str, timeout: float = 10.0) -> str:
-    """The text of the element found by ``(by, what)``, found again if the page replaced it meanwhile.
+def _unstale(read, timeout: float):
+    """``read()``, again while the page replaced what it found meanwhile (StaleElementReferenceException).
 
     The console re-renders on its refresh; between finding an element and reading its text the old
-    element may be gone (StaleElementReferenceException), more often on a busy machine.
+    element may be gone, more often on a busy machine.
     """
     from selenium.common.exceptions import StaleElementReferenceException
 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return browser.find_element(by, what).text
+            return read()
         except StaleElementReferenceException:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def text_of(browser, by: str, what: str, timeout: float = 10.0) -> str:
+    """The text of the element found by ``(by, what)``, found again if the page replaced it meanwhile."""
+    return _unstale(lambda: browser.find_element(by, what).text, timeout)
 
 
 def texts_of(browser, by: str, what: str, timeout: float = 10.0) -> list[str]:
     """The texts of every element found by ``(by, what)``, all from one rendering of the page."""
-    from selenium.common.exceptions import StaleElementReferenceException
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return [e.text for e in browser.find_elements(by, what)]
-        except StaleElementReferenceException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    return _unstale(lambda: [e.text for e in browser.find_elements(by, what)], timeout)

@@ -33,8 +33,10 @@ are the caller's clock (``time.monotonic()``); they only decide when
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import logging
+import operator
 import os
 import re
 import selectors
@@ -630,6 +632,21 @@ class EventStreams:
             if chunks:
                 self._send(chunks)
 
+    def add_blocks(self, blocks: Iterable[tuple[str, Buffer, list[int]]]) -> None:
+        """``add_many`` for records already joined: (stream, records, their ends within records) each.
+
+        A bulk parser (the syslog source's compiled scanner) hands over a whole read's records per
+        stream at once; chunks are still cut at ``chunk_size`` on record boundaries.
+        """
+        with self.lock:
+            chunks: list[Chunk] = []
+            for stream, records, ends in blocks:
+                chunks += self._append_block(stream, records, ends)
+            if self._pending_bytes > self.buffer_limit:
+                chunks += self._cut_all()
+            if chunks:
+                self._send(chunks)
+
     def deliver_now(
         self, batches: Sequence[tuple[str, Sequence[Record]]], lock_timeout: float | None = None,
     ) -> int:
@@ -739,6 +756,32 @@ class EventStreams:
         self._pending_bytes += n - pos
         if len(pending.buf) >= size:
             out += self._cut(stream)
+        return out
+
+    def _append_block(self, stream: str, records: Buffer, ends: list[int]) -> list[Chunk]:
+        out: list[Chunk] = []
+        size = self.chunk_size
+        view = memoryview(records)
+        start = k = 0  # the first record not appended yet: its offset in records, its index in ends
+        while k < len(ends):
+            pending = self._pending.get(stream)
+            used = len(pending.buf) if pending is not None else 0
+            j = bisect.bisect_right(ends, start + size - used, k)  # records k..j-1 fit beside what is pending
+            if j == k:
+                if used:
+                    out += self._cut(stream)
+                else:  # a record longer than a chunk: split as add() splits it
+                    out += self._append(stream, view[start:ends[k]], ())
+                    start, k = ends[k], k + 1
+                continue
+            pending = self._get(stream)
+            base = len(pending.buf) - start
+            pending.buf += view[start:ends[j - 1]]
+            pending.ends += map(operator.add, ends[k:j], itertools.repeat(base)) if base else ends[k:j]
+            self._pending_bytes += ends[j - 1] - start
+            start, k = ends[j - 1], j
+            if len(pending.buf) >= size:
+                out += self._cut(stream)
         return out
 
     def _cut(self, stream: str, record_end: bool = True) -> list[Chunk]:

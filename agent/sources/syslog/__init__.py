@@ -24,7 +24,7 @@ import threading
 import time
 from typing import ClassVar
 
-from agent.sources.syslog.framing import Buffer, FrameDecoder, SyslogHeader, parse_header
+from agent.sources.syslog.framing import Buffer, FrameDecoder, Group, Messages, parse_header, scan_lf
 from logflume.chunk import FLAG_TRUNCATED
 from logflume.chunking import OVERFLOW_STREAM_SUFFIX, EventStreams
 from logflume.errors import ChannelClosed, ConfigError, StartupError
@@ -193,10 +193,9 @@ class SyslogSource(Source):
             streams.flush_within(10.0, self.log)
 
     # -- work ------------------------------------------------------------------
-    def _stream_of(self, header: SyslogHeader, transport: str, peer: str) -> str:
-        # Per message: a cache keyed by the fields the template uses (formatting and admitting
-        # each message's stream was a fifth of the source's time at 100k messages/s).
-        values = tuple(getattr(header, f) for f in self._header_fields)
+    def _stream_of(self, values: tuple[str, ...], transport: str, peer: str) -> str:
+        # Per message or group of messages: a cache keyed by the fields the template uses (formatting
+        # and admitting each message's stream was a fifth of the source's time at 100k messages/s).
         key = (transport, peer, *values)
         stream = self._stream_cache.get(key)
         if stream is None:
@@ -208,14 +207,16 @@ class SyslogSource(Source):
             self._stream_cache[key] = stream
         return stream
 
-    def _accept(self, messages: list[tuple[Buffer, bool]], transport: str, peer: str) -> None:
+    def _accept(self, messages: Messages, transport: str, peer: str) -> None:
         """Messages of one read in: pick their streams and buffer them (may block on a full channel)."""
         if not messages:
             return
         items = []
         nbytes = truncated = 0
+        fields = self._header_fields
         for msg, cut in messages:
-            stream = self._stream_of(parse_header(msg), transport, peer)
+            header = parse_header(msg)
+            stream = self._stream_of(tuple(getattr(header, f) for f in fields), transport, peer)
             nbytes += len(msg) + 1
             if cut:
                 truncated += 1
@@ -227,6 +228,31 @@ class SyslogSource(Source):
         if truncated:
             self.truncated.inc(truncated)
         self.streams.add_many(items, terminator=b"\n")
+
+    def _accept_groups(self, groups: list[Group], messages: int, nbytes: int, transport: str, peer: str) -> None:
+        """What :func:`scan_lf` took from one read: whole groups of records, one stream each."""
+        if not messages:
+            return
+        self.messages.inc(messages)
+        self.metrics.bytes_in.inc(nbytes)
+        self.streams.add_blocks([(self._stream_of(values, transport, peer), records, ends)
+                                 for values, records, ends in groups])
+
+    def _take_read(self, decoder: FrameDecoder, data: bytearray, n: int, transport: str, peer: str) -> None:
+        """One TCP read's ``data[:n]`` in: runs of newline-framed messages through the compiled scanner,
+        everything else (octet counting, a message cut or spanning reads) through ``decoder``, in order."""
+        if scan_lf is None:
+            self._accept(decoder.feed(data, n), transport, peer)
+            return
+        i = 0
+        while i < n:
+            if decoder.idle:
+                i, groups, messages, nbytes = scan_lf(data, i, n, self.config.max_message_size, self._header_fields)
+                self._accept_groups(groups, messages, nbytes, transport, peer)
+                if i >= n:
+                    return
+            decoded, i = decoder.feed_until_lf(data, i, n)
+            self._accept(decoded, transport, peer)
 
     def serve(self, conn: Connection, stopping: threading.Event) -> None:
         """One TCP (or TLS) connection, run by the server's thread for it."""
@@ -242,7 +268,7 @@ class SyslogSource(Source):
             if n == 0:
                 self._accept(decoder.finish(), transport, peer)
                 return
-            self._accept(decoder.feed(buf, n), transport, peer)
+            self._take_read(decoder, buf, n, transport, peer)
 
     def _udp_receive(self) -> None:
         """Drain the socket always; queue up to udp_queue_size bytes, drop (counted) beyond.

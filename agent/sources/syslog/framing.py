@@ -9,15 +9,36 @@ length (more than 10, or not followed by a space) are read as LF-framed text.
 
 :func:`parse_header` reads the priority, host and app name of an RFC 5424 or
 RFC 3164 message (only the first few hundred bytes are looked at).
+
+:data:`scan_lf` is the compiled fast path (``_scan.c``) for what most senders send, runs of
+newline-framed messages: it frames, parses and groups a whole receive buffer's messages by their
+stream fields at once, with the same results as the two above.  It is ``None`` where the extension
+could not be built (no C compiler at install) or when ``LOGFLUME_PURE_PYTHON=1`` is set (to compare).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 Buffer = bytes | bytearray | memoryview
+
+Messages = list[tuple[Buffer, bool]]
+#: One stream's share of a scan: (field values, the records each ending in LF, their ends)
+Group = tuple[tuple[str, ...], bytes, list[int]]
+#: scan_lf(data, start, end, max_message_size, fields) -> (stop, groups, messages, nbytes)
+ScanLF = Callable[[Buffer, int, int, int, tuple[str, ...]], tuple[int, list[Group], int, int]]
+
+scan_lf: ScanLF | None
+try:
+    from agent.sources.syslog._scan import scan_lf
+except ImportError:  # built without a C compiler: FrameDecoder and parse_header do it all
+    scan_lf = None
+if os.environ.get("LOGFLUME_PURE_PYTHON") == "1":
+    scan_lf = None
 
 MAX_LENGTH_DIGITS = 10
 
@@ -44,12 +65,24 @@ class FrameDecoder:
     def buffered(self) -> int:
         return len(self._part)
 
-    def feed(self, data: bytes | bytearray, end: int | None = None) -> list[tuple[Buffer, bool]]:
+    @property
+    def idle(self) -> bool:
+        """At a frame start with nothing held: the next bytes may go to :func:`scan_lf` instead."""
+        return self._mode == 0 and not self._part
+
+    def feed(self, data: bytes | bytearray, end: int | None = None) -> Messages:
         """Decode ``data[:end]`` (a reusable receive buffer and the count read into it)."""
-        out: list[tuple[Buffer, bool]] = []
+        return self._decode(data, 0, len(data) if end is None else end, False)[0]
+
+    def feed_until_lf(self, data: bytes | bytearray, start: int, end: int) -> tuple[Messages, int]:
+        """Decode ``data[start:end]`` up to the start of a newline-framed frame after the first frame
+        (where :func:`scan_lf` can go on); returns the messages and where decoding stopped."""
+        return self._decode(data, start, end, True)
+
+    def _decode(self, data: bytes | bytearray, i: int, n: int, stop_at_lf: bool) -> tuple[Messages, int]:
+        out: Messages = []
         mv = memoryview(data)
-        n = len(data) if end is None else end
-        i = 0
+        took_frame = not self.idle
         while i < n:
             mode = self._mode
             if mode == 0:
@@ -61,8 +94,11 @@ class FrameDecoder:
                     self._mode = 1
                     self._digits.clear()
                 else:
+                    if stop_at_lf and took_frame:
+                        return out, i
                     self._mode = 3
                     self._truncated = False
+                took_frame = True
                 continue
             if mode == 1:
                 c = mv[i]
@@ -143,7 +179,7 @@ class FrameDecoder:
                     i = nl + 1
                     self._mode = 0
                 continue
-        return out
+        return out, i
 
     def finish(self) -> list[tuple[Buffer, bool]]:
         """At EOF: an unterminated LF message still counts (senders often omit the last LF)."""

@@ -192,6 +192,7 @@ class Deployment:
             cfg = root / f"{name}.yaml"
             cfg.write_text(self._agent_yaml(name, agent_chunk_flush))
             self.procs[name] = Process(name, [py, "-m", "logflume", "agent", "-c", str(cfg)], root / f"{name}.log")
+        self.undrained: tuple[str, str, Path] | None = None  # (agent, case, file) drained() last waited for
         self._sampler_stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample_loop, name="rss-sampler", daemon=True)
 
@@ -324,6 +325,7 @@ class Deployment:
                     size = f.stat().st_size
                     done = committed(entries, f)
                     if done < size:
+                        self.undrained = (agent, case.name, f)
                         return False, f"{agent}: {case.name}/{f.name} committed {done} of {size}"
         for agent in AGENTS:
             m = scrape(self.metric_ports[agent])
@@ -337,6 +339,30 @@ class Deployment:
                 return False, (f"{name}: backlog {metric_sum(m, 'logflume_backlog_bytes'):.0f} bytes, "
                                f"primary_up {metric_sum(m, 'logflume_primary_up'):.0f}")
         return True, "drained"
+
+    def explain_undrained(self) -> str:
+        """What the agent knew of the file ``drained`` last found not committed: its position entries with
+        the file's first bytes or inode, and the agent's last log lines about that case (a failed run's
+        work directory may not be kept)."""
+        if self.undrained is None:
+            return ""
+        agent, case, path = self.undrained
+        try:
+            st = path.stat()
+            with open(path, "rb") as fh:
+                head = fh.read(FINGERPRINT_BYTES)
+            entries = json.loads(self.positions(agent, case).read_bytes()).get("files", [])
+        except (OSError, ValueError) as exc:
+            return f"\n(cannot explain: {exc})"
+        mine = [e for e in entries if e.get("ino") == st.st_ino
+                or fingerprint(head[:e.get("fp_len", 0)]) == e.get("fp")]
+        lines = [f"\n{path.name}: inode {st.st_ino}, {st.st_size} bytes; its position entries:"]
+        lines += [f"  {json.dumps(e, sort_keys=True)}" for e in mine]
+        logger = f"logflume.source.{case}:"
+        log = [line for line in self.procs[agent].log_tail(1 << 22).splitlines() if logger in line]
+        lines.append(f"{agent}'s last {min(len(log), 25)} lines of {logger}")
+        lines += log[-25:]
+        return "\n".join(lines)
 
     def stop(self) -> dict[str, int | None]:
         """Agents then collectors by SIGTERM (collectors close their files); exit codes by name."""

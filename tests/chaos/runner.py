@@ -68,7 +68,7 @@ def run(*, duration: float, seed: int, workdir: Path | None = None, drain_timeou
         streak, why = 0, ""
         while streak < 2:
             if time.monotonic() - drain_start > drain_timeout:
-                problems.append(f"not drained after {drain_timeout:.0f}s: {why}")
+                problems.append(f"not drained after {drain_timeout:.0f}s: {why}{dep.explain_undrained()}")
                 break
             for name in (*AGENTS, *COLLECTORS):
                 if not dep.procs[name].alive():

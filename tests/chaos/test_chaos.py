@@ -115,7 +115,7 @@ def test_two_minute_chaos_run(tmp_path):
     )
     summary_line = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     print(summary_line)
-    assert proc.returncode == 0, f"{summary_line}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, f"{summary_line}\n{proc.stderr[-15000:]}"
     doc = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert doc["passed"] and doc["lost"] == 0 and doc["duplicated_after_archive"] == 0 and doc["corrupt"] == 0
     assert doc["faults"] >= 10 and doc["lines"] > 10_000

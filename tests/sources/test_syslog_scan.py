@@ -1,8 +1,8 @@
 """The syslog source's compiled scanner (``_scan.c``) against the pure-Python path it replaces.
 
-Whatever a sender sends, split at any read boundary, the source must make the same chunks (streams,
-bytes, record ends, flags, seq_ids) with the scanner as with FrameDecoder and parse_header alone: the
-scanner is a speed-up, never a second behaviour.
+Whatever a sender sends, split at any read boundary (TCP) or in any datagrams (UDP), the source must
+make the same chunks (streams, bytes, record ends, flags, seq_ids) with the scanner as with
+FrameDecoder and parse_header alone: the scanner is a speed-up, never a second behaviour.
 """
 
 from __future__ import annotations
@@ -93,6 +93,32 @@ def test_the_scanner_makes_the_chunks_the_python_path_makes(tmp_path_factory, mo
     with monkeypatch.context() as m:
         m.setattr(syslog_source, "scan_lf", None)
         slow = run(src, frames, cuts, tmp / "slow.json")
+    assert shape(fast) == shape(slow)
+
+
+def run_datagrams(src: syslog_source.SyslogSource, datagrams: list[bytes], ledger: Path) -> list[Chunk]:
+    got: list[Chunk] = []
+    src.streams = EventStreams(source="h", datatype="SysLog", tags={}, chunk_size=200, flush_interval=60,
+                               deliver=got.extend, ledger=StreamLedger(ledger))
+    src._take_datagrams(datagrams, "127.0.0.1")
+    src.streams.flush()
+    return got
+
+
+@needs_scanner
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(datagrams=st.lists(st.one_of(
+    st.tuples(MESSAGES, st.sampled_from([b"", b"\n", b"\r\n", b"\0", b"\n\r\n"])).map(b"".join),
+    st.integers(MAX - 2, MAX + 30).map(lambda n: b"<13>app: " + b"y" * n),
+    st.sampled_from([b"", b"\n", b"\r\0"])), max_size=25), template=st.sampled_from(TEMPLATES))
+def test_the_datagram_scanner_makes_the_chunks_the_python_path_makes(tmp_path_factory, monkeypatch, datagrams,
+                                                                    template):
+    tmp = tmp_path_factory.mktemp("udp")
+    src = make_source(tmp, template)
+    fast = run_datagrams(src, datagrams, tmp / "fast.json")
+    with monkeypatch.context() as m:
+        m.setattr(syslog_source, "scan_datagrams", None)
+        slow = run_datagrams(src, datagrams, tmp / "slow.json")
     assert shape(fast) == shape(slow)
 
 

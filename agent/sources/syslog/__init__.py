@@ -24,7 +24,7 @@ import threading
 import time
 from typing import ClassVar
 
-from agent.sources.syslog.framing import Buffer, FrameDecoder, Group, Messages, parse_header, scan_lf
+from agent.sources.syslog.framing import FrameDecoder, Group, Messages, parse_header, scan_datagrams, scan_lf
 from logflume.chunk import FLAG_TRUNCATED
 from logflume.chunking import OVERFLOW_STREAM_SUFFIX, EventStreams
 from logflume.errors import ChannelClosed, ConfigError, StartupError
@@ -332,8 +332,7 @@ class SyslogSource(Source):
                     self._drops_since_log = 0
 
     def _udp_deliver(self) -> None:
-        """Hand everything queued to the streams, one ``_accept`` per run of one peer's datagrams."""
-        limit = self.config.max_message_size
+        """Hand everything queued to the streams, one run of one peer's datagrams at a time."""
         while True:
             with self._udp_cond:
                 while not self._udp_queue:
@@ -344,19 +343,38 @@ class SyslogSource(Source):
                 self._udp_queue.clear()
             try:
                 for datagrams, peer in runs:
-                    messages: list[tuple[Buffer, bool]] = []
-                    for data in datagrams:
-                        msg: bytes | memoryview = data
-                        while msg and msg[-1] in (10, 13, 0):
-                            msg = msg[:-1]
-                        if len(msg) > limit:
-                            messages.append((memoryview(msg)[:limit], True))
-                        elif msg:
-                            messages.append((msg, False))
-                    self._accept(messages, "udp", peer)
+                    self._take_datagrams(datagrams, peer)
             finally:
                 with self._udp_cond:
                     self._udp_queued -= sum(len(d) for ds, _ in runs for d in ds)
+
+    def _take_datagrams(self, datagrams: list[bytes], peer: str) -> None:
+        """One peer's run of datagrams in, through the compiled scanner where it is built."""
+        if scan_datagrams is None:
+            self._accept(self._datagram_messages(datagrams), "udp", peer)
+            return
+        i = 0
+        while i < len(datagrams):
+            i, groups, messages, nbytes = scan_datagrams(datagrams, i, self.config.max_message_size,
+                                                         self._header_fields)
+            self._accept_groups(groups, messages, nbytes, "udp", peer)
+            if i < len(datagrams):  # longer than max_message_size: cut and flagged here
+                self._accept(self._datagram_messages(datagrams[i:i + 1]), "udp", peer)
+                i += 1
+
+    def _datagram_messages(self, datagrams: list[bytes]) -> Messages:
+        """One message per datagram, its trailing line ends stripped, cut at max_message_size."""
+        limit = self.config.max_message_size
+        messages: Messages = []
+        for data in datagrams:
+            msg: bytes | memoryview = data
+            while msg and msg[-1] in (10, 13, 0):
+                msg = msg[:-1]
+            if len(msg) > limit:
+                messages.append((memoryview(msg)[:limit], True))
+            elif msg:
+                messages.append((msg, False))
+        return messages
 
     def _flush_loop(self) -> None:
         self.streams.poll_until(self.stopping)

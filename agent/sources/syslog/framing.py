@@ -12,8 +12,9 @@ RFC 3164 message (only the first few hundred bytes are looked at).
 
 :data:`scan_lf` is the compiled fast path (``_scan.c``) for what most senders send, runs of
 newline-framed messages: it frames, parses and groups a whole receive buffer's messages by their
-stream fields at once, with the same results as the two above.  It is ``None`` where the extension
-could not be built (no C compiler at install) or when ``LOGFLUME_PURE_PYTHON=1`` is set (to compare).
+stream fields at once, with the same results as the two above; :data:`scan_datagrams` does the same
+for a batch of UDP datagrams.  Both are ``None`` where the extension could not be built (no C
+compiler at install) or when ``LOGFLUME_PURE_PYTHON=1`` is set (to compare).
 """
 
 from __future__ import annotations
@@ -32,13 +33,17 @@ Group = tuple[tuple[str, ...], bytes, list[int]]
 #: scan_lf(data, start, end, max_message_size, fields) -> (stop, groups, messages, nbytes)
 ScanLF = Callable[[Buffer, int, int, int, tuple[str, ...]], tuple[int, list[Group], int, int]]
 
+#: scan_datagrams(datagrams, start, max_message_size, fields) -> (stop, groups, messages, nbytes)
+ScanDatagrams = Callable[[list[bytes], int, int, tuple[str, ...]], tuple[int, list[Group], int, int]]
+
 scan_lf: ScanLF | None
+scan_datagrams: ScanDatagrams | None
 try:
-    from agent.sources.syslog._scan import scan_lf
+    from agent.sources.syslog._scan import scan_datagrams, scan_lf
 except ImportError:  # built without a C compiler: FrameDecoder and parse_header do it all
-    scan_lf = None
+    scan_lf = scan_datagrams = None
 if os.environ.get("LOGFLUME_PURE_PYTHON") == "1":
-    scan_lf = None
+    scan_lf = scan_datagrams = None
 
 MAX_LENGTH_DIGITS = 10
 

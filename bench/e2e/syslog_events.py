@@ -97,7 +97,8 @@ def _measure(name: str, group: ProcGroup, port: int, files: list[str], total: in
             "cpu_s_per_million": cpu / (total / 1e6), "peak_rss_bytes": {u.name: u.peak_rss for u in usage}}
 
 
-def run_logflume_events(work: Path, files: list[str], total: int, python: str, env: dict[str, str]) -> dict:
+def run_logflume_events(work: Path, files: list[str], total: int, python: str, env: dict[str, str],
+                        label: str = "logflume (syslog source, memory channel, sync on)") -> dict:
     clear_dir(work)
     opts = LogflumeOptions(channel="memory", sync="every_batch")
     sport, cport, mport = free_port(), free_port(), free_port()
@@ -112,7 +113,7 @@ def run_logflume_events(work: Path, files: list[str], total: int, python: str, e
         group.start("agent", [python, "-m", "logflume", "agent", "-c", str(work / "agent.yaml")],
                     work / "agent.log", env=env)
         wait_until(lambda: acked_bytes(mport) >= 0 and port_open(sport), 30, "the agent's syslog port", group)
-        return _measure("logflume (syslog source, memory channel, sync on)", group, sport, files, total,
+        return _measure(label, group, sport, files, total,
                         lambda: [p for p in root.rglob("*") if p.is_file()], python, env, work)
     finally:
         group.stop_all(10)
@@ -160,8 +161,14 @@ def run_event_cases(work: Path, events: int, python: str, env: dict[str, str], c
             write_messages(p, i * per, per)
         files.append(str(p))
     total = per * conns
+    # The source's pure-Python path (what runs where the compiled scanner could not be built) beside the
+    # default, in the same run: the scanner's before and after.
+    pure = {**env, "LOGFLUME_PURE_PYTHON": "1"}
     cases: list[tuple[str, Callable[[], dict]]] = [
-        ("logflume", lambda: run_logflume_events(work / "run-events", files, total, python, env))]
+        ("logflume", lambda: run_logflume_events(work / "run-events", files, total, python, env)),
+        ("logflume-pure-python", lambda: run_logflume_events(
+            work / "run-events", files, total, python, pure,
+            label="logflume, pure Python (LOGFLUME_PURE_PYTHON=1: no compiled scanner)"))]
     for name, cls in PEERS.items():
         peer = cls()
         if peer.available() is None:

@@ -179,7 +179,7 @@ def run(*, duration: float, seed: int, workdir: Path | None = None, drain_timeou
             result.stopped = len(twin_injector.done)
             if archive_conflicts is None:
                 problems.append(f"{label}: archive's summary has no conflict count: {proc.stdout[-300:]}")
-            elif not archive_conflicts:
+            elif seen_conflicts and not archive_conflicts:
                 problems.append(f"{label}: archive reported no conflict; {seen_conflicts} stream(s) of the store "
                                 "hold different bytes under one name")
         elif seen_conflicts:

@@ -7,6 +7,7 @@ FrameDecoder and parse_header alone: the scanner is a speed-up, never a second b
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import sysconfig
 from pathlib import Path
@@ -26,7 +27,7 @@ from tests.conftest import free_port
 
 MAX = 80
 
-needs_scanner = pytest.mark.skipif(framing.scan_lf is None, reason="the compiled scanner is not built")
+needs_scanner = pytest.mark.skipif(framing.scan_tcp is None, reason="the compiled scanner is not built")
 
 WORD = st.text(alphabet="abcAB09._-@/$ :[]\u00e9", min_size=0, max_size=8).map(lambda t: t.encode())
 PRI = st.one_of(st.integers(0, 200).map(lambda p: b"<%d>" % p), st.sampled_from([b"", b"<1234>", b"<>", b"<x>"]))
@@ -79,7 +80,9 @@ def run(src: syslog_source.SyslogSource, data: bytes, cuts: list[int], ledger: P
 
 
 def shape(chunks: list[Chunk]) -> list[tuple]:
-    return [(c.stream, bytes(c.data), list(c.record_ends), sorted(c.flags), c.seq_id) for c in chunks]
+    """Each stream's chunks in order; the order between streams is no promise (the scanner hands over a read
+    stream by stream, the Python path message by message)."""
+    return sorted((c.stream, c.seq_id, bytes(c.data), list(c.record_ends), sorted(c.flags)) for c in chunks)
 
 
 @needs_scanner
@@ -91,7 +94,7 @@ def test_the_scanner_makes_the_chunks_the_python_path_makes(tmp_path_factory, mo
     src = make_source(tmp, template)
     fast = run(src, frames, cuts, tmp / "fast.json")
     with monkeypatch.context() as m:
-        m.setattr(syslog_source, "scan_lf", None)
+        m.setattr(syslog_source, "scan_tcp", None)
         slow = run(src, frames, cuts, tmp / "slow.json")
     assert shape(fast) == shape(slow)
 
@@ -124,31 +127,37 @@ def test_the_datagram_scanner_makes_the_chunks_the_python_path_makes(tmp_path_fa
 
 @needs_scanner
 def test_the_scanner_groups_a_read_by_stream_and_stops_where_the_decoder_must_go_on():
-    data = bytearray(b"<13>Oct 11 22:14:15 web1 nginx[1]: a\n<13>web1 cron: b\r\n\n<13>web2 nginx[2]: c\n"
-                     b"5 hello<13>web1 nginx: d")
-    stop, groups, messages, nbytes = framing.scan_lf(data, 0, len(data), 1024, ("app", "host"))
-    assert data[stop:].startswith(b"5 hello")  # octet counting is the decoder's
-    assert messages == 3 and nbytes == len(b"<13>Oct 11 22:14:15 web1 nginx[1]: a\n<13>web1 cron: b\n"
-                                             b"<13>web2 nginx[2]: c\n")
+    data = bytearray(b"<13>Oct 11 22:14:15 web1 nginx[1]: a\n<13>web1 cron: b\r\n\n23 <13>web2 nginx[2]: c\nd\n"
+                     b"<13>web1 nginx: e\n12345678901 f\n<13>web1 nginx: g")
+    stop, groups, messages, nbytes = framing.scan_tcp(data, 0, len(data), 1024, ("app", "host"))
+    assert data[stop:].startswith(b"12345678901 f")  # eleven digits are no length: the decoder's
+    assert messages == 4 and nbytes == len(b"<13>Oct 11 22:14:15 web1 nginx[1]: a\n<13>web1 cron: b\n"
+                                             b"<13>web2 nginx[2]: c\nd\n\n<13>web1 nginx: e\n")
     assert groups == [
-        (("nginx", "web1"), b"<13>Oct 11 22:14:15 web1 nginx[1]: a\n", [37]),
+        (("nginx", "web1"), b"<13>Oct 11 22:14:15 web1 nginx[1]: a\n<13>web1 nginx: e\n", [37, 55]),
         (("cron", "web1"), b"<13>web1 cron: b\n", [17]),
-        (("nginx", "web2"), b"<13>web2 nginx[2]: c\n", [21]),
+        (("nginx", "web2"), b"<13>web2 nginx[2]: c\nd\n\n", [24]),  # octet counted: one record, LFs and all
     ]
-    stop, groups, messages, _ = framing.scan_lf(data, len(data) - 16, len(data), 1024, ("app",))
+    stop, groups, messages, _ = framing.scan_tcp(data, len(data) - 16, len(data), 1024, ("app",))
     assert (stop, groups, messages) == (len(data) - 16, [], 0)  # no newline yet: left to the decoder
+    stop, _, messages, _ = framing.scan_tcp(data, 0, len(data), 20, ("app",))
+    assert (stop, messages) == (0, 0)  # longer than max_message_size: cut by the decoder
 
 
 @needs_scanner
 def test_the_scanner_refuses_a_range_outside_the_buffer():
     with pytest.raises(ValueError):
-        framing.scan_lf(b"<13>a: b\n", 0, 100, 1024, ("app",))
+        framing.scan_tcp(b"<13>a: b\n", 0, 100, 1024, ("app",))
     with pytest.raises(ValueError, match="unknown field"):
-        framing.scan_lf(b"<13>a: b\n", 0, 9, 1024, ("peer",))
+        framing.scan_tcp(b"<13>a: b\n", 0, 9, 1024, ("peer",))
 
 
 def test_the_scanner_is_built_where_a_compiler_is():
     """pip install builds _scan.c (optional only so that an install without a compiler still works)."""
     if shutil.which(sysconfig.get_config_var("CC").split()[0] if sysconfig.get_config_var("CC") else "cc") is None:
         pytest.skip("no C compiler on this machine")
-    assert list(Path(framing.__file__).parent.glob("_scan.*.so")), "agent/sources/syslog/_scan.c was not built"
+    try:
+        scan = importlib.import_module("agent.sources.syslog._scan")
+    except ImportError as exc:
+        pytest.fail(f"agent/sources/syslog/_scan.c was not built (pip install -e . builds it): {exc}")
+    assert callable(scan.scan_tcp) and callable(scan.scan_datagrams), "a stale build: pip install -e . again"

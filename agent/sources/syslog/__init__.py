@@ -24,7 +24,7 @@ import threading
 import time
 from typing import ClassVar
 
-from agent.sources.syslog.framing import FrameDecoder, Group, Messages, parse_header, scan_datagrams, scan_lf
+from agent.sources.syslog.framing import FrameDecoder, Group, Messages, parse_header, scan_datagrams, scan_tcp
 from logflume.chunk import FLAG_TRUNCATED
 from logflume.chunking import OVERFLOW_STREAM_SUFFIX, EventStreams
 from logflume.errors import ChannelClosed, ConfigError, StartupError
@@ -230,7 +230,7 @@ class SyslogSource(Source):
         self.streams.add_many(items, terminator=b"\n")
 
     def _accept_groups(self, groups: list[Group], messages: int, nbytes: int, transport: str, peer: str) -> None:
-        """What :func:`scan_lf` took from one read: whole groups of records, one stream each."""
+        """What :func:`scan_tcp` took from one read: whole groups of records, one stream each."""
         if not messages:
             return
         self.messages.inc(messages)
@@ -239,19 +239,19 @@ class SyslogSource(Source):
                                  for values, records, ends in groups])
 
     def _take_read(self, decoder: FrameDecoder, data: bytearray, n: int, transport: str, peer: str) -> None:
-        """One TCP read's ``data[:n]`` in: runs of newline-framed messages through the compiled scanner,
-        everything else (octet counting, a message cut or spanning reads) through ``decoder``, in order."""
-        if scan_lf is None:
+        """One TCP read's ``data[:n]`` in: whole frames through the compiled scanner, the others (a frame
+        spanning reads, a message cut at max_message_size) through ``decoder``, in order."""
+        if scan_tcp is None:
             self._accept(decoder.feed(data, n), transport, peer)
             return
         i = 0
         while i < n:
             if decoder.idle:
-                i, groups, messages, nbytes = scan_lf(data, i, n, self.config.max_message_size, self._header_fields)
+                i, groups, messages, nbytes = scan_tcp(data, i, n, self.config.max_message_size, self._header_fields)
                 self._accept_groups(groups, messages, nbytes, transport, peer)
                 if i >= n:
                     return
-            decoded, i = decoder.feed_until_lf(data, i, n)
+            decoded, i = decoder.feed_frame(data, i, n)
             self._accept(decoded, transport, peer)
 
     def serve(self, conn: Connection, stopping: threading.Event) -> None:

@@ -10,11 +10,11 @@ length (more than 10, or not followed by a space) are read as LF-framed text.
 :func:`parse_header` reads the priority, host and app name of an RFC 5424 or
 RFC 3164 message (only the first few hundred bytes are looked at).
 
-:data:`scan_lf` is the compiled fast path (``_scan.c``) for what most senders send, runs of
-newline-framed messages: it frames, parses and groups a whole receive buffer's messages by their
-stream fields at once, with the same results as the two above; :data:`scan_datagrams` does the same
-for a batch of UDP datagrams.  Both are ``None`` where the extension could not be built (no C
-compiler at install) or when ``LOGFLUME_PURE_PYTHON=1`` is set (to compare).
+:data:`scan_tcp` is the compiled fast path (``_scan.c``): it frames, parses and groups a whole
+receive buffer's messages by their stream fields at once, with the same results as the two above;
+:data:`scan_datagrams` does the same for a batch of UDP datagrams.  Both are ``None`` where the
+extension could not be built (no C compiler at install) or when ``LOGFLUME_PURE_PYTHON=1`` is set
+(to compare).
 """
 
 from __future__ import annotations
@@ -30,20 +30,20 @@ Buffer = bytes | bytearray | memoryview
 Messages = list[tuple[Buffer, bool]]
 #: One stream's share of a scan: (field values, the records each ending in LF, their ends)
 Group = tuple[tuple[str, ...], bytes, list[int]]
-#: scan_lf(data, start, end, max_message_size, fields) -> (stop, groups, messages, nbytes)
-ScanLF = Callable[[Buffer, int, int, int, tuple[str, ...]], tuple[int, list[Group], int, int]]
+#: scan_tcp(data, start, end, max_message_size, fields) -> (stop, groups, messages, nbytes)
+ScanTCP = Callable[[Buffer, int, int, int, tuple[str, ...]], tuple[int, list[Group], int, int]]
 
 #: scan_datagrams(datagrams, start, max_message_size, fields) -> (stop, groups, messages, nbytes)
 ScanDatagrams = Callable[[list[bytes], int, int, tuple[str, ...]], tuple[int, list[Group], int, int]]
 
-scan_lf: ScanLF | None
+scan_tcp: ScanTCP | None
 scan_datagrams: ScanDatagrams | None
 try:
-    from agent.sources.syslog._scan import scan_datagrams, scan_lf
+    from agent.sources.syslog._scan import scan_datagrams, scan_tcp
 except ImportError:  # built without a C compiler: FrameDecoder and parse_header do it all
-    scan_lf = scan_datagrams = None
+    scan_tcp = scan_datagrams = None
 if os.environ.get("LOGFLUME_PURE_PYTHON") == "1":
-    scan_lf = scan_datagrams = None
+    scan_tcp = scan_datagrams = None
 
 MAX_LENGTH_DIGITS = 10
 
@@ -72,19 +72,19 @@ class FrameDecoder:
 
     @property
     def idle(self) -> bool:
-        """At a frame start with nothing held: the next bytes may go to :func:`scan_lf` instead."""
+        """At a frame start with nothing held: the next bytes may go to :func:`scan_tcp` instead."""
         return self._mode == 0 and not self._part
 
     def feed(self, data: bytes | bytearray, end: int | None = None) -> Messages:
         """Decode ``data[:end]`` (a reusable receive buffer and the count read into it)."""
         return self._decode(data, 0, len(data) if end is None else end, False)[0]
 
-    def feed_until_lf(self, data: bytes | bytearray, start: int, end: int) -> tuple[Messages, int]:
-        """Decode ``data[start:end]`` up to the start of a newline-framed frame after the first frame
-        (where :func:`scan_lf` can go on); returns the messages and where decoding stopped."""
+    def feed_frame(self, data: bytes | bytearray, start: int, end: int) -> tuple[Messages, int]:
+        """Decode ``data[start:end]`` until one frame is complete (where :func:`scan_tcp` can go on);
+        returns its message (if it made one) and where decoding stopped."""
         return self._decode(data, start, end, True)
 
-    def _decode(self, data: bytes | bytearray, i: int, n: int, stop_at_lf: bool) -> tuple[Messages, int]:
+    def _decode(self, data: bytes | bytearray, i: int, n: int, one_frame: bool) -> tuple[Messages, int]:
         out: Messages = []
         mv = memoryview(data)
         took_frame = not self.idle
@@ -95,12 +95,12 @@ class FrameDecoder:
                 if c in (10, 13, 0, 32):   # empty frames / stray separators
                     i += 1
                     continue
+                if one_frame and took_frame:
+                    return out, i
                 if 49 <= c <= 57:           # '1'..'9': octet counting
                     self._mode = 1
                     self._digits.clear()
                 else:
-                    if stop_at_lf and took_frame:
-                        return out, i
                     self._mode = 3
                     self._truncated = False
                 took_frame = True

@@ -11,6 +11,7 @@ shutting down; the source then stops without advancing its checkpoint.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -81,11 +82,20 @@ class Source(Component):
         raise NotImplementedError
 
 
+#: Waits before a failed ThreadedSource's ``run`` is called again: doubling from the first to the last.
+RESTART_FIRST, RESTART_MAX = 1.0, 60.0
+
+
 class ThreadedSource(Source):
     """A source whose work is one loop in its own thread: implement :meth:`run`.
 
     ``run`` should return when ``self.stopping`` is set (check it between reads;
-    use ``self.stopping.wait(t)`` to sleep).
+    use ``self.stopping.wait(t)`` to sleep).  If it raises (a bug, an OS error it
+    did not expect), the error is logged and counted and ``run`` is called again
+    after a backoff (1 s, doubling to 60 s; reset once it ran a minute): an agent
+    must not go on running with a source that silently stopped collecting.
+    ``run`` must therefore be able to start again from its own state (what it
+    committed, its checkpoints), as Flume's source runners restart theirs.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -102,13 +112,22 @@ class ThreadedSource(Source):
     def _main(self) -> None:
         from logflume.errors import ChannelClosed
 
-        try:
-            self.run()
-        except ChannelClosed:
-            pass
-        except Exception:
-            self.metrics.errors.inc()
-            self.log.exception("source %s failed", self.name)
+        delay = RESTART_FIRST
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            try:
+                self.run()
+                return
+            except ChannelClosed:
+                return
+            except Exception:
+                self.metrics.errors.inc()
+                if time.monotonic() - started >= RESTART_MAX:
+                    delay = RESTART_FIRST  # it ran a good while: a new failure, not the same one again
+                self.log.exception("source %s failed; starting it again in %.0fs", self.name, delay)
+            if self.stopping.wait(delay):
+                return
+            delay = min(delay * 2, RESTART_MAX)
 
     def run(self) -> None:
         raise NotImplementedError

@@ -66,3 +66,21 @@ class FlakySink(Sink):
                     raise DeliveryError("next hop down")
                 raise TryLater("busy", delay=0.05)
             self.delivered.extend(chunks)
+
+
+class FailingSource(ThreadedSource):
+    """Raises in ``run`` the first ``failures`` times (after delivering one chunk each time), then delivers a last
+    chunk and returns; ``runs`` counts the calls."""
+
+    settings: ClassVar[dict[str, Setting]] = {"failures": Setting(Int(min=0), 1)}
+
+    def configure(self) -> None:
+        self.runs = 0
+
+    def run(self) -> None:
+        self.runs += 1
+        data = f"run {self.runs}\n".encode()
+        self.output.deliver([Chunk(source=self.context.agent_name, stream="runs", datatype="Raw", seq_id=self.runs,
+                                   epoch="e", data=data, record_ends=[len(data)])])
+        if self.runs <= self.config.failures:
+            raise RuntimeError(f"failure {self.runs}")

@@ -9,12 +9,14 @@ January belongs to the year before).
 The patterns below are shared by the per-record path (Python ``re``), the
 batch path (Arrow, RE2) and the Spark engine, in the syntax all three read
 alike (see :mod:`jobs.processors.columns`).  The batch path takes the common
-forms (no structured data, ``Z``/``±hh:mm`` times) with Arrow kernels and hands
-every other record to the per-record code.
+forms (no structured data, ``Z``/``±hh:mm`` times) in one compiled pass over the
+bytes (``_syslog_columns.c``), or with Arrow kernels where that is not built,
+and hands every other record to the per-record code.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -40,6 +42,13 @@ TAG = r"(?P<app>[^ \t\n\x0b\f\r\[\]:]{1,48})(?:\[(?P<pid>[^\] \t\n\x0b\f\r]{1,32
 #: RFC 5424 timestamps the batch path formats itself (others go to ``datetime.fromisoformat``).
 ISO_TIME = (r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})T(?P<hms>[0-9]{2}:[0-9]{2}:[0-9]{2})"
             r"(?:\.(?P<frac>[0-9]{1,6}))?(?P<tz>Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])")
+
+try:  # built by pip install from _syslog_columns.c; without a C compiler the Arrow kernels do the batch path
+    from jobs.processors import _syslog_columns as _compiled
+except ImportError:
+    _compiled = None
+if os.environ.get("LOGFLUME_PURE_PYTHON") == "1":  # to compare the two batch paths
+    _compiled = None
 
 _PRI = re.compile(PRI)
 _5424 = re.compile(RFC5424)
@@ -152,6 +161,33 @@ class SyslogProcessor(Processor):
         }
 
     def process_batch(self, records: pa.Array, where: BatchContext) -> ParsedBatch:
+        """The common forms in one compiled pass (``_syslog_columns.c``) where it is built, else with Arrow
+        kernels; every other line through :meth:`process`."""
+        if _compiled is None:
+            return self._kernel_batch(records, where)
+        import pyarrow as pa
+
+        from jobs.processors.columns import with_fallback
+
+        n = len(records)
+        validity, offsets, data = records.buffers()[:3]
+        read = where.timestamps()
+        kind, *columns = _compiled.parse(validity, offsets, data if data is not None else b"", records.offset, n,
+                                         read.buffers()[1], read.offset, self.config.require_pri)
+
+        def column(field: pa.Field, bufs: tuple[bytes, ...]) -> pa.Array:
+            return pa.Array.from_buffers(field.type, n, [pa.py_buffer(b) for b in bufs])
+
+        schema = self.output_schema()
+        by_name = dict(zip(["format", "facility", "severity", "time", "host", "app", "pid", "msgid", "message"],
+                           columns, strict=True))
+        fields = pa.RecordBatch.from_arrays(
+            [column(f, by_name[f.name]) if f.name in by_name else pa.nulls(n, f.type) for f in schema],
+            schema=schema)
+        fast = pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(kind)]).cast(pa.bool_())
+        return with_fallback(self, records, where, fields, fast)
+
+    def _kernel_batch(self, records: pa.Array, where: BatchContext) -> ParsedBatch:
         """Arrow kernels for lines without structured data; every other line through :meth:`process`.
 
         Lines are checked whole against the patterns (RE2's DFA: fast) and cut

@@ -8,6 +8,8 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from logflume.processor import BatchContext, ParseError, Processor, RecordContext, build_processor
 
@@ -153,6 +155,79 @@ def both(kind: str, lines: list[bytes], read: int = READ, **settings: Any) -> Pr
 ])
 def test_batch_equals_per_record(kind: str, lines: list[bytes], settings: dict) -> None:
     both(kind, lines, **settings)
+
+
+@pytest.fixture(params=["compiled", "arrow-kernels"])
+def syslog_batch_path(request, monkeypatch) -> str:
+    """The syslog processor's two batch paths: its compiled pass (_syslog_columns.c) and the Arrow kernels
+    that run where it is not built."""
+    import jobs.processors.syslog as syslog
+
+    if request.param == "compiled" and syslog._compiled is None:
+        pytest.skip("jobs/processors/_syslog_columns.c is not built")
+    if request.param == "arrow-kernels":
+        monkeypatch.setattr(syslog, "_compiled", None)
+    return request.param
+
+
+@pytest.mark.parametrize("settings", [{}, {"require_pri": True}])
+@pytest.mark.parametrize("read", [READ, JAN])
+def test_syslog_batch_paths_equal_per_record(syslog_batch_path: str, settings: dict, read: int) -> None:
+    both("syslog", SYSLOG, read=read, **settings)
+
+
+_NS = st.sampled_from(["a", "web-1", "x.y", "-", "\u00e9t\u00e9", "[", "]", ":", "a[1]", "a[]", "1", "\x1c"])
+_SYSLOG_LINES = st.one_of(
+    st.tuples(st.sampled_from(["", "<13>", "<191>", "<192>", "<0>", "<007>", "<1234>", "<x>", "\ufeff<13>"]),
+              st.sampled_from(["1", "2", "01"]),
+              st.sampled_from(["-", "2025-11-24T16:00:03Z", "2025-11-24T16:00:03.5+05:30", "2025-02-29T00:00:00Z",
+                               "2024-02-29T23:59:59.000000-00:00", "2025-11-24T16:00:03.1234567Z",
+                               "2025-11-24T24:00:00Z", "2025-11-24T16:00:03+24:00", "2025-11-24 16:00:03Z"]),
+              _NS, _NS, _NS, _NS, st.sampled_from(["-", "- msg", "-x", "- \ufeffbom", "[a b=\"c\"] m", "- a\nb"]))
+    .map(lambda t: f"{t[0]}{t[1]} {t[2]} {t[3]} {t[4]} {t[5]} {t[6]} {t[7]}"),
+    st.tuples(st.sampled_from(["", "<34>", "<200>", "<"]),
+              st.sampled_from(["Jan", "Feb", "Dec", "Foo", "jan"]), st.sampled_from([" 1", "29", "31", "00", "1 "]),
+              st.sampled_from(["00:00:00", "23:59:59", "24:00:00", "1:00:00"]),
+              _NS, st.sampled_from(["", " ", "\t"]), st.lists(_NS, max_size=4).map(" ".join),
+              st.sampled_from(["", ": x", ":x", "[12]: y", ": ", " : z"]))
+    .map(lambda t: f"{t[0]}{t[1]} {t[2]} {t[3]} {t[4]}{t[5]}{t[6]}{t[7]}"),
+).map(lambda text: text.encode("utf-8", "surrogatepass"))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.one_of(_SYSLOG_LINES, st.binary(max_size=40)), min_size=1, max_size=30),
+       read=st.sampled_from([READ, JAN, 951_782_400_000]))  # 2000-02-29: a leap day's year
+def test_syslog_batch_paths_equal_per_record_on_generated_lines(syslog_batch_path: str, lines: list[bytes],
+                                                                read: int) -> None:
+    both("syslog", lines, read=read)
+
+
+def test_syslog_batch_of_a_sliced_array_with_nulls(syslog_batch_path: str) -> None:
+    """An array that starts inside its buffers (a slice) and has null records: each row its own fields."""
+    lines = [b"x", b"<13>Nov 24 16:00:01 web1 cron[1]: a", None, b"<165>1 2003-10-11T22:14:15Z h a p m - hi",
+             b"Nov 24 16:00:01 web2 b"]
+    arr = pa.array(lines, pa.binary()).slice(1)
+    proc = build_processor("syslog")
+    where = BatchContext.of_chunk(RecordContext("h", "/s", "e", 0, "T", READ), list(range(4)))
+    batch = proc.process_batch(arr, where)
+    rows = batch.fields.to_pylist()
+    assert [r["host"] for r in rows] == ["web1", None, "h", "web2"]
+    assert [r["app"] for r in rows] == ["cron", None, "a", None]
+    assert rows[3]["message"] == "b" and rows[2]["time"] == "2003-10-11T22:14:15+00:00"
+    assert batch.reasons.to_pylist()[1] is not None  # the null record: the per-record path's reason
+
+
+def test_the_syslog_demux_pass_is_built_where_a_compiler_is() -> None:
+    import importlib
+    import shutil
+    import sysconfig
+
+    if shutil.which((sysconfig.get_config_var("CC") or "cc").split()[0]) is None:
+        pytest.skip("no C compiler on this machine")
+    try:
+        importlib.import_module("jobs.processors._syslog_columns")
+    except ImportError as exc:
+        pytest.fail(f"jobs/processors/_syslog_columns.c was not built (pip install -e . builds it): {exc}")
 
 
 def test_syslog_year_from_each_records_chunk() -> None:

@@ -121,6 +121,42 @@ def test_crash_before_the_first_position_write_keeps_the_stream(tmp_path, logflu
     assert epoch_bytes(by_epoch(chunks, str(log))[epoch]) == block(0, 400)
 
 
+def test_crash_after_a_truncation_epoch_was_sent_before_a_position_named_it(tmp_path, logflume_proc):
+    """The agent sends the first chunks of the generation after a copytruncate, then dies before any position
+    write names that generation.  The restart must take the file for that generation (its epoch, read again
+    from 0: duplicates archive removes), not for a new file under another epoch (duplicates archive cannot
+    see: chaos seed 8 under load, 2026-12-07).  The position file must name the new epoch before its first
+    chunk is sent, as it names a new file before its first chunk."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "x.log"
+    out = tmp_path / "out.bin"
+    # Positions are written at start and then at most once an hour: only announcements write in between.
+    cfg = agent_config(tmp_path, [str(logs / "*.log")], out, checkpoint_interval="1h")
+    log.write_bytes(block(0, 100))
+    agent = logflume_proc(["agent", "-c", cfg], name="first")
+    wait_for(lambda: sum(len(c.data) for c in read_chunks(out)) == log.stat().st_size, message="first generation")
+    shutil.copyfile(log, logs / "x.log.1")  # copytruncate; the copy is outside the glob
+    with open(log, "r+b") as fh:
+        fh.truncate(0)
+    with open(log, "ab") as fh:
+        fh.write(block(100, 150))
+    second = block(100, 150)
+
+    def epochs_with_second() -> set[str]:
+        return {c.epoch for c in read_chunks(out) if c.stream == str(log) and bytes(c.data) in second}
+
+    wait_for(lambda: sum(len(c.data) for c in read_chunks(out)) >= len(block(0, 150)), message="the next generation")
+    agent.kill()
+    (first_epoch,) = epochs_with_second()
+    sent = sum(len(c.data) for c in read_chunks(out))
+    agent = logflume_proc(["agent", "-c", cfg], name="second")
+    # Nothing committed of the next generation is on record, so the restart reads it again from 0 either way.
+    wait_for(lambda: sum(len(c.data) for c in read_chunks(out)) >= sent + len(second), message="the restart's read")
+    assert agent.terminate() == 0, agent.log()
+    assert epochs_with_second() == {first_epoch}, "the next generation read again under another epoch"
+
+
 @pytest.mark.parametrize("rotation", ["rename", "copy-and-unlink", "copytruncate"])
 def test_every_generation_rotated_away_during_an_outage_is_read_to_its_end(tmp_path, logflume_proc, rotation):
     """Four files, each rotated out of the glob with unread bytes while the agent was down, and one descriptor

@@ -472,18 +472,21 @@ class TailSource(FileFinder, ThreadedSource):
         """Hand the committed positions to the writer thread (it coalesces and paces the writes)."""
         if not (self._ckpt_dirty or force):
             return
-        entries = [tf.position() for tf in self.files.values()]
+        entries = [pos for tf in self.files.values() for pos in tf.positions()]
         live = {p.epoch for p in entries}
         entries += [p for p in self.remembered if p.epoch not in live]
         self.checkpoints.submit(entries, urgent)
         self._ckpt_dirty = False
 
     def _announce(self, fresh: list[TailedFile]) -> None:
-        """Put new files in the position file (offset 0, their stream) before any of their chunks is sent.
+        """Put new files, and files' new epochs after a truncation, in the position file (offset 0, their
+        stream) before any of their chunks is sent.
 
         A crash after the channel committed a new file's first chunks but before the position file named
         the file would leave nothing to tell a restart that the file, renamed meanwhile, was first read
         as ``app.log``: it would be read again under its new name, a duplicate archive cannot recognise.
+        Likewise a truncated file's next generation: unnamed, it would be taken for a new file after a
+        restart and read again under another epoch (chaos seed 8 under load, 2026-12-07).
         """
         if not fresh:
             return

@@ -81,7 +81,7 @@ class TailedFile:
         self.wants_read = True  # a scan or event saw it grow since the last read to EOF
         self.at_eof = False
         self.deleted = False  # its last link is gone: nothing can find it again
-        self.announced = False  # the position file names it (its stream) on disk
+        self.announced = False  # the position file on disk names it (its stream and current epoch)
 
     @property
     def epoch(self) -> str:
@@ -214,6 +214,7 @@ class TailedFile:
         self.ident = FileIdentity.of_fd(self.fd, st)
         self.chunker = self._make_chunker(self.stream, epoch, 0, self.datatype, self.tags)
         self.size = -1
+        self.announced = False  # no position on disk names the new epoch yet
         return tail
 
     def rewind(self) -> None:
@@ -236,6 +237,23 @@ class TailedFile:
         self.committed_ident = replace(self.ident)
         self.ended += self._ending
         self._ending = []
+
+    def positions(self) -> list[Position]:
+        """What the position file is to say of this file: its committed position; while a truncation is not
+        committed yet, the generations truncated away (ended, at what was committed of them) and the new
+        epoch at 0, so that a restart takes the file for that epoch, not for a new file."""
+        if not self._ending:
+            return [self.position()]
+        out = []
+        for pos in self._ending:
+            done = self.committed if pos.epoch == self.committed_epoch else 0
+            out.append(replace(pos, offset=done, seq_id=done))
+        ident = self.ident
+        out.append(Position(
+            dev=ident.dev, ino=ident.ino, fp_len=ident.fp_len, fp=ident.fp, epoch=self.epoch, stream=self.stream,
+            path=self.path, offset=0, seq_id=0, truncations=self.truncations, last_seen=self.last_seen,
+        ))
+        return out
 
     def position(self) -> Position:
         ident = self.committed_ident

@@ -2,7 +2,7 @@
 
 Demux's end-to-end figure mixes datatypes, record cutting and the Parquet writer; this one isolates
 the parsing.  For the syslog processor it runs, in the same process and on the same batches, the
-compiled pass (``jobs/processors/_syslog_columns.c``), the Arrow-kernel path that runs where that is
+compiled pass (``jobs/processors/_columns.c``), the Arrow-kernel path that runs where that is
 not built, and the per-record path (``process()`` per record) as the baseline.
 
     .venv/bin/python bench/bench_processors.py [--mb 32] [--rounds 3]

@@ -8,6 +8,7 @@ patterns are shared by the per-record path (Python ``re``), the batch path
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -30,6 +31,13 @@ TIME = (r"(?P<d>[0-9]{2})/(?P<mon>[A-Z][a-z]{2})/(?P<y>[0-9]{4}):(?P<H>[0-9]{2})
 REQUEST = rf"(?P<method>[A-Z][A-Z_-]*) (?P<path>{_NS}+)(?: (?P<protocol>[A-Z]+/[0-9.]+))?"
 MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
 NOT_ACCESS = "not an access log line in combined or common format"
+
+try:  # built by pip install from _columns.c; without a C compiler the Arrow kernels do the batch path
+    from jobs.processors import _columns as _compiled
+except ImportError:
+    _compiled = None
+if os.environ.get("LOGFLUME_PURE_PYTHON") == "1":  # to compare the two batch paths
+    _compiled = None
 
 _LINE, _TIME, _REQUEST = re.compile(LINE), re.compile(TIME), re.compile(REQUEST)
 _MONTHS = {m: i for i, m in enumerate(MONTHS, 1)}
@@ -88,6 +96,44 @@ class AccessLogProcessor(Processor):
         }
 
     def process_batch(self, records: pa.Array, where: BatchContext) -> ParsedBatch:
+        """Lines without backslashes, in the usual shapes, in one compiled pass (``_columns.c``) where it is
+        built, else with Arrow kernels; every other line through the capturing patterns."""
+        if _compiled is None:
+            return self._kernel_batch(records, where)
+        import pyarrow as pa
+
+        n = len(records)
+        validity, offsets, data = records.buffers()[:3]
+        kind, *columns = _compiled.access(validity, offsets, data if data is not None else b"", records.offset, n)
+        schema = self.output_schema()
+        fields = pa.RecordBatch.from_arrays(
+            [pa.Array.from_buffers(f.type, n, [pa.py_buffer(b) for b in bufs]) for f, bufs in zip(schema, columns,
+                                                                                                 strict=True)],
+            schema=schema)
+        fast = pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(kind)]).cast(pa.bool_())
+        return self._others_by_regex(records, None, fields, fast)
+
+    def _others_by_regex(self, records: pa.Array, text: pa.Array | None, fields: pa.RecordBatch,
+                         fast: pa.Array) -> ParsedBatch:
+        """``fields`` where ``fast`` holds; the other lines through the capturing patterns, in their place."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from jobs.processors.columns import decode
+
+        n = len(records)
+        slow = pc.invert(fast)
+        idx = pc.indices_nonzero(slow)
+        if len(idx) == 0:
+            return ParsedBatch(fields, pa.nulls(n, pa.string()))
+        other, why = self._regex_batch(text.take(idx) if text is not None else decode(records.take(idx))[0])
+        if len(idx) == n:
+            return ParsedBatch(other, why)
+        cols = [pc.replace_with_mask(fields.column(k), slow, other.column(k)) for k in range(fields.num_columns)]
+        reasons = pc.replace_with_mask(pa.nulls(n, pa.string()), slow, why)
+        return ParsedBatch(pa.RecordBatch.from_arrays(cols, schema=fields.schema), reasons)
+
+    def _kernel_batch(self, records: pa.Array, where: BatchContext) -> ParsedBatch:
         """Lines without backslashes, in the usual shapes: checked whole by RE2's DFA, cut by splits on quotes
         and spaces and fixed-width slices; every other line through the capturing patterns."""
         import pyarrow as pa
@@ -149,16 +195,7 @@ class AccessLogProcessor(Processor):
             pc.if_else(client, empty_to_null(part(q7, 5), ("-",)), str_null),
             empty_to_null(extra),
         ], schema=self.output_schema())
-        slow = pc.invert(fast)
-        idx = pc.indices_nonzero(slow)
-        if len(idx) == 0:
-            return ParsedBatch(fields, pa.nulls(n, pa.string()))
-        other, why = self._regex_batch(text.take(idx))
-        if len(idx) == n:
-            return ParsedBatch(other, why)
-        cols = [pc.replace_with_mask(fields.column(k), slow, other.column(k)) for k in range(fields.num_columns)]
-        reasons = pc.replace_with_mask(pa.nulls(n, pa.string()), slow, why)
-        return ParsedBatch(pa.RecordBatch.from_arrays(cols, schema=fields.schema), reasons)
+        return self._others_by_regex(records, text, fields, fast)
 
     def _regex_batch(self, text: pa.Array) -> tuple[pa.RecordBatch, pa.Array]:
         """Every line through the capturing patterns (RE2's backtracker: slow, but takes any line)."""

@@ -10,7 +10,7 @@ The patterns below are shared by the per-record path (Python ``re``), the
 batch path (Arrow, RE2) and the Spark engine, in the syntax all three read
 alike (see :mod:`jobs.processors.columns`).  The batch path takes the common
 forms (no structured data, ``Z``/``±hh:mm`` times) in one compiled pass over the
-bytes (``_syslog_columns.c``), or with Arrow kernels where that is not built,
+bytes (``_columns.c``), or with Arrow kernels where that is not built,
 and hands every other record to the per-record code.
 """
 
@@ -43,8 +43,8 @@ TAG = r"(?P<app>[^ \t\n\x0b\f\r\[\]:]{1,48})(?:\[(?P<pid>[^\] \t\n\x0b\f\r]{1,32
 ISO_TIME = (r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})T(?P<hms>[0-9]{2}:[0-9]{2}:[0-9]{2})"
             r"(?:\.(?P<frac>[0-9]{1,6}))?(?P<tz>Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])")
 
-try:  # built by pip install from _syslog_columns.c; without a C compiler the Arrow kernels do the batch path
-    from jobs.processors import _syslog_columns as _compiled
+try:  # built by pip install from _columns.c; without a C compiler the Arrow kernels do the batch path
+    from jobs.processors import _columns as _compiled
 except ImportError:
     _compiled = None
 if os.environ.get("LOGFLUME_PURE_PYTHON") == "1":  # to compare the two batch paths
@@ -161,7 +161,7 @@ class SyslogProcessor(Processor):
         }
 
     def process_batch(self, records: pa.Array, where: BatchContext) -> ParsedBatch:
-        """The common forms in one compiled pass (``_syslog_columns.c``) where it is built, else with Arrow
+        """The common forms in one compiled pass (``_columns.c``) where it is built, else with Arrow
         kernels; every other line through :meth:`process`."""
         if _compiled is None:
             return self._kernel_batch(records, where)
@@ -172,7 +172,7 @@ class SyslogProcessor(Processor):
         n = len(records)
         validity, offsets, data = records.buffers()[:3]
         read = where.timestamps()
-        kind, *columns = _compiled.parse(validity, offsets, data if data is not None else b"", records.offset, n,
+        kind, *columns = _compiled.syslog(validity, offsets, data if data is not None else b"", records.offset, n,
                                          read.buffers()[1], read.offset, self.config.require_pri)
 
         def column(field: pa.Field, bufs: tuple[bytes, ...]) -> pa.Array:

@@ -158,21 +158,47 @@ def test_batch_equals_per_record(kind: str, lines: list[bytes], settings: dict) 
 
 
 @pytest.fixture(params=["compiled", "arrow-kernels"])
-def syslog_batch_path(request, monkeypatch) -> str:
-    """The syslog processor's two batch paths: its compiled pass (_syslog_columns.c) and the Arrow kernels
-    that run where it is not built."""
+def batch_path(request, monkeypatch) -> str:
+    """The syslog and access processors' two batch paths: their compiled pass (_columns.c) and the Arrow
+    kernels that run where it is not built."""
+    import jobs.processors.access as access
     import jobs.processors.syslog as syslog
 
     if request.param == "compiled" and syslog._compiled is None:
-        pytest.skip("jobs/processors/_syslog_columns.c is not built")
+        pytest.skip("jobs/processors/_columns.c is not built")
     if request.param == "arrow-kernels":
         monkeypatch.setattr(syslog, "_compiled", None)
+        monkeypatch.setattr(access, "_compiled", None)
     return request.param
+
+
+def test_access_batch_paths_equal_per_record(batch_path: str) -> None:
+    both("access", ACCESS)
+
+
+_TOKEN = st.sampled_from(["1.2.3.4", "-", "frank", "\u00e9", "a[b", "x\"y", ""])
+_ACCESS_LINES = st.tuples(
+    _TOKEN, _TOKEN, _TOKEN,
+    st.sampled_from(["24/Nov/2025:16:00:03 +0000", "29/Feb/2024:00:00:00 -0130", "29/Feb/2023:00:00:00 +0000",
+                     "01/Jan/0000:00:00:00 +0000", "24/nov/2025:16:00:03 +0000", "24/Nov/2025:16:00:03", "x"]),
+    st.sampled_from(["GET / HTTP/1.1", "GET /a", "get /", "GET a b c", "POST /x HTTP/", "", "M_-X /\u00e9 H/2.0",
+                     "GET  /", "GET /\tHTTP/1.1"]),
+    st.sampled_from(["200", "404", "20", "2000"]), st.sampled_from(["0", "-", "123456789012345678",
+                                                                   "1234567890123456789", "5x"]),
+    st.sampled_from(["", ' "-" "-"', ' "http://r/" "UA 1"', ' "r" "a" x', ' "r" "a"z', ' "r"', " extra words",
+                     " -", " ", ' "r" "a" "b"', " x\ny", ' "" ""']),
+).map(lambda t: f'{t[0]} {t[1]} {t[2]} [{t[3]}] "{t[4]}" {t[5]} {t[6]}{t[7]}'.encode())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.one_of(_ACCESS_LINES, st.binary(max_size=40)), min_size=1, max_size=30))
+def test_access_batch_paths_equal_per_record_on_generated_lines(batch_path: str, lines: list[bytes]) -> None:
+    both("access", lines)
 
 
 @pytest.mark.parametrize("settings", [{}, {"require_pri": True}])
 @pytest.mark.parametrize("read", [READ, JAN])
-def test_syslog_batch_paths_equal_per_record(syslog_batch_path: str, settings: dict, read: int) -> None:
+def test_syslog_batch_paths_equal_per_record(batch_path: str, settings: dict, read: int) -> None:
     both("syslog", SYSLOG, read=read, **settings)
 
 
@@ -197,12 +223,12 @@ _SYSLOG_LINES = st.one_of(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lines=st.lists(st.one_of(_SYSLOG_LINES, st.binary(max_size=40)), min_size=1, max_size=30),
        read=st.sampled_from([READ, JAN, 951_782_400_000]))  # 2000-02-29: a leap day's year
-def test_syslog_batch_paths_equal_per_record_on_generated_lines(syslog_batch_path: str, lines: list[bytes],
+def test_syslog_batch_paths_equal_per_record_on_generated_lines(batch_path: str, lines: list[bytes],
                                                                 read: int) -> None:
     both("syslog", lines, read=read)
 
 
-def test_syslog_batch_of_a_sliced_array_with_nulls(syslog_batch_path: str) -> None:
+def test_syslog_batch_of_a_sliced_array_with_nulls(batch_path: str) -> None:
     """An array that starts inside its buffers (a slice) and has null records: each row its own fields."""
     lines = [b"x", b"<13>Nov 24 16:00:01 web1 cron[1]: a", None, b"<165>1 2003-10-11T22:14:15Z h a p m - hi",
              b"Nov 24 16:00:01 web2 b"]
@@ -225,9 +251,9 @@ def test_the_syslog_demux_pass_is_built_where_a_compiler_is() -> None:
     if shutil.which((sysconfig.get_config_var("CC") or "cc").split()[0]) is None:
         pytest.skip("no C compiler on this machine")
     try:
-        importlib.import_module("jobs.processors._syslog_columns")
+        importlib.import_module("jobs.processors._columns")
     except ImportError as exc:
-        pytest.fail(f"jobs/processors/_syslog_columns.c was not built (pip install -e . builds it): {exc}")
+        pytest.fail(f"jobs/processors/_columns.c was not built (pip install -e . builds it): {exc}")
 
 
 def test_syslog_year_from_each_records_chunk() -> None:

@@ -1,19 +1,20 @@
-/* The syslog demux processor's compiled batch path: one pass over a batch's records writing Arrow columns.
+/* The demux processors' compiled batch paths: one pass over a batch's records writing Arrow columns.
  *
- * parse(validity, offsets, data, offset, n, read_ms, read_offset, require_pri) reads n records of an
- * Arrow binary array (its buffers and offset) and returns (kind, format, facility, severity, time, host,
- * app, pid, msgid, message): kind is one byte per record (0: left to the per-record path, 3: RFC 3164,
- * 5: RFC 5424), the others Arrow buffers: (validity, values) for the int64 columns, (validity,
- * offsets, data) for the string ones.  read_ms holds each record's chunk read time (int64 ms, for the
- * RFC 3164 year).
+ * syslog(validity, offsets, data, offset, n, read_ms, read_offset, require_pri) and
+ * access(validity, offsets, data, offset, n) read n records of an Arrow binary array (its buffers and
+ * offset) and return (kind, column, ...): kind is one byte per record (0: left to the per-record path),
+ * the columns Arrow buffers: (validity, values) for int64 columns, (validity, offsets, data) for string
+ * ones, in the order of the processor's output schema.  read_ms holds each record's chunk read time
+ * (int64 ms, for the RFC 3164 year).
  *
- * It takes exactly the records the Arrow-kernel batch path in syslog.py takes (the common forms: no
- * structured data, `Z`/`±hh:mm` times, valid UTF-8, no byte-order mark), gives them the fields the
- * per-record path gives, and leaves every other record (kind 0, all fields null) to the per-record
- * path.  tests/jobs/test_processors_batch.py holds all three paths to the same output.
+ * Each takes the common forms its processor's Arrow-kernel batch path takes (valid UTF-8; syslog: no
+ * structured data, `Z`/`±hh:mm` times, no byte-order mark; access: no backslash, common or combined
+ * format), gives them the fields the per-record path gives, and leaves every other record (kind 0,
+ * all fields null) to the per-record path.  tests/jobs/test_processors_batch.py holds the three
+ * paths of each to the same output.
  *
- * Why C: the Arrow-kernel path chains some forty generic kernels, each a pass over its column
- * (13 MB per CPU second for syslog); one pass over the bytes does the same work once.
+ * Why C: the Arrow-kernel paths chain twenty to forty generic kernels, each a pass over its column
+ * (13 MB per CPU second for syslog, 48 for access); one pass over the bytes does the work once.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -354,52 +355,84 @@ static PyObject *int_result(IntCol *c, Py_ssize_t n) {
                          (Py_ssize_t)(n * (Py_ssize_t)sizeof(int64_t)));
 }
 
-static PyObject *parse(PyObject *self, PyObject *args) {
+/* The records of an Arrow binary array, from its buffers. */
+typedef struct {
+    Py_buffer validity, offsets, data;
+    int have_validity;
+    const int32_t *off;
+    Py_ssize_t offset, n, total;
+} Records;
+
+/* After offsets and data were taken by PyArg_ParseTuple: check the buffers describe n records. */
+static int records_open(Records *r, PyObject *validity_obj) {
+    r->have_validity = 0;
+    if (validity_obj != Py_None) {
+        if (PyObject_GetBuffer(validity_obj, &r->validity, PyBUF_SIMPLE) < 0) return -1;
+        r->have_validity = 1;
+    }
+    if (r->offset < 0 || r->n < 0 || (r->offset + r->n + 1) * (Py_ssize_t)sizeof(int32_t) > r->offsets.len ||
+        (r->have_validity && (r->offset + r->n + 7) / 8 > r->validity.len)) {
+        PyErr_SetString(PyExc_ValueError, "buffers shorter than the records they describe");
+        return -1;
+    }
+    r->off = (const int32_t *)r->offsets.buf + r->offset;
+    r->total = r->n ? r->off[r->n] - r->off[0] : 0;
+    if (r->n && (r->off[0] < 0 || r->off[r->n] > r->data.len || r->total < 0)) {
+        PyErr_SetString(PyExc_ValueError, "offsets outside the data buffer");
+        return -1;
+    }
+    return 0;
+}
+
+/* Record i (1), or 0 when it is null or its offsets are not sane. */
+static int records_get(Records *r, Py_ssize_t i, uchar **p, Py_ssize_t *len) {
+    Py_ssize_t j = r->offset + i;
+    if (r->have_validity && !((((const uint8_t *)r->validity.buf)[j >> 3] >> (j & 7)) & 1)) return 0;
+    int32_t a = r->off[i], b = r->off[i + 1];
+    if (a < 0 || b < a || b > r->data.len) return 0;
+    *p = (uchar *)r->data.buf + a;
+    *len = b - a;
+    return 1;
+}
+
+static void records_close(Records *r) {
+    if (r->have_validity) PyBuffer_Release(&r->validity);
+    PyBuffer_Release(&r->offsets);
+    PyBuffer_Release(&r->data);
+}
+
+static PyObject *parse_syslog(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *validity_obj;
-    Py_buffer offsets, data, read;
-    Py_ssize_t offset, n, read_offset;
+    Records recs;
+    Py_buffer read;
+    Py_ssize_t read_offset;
     int require_pri;
-    if (!PyArg_ParseTuple(args, "Oy*y*nny*np", &validity_obj, &offsets, &data, &offset, &n, &read, &read_offset,
-                          &require_pri))
+    if (!PyArg_ParseTuple(args, "Oy*y*nny*np", &validity_obj, &recs.offsets, &recs.data, &recs.offset, &recs.n,
+                          &read, &read_offset, &require_pri))
         return NULL;
+    Py_ssize_t n = recs.n;
     PyObject *result = NULL;
-    Py_buffer validity = {0};
-    int have_validity = validity_obj != Py_None;
     char *kinds = NULL;
     StrCol s[N_STR];
     IntCol facility = {0}, severity = {0};
-    int ready = 0;
     memset(s, 0, sizeof s);
-    if (have_validity && PyObject_GetBuffer(validity_obj, &validity, PyBUF_SIMPLE) < 0) {
-        have_validity = 0;
+    if (records_open(&recs, validity_obj) < 0) goto done;
+    if (read_offset < 0 || (read_offset + n) * (Py_ssize_t)sizeof(int64_t) > read.len) {
+        PyErr_SetString(PyExc_ValueError, "fewer read times than records");
         goto done;
     }
-    if (offset < 0 || n < 0 || read_offset < 0 || (offset + n + 1) * (Py_ssize_t)sizeof(int32_t) > offsets.len ||
-        (read_offset + n) * (Py_ssize_t)sizeof(int64_t) > read.len ||
-        (have_validity && (offset + n + 7) / 8 > validity.len)) {
-        PyErr_SetString(PyExc_ValueError, "buffers shorter than the records they describe");
-        goto done;
-    }
-    const int32_t *off = (const int32_t *)offsets.buf + offset;
     const int64_t *read_ms = (const int64_t *)read.buf + read_offset;
-    uchar *bytes = data.buf;
-    Py_ssize_t total = n ? off[n] - off[0] : 0;
-    if (n && (off[0] < 0 || off[n] > data.len || total < 0)) {
-        PyErr_SetString(PyExc_ValueError, "offsets outside the data buffer");
-        goto done;
-    }
     kinds = PyMem_Calloc((size_t)n + 1, 1);
     if (kinds == NULL || int_init(&facility, n) < 0 || int_init(&severity, n) < 0) goto nomem;
     for (int k = 0; k < N_STR; k++)
-        if (str_init(&s[k], n, k == C_MESSAGE ? total : k == C_TIME || k == C_FORMAT ? n * 32 : n * 8) < 0)
+        if (str_init(&s[k], n, k == C_MESSAGE ? recs.total : k == C_TIME || k == C_FORMAT ? n * 32 : n * 8) < 0)
             goto nomem;
-    ready = 1;
     Row r;
     for (Py_ssize_t i = 0; i < n; i++) {
-        int32_t a = off[i], b = off[i + 1];
-        int present = !have_validity || (((const uint8_t *)validity.buf)[(offset + i) >> 3] >> ((offset + i) & 7)) & 1;
-        if (present && a >= 0 && b >= a && b <= data.len) parse_record(bytes + a, b - a, read_ms[i], require_pri, &r);
+        uchar *p;
+        Py_ssize_t len;
+        if (records_get(&recs, i, &p, &len)) parse_record(p, len, read_ms[i], require_pri, &r);
         else r.kind = 0;
         kinds[i] = (char)r.kind;
         if (r.kind) {
@@ -420,26 +453,210 @@ static PyObject *parse(PyObject *self, PyObject *args) {
 nomem:
     if (!PyErr_Occurred()) PyErr_NoMemory();
 done:
-    (void)ready;
     PyMem_Free(kinds);
     for (int k = 0; k < N_STR; k++) str_free(&s[k]);
     int_free(&facility);
     int_free(&severity);
-    if (have_validity) PyBuffer_Release(&validity);
-    PyBuffer_Release(&offsets);
-    PyBuffer_Release(&data);
+    records_close(&recs);
     PyBuffer_Release(&read);
     return result;
 }
 
+/* ---- access: %h %l %u [%t] "%r" %>s %b ["%{Referer}i" "%{User-agent}i"][ extra] ---- */
+
+enum { A_REMOTE, A_IDENT, A_USER, A_TIME, A_REQUEST, A_METHOD, A_PATH, A_PROTOCOL, A_REFERER, A_AGENT, A_EXTRA,
+       N_ACCESS };
+
+typedef struct {
+    uchar *p[N_ACCESS];
+    Py_ssize_t n[N_ACCESS]; /* -1: null */
+    int64_t status, bytes;
+    char time[48];
+} AccessRow;
+
+/* A field that is null when "-" or "" (the per-record path's _dash). */
+static void dash(AccessRow *r, int col, uchar *p, Py_ssize_t n) {
+    r->p[col] = p;
+    r->n[col] = (n == 0 || (n == 1 && p[0] == '-')) ? -1 : n;
+}
+
+/* The text of a quoted field starting at *q == '"' (no backslash in the line): its end quote, or NULL. */
+static uchar *quoted(uchar *q, uchar *e) {
+    if (q >= e || *q != '"') return NULL;
+    return memchr(q + 1, '"', (size_t)(e - q - 1));
+}
+
+/* One line; 1 when taken (valid UTF-8, no backslash, the common or combined shape, a real time). */
+static int parse_access_line(uchar *p, Py_ssize_t len, AccessRow *r) {
+    uchar *e = p + len;
+    if (!valid_utf8(p, len) || memchr(p, '\\', (size_t)len) != NULL) return 0;
+    uchar *tok[3], *q = p;
+    Py_ssize_t tn[3];
+    for (int k = 0; k < 3; k++) {  /* %h %l %u: three non-space runs, one space after each */
+        uchar *end = span_end_nonspace(q, e);
+        if (end == q || end >= e || *end != ' ') return 0;
+        tok[k] = q;
+        tn[k] = end - q;
+        q = end + 1;
+    }
+    /* [dd/Mon/yyyy:HH:MM:SS +zzzz] */
+    if (e - q < 29 || q[0] != '[' || q[27] != ']' || q[28] != ' ') return 0;
+    uchar *t = q + 1;
+    if (!is_digit(t[0]) || !is_digit(t[1]) || t[2] != '/' || t[6] != '/' || !is_digit(t[7]) || !is_digit(t[8]) ||
+        !is_digit(t[9]) || !is_digit(t[10]) || t[11] != ':' || !is_digit(t[12]) || !is_digit(t[13]) ||
+        t[14] != ':' || !is_digit(t[15]) || !is_digit(t[16]) || t[17] != ':' || !is_digit(t[18]) ||
+        !is_digit(t[19]) || t[20] != ' ' || (t[21] != '+' && t[21] != '-') || !is_digit(t[22]) ||
+        !is_digit(t[23]) || !is_digit(t[24]) || !is_digit(t[25]))
+        return 0;
+    int month = 0;
+    for (int m = 0; m < 12; m++)
+        if (memcmp(t + 3, MONTHS[m], 3) == 0) month = m + 1;
+    long year = (t[7] - '0') * 1000 + (t[8] - '0') * 100 + num2(t + 9);
+    if (!month || !valid_datetime(year, month, num2(t), num2(t + 12), num2(t + 15), num2(t + 18))) return 0;
+    snprintf(r->time, sizeof r->time, "%.4s-%02d-%.2sT%.8s%c%.2s:%.2s", (const char *)(t + 7), month,
+             (const char *)t, (const char *)(t + 12), t[21], (const char *)(t + 22), (const char *)(t + 24));
+    q += 29;
+    /* "%r" */
+    uchar *rq_end = quoted(q, e);
+    if (rq_end == NULL) return 0;
+    uchar *rq = q + 1;
+    Py_ssize_t rqn = rq_end - rq;
+    q = rq_end + 1;
+    /*  %>s %b */
+    if (e - q < 6 || q[0] != ' ' || !is_digit(q[1]) || !is_digit(q[2]) || !is_digit(q[3]) || q[4] != ' ') return 0;
+    r->status = (q[1] - '0') * 100 + (q[2] - '0') * 10 + (q[3] - '0');
+    q += 5;
+    if (*q == '-') {
+        r->bytes = 0;
+        q++;
+    } else {
+        int digits = 0;
+        int64_t v = 0;
+        while (q < e && is_digit(*q) && digits < 19) v = v * 10 + (*q++ - '0'), digits++;
+        if (digits < 1 || digits > 18) return 0;
+        r->bytes = v;
+    }
+    /* [ "%{Referer}i" "%{User-agent}i"][ extra], with no quote after */
+    r->n[A_REFERER] = r->n[A_AGENT] = r->n[A_EXTRA] = -1;
+    if (q < e && *q != ' ') return 0;
+    if (e - q >= 2 && q[1] == '"') {
+        uchar *ref_end = quoted(q + 1, e);
+        if (ref_end == NULL || ref_end + 1 >= e || ref_end[1] != ' ') return 0;
+        uchar *ag_end = quoted(ref_end + 2, e);
+        if (ag_end == NULL) return 0;
+        dash(r, A_REFERER, q + 2, ref_end - (q + 2));
+        dash(r, A_AGENT, ref_end + 3, ag_end - (ref_end + 3));
+        q = ag_end + 1;
+        if (q < e && *q != ' ') return 0;
+    }
+    if (q < e) {  /* " extra": no quote (else the per-record path decides what it is), no newline (`.`) */
+        if (memchr(q, '"', (size_t)(e - q)) != NULL || memchr(q, '\n', (size_t)(e - q)) != NULL) return 0;
+        r->p[A_EXTRA] = q + 1;
+        r->n[A_EXTRA] = e - q - 1 > 0 ? e - q - 1 : -1;  /* "-" is an extra like any other; "" is none */
+    }
+    r->p[A_REMOTE] = tok[0];
+    r->n[A_REMOTE] = tn[0];
+    dash(r, A_IDENT, tok[1], tn[1]);
+    dash(r, A_USER, tok[2], tn[2]);
+    r->p[A_TIME] = (uchar *)r->time;
+    r->n[A_TIME] = 25;
+    r->p[A_REQUEST] = rq;
+    r->n[A_REQUEST] = rqn;
+    /* %r as METHOD PATH[ PROTOCOL]: [A-Z][A-Z_-]* NS+( [A-Z]+/[0-9.]+)?, else all three null */
+    r->n[A_METHOD] = r->n[A_PATH] = r->n[A_PROTOCOL] = -1;
+    uchar *m = rq, *re = rq + rqn;
+    if (m < re && *m >= 'A' && *m <= 'Z') {
+        uchar *me = m + 1;
+        while (me < re && ((*me >= 'A' && *me <= 'Z') || *me == '_' || *me == '-')) me++;
+        if (me < re && *me == ' ') {
+            uchar *path = me + 1, *pe = span_end_nonspace(path, re);
+            int ok = pe > path;
+            uchar *proto = NULL, *proto_end = NULL;
+            if (ok && pe < re) {  /* " PROTOCOL" must be all that is left */
+                ok = *pe == ' ';
+                proto = pe + 1;
+                uchar *x = proto;
+                while (x < re && *x >= 'A' && *x <= 'Z') x++;
+                ok = ok && x > proto && x < re && *x == '/';
+                uchar *v = x + 1;
+                while (ok && v < re && (is_digit(*v) || *v == '.')) v++;
+                ok = ok && v > x + 1 && v == re;
+                proto_end = re;
+            }
+            if (ok) {
+                r->p[A_METHOD] = m;
+                r->n[A_METHOD] = me - m;
+                r->p[A_PATH] = path;
+                r->n[A_PATH] = pe - path;
+                if (proto != NULL) {
+                    r->p[A_PROTOCOL] = proto;
+                    r->n[A_PROTOCOL] = proto_end - proto;
+                }
+            }
+        }
+    }
+    return 1;
+}
+
+static PyObject *parse_access(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *validity_obj;
+    Records recs;
+    if (!PyArg_ParseTuple(args, "Oy*y*nn", &validity_obj, &recs.offsets, &recs.data, &recs.offset, &recs.n))
+        return NULL;
+    Py_ssize_t n = recs.n;
+    PyObject *result = NULL;
+    char *kinds = NULL;
+    StrCol s[N_ACCESS];
+    IntCol status = {0}, bytes = {0};
+    memset(s, 0, sizeof s);
+    if (records_open(&recs, validity_obj) < 0) goto done;
+    kinds = PyMem_Calloc((size_t)n + 1, 1);
+    if (kinds == NULL || int_init(&status, n) < 0 || int_init(&bytes, n) < 0) goto nomem;
+    for (int k = 0; k < N_ACCESS; k++)
+        if (str_init(&s[k], n, k == A_AGENT || k == A_REQUEST ? recs.total / 3 : n * 16) < 0) goto nomem;
+    AccessRow r;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uchar *p;
+        Py_ssize_t len;
+        int kind = records_get(&recs, i, &p, &len) && parse_access_line(p, len, &r);
+        kinds[i] = (char)kind;
+        if (kind) {
+            int_set(&status, i, r.status);
+            int_set(&bytes, i, r.bytes);
+            for (int k = 0; k < N_ACCESS; k++)
+                if (r.n[k] >= 0 && str_set(&s[k], i, r.p[k], r.n[k]) < 0) goto nomem;
+        }
+        for (int k = 0; k < N_ACCESS; k++) str_end_row(&s[k], i);
+    }
+    result = Py_BuildValue("(y#NNNNNNNNNNNNN)", kinds, n, str_result(&s[A_REMOTE], n), str_result(&s[A_IDENT], n),
+                           str_result(&s[A_USER], n), str_result(&s[A_TIME], n), str_result(&s[A_REQUEST], n),
+                           str_result(&s[A_METHOD], n), str_result(&s[A_PATH], n), str_result(&s[A_PROTOCOL], n),
+                           int_result(&status, n), int_result(&bytes, n), str_result(&s[A_REFERER], n),
+                           str_result(&s[A_AGENT], n), str_result(&s[A_EXTRA], n));
+    goto done;
+nomem:
+    if (!PyErr_Occurred()) PyErr_NoMemory();
+done:
+    PyMem_Free(kinds);
+    for (int k = 0; k < N_ACCESS; k++) str_free(&s[k]);
+    int_free(&status);
+    int_free(&bytes);
+    records_close(&recs);
+    return result;
+}
+
 static PyMethodDef methods[] = {
-    {"parse", parse, METH_VARARGS,
-     "parse(validity, offsets, data, offset, n, read_ms, read_offset, require_pri) -> (kind, format, facility, "
+    {"access", parse_access, METH_VARARGS,
+     "access(validity, offsets, data, offset, n) -> (kind, remote_addr, ident, user, time, request, method, path, "
+     "protocol, status, bytes, referer, user_agent, extra)"},
+    {"syslog", parse_syslog, METH_VARARGS,
+     "syslog(validity, offsets, data, offset, n, read_ms, read_offset, require_pri) -> (kind, format, facility, "
      "severity, time, host, app, pid, msgid, message)"},
     {NULL, NULL, 0, NULL}};
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_syslog_columns",
-                                    "The syslog demux processor's compiled batch path (see _syslog_columns.c).",
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_columns",
+                                    "The demux processors' compiled batch paths (see _columns.c).",
                                     -1, methods, NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__syslog_columns(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__columns(void) { return PyModule_Create(&module); }

@@ -157,6 +157,42 @@ def test_crash_after_a_truncation_epoch_was_sent_before_a_position_named_it(tmp_
     assert epochs_with_second() == {first_epoch}, "the next generation read again under another epoch"
 
 
+def test_a_truncation_seen_while_the_file_was_empty_names_no_epoch_that_fits_any_content(tmp_path, logflume_proc):
+    """The truncation is seen while the file is empty, with the old generation's unfinished last line still to
+    send: that send announces positions, when the new generation has no bytes to fingerprint yet.  Its next
+    generation is then sent, the agent killed, and the file truncated and written again while it is down.
+    The restart must not take the new content for that generation (its empty fingerprint fits any content):
+    one name would then carry two contents (chaos seed 8 under load, 2026-12-07)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "x.log"
+    out = tmp_path / "out.bin"
+    cfg = agent_config(tmp_path, [str(logs / "*.log")], out, checkpoint_interval="1h", partial_timeout="1h")
+    log.write_bytes(block(0, 100) + b"an unfinished line")
+    agent = logflume_proc(["agent", "-c", cfg], name="first")
+    wait_for(lambda: sum(len(c.data) for c in read_chunks(out)) == len(block(0, 100)), message="first generation")
+    with open(log, "r+b") as fh:
+        fh.truncate(0)
+    wait_for(lambda: sum(len(c.data) for c in read_chunks(out)) > len(block(0, 100)),
+             message="the old generation's last piece, sent once the truncation is seen")
+    with open(log, "ab") as fh:
+        fh.write(block(100, 150))
+    wait_for(lambda: sum(len(c.data) for c in read_chunks(out)) >= len(block(0, 150)), message="the next generation")
+    agent.kill()
+    with open(log, "r+b") as fh:  # truncated and written again while the agent is down
+        fh.truncate(0)
+        fh.write(block(500, 560))
+    sent = sum(len(c.data) for c in read_chunks(out))
+    agent = logflume_proc(["agent", "-c", cfg], name="second")
+    wait_for(lambda: sum(len(c.data) for c in read_chunks(out)) >= sent + len(block(500, 560)),
+             message="the restart's read")
+    assert agent.terminate() == 0, agent.log()
+    for epoch, group in by_epoch(read_chunks(out), str(log)).items():
+        data = epoch_bytes(group)  # raises when one range of a name carries two contents
+        lines = set(numbers(data.replace(b"an unfinished line", b"")))
+        assert not (lines & set(range(100, 150)) and lines & set(range(500, 560))), f"epoch {epoch} holds both"
+
+
 @pytest.mark.parametrize("rotation", ["rename", "copy-and-unlink", "copytruncate"])
 def test_every_generation_rotated_away_during_an_outage_is_read_to_its_end(tmp_path, logflume_proc, rotation):
     """Four files, each rotated out of the glob with unread bytes while the agent was down, and one descriptor

@@ -492,8 +492,8 @@ class TailSource(FileFinder, ThreadedSource):
             return
         self._save_checkpoint(force=True, urgent=True)
         if self.checkpoints.flush(timeout=10):  # a failed write was reported; reading goes on
-            for tf in fresh:
-                tf.announced = True
+            for tf in fresh:  # a new epoch not read yet is not named: announced with its first chunk
+                tf.announced = any(p.epoch == tf.epoch for p in tf.positions())
 
     def _take_ended(self, tf: TailedFile) -> None:
         """Generations the file was truncated away from, committed to their end: remembered for their copy."""

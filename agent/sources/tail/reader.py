@@ -241,7 +241,9 @@ class TailedFile:
     def positions(self) -> list[Position]:
         """What the position file is to say of this file: its committed position; while a truncation is not
         committed yet, the generations truncated away (ended, at what was committed of them) and the new
-        epoch at 0, so that a restart takes the file for that epoch, not for a new file."""
+        epoch at 0, so that a restart takes the file for that epoch, not for a new file.  The new epoch is
+        named only once its first bytes were read (and fingerprinted): an empty fingerprint would match
+        whatever the file holds after a restart, a later generation too (chaos seed 8, 2026-12-07)."""
         if not self._ending:
             return [self.position()]
         out = []
@@ -249,6 +251,8 @@ class TailedFile:
             done = self.committed if pos.epoch == self.committed_epoch else 0
             out.append(replace(pos, offset=done, seq_id=done))
         ident = self.ident
+        if ident.fp_len == 0:
+            return out
         out.append(Position(
             dev=ident.dev, ino=ident.ino, fp_len=ident.fp_len, fp=ident.fp, epoch=self.epoch, stream=self.stream,
             path=self.path, offset=0, seq_id=0, truncations=self.truncations, last_seen=self.last_seen,

@@ -1,9 +1,9 @@
 """MB per CPU second of each built-in batch processor alone, on the lines ``bench_jobs.py`` generates.
 
 Demux's end-to-end figure mixes datatypes, record cutting and the Parquet writer; this one isolates
-the parsing.  For the syslog processor it runs, in the same process and on the same batches, the
-compiled pass (``jobs/processors/_columns.c``), the Arrow-kernel path that runs where that is
-not built, and the per-record path (``process()`` per record) as the baseline.
+the parsing.  For the syslog and access processors it runs, in the same process and on the same
+batches, the compiled pass (``jobs/processors/_columns.c``), the Arrow-kernel path that runs where
+that is not built, and the per-record path (``process()`` per record) as the baseline.
 
     .venv/bin/python bench/bench_processors.py [--mb 32] [--rounds 3]
 """
@@ -14,6 +14,7 @@ import argparse
 import os
 import random
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -39,8 +40,7 @@ def lines(kind: str, mb: int) -> list[bytes]:
 
 
 def cpu() -> float:
-    t = os.times()
-    return t.user + t.system
+    return time.process_time()  # this process's CPU time, finer than os.times()' clock ticks
 
 
 def run(proc, batches: list[pa.Array], contexts: list[BatchContext], per_record: bool) -> float:
@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=32, help="MiB of lines per datatype (default 32)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per contender (default 3)")
     args = ap.parse_args()
+    import jobs.processors.access as access_module
     import jobs.processors.syslog as syslog_module
 
     compiled = syslog_module._compiled
@@ -70,8 +71,9 @@ def main() -> None:
         ctx = RecordContext("h", "/s", "e", 0, kind, T0)
         contexts = [BatchContext.of_chunk(ctx, list(range(len(b)))) for b in batches]
         proc = build_processor(name)
+        module = {"syslog": syslog_module, "access": access_module}.get(name)
         contenders: list[tuple[str, bool, object]] = []
-        if name == "syslog":
+        if module is not None:
             if compiled is not None:
                 contenders.append(("compiled pass", False, compiled))
             contenders.append(("Arrow kernels", False, None))
@@ -80,12 +82,13 @@ def main() -> None:
         contenders.append(("per record (baseline)", True, None))
         best: dict[str, float] = {}
         for _ in range(args.rounds):
-            for label, per_record, module in contenders:
-                if name == "syslog":
-                    syslog_module._compiled = module
+            for label, per_record, pass_ in contenders:
+                if module is not None:
+                    module._compiled = pass_
                 secs = run(proc, batches, contexts, per_record)
                 best[label] = min(best.get(label, float("inf")), secs)
-        syslog_module._compiled = compiled
+        if module is not None:
+            module._compiled = compiled
         base = nbytes / 1e6 / best["per record (baseline)"]
         for label, *_ in contenders:
             mbs = nbytes / 1e6 / best[label]

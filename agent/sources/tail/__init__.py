@@ -492,8 +492,11 @@ class TailSource(FileFinder, ThreadedSource):
             return
         self._save_checkpoint(force=True, urgent=True)
         if self.checkpoints.flush(timeout=10):  # a failed write was reported; reading goes on
-            for tf in fresh:  # a new epoch not read yet is not named: announced with its first chunk
-                tf.announced = any(p.epoch == tf.epoch for p in tf.positions())
+            # Named with the fingerprint of its first bytes: an epoch seen while its file was empty (a truncation
+            # to 0) is named with an empty one, which would fit whatever the file holds after a restart, a later
+            # generation too (chaos seed 8, 2026-12-07); it is announced again with its first chunk.
+            for tf in fresh:
+                tf.announced = any(p.epoch == tf.epoch and p.fp_len > 0 for p in tf.positions())
 
     def _take_ended(self, tf: TailedFile) -> None:
         """Generations the file was truncated away from, committed to their end: remembered for their copy."""

@@ -241,9 +241,7 @@ class TailedFile:
     def positions(self) -> list[Position]:
         """What the position file is to say of this file: its committed position; while a truncation is not
         committed yet, the generations truncated away (ended, at what was committed of them) and the new
-        epoch at 0, so that a restart takes the file for that epoch, not for a new file.  The new epoch is
-        named only once its first bytes were read (and fingerprinted): an empty fingerprint would match
-        whatever the file holds after a restart, a later generation too (chaos seed 8, 2026-12-07)."""
+        epoch at 0, so that a restart takes the file for that epoch, not for a new file."""
         if not self._ending:
             return [self.position()]
         out = []
@@ -251,8 +249,6 @@ class TailedFile:
             done = self.committed if pos.epoch == self.committed_epoch else 0
             out.append(replace(pos, offset=done, seq_id=done))
         ident = self.ident
-        if ident.fp_len == 0:
-            return out
         out.append(Position(
             dev=ident.dev, ino=ident.ino, fp_len=ident.fp_len, fp=ident.fp, epoch=self.epoch, stream=self.stream,
             path=self.path, offset=0, seq_id=0, truncations=self.truncations, last_seen=self.last_seen,
@@ -260,7 +256,8 @@ class TailedFile:
         return out
 
     def position(self) -> Position:
-        ident = self.committed_ident
+        """The committed position; fingerprinted over as many bytes as were read of that generation."""
+        ident = self.ident if self.epoch == self.committed_epoch else self.committed_ident
         return Position(
             dev=ident.dev, ino=ident.ino, fp_len=ident.fp_len, fp=ident.fp,
             epoch=self.committed_epoch, stream=self.stream, path=self.path, offset=self.committed,

@@ -12,7 +12,6 @@ latter goes into the position file.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 from collections.abc import Callable
@@ -180,12 +179,7 @@ class TailedFile:
         blocks: list[bytes] = []
         start = pos
         while want > 0:
-            try:
-                data = os.pread(self.fd, min(block, want), pos)
-            except OSError as exc:
-                if exc.errno == errno.EINTR:
-                    continue
-                raise
+            data = os.pread(self.fd, min(block, want), pos)  # EINTR is retried by Python itself (PEP 475)
             if not data:
                 break
             blocks.append(data)

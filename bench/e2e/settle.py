@@ -52,8 +52,9 @@ def run_settled(cases: Iterable[tuple[str, Callable[[], dict[str, Any]]]], kind:
                 errors: tuple[type[BaseException], ...] = (RuntimeError, TimeoutError, OSError, ValueError),
                 ) -> list[dict[str, Any]]:
     """Run each (name, case) after :func:`settle`: its row, with the 1-minute load before it and what settle
-    found; a case that raises one of ``errors`` gives an error row instead, so one contender's failure does
-    not cost the others' figures.  Prints a line a case (``summary(row)`` when measured)."""
+    found, and ``case`` naming it (a row's ``contender`` is free text); a case that raises one of ``errors``
+    gives an error row instead, so one contender's failure does not cost the others' figures.  Prints a line
+    a case (``summary(row)`` when measured)."""
     rows = []
     for name, case in cases:
         st = settle()
@@ -62,6 +63,7 @@ def run_settled(cases: Iterable[tuple[str, Callable[[], dict[str, Any]]]], kind:
             row = case()
         except errors as exc:
             row = {"contender": name, "error": str(exc)[-300:]}
+        row["case"] = name
         row["loadavg_1m_before"] = load
         row["settle"] = st
         rows.append(row)

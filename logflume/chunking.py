@@ -36,6 +36,7 @@ import bisect
 import itertools
 import json
 import logging
+import math
 import operator
 import os
 import re
@@ -443,7 +444,7 @@ def pump(
 
 #: Settings :meth:`EventStreams.for_source` reads from its source, and their values when it declares none.
 EVENT_DEFAULTS: dict[str, Any] = {"datatype": "Raw", "tags": {}, "chunk_size": 1 << 20, "flush_interval": 0.5,
-                                  "max_streams": 1000}
+                                  "caught_up_flush": 0.0, "max_streams": 1000}
 
 
 class SourceBusy(Exception):
@@ -540,6 +541,12 @@ class EventStreams:
     are committed (``SourceOutput.deliver``).  ``add`` buffers (for senders
     that expect no answer); ``deliver_now`` returns only once its records are
     committed (for senders that get an answer: HTTP 200, forward ack).
+
+    A stream is cut ``flush_interval`` after its oldest pending record, or
+    already ``caught_up_flush`` after it (when that is set) if no reader
+    reported :meth:`behind` within the last ``caught_up_flush``: what the
+    tail does at the end of a file.  A source keeping up with its senders
+    sends within milliseconds; one that is behind keeps cutting big chunks.
     """
 
     def __init__(
@@ -552,6 +559,7 @@ class EventStreams:
         flush_interval: float,
         deliver: Callable[[Sequence[Chunk]], None],
         ledger: StreamLedger,
+        caught_up_flush: float = 0.0,
         max_streams: int = 1000,
         buffer_limit: int = 64 << 20,
         on_committed: Callable[[Sequence[Chunk]], None] | None = None,
@@ -562,6 +570,8 @@ class EventStreams:
         self.tags = dict(tags)
         self.chunk_size = chunk_size
         self.flush_interval = flush_interval
+        self.caught_up_flush = caught_up_flush
+        self._behind_at = -math.inf  # when a reader last found more waiting than it took
         self.max_streams = max_streams
         self.buffer_limit = buffer_limit
         self.ledger = ledger
@@ -670,11 +680,18 @@ class EventStreams:
         finally:
             self.lock.release()
 
+    def behind(self, now: float | None = None) -> None:
+        """A reader took a full read: more was waiting.  Holds off ``caught_up_flush`` cuts for that long."""
+        self._behind_at = time.monotonic() if now is None else now
+
     def poll(self, now: float | None = None) -> None:
-        """Deliver the streams whose oldest record waited ``flush_interval``."""
+        """Deliver the streams whose oldest record waited ``flush_interval`` (``caught_up_flush`` when caught up)."""
         now = time.monotonic() if now is None else now
+        wait = self.flush_interval
+        if 0 < self.caught_up_flush < wait and now - self._behind_at >= self.caught_up_flush:
+            wait = self.caught_up_flush
         with self.lock:
-            due = [s for s, p in self._pending.items() if p.buf and now - p.since >= self.flush_interval]
+            due = [s for s, p in self._pending.items() if p.buf and now - p.since >= wait]
             chunks: list[Chunk] = []
             for stream in due:
                 chunks += self._cut(stream)
@@ -683,7 +700,8 @@ class EventStreams:
 
     def poll_until(self, stopping: threading.Event) -> None:
         """The flusher thread of an event source: cut chunks due by time until ``stopping`` is set."""
-        interval = max(0.01, min(self.flush_interval / 4, 0.25))
+        soonest = min(self.flush_interval, self.caught_up_flush or math.inf)
+        interval = max(0.005, min(soonest / 4, 0.25))
         while not stopping.wait(interval):
             try:
                 self.poll()

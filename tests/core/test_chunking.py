@@ -307,6 +307,35 @@ def streams(tmp_path, delivered, chunk_size=100, **kw) -> EventStreams:
                         deliver=delivered.extend, ledger=StreamLedger(tmp_path / "l.json"), **kw)
 
 
+def test_caught_up_flush_cuts_early_unless_a_reader_was_behind(tmp_path):
+    out: list = []
+    es = streams(tmp_path, out, chunk_size=1 << 20, caught_up_flush=0.02)  # flush_interval 1 s
+    es.add("s", b"a", terminator=b"\n")
+    start = es._pending["s"].since
+    es.poll(now=start + 0.019)
+    assert out == [], "not before caught_up_flush"
+    es.behind(now=start + 0.01)  # a reader took a full read: more was waiting
+    es.poll(now=start + 0.025)
+    assert out == [], "a reader that is behind waits for flush_interval (or chunk_size)"
+    es.poll(now=start + 0.031)  # caught_up_flush since the reader was last behind
+    assert [bytes(c.data) for c in out] == [b"a\n"]
+    es.add("s", b"b", terminator=b"\n")
+    t = es._pending["s"].since
+    es.behind(now=t + 0.5)
+    es.poll(now=t + 0.51)
+    assert len(out) == 1
+    es.poll(now=t + 1.0)  # flush_interval bounds it either way
+    assert [bytes(c.data) for c in out] == [b"a\n", b"b\n"]
+
+
+def test_caught_up_flush_off_by_default(tmp_path):
+    out: list = []
+    es = streams(tmp_path, out)
+    es.add("s", b"a", terminator=b"\n")
+    es.poll(now=es._pending["s"].since + 0.9)
+    assert out == []
+
+
 def test_cut_at_chunk_size_and_on_flush_interval(tmp_path):
     out: list = []
     es = streams(tmp_path, out)

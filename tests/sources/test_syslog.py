@@ -72,6 +72,22 @@ def test_logger_messages_all_arrive(tmp_path, flags):
         assert all(a.seq_id == b.start for a, b in zip(chunks, chunks[1:], strict=False))
 
 
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_a_source_that_keeps_up_sends_within_caught_up_flush_not_flush_interval(tmp_path, transport):
+    """By default a message is sent once the source has read all that was waiting, not a minute later."""
+    port = free_port()
+    src = {"type": "syslog", transport: f"127.0.0.1:{port}", "flush_interval": "60s"}  # caught_up_flush: default
+    with pipeline(tmp_path, src) as agent:
+        sink = agent.sinks["out"]
+        kind = socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.connect(("127.0.0.1", port))
+            s.sendall(b"<13>Dec  7 12:00:00 web1 myapp: one message\n")
+            # Far inside the 60 s flush_interval even on a loaded machine; kept open: no EOF flush.
+            wait_for(lambda: len(sink.records()) >= 1, 20, message="the message at the sink")
+        assert sink.records("syslog:myapp") == [b"<13>Dec  7 12:00:00 web1 myapp: one message"]
+
+
 def test_octet_counting_keeps_multiline_messages_whole(tmp_path):
     port = free_port()
     with pipeline(tmp_path, syslog(port)) as agent:

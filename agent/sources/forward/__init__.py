@@ -68,6 +68,10 @@ class ForwardSource(Source):
         "time_key": Setting(Optional(Str()), "time", "Add the event time (seconds, float) under this key; null: don't"),
         "chunk_size": Setting(Size(min=1024), "1MiB", "Cut a stream's chunk at this many bytes"),
         "flush_interval": Setting(Duration(), "500ms", "Cut a stream's chunk when its oldest record waited this long"),
+        "caught_up_flush": Setting(Duration(), "20ms",
+                                   "While no connection has more waiting than one read takes, cut a stream's chunk "
+                                   "once its oldest record waited this long (0: off, only flush_interval); a source "
+                                   "that is behind keeps cutting full chunks"),
         "max_message_size": Setting(Size(min=1024), "6MiB",
                                     "Largest Forward message (after decompression); larger drops the connection"),
         "shared_key": Setting(Optional(Secret()), None,
@@ -142,6 +146,8 @@ class ForwardSource(Source):
             n = receive(conn, buf, stopping, self.config.idle_timeout)
             if n == 0:
                 return
+            if n == len(buf):
+                self.streams.behind()
             pending: list = []
             try:
                 unpacker.feed(memoryview(buf)[:n])

@@ -3,7 +3,8 @@
 Each message becomes one record (the message bytes plus a ``\\n``; ``record_ends``
 marks the boundaries, so multi-line messages sent with octet counting stay
 whole).  Records are grouped per stream — a template over header fields such
-as ``syslog:{app}`` — into chunks cut at ``chunk_size`` or ``flush_interval``.
+as ``syslog:{app}`` — into chunks cut at ``chunk_size``, ``flush_interval``, or ``caught_up_flush``
+when the source keeps up with its senders.
 
 Back-pressure: a TCP connection's thread delivers what it read before reading
 more, so a full channel stops the reads and the senders slow down.  UDP cannot
@@ -57,6 +58,10 @@ class SyslogSource(Source):
                           "Stream template; fields: " + ", ".join(TEMPLATE_FIELDS)),
         "chunk_size": Setting(Size(min=1024), "1MiB", "Cut a stream's chunk at this many bytes"),
         "flush_interval": Setting(Duration(), "500ms", "Cut a stream's chunk when its oldest record waited this long"),
+        "caught_up_flush": Setting(Duration(), "20ms",
+                                   "While no connection has more waiting than one read takes, cut a stream's chunk "
+                                   "once its oldest record waited this long (0: off, only flush_interval); a source "
+                                   "that is behind keeps cutting full chunks"),
         "max_message_size": Setting(Size(min=64), "64KiB", "Longer messages are truncated (and flagged)"),
         "max_streams": Setting(Int(min=1), 1000,
                                "Distinct streams; messages for more go to the stream with every field _other"),
@@ -268,6 +273,8 @@ class SyslogSource(Source):
             if n == 0:
                 self._accept(decoder.finish(), transport, peer)
                 return
+            if n == len(buf):
+                self.streams.behind()
             self._take_read(decoder, buf, n, transport, peer)
 
     def _udp_receive(self) -> None:
@@ -301,6 +308,8 @@ class SyslogSource(Source):
                         return
                     raise
                 batch.append((bytes(view[:n]), addr[0]))
+            if len(batch) == _UDP_BATCH:
+                self.streams.behind()
             self._queue_udp(batch)
 
     def _queue_udp(self, batch: list[tuple[bytes, str]]) -> None:

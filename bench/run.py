@@ -33,7 +33,7 @@ from bench.e2e.measure import Result
 from bench.e2e.peers import PEERS, run_peer
 from bench.e2e.report import machine, write_results
 from bench.e2e.settle import settle
-from bench.e2e.syslog_events import run_event_cases
+from bench.e2e.syslog_events import run_event_cases, syslog_latency_cases
 from bench.e2e.udp_burst import run_udp_cases
 from bench.e2e.variants import make_variants
 
@@ -232,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         tables += extra["events"]["tables"]
     if "latency" in args.only:
         print(f"bench: latency at {args.latency_rate:,} lines/s for {args.latency_seconds:.0f} s", flush=True)
-        extra["latency"] = run_latency_cases(args, work, python, env, args.latency_rate, args.latency_seconds)
+        extra["latency"] = run_latency_cases(args, work, python, env, args.latency_rate, args.latency_seconds,
+                                             more=syslog_latency_cases(python, env))
         tables += extra["latency"]["tables"]
     if "udp" in args.only:
         print(f"bench: UDP bursts of {args.udp_datagrams:,} datagrams, {args.udp_rounds} rounds", flush=True)

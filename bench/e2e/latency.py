@@ -35,18 +35,18 @@ _SEQ_RE = re.compile(re.escape(SEQ_MARK) + rb"(\d{%d})" % SEQ_DIGITS)
 TICK = 0.01
 
 
-def write_at_rate(path: Path, rate: int, seconds: float, times_file: Path) -> None:
-    """Append ``rate`` lines/s to ``path`` for ``seconds``; save each line's write time (monotonic)."""
+def write_at_rate(write: Callable[[bytes], object], line: Callable[[int], bytes], rate: int, seconds: float,
+                  times_file: Path) -> None:
+    """``write`` ``rate`` lines/s (``line(seq)`` each) for ``seconds``; save each line's write time (monotonic)."""
     per_tick = max(1, int(rate * TICK))
     total = int(rate * seconds)
     times = array.array("d", bytes(8 * total))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     t0 = time.monotonic()
     seq = 0
     tick = 0
     while seq < total:
         n = min(per_tick, total - seq)
-        os.write(fd, b"".join([make_line(s) for s in range(seq, seq + n)]))
+        write(b"".join([line(s) for s in range(seq, seq + n)]))
         now = time.monotonic()
         for s in range(seq, seq + n):
             times[s] = now
@@ -55,10 +55,18 @@ def write_at_rate(path: Path, rate: int, seconds: float, times_file: Path) -> No
         delay = t0 + tick * TICK - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-    os.close(fd)
     tmp = times_file.with_suffix(".tmp")
     tmp.write_bytes(times.tobytes())
     os.rename(tmp, times_file)
+
+
+def append_at_rate(path: Path, rate: int, seconds: float, times_file: Path) -> None:
+    """:func:`write_at_rate` appending the generator's lines to ``path``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        write_at_rate(lambda data: os.write(fd, data), make_line, rate, seconds, times_file)
+    finally:
+        os.close(fd)
 
 
 class ArrivalWatcher:
@@ -103,14 +111,15 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[i]
 
 
-def _measure(name: str, group: ProcGroup, watch_file: Path, far_files: Callable[[], Iterable[Path]],
-             rate: int, seconds: float, python: str, env: dict[str, str], work: Path) -> dict[str, Any]:
+def measure_latency(name: str, group: ProcGroup, writer: list[str], far_files: Callable[[], Iterable[Path]],
+                    rate: int, seconds: float, env: dict[str, str], work: Path) -> dict[str, Any]:
+    """Run ``writer`` (a command taking RATE SECONDS TIMES_FILE after its own arguments) beside ``group``
+    and watch ``far_files`` for each line's arrival."""
     total = int(rate * seconds)
     watcher = ArrivalWatcher(far_files, total)
     times_file = work / "write-times.bin"
     group.mark_start()
-    writer = group.start("writer", [python, "-m", "bench.e2e.latency", "write", str(watch_file), str(rate),
-                                    str(seconds), str(times_file)], work / "writer.log", env=env)
+    writer = group.start("writer", [*writer, str(rate), str(seconds), str(times_file)], work / "writer.log", env=env)
     t0 = time.monotonic()
     deadline = t0 + seconds + 30
     while watcher.count < total and time.monotonic() < deadline:
@@ -134,6 +143,10 @@ def _measure(name: str, group: ProcGroup, watch_file: Path, far_files: Callable[
     }
 
 
+def _append_cmd(python: str, path: Path) -> list[str]:
+    return [python, "-m", "bench.e2e.latency", "write", str(path)]
+
+
 def run_logflume_latency(opts: LogflumeOptions, work: Path, rate: int, seconds: float, python: str,
                          env: dict[str, str]) -> dict[str, Any]:
     clear_dir(work)
@@ -151,9 +164,8 @@ def run_logflume_latency(opts: LogflumeOptions, work: Path, rate: int, seconds: 
         group.start("agent", [python, "-m", "logflume", "agent", "-c", str(work / "agent.yaml")],
                     work / "agent.log", env=env)
         wait_until(lambda: acked_bytes(mport) >= 0, 30, "the agent's metrics endpoint", group)
-        out = _measure(f"{opts.name} ({opts.tail_label})",
-                       group, watch / "app.log",
-                       lambda: [p for p in sink_root.rglob("*") if p.is_file()], rate, seconds, python, env, work)
+        out = measure_latency(f"{opts.name} ({opts.tail_label})", group, _append_cmd(python, watch / "app.log"),
+                              lambda: [p for p in sink_root.rglob("*") if p.is_file()], rate, seconds, env, work)
     finally:
         group.stop_all(10)
     return out
@@ -178,7 +190,8 @@ def run_peer_latency(peer: Peer, work: Path, rate: int, seconds: float, python: 
                     env=peer.env())
         time.sleep(1.0)
         group.check_alive()
-        out = _measure(peer.name, group, watch / "app.log", lambda: [out_file], rate, seconds, python, env, work)
+        out = measure_latency(peer.name, group, _append_cmd(python, watch / "app.log"), lambda: [out_file], rate,
+                              seconds, env, work)
     finally:
         group.stop_all(10)
     return out
@@ -198,11 +211,16 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+Case = tuple[str, Callable[[], dict[str, Any]]]
+
+
 def run_latency_cases(args: Any, work: Path, python: str, env: dict[str, str], rate: int = 10_000,
-                      seconds: float = 15.0) -> dict[str, Any]:
+                      seconds: float = 15.0, more: Callable[[Path, int, float], list[Case]] | None = None,
+                      ) -> dict[str, Any]:
     """logflume at its defaults (``caught_up_flush: 20ms``), with ``quiet_flush: 5ms`` besides, and with both off
-    (as before issue 20) at each of ``args.latency_flush``; rsyslog and syslog-ng; all at ``rate`` lines/s."""
-    cases: list[tuple[str, Callable[[], dict[str, Any]]]] = []
+    (as before issue 20) at each of ``args.latency_flush``; rsyslog and syslog-ng; then ``more(work, rate,
+    seconds)``'s cases (other sources); all at ``rate`` lines/s, in one table."""
+    cases: list[Case] = []
     base = LogflumeOptions(channel="memory", sync="every_batch", chunk_size=args.chunk_size_mb << 20)
     options = [base, replace(base, quiet_flush="5ms")]
     options += [replace(base, flush_interval=fi, caught_up_flush="0s")
@@ -214,6 +232,8 @@ def run_latency_cases(args: Any, work: Path, python: str, env: dict[str, str], r
         peer = cls()
         if peer.available() is None:
             cases.append((name, lambda p=peer: run_peer_latency(p, work / "run-latency", rate, seconds, python, env)))
+    if more is not None:
+        cases += more(work / "run-latency", rate, seconds)
     rows = run_settled(cases, "latency", lambda row: f"p50 {1000 * row['p50_s']:.0f} ms, "
                        f"p99 {1000 * row['p99_s']:.0f} ms, lost {row['lines_lost']}, CPU {row['cpu_percent']:.0f}%")
     return {"rows": rows, "tables": [markdown(rows)]}
@@ -228,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("seconds", type=float)
     w.add_argument("times_file")
     a = ap.parse_args(argv)
-    write_at_rate(Path(a.path), a.rate, a.seconds, Path(a.times_file))
+    append_at_rate(Path(a.path), a.rate, a.seconds, Path(a.times_file))
     return 0
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from bench.e2e.generator import make_line
-from bench.e2e.latency import ArrivalWatcher
+from bench.e2e.latency import ArrivalWatcher, Case, measure_latency, write_at_rate
 from bench.e2e.logflume_contender import LogflumeOptions, acked_bytes, collector_config
 from bench.e2e.measure import ProcGroup, wait_until
 from bench.e2e.peers import PEERS, Peer, free_port, port_open
@@ -59,12 +59,14 @@ def send(port: int, files: list[str]) -> None:
         t.join()
 
 
-def _agent_config(opts: LogflumeOptions, work: Path, syslog_port: int, cport: int, mport: int) -> dict:
+def _agent_config(opts: LogflumeOptions, work: Path, syslog_port: int, cport: int, mport: int,
+                  source: dict[str, str] | None = None) -> dict:
+    settings = {"flush_interval": "200ms"} if source is None else source
     return {
         "agent": {"name": "bench", "data_dir": str(work / "agent"), "metrics": f"127.0.0.1:{mport}",
                   "log_level": "WARNING", "shutdown_timeout": "10s"},
         "sources": {"syslog": {"type": "syslog", "tcp": f"127.0.0.1:{syslog_port}", "channels": ["buf"],
-                               "stream": "syslog:{host}", "flush_interval": "200ms"}},
+                               "stream": "syslog:{host}", **settings}},
         "channels": {"buf": {"type": "memory", "capacity": "64MiB"}},
         "sinks": {"fwd": {"type": "collector", "channel": "buf", "collectors": [f"127.0.0.1:{cport}"]}},
     }
@@ -178,14 +180,62 @@ def run_event_cases(work: Path, events: int, python: str, env: dict[str, str], c
     return {"rows": rows, "tables": [markdown(rows)]}
 
 
+def send_at_rate(port: int, rate: int, seconds: float, times_file: Path) -> None:
+    """The latency case's writer for the syslog source: messages over one TCP connection at ``rate``/s."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        write_at_rate(s.sendall, syslog_message, rate, seconds, times_file)
+
+
+def run_logflume_syslog_latency(work: Path, rate: int, seconds: float, python: str, env: dict[str, str],
+                                source: dict[str, str], label: str) -> dict[str, Any]:
+    clear_dir(work)
+    opts = LogflumeOptions(channel="memory", sync="every_batch")
+    sport, cport, mport = free_port(), free_port(), free_port()
+    (work / "agent.yaml").write_text(yaml.safe_dump(_agent_config(opts, work, sport, cport, mport, source)))
+    (work / "collector.yaml").write_text(yaml.safe_dump(collector_config(opts, work, cport)))
+    group = ProcGroup()
+    root = work / "collector" / "sink"
+    try:
+        group.start("collector", [python, "-m", "logflume", "collector", "-c", str(work / "collector.yaml")],
+                    work / "collector.log", env=env)
+        wait_until(lambda: port_open(cport), 30, "the collector listening", group)
+        group.start("agent", [python, "-m", "logflume", "agent", "-c", str(work / "agent.yaml")],
+                    work / "agent.log", env=env)
+        wait_until(lambda: acked_bytes(mport) >= 0 and port_open(sport), 30, "the agent's syslog port", group)
+        return measure_latency(label, group, [python, "-m", "bench.e2e.syslog_events", "send-at-rate", str(sport)],
+                               lambda: [p for p in root.rglob("*") if p.is_file()], rate, seconds, env, work)
+    finally:
+        group.stop_all(10)
+
+
+def syslog_latency_cases(python: str, env: dict[str, str]) -> Callable[[Path, int, float], list[Case]]:
+    """The syslog source in the latency table: at its defaults, and with ``caught_up_flush`` off (before)."""
+    def cases(work: Path, rate: int, seconds: float) -> list[Case]:
+        variants = [("defaults: caught_up_flush 20ms, flush_interval 500ms", {}),
+                    ("caught_up_flush 0s, flush_interval 500ms (before)", {"caught_up_flush": "0s"})]
+        return [(f"logflume-syslog-tcp ({label})",
+                 lambda label=label, extra=extra: run_logflume_syslog_latency(
+                     work, rate, seconds, python, env, extra, f"logflume, syslog source over TCP ({label})"))
+                for label, extra in variants]
+    return cases
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.e2e.syslog_events")
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("send")
     s.add_argument("port", type=int)
     s.add_argument("files", nargs="+")
+    r = sub.add_parser("send-at-rate")
+    r.add_argument("port", type=int)
+    r.add_argument("rate", type=int)
+    r.add_argument("seconds", type=float)
+    r.add_argument("times_file")
     a = ap.parse_args(argv)
-    send(a.port, a.files)
+    if a.cmd == "send":
+        send(a.port, a.files)
+    else:
+        send_at_rate(a.port, a.rate, a.seconds, Path(a.times_file))
     return 0
 
 

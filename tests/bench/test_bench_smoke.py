@@ -94,13 +94,15 @@ def test_small_event_and_latency_cases_run_and_verify(tmp_path: Path) -> None:
         assert "error" not in r, (name, r)
         assert r["events"] == 20000 and r["lines_lost"] == 0 and r["events_s"] > 0, (name, r)
     latency = doc["latency"]["rows"]
-    assert len(latency) == 5 + len(peers)  # defaults; quiet_flush 5ms; flush_interval 500ms, 200ms, 50ms, both off
+    # tail: defaults; quiet_flush 5ms; flush_interval 500ms, 200ms, 50ms, both off; syslog: defaults, before
+    assert len(latency) == 5 + len(peers) + 2
     for r in latency:
         assert "error" not in r, r
         assert r["lines"] == 4000 and r["lines_lost"] == 0, r
         assert 0 < r["p50_s"] <= r["p99_s"] <= r["max_s"] < 10, r
     for label in ("flush_interval 200ms, caught_up_flush 0s",
-                  "flush_interval 500ms, caught_up_flush 20ms, quiet_flush 0s", "quiet_flush 5ms"):
+                  "flush_interval 500ms, caught_up_flush 20ms, quiet_flush 0s", "quiet_flush 5ms",
+                  "syslog source over TCP (defaults"):
         fast = next(r for r in latency if label in r["contender"])
         assert fast["p99_s"] < 1.0, fast  # a line is at the collector well within a second
     md = (tmp_path / "results" / "latest.md").read_text()

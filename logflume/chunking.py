@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from logflume.chunk import FLAG_PARTIAL, FLAG_SPLIT, Buffer, Chunk, now_ms
 from logflume.errors import ChannelClosed
+from logflume.settings import Duration, Setting
 from logflume.statefile import write_atomic
 
 if TYPE_CHECKING:
@@ -445,6 +446,12 @@ def pump(
 #: Settings :meth:`EventStreams.for_source` reads from its source, and their values when it declares none.
 EVENT_DEFAULTS: dict[str, Any] = {"datatype": "Raw", "tags": {}, "chunk_size": 1 << 20, "flush_interval": 0.5,
                                   "caught_up_flush": 0.0, "max_streams": 1000}
+
+#: ``caught_up_flush`` as an event source that calls :meth:`EventStreams.behind` declares it.
+CAUGHT_UP_FLUSH = Setting(Duration(), "20ms",
+                          "While no connection has more waiting than one read takes, cut a stream's chunk once its "
+                          "oldest record waited this long (0: off, only flush_interval); a source that is behind "
+                          "keeps cutting full chunks")
 
 
 class SourceBusy(Exception):

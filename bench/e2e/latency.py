@@ -22,10 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.e2e.generator import SEQ_DIGITS, SEQ_MARK, make_line
-from bench.e2e.logflume_contender import LogflumeOptions, acked_bytes, agent_config, collector_config
+from bench.e2e.logflume_contender import LogflumeOptions, agent_config, start_logflume
 from bench.e2e.measure import ProcGroup, wait_until
 from bench.e2e.peers import PEERS, Peer, free_port, port_open
 from bench.e2e.settle import run_settled
@@ -153,17 +151,11 @@ def run_logflume_latency(opts: LogflumeOptions, work: Path, rate: int, seconds: 
     watch = work / "watch"
     watch.mkdir()
     cport, mport = free_port(), free_port()
-    (work / "agent.yaml").write_text(yaml.safe_dump(agent_config(opts, work, [str(watch / "app.log")], cport, mport)))
-    (work / "collector.yaml").write_text(yaml.safe_dump(collector_config(opts, work, cport)))
     group = ProcGroup()
     sink_root = work / "collector" / "sink"
     try:
-        group.start("collector", [python, "-m", "logflume", "collector", "-c", str(work / "collector.yaml")],
-                    work / "collector.log", env=env)
-        wait_until(lambda: port_open(cport), 30, "the collector listening", group)
-        group.start("agent", [python, "-m", "logflume", "agent", "-c", str(work / "agent.yaml")],
-                    work / "agent.log", env=env)
-        wait_until(lambda: acked_bytes(mport) >= 0, 30, "the agent's metrics endpoint", group)
+        start_logflume(group, opts, work, agent_config(opts, work, [str(watch / "app.log")], cport, mport), cport,
+                       mport, python, env)
         out = measure_latency(f"{opts.name} ({opts.tail_label})", group, _append_cmd(python, watch / "app.log"),
                               lambda: [p for p in sink_root.rglob("*") if p.is_file()], rate, seconds, env, work)
     finally:

@@ -16,12 +16,13 @@ import secrets
 import shutil
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from bench.e2e.measure import ProcGroup, Result, SeqVerifier, wait_until
+from bench.e2e.measure import Proc, ProcGroup, Result, SeqVerifier, wait_until
 from bench.e2e.peers import free_port, port_open
 from bench.e2e.variants import Variant, clear_dir
 
@@ -90,6 +91,24 @@ def collector_config(opts: LogflumeOptions, work: Path, port: int) -> dict:
 _BYTES_OUT = re.compile(r"^logflume_bytes_out_total\{([^}]*)\} ([0-9.e+]+)$", re.M)
 
 
+def start_logflume(group: ProcGroup, opts: LogflumeOptions, work: Path, agent_cfg: dict, cport: int, mport: int,
+                   python: str, env: dict[str, str], ready: tuple[Callable[[], bool], str] | None = None,
+                   ) -> tuple[Proc, Proc]:
+    """Write ``work``/agent.yaml (``agent_cfg``) and collector.yaml, start the collector and then the agent;
+    return (collector, agent) once the collector listens on ``cport`` and the agent's metrics on ``mport``
+    answer (and ``ready``'s check holds, named by its text)."""
+    (work / "agent.yaml").write_text(yaml.safe_dump(agent_cfg))
+    (work / "collector.yaml").write_text(yaml.safe_dump(collector_config(opts, work, cport)))
+    coll = group.start("collector", [python, "-m", "logflume", "collector", "-c", str(work / "collector.yaml")],
+                       work / "collector.log", env=env)
+    wait_until(lambda: port_open(cport), 30, "the collector listening", group)
+    agent = group.start("agent", [python, "-m", "logflume", "agent", "-c", str(work / "agent.yaml")],
+                        work / "agent.log", env=env)
+    check, what = ready or ((lambda: True), "the agent's metrics endpoint")
+    wait_until(lambda: acked_bytes(mport) >= 0 and check(), 30, what, group)
+    return coll, agent
+
+
 def acked_bytes(metrics_port: int) -> int:
     """Bytes the agent's collector sink has had acknowledged (its ``bytes_out`` counter)."""
     try:
@@ -145,19 +164,12 @@ def run_logflume(opts: LogflumeOptions, variant: Variant, work: Path, python: st
     watch = work / "watch"
     watch.mkdir()
     cport, mport = free_port(), free_port()
-    (work / "agent.yaml").write_text(yaml.safe_dump(
-        agent_config(opts, work, [str(watch / variant.pattern)], cport, mport)))
-    (work / "collector.yaml").write_text(yaml.safe_dump(collector_config(opts, work, cport)))
     group = ProcGroup()
     writer = None
     ok = False
     try:
-        coll = group.start("collector", [python, "-m", "logflume", "collector", "-c", str(work / "collector.yaml")],
-                           work / "collector.log", env=env)
-        wait_until(lambda: port_open(cport), 30, "the collector listening", group)
-        agent = group.start("agent", [python, "-m", "logflume", "agent", "-c", str(work / "agent.yaml")],
-                            work / "agent.log", env=env)
-        wait_until(lambda: acked_bytes(mport) >= 0, 30, "the agent's metrics endpoint", group)
+        coll, agent = start_logflume(group, opts, work, agent_config(opts, work, [str(watch / variant.pattern)], cport,
+                                                                     mport), cport, mport, python, env)
         if opts.tap:
             group.start("tap", [python, "-m", "logflume", "tap", f"127.0.0.1:{mport}", "--component", "logs",
                                 "--records", "5", "--rate", "1000", "--json"], work / "tap.log",

@@ -12,18 +12,17 @@ checked at the far end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.e2e.generator import make_line
 from bench.e2e.latency import ArrivalWatcher, Case, measure_latency, write_at_rate
-from bench.e2e.logflume_contender import LogflumeOptions, acked_bytes, collector_config
+from bench.e2e.logflume_contender import LogflumeOptions, start_logflume
 from bench.e2e.measure import ProcGroup, wait_until
 from bench.e2e.peers import PEERS, Peer, free_port, port_open
 from bench.e2e.settle import run_settled
@@ -99,26 +98,28 @@ def _measure(name: str, group: ProcGroup, port: int, files: list[str], total: in
             "cpu_s_per_million": cpu / (total / 1e6), "peak_rss_bytes": {u.name: u.peak_rss for u in usage}}
 
 
-def run_logflume_events(work: Path, files: list[str], total: int, python: str, env: dict[str, str],
-                        label: str = "logflume (syslog source, memory channel, sync on)") -> dict:
+@contextlib.contextmanager
+def _syslog_pipeline(work: Path, python: str, env: dict[str, str], source: dict[str, str] | None = None,
+                     ) -> Iterator[tuple[ProcGroup, int, Callable[[], list[Path]]]]:
+    """A collector and an agent whose syslog source has ``source``'s settings: (processes, syslog port, the
+    collector's sink files); stopped on exit."""
     clear_dir(work)
     opts = LogflumeOptions(channel="memory", sync="every_batch")
     sport, cport, mport = free_port(), free_port(), free_port()
-    (work / "agent.yaml").write_text(yaml.safe_dump(_agent_config(opts, work, sport, cport, mport)))
-    (work / "collector.yaml").write_text(yaml.safe_dump(collector_config(opts, work, cport)))
     group = ProcGroup()
     root = work / "collector" / "sink"
     try:
-        group.start("collector", [python, "-m", "logflume", "collector", "-c", str(work / "collector.yaml")],
-                    work / "collector.log", env=env)
-        wait_until(lambda: port_open(cport), 30, "the collector listening", group)
-        group.start("agent", [python, "-m", "logflume", "agent", "-c", str(work / "agent.yaml")],
-                    work / "agent.log", env=env)
-        wait_until(lambda: acked_bytes(mport) >= 0 and port_open(sport), 30, "the agent's syslog port", group)
-        return _measure(label, group, sport, files, total,
-                        lambda: [p for p in root.rglob("*") if p.is_file()], python, env, work)
+        start_logflume(group, opts, work, _agent_config(opts, work, sport, cport, mport, source), cport, mport,
+                       python, env, ready=(lambda: port_open(sport), "the agent's syslog port"))
+        yield group, sport, lambda: [p for p in root.rglob("*") if p.is_file()]
     finally:
         group.stop_all(10)
+
+
+def run_logflume_events(work: Path, files: list[str], total: int, python: str, env: dict[str, str],
+                        label: str = "logflume (syslog source, memory channel, sync on)") -> dict:
+    with _syslog_pipeline(work, python, env) as (group, sport, far):
+        return _measure(label, group, sport, files, total, far, python, env, work)
 
 
 def run_peer_events(peer: Peer, work: Path, files: list[str], total: int, python: str,
@@ -188,24 +189,9 @@ def send_at_rate(port: int, rate: int, seconds: float, times_file: Path) -> None
 
 def run_logflume_syslog_latency(work: Path, rate: int, seconds: float, python: str, env: dict[str, str],
                                 source: dict[str, str], label: str) -> dict[str, Any]:
-    clear_dir(work)
-    opts = LogflumeOptions(channel="memory", sync="every_batch")
-    sport, cport, mport = free_port(), free_port(), free_port()
-    (work / "agent.yaml").write_text(yaml.safe_dump(_agent_config(opts, work, sport, cport, mport, source)))
-    (work / "collector.yaml").write_text(yaml.safe_dump(collector_config(opts, work, cport)))
-    group = ProcGroup()
-    root = work / "collector" / "sink"
-    try:
-        group.start("collector", [python, "-m", "logflume", "collector", "-c", str(work / "collector.yaml")],
-                    work / "collector.log", env=env)
-        wait_until(lambda: port_open(cport), 30, "the collector listening", group)
-        group.start("agent", [python, "-m", "logflume", "agent", "-c", str(work / "agent.yaml")],
-                    work / "agent.log", env=env)
-        wait_until(lambda: acked_bytes(mport) >= 0 and port_open(sport), 30, "the agent's syslog port", group)
+    with _syslog_pipeline(work, python, env, source) as (group, sport, far):
         return measure_latency(label, group, [python, "-m", "bench.e2e.syslog_events", "send-at-rate", str(sport)],
-                               lambda: [p for p in root.rglob("*") if p.is_file()], rate, seconds, env, work)
-    finally:
-        group.stop_all(10)
+                               far, rate, seconds, env, work)
 
 
 def syslog_latency_cases(python: str, env: dict[str, str]) -> Callable[[Path, int, float], list[Case]]:

@@ -37,7 +37,7 @@ from agent.sources.forward.protocol import (
     new_unpacker,
     pong,
 )
-from logflume.chunking import OVERFLOW_STREAM_SUFFIX, EventStreams
+from logflume.chunking import CAUGHT_UP_FLUSH, OVERFLOW_STREAM_SUFFIX, EventStreams
 from logflume.errors import ChannelClosed, ConfigError
 from logflume.settings import Duration, HostPort, Int, Optional, Secret, Setting, Size, Str
 from logflume.source import Source, SourceOutput
@@ -68,10 +68,7 @@ class ForwardSource(Source):
         "time_key": Setting(Optional(Str()), "time", "Add the event time (seconds, float) under this key; null: don't"),
         "chunk_size": Setting(Size(min=1024), "1MiB", "Cut a stream's chunk at this many bytes"),
         "flush_interval": Setting(Duration(), "500ms", "Cut a stream's chunk when its oldest record waited this long"),
-        "caught_up_flush": Setting(Duration(), "20ms",
-                                   "While no connection has more waiting than one read takes, cut a stream's chunk "
-                                   "once its oldest record waited this long (0: off, only flush_interval); a source "
-                                   "that is behind keeps cutting full chunks"),
+        "caught_up_flush": CAUGHT_UP_FLUSH,
         "max_message_size": Setting(Size(min=1024), "6MiB",
                                     "Largest Forward message (after decompression); larger drops the connection"),
         "shared_key": Setting(Optional(Secret()), None,

@@ -27,7 +27,7 @@ from typing import ClassVar
 
 from agent.sources.syslog.framing import FrameDecoder, Group, Messages, parse_header, scan_datagrams, scan_tcp
 from logflume.chunk import FLAG_TRUNCATED
-from logflume.chunking import OVERFLOW_STREAM_SUFFIX, EventStreams
+from logflume.chunking import CAUGHT_UP_FLUSH, OVERFLOW_STREAM_SUFFIX, EventStreams
 from logflume.errors import ChannelClosed, ConfigError, StartupError
 from logflume.settings import Duration, HostPort, Int, Optional, Setting, Size, Str
 from logflume.source import Source, SourceOutput
@@ -58,10 +58,7 @@ class SyslogSource(Source):
                           "Stream template; fields: " + ", ".join(TEMPLATE_FIELDS)),
         "chunk_size": Setting(Size(min=1024), "1MiB", "Cut a stream's chunk at this many bytes"),
         "flush_interval": Setting(Duration(), "500ms", "Cut a stream's chunk when its oldest record waited this long"),
-        "caught_up_flush": Setting(Duration(), "20ms",
-                                   "While no connection has more waiting than one read takes, cut a stream's chunk "
-                                   "once its oldest record waited this long (0: off, only flush_interval); a source "
-                                   "that is behind keeps cutting full chunks"),
+        "caught_up_flush": CAUGHT_UP_FLUSH,
         "max_message_size": Setting(Size(min=64), "64KiB", "Longer messages are truncated (and flagged)"),
         "max_streams": Setting(Int(min=1), 1000,
                                "Distinct streams; messages for more go to the stream with every field _other"),

@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.agent import Agent  # noqa: E402
-from logflume.allocator import reuse_large_buffers  # noqa: E402
+from logflume.allocator import configure_allocator  # noqa: E402
 from logflume.component import Context  # noqa: E402
 from logflume.metrics import Metrics  # noqa: E402
 from logflume.topology import build_topology  # noqa: E402
@@ -126,7 +126,7 @@ def main() -> int:
     ap.add_argument("--no-interceptors", action="store_true", help="time only the plain tail path")
     args = ap.parse_args()
     variants = dict(list(VARIANTS.items())[:1]) if args.no_interceptors else VARIANTS
-    reuse_large_buffers()  # as `logflume agent` does (opt-in: LOGFLUME_MALLOPT=1 to compare with)
+    configure_allocator()  # as `logflume agent` does (LOGFLUME_MALLOPT=1 to compare with)
     work = Path(tempfile.mkdtemp(prefix="bench-tail-", dir=args.dir))
     try:
         path = work / "bench.log"

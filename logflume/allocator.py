@@ -1,18 +1,21 @@
-"""Let glibc reuse the memory of big chunk buffers instead of mapping fresh pages for each.
+"""How glibc serves the big buffers of chunks: the process's allocation policy, set once at start.
 
-glibc serves every allocation above ``M_MMAP_THRESHOLD`` (at most 32 MiB by
-its own dynamic rule) with a new mmap, so each 64 MiB chunk costs 16,384 page
-faults and zeroing, and the munmap on free returns it all.  Measured here:
-40 rounds of a 64 MiB buffer read and copied took 8.4 s with the default and
-1.7 s with the threshold raised, because the heap then recycles the pages.
-``M_TRIM_THRESHOLD`` bounds how much freed memory the heap may keep.  The
-trade is resident memory: freed chunk buffers stay in the heap for reuse.
+**Default: a fixed mmap threshold of 4 MiB**, so that every buffer of 4 MiB or more (chunks, records
+being framed, channel segments read back) is its own mapping and goes back to the system when freed.
+glibc's own rule raises the threshold each time such a mapping is freed, up to 32 MiB; after that a
+partial chunk (a rotated file's last one, a chunk cut by ``flush_interval``) comes from the heap, where
+a freed block below the top cannot be returned. Measured 2026-12-07 (``python -m bench --variants
+single,rotate --only logflume --sync off``, file renamed every 0.25 s, alternating rounds): the agent's
+peak RSS was 172-223 MiB with glibc's rule, past its 2 x chunk_size + 64 MiB = 192 MiB in four rows of
+fourteen, and 173-175 MiB in every row with the threshold fixed, at the same throughput within noise.
+Setting the threshold also stops glibc's dynamic trim threshold. ``MALLOC_MMAP_THRESHOLD_`` in the
+environment is the operator's choice and is left alone; ``LOGFLUME_MALLOPT=off`` keeps glibc's rule.
 
-It is opt-in (``LOGFLUME_MALLOPT=1``): the tail read path alone doubles
-(``bench/bench_tail.py``: 1895 MiB/s against 894 MiB/s here) and end to end
-(``python -m bench``, 10 files, alternating runs) it gave 742-767 MB/s and
-0.9 CPU s/GB against 692-701 MB/s and 1.3-1.4, but the agent's peak RSS went
-from 174 MiB to 235 MiB, past the 2 x chunk_size + 64 MiB the agent promises.
+**Opt-in: ``LOGFLUME_MALLOPT=reuse`` (or ``1``) raises the thresholds instead** so that the heap recycles chunk
+buffers: the tail read path alone doubles (``bench/bench_tail.py``: 1895 MiB/s against 894 MiB/s here)
+and end to end (``python -m bench``, 10 files, alternating runs) it gave 742-767 MB/s and 0.9 CPU s/GB
+against 692-701 MB/s and 1.3-1.4, but the agent's peak RSS went from 174 MiB to 235 MiB, past the
+bound the agent promises.
 """
 
 from __future__ import annotations
@@ -24,15 +27,24 @@ import sys
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+BOUNDED_MMAP_THRESHOLD = 4 << 20
 
 
-def reuse_large_buffers(mmap_threshold: int = 1 << 30, trim_threshold: int = 256 << 20) -> bool:
-    """Raise glibc's mmap and trim thresholds when ``LOGFLUME_MALLOPT=1``; True if applied (no-op off glibc)."""
-    if not sys.platform.startswith("linux") or os.environ.get("LOGFLUME_MALLOPT", "0") == "0":
-        return False
+def configure_allocator() -> str | None:
+    """Apply the policy ``LOGFLUME_MALLOPT`` names (``bounded``, the default; ``reuse``; ``off``); returns
+    the policy applied, or None when nothing was set (off, not glibc, or ``MALLOC_MMAP_THRESHOLD_`` given)."""
+    policy = os.environ.get("LOGFLUME_MALLOPT", "bounded").strip().lower()
+    if policy == "off" or not sys.platform.startswith("linux"):
+        return None
+    reuse = policy in ("reuse", "1", "on", "true", "yes")  # anything else: bounded
+    if not reuse and "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(M_TRIM_THRESHOLD, trim_threshold))
+        return None
+    if reuse:
+        applied = bool(mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(M_TRIM_THRESHOLD, 256 << 20))
+        return "reuse" if applied else None
+    return "bounded" if mallopt(M_MMAP_THRESHOLD, BOUNDED_MMAP_THRESHOLD) else None

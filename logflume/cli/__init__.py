@@ -17,7 +17,7 @@ import sys
 import yaml
 
 from logflume import __version__
-from logflume.allocator import reuse_large_buffers
+from logflume.allocator import configure_allocator
 from logflume.errors import ConfigError, StartupError
 from logflume.exits import EXIT_CONFIG, EXIT_STARTUP
 from logflume.exits import fail as _fail
@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    reuse_large_buffers()
+    configure_allocator()
     parser = build_parser()
     if argv and argv[0] in DELEGATED:
         return _delegate(argv[0], argv[1:])

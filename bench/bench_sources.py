@@ -1,4 +1,4 @@
-"""Events per second through the syslog (TCP) and forward sources, 200-byte messages.
+"""Events per second through the syslog (TCP), forward and http sources, 200-byte messages.
 
 Each case runs an in-process agent pipeline (source -> memory channel -> null
 sink) and a sender in a separate process that pushes pre-built bytes over
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,21 @@ s.shutdown(socket.SHUT_WR)
 s.recv(1)
 s.close()
 """
+#: An HTTP client as Vector's or Fluent Bit's http outputs are: one keep-alive connection, a POST of
+#: BATCH_LINES NDJSON lines at a time, the next one sent after the answer.
+HTTP_SENDER = """
+import http.client, sys
+lines = open(sys.argv[3], "rb").read().splitlines(keepends=True)
+batch = int(sys.argv[4])
+conn = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=60)
+for i in range(0, len(lines), batch):
+    conn.request("POST", "/app.web", body=b"".join(lines[i:i + batch]))
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 200, r.status
+conn.close()
+"""
+BATCH_LINES = 1000
 
 
 def free_port() -> int:
@@ -66,7 +82,27 @@ def forward_payload(n: int) -> bytes:
                     for _ in range(n))
 
 
-def send(port: int, payload_file: str) -> subprocess.Popen:
+def packed_forward_payload(n: int) -> bytes:
+    """PackedForward messages of BATCH_LINES events with EventTime stamps, as Fluent Bit's forward output sends."""
+    stamp = msgpack.ExtType(0, struct.pack(">II", 1767225600, 5))
+    one = msgpack.packb([stamp, {"message": "x" * 160, "n": 0}], use_bin_type=True)
+    event = msgpack.packb([stamp, {"message": "x" * (160 + MESSAGE_SIZE - len(one)), "n": 0}], use_bin_type=True)
+    out = []
+    for i in range(0, n, BATCH_LINES):
+        out.append(msgpack.packb(["app.web", event * min(BATCH_LINES, n - i)], use_bin_type=True))
+    return b"".join(out)
+
+
+def ndjson_payload(n: int) -> bytes:
+    one = b'{"message":"%s","n":%d}\n'
+    pad = MESSAGE_SIZE - len(one % (b"", 0))
+    return b"".join(one % (b"x" * (pad - len(str(i))), i) for i in range(n))
+
+
+def send(port: int, payload_file: str, http: bool = False) -> subprocess.Popen:
+    if http:
+        return subprocess.Popen([sys.executable, "-c", HTTP_SENDER, "127.0.0.1", str(port), payload_file,
+                                 str(BATCH_LINES)])
     return subprocess.Popen([sys.executable, "-c", SENDER, "127.0.0.1", str(port), payload_file])
 
 
@@ -106,6 +142,7 @@ def through_source(source: dict, payload_file: str, events: int, counter: str) -
     port = free_port()
     source = {**source, "channels": ["ch"]}
     key = "tcp" if source["type"] == "syslog" else "listen"
+    http = source["type"] == "http"
     source[key] = f"127.0.0.1:{port}"
     raw = {"sources": {"src": source}, "channels": {"ch": {"type": "memory", "capacity": "64MiB"}},
            "sinks": {"out": {"type": "null", "channel": "ch"}}}
@@ -116,7 +153,7 @@ def through_source(source: dict, payload_file: str, events: int, counter: str) -
         try:
             m = ctx.metrics
             t0 = time.perf_counter()
-            proc = send(port, payload_file)
+            proc = send(port, payload_file, http)
             deadline = time.monotonic() + 600
             while m.value(counter + "_total", kind="source", component="src") < events:
                 if time.monotonic() > deadline:
@@ -143,6 +180,9 @@ def main() -> None:
          {"type": "syslog", "flush_interval": "100ms"}, "messages_in"),
         ("forward (message mode)", forward_payload(n),
          {"type": "forward", "flush_interval": "100ms"}, "events_in"),
+        ("forward (PackedForward)", packed_forward_payload(n),
+         {"type": "forward", "flush_interval": "100ms"}, "events_in"),
+        ("http (NDJSON, 1,000 a POST)", ndjson_payload(n), {"type": "http"}, "records_in"),
     ]
     print(f"{n} events of {MESSAGE_SIZE} bytes each; sender in its own process; {os.cpu_count()} CPUs")
     print(f"{'case':28} {'source ev/s':>12} {'raw loopback ev/s':>18} {'ratio':>7}")

@@ -33,7 +33,7 @@ from bench.e2e.measure import Result
 from bench.e2e.peers import PEERS, run_peer
 from bench.e2e.report import machine, write_results
 from bench.e2e.settle import settle
-from bench.e2e.syslog_events import run_event_cases, syslog_latency_cases
+from bench.e2e.small_events import run_event_cases, syslog_latency_cases
 from bench.e2e.udp_burst import run_udp_cases
 from bench.e2e.variants import make_variants
 
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(r)
     tables: list[str] = []
     if "events" in args.only:
-        print("bench: small events: syslog over TCP", flush=True)
+        print("bench: small events: syslog, forward and http over TCP", flush=True)
         events = max(10_000, min(args.events, size // 200))
         extra["events"] = run_event_cases(work, events, python, env)
         tables += extra["events"]["tables"]

@@ -35,6 +35,8 @@ import zlib
 from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 
+import orjson
+
 from logflume.chunking import OVERFLOW_STREAM_SUFFIX, EventStreams, SourceBusy
 from logflume.errors import ChannelClosed, ChannelFull, ConfigError
 from logflume.settings import Duration, Enum, HostPort, Int, ListOf, Optional, Secret, Setting, Size, Str
@@ -168,7 +170,12 @@ class HttpSource(Source):
         return bytes(out)
 
     def split_records(self, body: bytes) -> list[memoryview]:
-        """Records as views of ``body`` (each with its ``\\n``); NDJSON lines are validated."""
+        """Records as views of ``body`` (each with its ``\\n``); NDJSON lines are validated.
+
+        orjson checks a line first (several times faster); a line it refuses is decided by the
+        standard library, so the lines accepted are exactly those ``json.loads`` accepts (NaN,
+        a byte order mark and lone surrogates included) and blank lines are skipped.
+        """
         mv = memoryview(body)
         out: list[memoryview] = []
         ndjson = self.config.format == "ndjson"
@@ -180,15 +187,18 @@ class HttpSource(Source):
             end = n if nl < 0 else nl
             lineno += 1
             line = mv[start:end]
-            stripped = bytes(line).strip() if ndjson else None
-            if ndjson and not stripped:
-                start = end + 1
-                continue
             if ndjson:
                 try:
-                    json.loads(stripped)
-                except ValueError as exc:
-                    raise BadRequest(400, f"line {lineno}: not JSON: {exc}") from None
+                    orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    stripped = bytes(line).strip()
+                    if not stripped:
+                        start = end + 1
+                        continue
+                    try:
+                        json.loads(stripped)
+                    except ValueError as exc:
+                        raise BadRequest(400, f"line {lineno}: not JSON: {exc}") from None
             if nl < 0:
                 out.append(memoryview(bytes(line) + b"\n"))
             else:

@@ -87,8 +87,9 @@ def test_small_event_and_latency_cases_run_and_verify(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "results" / "latest.json").read_text())
     peers = {p.name for p in (Rsyslog(), SyslogNg()) if p.available() is None}
     events = {r["case"]: r for r in doc["events"]["rows"]}
-    # The default (compiled scanner where it was built) and the pure-Python path, in the same run.
-    assert set(events) == {"logflume", "logflume-pure-python", *peers}
+    # The default (compiled scanner where it was built) and the pure-Python path, in the same run; the same
+    # messages through the forward and http sources.
+    assert set(events) == {"logflume", "logflume-pure-python", "logflume-forward", "logflume-http", *peers}
     assert "pure Python" in events["logflume-pure-python"]["contender"]
     for name, r in events.items():
         assert "error" not in r, (name, r)

@@ -11,7 +11,10 @@ import time
 import msgpack
 import pytest
 from fluent import asyncsender, sender
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from agent.sources.forward.protocol import _jsonable, event_json
 from logflume.component import Context
 from logflume.errors import ConfigError
 from logflume.topology import build_topology
@@ -229,3 +232,28 @@ def test_config_errors(tmp_path):
            "channels": {"ch": {"type": "memory"}}, "sinks": {"out": {"type": "null", "channel": "ch"}}}
     with pytest.raises(ConfigError, match=r"sources.src.stream: unknown field; expected only \{tag\}"):
         build_topology(raw, "agent.yaml", Context(data_dir=tmp_path))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers(-(1 << 63), (1 << 64) - 1) | st.text() | st.binary(max_size=20)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12))
+def test_event_json_says_what_the_standard_library_says(record):
+    """orjson encodes events now: the same JSON values as ``json.dumps`` (the encoder before it)."""
+    line = event_json(1767225600.25, record, "time")
+    wrapped = record if isinstance(record, dict) else {"message": record}
+    before = json.dumps({"time": 1767225600.25, **wrapped} if "time" not in wrapped else wrapped,
+                        ensure_ascii=False, separators=(",", ":"), default=_jsonable)
+    assert json.loads(line) == json.loads(before)
+
+
+def test_event_json_falls_back_for_what_orjson_refuses():
+    """Invalid UTF-8 kept as surrogates, keys that are not strings, integers past 64 bits: as before."""
+    raw = msgpack.unpackb(msgpack.packb({"msg": b"caf\xe9 \xff"}, use_bin_type=False), raw=False,
+                          unicode_errors="surrogateescape")
+    assert event_json(1.0, raw, None) == b'{"msg":"caf\xe9 \xff"}'  # the original bytes, as received
+    assert event_json(1.0, {1: "a", None: 2}, None) == b'{"1":"a","null":2}'
+    assert event_json(1.0, {"n": 1 << 70}, None) == b'{"n":%d}' % (1 << 70)
+    assert event_json(1.0, {"v": float("nan")}, None) == b'{"v":null}'  # JSON has no NaN

@@ -163,3 +163,29 @@ def test_config_error(tmp_path):
            "channels": {"ch": {"type": "memory"}}, "sinks": {"out": {"type": "null", "channel": "ch"}}}
     with pytest.raises(ConfigError, match="sources.src.format: expected one of ndjson, lines"):
         build_topology(raw, "agent.yaml", Context(data_dir=tmp_path))
+
+
+#: Lines at the edges of what JSON parsers accept: the source keeps exactly what ``json.loads`` keeps.
+EDGE_LINES = [b'{"a":1}', b' {"a": [1, 2.5e-7, null, true]} \r', b"NaN", b"Infinity", b"\xef\xbb\xbf{}",
+              b'{"s":"\\ud800"}', b"123456789012345678901234567890", b'"just a string"', b"\x0b{}\x0c",
+              b'{"a":1', b"{'a':1}", b'{"a":"\xff"}', b"[1,]", b"   ", b""]
+
+
+def test_ndjson_lines_are_kept_exactly_when_the_standard_library_parses_them(tmp_path):
+    """orjson checks first, json.loads decides what it refuses: one POST per edge line, answered as before."""
+    port = free_port()
+    with pipeline(tmp_path, http_source(port)) as agent:
+        sink = agent.sinks["out"]
+        expected = []
+        for line in EDGE_LINES:
+            try:
+                json.loads(line.strip())
+                ok = True
+            except ValueError:
+                ok = not line.strip()  # a blank line is skipped, not refused
+            status = post(port, "/edge", b"x\n".replace(b"x", line), AUTH)[0]
+            assert status == (200 if ok else 400), (line, status)
+            if ok and line.strip():
+                expected.append(line)
+        wait_for(lambda: len(sink.records()) >= len(expected), 10)
+        assert sink.records() == expected

@@ -35,6 +35,7 @@ from agent.sources.forward.protocol import (
     event_json,
     helo,
     new_unpacker,
+    packed_records,
     pong,
 )
 from logflume.chunking import CAUGHT_UP_FLUSH, OVERFLOW_STREAM_SUFFIX, EventStreams
@@ -210,21 +211,35 @@ class ForwardSource(Source):
 
     def _handle(self, conn: Connection, obj, max_size: int, budget: Budget, pending: list) -> None:
         """One message: without ``chunk`` its events join ``pending`` (buffered per read, and every
-        EVENT_BATCH events); with it, they are committed first and then acked."""
+        EVENT_BATCH events); with it, they are committed first and then acked.  A PackedForward
+        message the compiled transcoder takes is handed over as one block of records."""
         msg = decode_message(obj, max_size, budget)
         stream = self.config.stream.format(tag=msg.tag[:STREAM_MAX])
         stream = self.streams.admit(stream, self._overflow)
         time_key = self.config.time_key
-        if msg.chunk_id is None:
+        block = packed_records(msg, time_key, budget)
+        if block is not None:
+            self._buffer(pending)  # keep the order of the connection's events
+            records, ends = block
+            self.events.inc(len(ends))
+            self.metrics.bytes_in.inc(len(records))
+            if msg.chunk_id is None:
+                if ends:
+                    self.streams.add_blocks([(stream, records, ends)])
+                return
+            view = memoryview(records)
+            self.streams.deliver_now([(stream, [view[a:b] for a, b in zip([0, *ends][:-1], ends, strict=True)])])
+        elif msg.chunk_id is None:
             for t, record in msg.events:
                 pending.append((stream, event_json(t, record, time_key) + b"\n", ()))
                 if len(pending) >= EVENT_BATCH:
                     self._buffer(pending)
             return
-        records = [event_json(t, record, time_key) + b"\n" for t, record in msg.events]
-        self._buffer(pending)  # keep the order of the connection's events
-        self.events.inc(len(records))
-        self.metrics.bytes_in.inc(sum(len(r) for r in records))
-        self.streams.deliver_now([(stream, records)])
+        else:
+            records = [event_json(t, record, time_key) + b"\n" for t, record in msg.events]
+            self._buffer(pending)  # keep the order of the connection's events
+            self.events.inc(len(records))
+            self.metrics.bytes_in.inc(sum(len(r) for r in records))
+            self.streams.deliver_now([(stream, records)])
         conn.sendall(ack(msg.chunk_id), timeout=SEND_TIMEOUT)
         self.acks.inc()

@@ -1,12 +1,16 @@
-"""Small-event case: syslog over TCP, ~200-byte messages, into each contender's syslog server.
+"""Small-event case: ~200-byte messages over TCP, into each contender's syslog server, and into
+logflume's ``forward`` and ``http`` sources.
 
 logflume: agent with the ``syslog`` source (TCP) -> memory channel -> collector sink -> collector
--> seqfile store.  rsyslog: imtcp -> omfwd -> a receiving rsyslog writing a file.  syslog-ng:
-network() -> network() -> a receiving syslog-ng writing a file.  Senders push pre-built RFC 3164
-messages (newline framed) with ``sendfile`` over ``conns`` connections, as fast as each server
-reads them: TCP carries back-pressure, so the rate at which everything arrives, with nothing lost,
-is the highest rate the contender sustains without loss.  Every message's sequence number is then
-checked at the far end.
+-> seqfile store; the same with the ``forward`` source (PackedForward messages of 1,000 events, as
+Fluent Bit's forward output sends them) and the ``http`` source (NDJSON, a POST of 1,000 lines at a
+time on a keep-alive connection, the next after the answer, as Vector's and Fluent Bit's http
+outputs do), carrying the same messages as ``{"message": ...}`` records.  rsyslog: imtcp -> omfwd ->
+a receiving rsyslog writing a file.  syslog-ng: network() -> network() -> a receiving syslog-ng
+writing a file.  Senders push pre-built RFC 3164 messages (newline framed; Forward messages) with
+``sendfile`` over ``conns`` connections, as fast as each server reads them: TCP carries back-
+pressure, so the rate at which everything arrives, with nothing lost, is the highest rate the
+contender sustains without loss. Every message's sequence number is then checked at the far end.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from bench.e2e.settle import run_settled
 from bench.e2e.variants import clear_dir
 
 HEAD_CUT = len(b"2026-11-25T03:00:00.000Z web-00 nginx[1000]: ")
+#: Events per Forward message and per HTTP POST.
+BATCH = 1000
 
 
 def syslog_message(seq: int) -> bytes:
@@ -43,13 +49,55 @@ def write_messages(path: Path, first: int, count: int) -> int:
     return path.stat().st_size
 
 
+def write_records(syslog_file: Path, path: Path, kind: str) -> None:
+    """The messages of ``syslog_file`` as ``{"message": ...}`` records: NDJSON lines (``http``) or
+    PackedForward messages of BATCH events with EventTime stamps (``forward``)."""
+    import json
+    import struct
+
+    import msgpack
+
+    lines = syslog_file.read_bytes().splitlines()
+    with open(path, "wb") as f:
+        for i in range(0, len(lines), BATCH):
+            batch = [{"message": line.decode()} for line in lines[i:i + BATCH]]
+            if kind == "http":
+                f.write(b"".join(json.dumps(r).encode() + b"\n" for r in batch))
+            else:
+                stamp = msgpack.ExtType(0, struct.pack(">II", 1764039845, 0))
+                packed = b"".join(msgpack.packb([stamp, r], use_bin_type=True) for r in batch)
+                f.write(msgpack.packb(["syslog.web", packed], use_bin_type=True))
+
+
 def send(port: int, files: list[str]) -> None:
     """One connection per file, all at once (threads), each sent with sendfile."""
-    import threading
-
     def one(p: str) -> None:
         with socket.create_connection(("127.0.0.1", port)) as s, open(p, "rb") as f:
             s.sendfile(f)
+
+    _each(one, files)
+
+
+def send_http(port: int, files: list[str]) -> None:
+    """One keep-alive connection per file, all at once: POSTs of BATCH lines, each after the last's answer."""
+    import http.client
+
+    def one(p: str) -> None:
+        lines = Path(p).read_bytes().splitlines(keepends=True)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        for i in range(0, len(lines), BATCH):
+            conn.request("POST", "/web", body=b"".join(lines[i:i + BATCH]))
+            answer = conn.getresponse()
+            answer.read()
+            if answer.status != 200:
+                raise SystemExit(f"POST answered {answer.status}")
+        conn.close()
+
+    _each(one, files)
+
+
+def _each(one: Callable[[str], None], files: list[str]) -> None:
+    import threading
 
     threads = [threading.Thread(target=one, args=(p,)) for p in files]
     for t in threads:
@@ -58,14 +106,20 @@ def send(port: int, files: list[str]) -> None:
         t.join()
 
 
-def _agent_config(opts: LogflumeOptions, work: Path, syslog_port: int, cport: int, mport: int,
-                  source: dict[str, str] | None = None) -> dict:
-    settings = {"flush_interval": "200ms"} if source is None else source
+def _source(kind: str, port: int, settings: dict[str, str] | None = None) -> dict[str, str]:
+    """The agent's source of ``kind`` (syslog, forward, http) listening on ``port``."""
+    if kind == "syslog":
+        base = {"type": "syslog", "tcp": f"127.0.0.1:{port}", "stream": "syslog:{host}"}
+    else:
+        base = {"type": kind, "listen": f"127.0.0.1:{port}"}
+    return {**base, **({"flush_interval": "200ms"} if settings is None else settings)}
+
+
+def _agent_config(opts: LogflumeOptions, work: Path, source: dict[str, str], cport: int, mport: int) -> dict:
     return {
         "agent": {"name": "bench", "data_dir": str(work / "agent"), "metrics": f"127.0.0.1:{mport}",
                   "log_level": "WARNING", "shutdown_timeout": "10s"},
-        "sources": {"syslog": {"type": "syslog", "tcp": f"127.0.0.1:{syslog_port}", "channels": ["buf"],
-                               "stream": "syslog:{host}", **settings}},
+        "sources": {"in": {**source, "channels": ["buf"]}},
         "channels": {"buf": {"type": "memory", "capacity": "64MiB"}},
         "sinks": {"fwd": {"type": "collector", "channel": "buf", "collectors": [f"127.0.0.1:{cport}"]}},
     }
@@ -73,11 +127,13 @@ def _agent_config(opts: LogflumeOptions, work: Path, syslog_port: int, cport: in
 
 def _measure(name: str, group: ProcGroup, port: int, files: list[str], total: int,
              far: Callable[[], Iterable[Path]], python: str, env: dict[str, str], work: Path,
-             stall: float = 20.0) -> dict[str, Any]:
+             stall: float = 20.0, how: str = "send") -> dict[str, Any]:
+    """Send ``files`` (``how``: ``send`` with sendfile, ``send-http`` as POSTs) and wait until every
+    message arrived at the far end, or none arrived for ``stall`` seconds."""
     watcher = ArrivalWatcher(far, total)
     group.mark_start()
     t0 = time.monotonic()
-    sender = group.start("sender", [python, "-m", "bench.e2e.syslog_events", "send", str(port), *files],
+    sender = group.start("sender", [python, "-m", "bench.e2e.small_events", how, str(port), *files],
                          work / "sender.log", env=env)
     last, last_t = 0, t0
     while watcher.count < total:
@@ -99,27 +155,29 @@ def _measure(name: str, group: ProcGroup, port: int, files: list[str], total: in
 
 
 @contextlib.contextmanager
-def _syslog_pipeline(work: Path, python: str, env: dict[str, str], source: dict[str, str] | None = None,
-                     ) -> Iterator[tuple[ProcGroup, int, Callable[[], list[Path]]]]:
-    """A collector and an agent whose syslog source has ``source``'s settings: (processes, syslog port, the
-    collector's sink files); stopped on exit."""
+def _pipeline(work: Path, python: str, env: dict[str, str], kind: str = "syslog",
+              settings: dict[str, str] | None = None) -> Iterator[tuple[ProcGroup, int, Callable[[], list[Path]]]]:
+    """A collector and an agent whose source of ``kind`` has ``settings``: (processes, the source's port,
+    the collector's sink files); stopped on exit."""
     clear_dir(work)
     opts = LogflumeOptions(channel="memory", sync="every_batch")
     sport, cport, mport = free_port(), free_port(), free_port()
     group = ProcGroup()
     root = work / "collector" / "sink"
     try:
-        start_logflume(group, opts, work, _agent_config(opts, work, sport, cport, mport, source), cport, mport,
-                       python, env, ready=(lambda: port_open(sport), "the agent's syslog port"))
+        start_logflume(group, opts, work, _agent_config(opts, work, _source(kind, sport, settings), cport, mport),
+                       cport, mport, python, env, ready=(lambda: port_open(sport), f"the agent's {kind} port"))
         yield group, sport, lambda: [p for p in root.rglob("*") if p.is_file()]
     finally:
         group.stop_all(10)
 
 
 def run_logflume_events(work: Path, files: list[str], total: int, python: str, env: dict[str, str],
-                        label: str = "logflume (syslog source, memory channel, sync on)") -> dict:
-    with _syslog_pipeline(work, python, env) as (group, sport, far):
-        return _measure(label, group, sport, files, total, far, python, env, work)
+                        label: str = "logflume (syslog source, memory channel, sync on)", kind: str = "syslog",
+                        ) -> dict:
+    with _pipeline(work, python, env, kind) as (group, sport, far):
+        return _measure(label, group, sport, files, total, far, python, env, work,
+                        how="send-http" if kind == "http" else "send")
 
 
 def run_peer_events(peer: Peer, work: Path, files: list[str], total: int, python: str,
@@ -139,7 +197,7 @@ def run_peer_events(peer: Peer, work: Path, files: list[str], total: int, python
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["#### Small events: syslog over TCP, ~200-byte messages", "",
+    lines = ["#### Small events: ~200-byte messages over TCP (syslog; logflume's forward and http sources too)", "",
              "| contender | events | connections | events/s | lost | CPU s per million events | peak RSS MiB | load |",
              "|---|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
@@ -164,6 +222,12 @@ def run_event_cases(work: Path, events: int, python: str, env: dict[str, str], c
             write_messages(p, i * per, per)
         files.append(str(p))
     total = per * conns
+    records = {}
+    for kind in ("forward", "http"):
+        records[kind] = [str(data / f"{kind}-{Path(p).name}") for p in files]
+        for src, dst in zip(files, records[kind], strict=True):
+            if not Path(dst).exists():
+                write_records(Path(src), Path(dst), kind)
     # The source's pure-Python path (what runs where the compiled scanner could not be built) beside the
     # default, in the same run: the scanner's before and after.
     pure = {**env, "LOGFLUME_PURE_PYTHON": "1"}
@@ -171,7 +235,13 @@ def run_event_cases(work: Path, events: int, python: str, env: dict[str, str], c
         ("logflume", lambda: run_logflume_events(work / "run-events", files, total, python, env)),
         ("logflume-pure-python", lambda: run_logflume_events(
             work / "run-events", files, total, python, pure,
-            label="logflume, pure Python (LOGFLUME_PURE_PYTHON=1: no compiled scanner)"))]
+            label="logflume, pure Python (LOGFLUME_PURE_PYTHON=1: no compiled scanner)")),
+        ("logflume-forward", lambda: run_logflume_events(
+            work / "run-events", records["forward"], total, python, env, kind="forward",
+            label=f"logflume (forward source, PackedForward of {BATCH:,} events)")),
+        ("logflume-http", lambda: run_logflume_events(
+            work / "run-events", records["http"], total, python, env, kind="http",
+            label=f"logflume (http source, NDJSON POSTs of {BATCH:,} lines)"))]
     for name, cls in PEERS.items():
         peer = cls()
         if peer.available() is None:
@@ -189,8 +259,8 @@ def send_at_rate(port: int, rate: int, seconds: float, times_file: Path) -> None
 
 def run_logflume_syslog_latency(work: Path, rate: int, seconds: float, python: str, env: dict[str, str],
                                 source: dict[str, str], label: str) -> dict[str, Any]:
-    with _syslog_pipeline(work, python, env, source) as (group, sport, far):
-        return measure_latency(label, group, [python, "-m", "bench.e2e.syslog_events", "send-at-rate", str(sport)],
+    with _pipeline(work, python, env, "syslog", source) as (group, sport, far):
+        return measure_latency(label, group, [python, "-m", "bench.e2e.small_events", "send-at-rate", str(sport)],
                                far, rate, seconds, env, work)
 
 
@@ -207,11 +277,12 @@ def syslog_latency_cases(python: str, env: dict[str, str]) -> Callable[[Path, in
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.e2e.syslog_events")
+    ap = argparse.ArgumentParser(prog="python -m bench.e2e.small_events")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("send")
-    s.add_argument("port", type=int)
-    s.add_argument("files", nargs="+")
+    for cmd in ("send", "send-http"):
+        s = sub.add_parser(cmd)
+        s.add_argument("port", type=int)
+        s.add_argument("files", nargs="+")
     r = sub.add_parser("send-at-rate")
     r.add_argument("port", type=int)
     r.add_argument("rate", type=int)
@@ -220,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.cmd == "send":
         send(a.port, a.files)
+    elif a.cmd == "send-http":
+        send_http(a.port, a.files)
     else:
         send_at_rate(a.port, a.rate, a.seconds, Path(a.times_file))
     return 0

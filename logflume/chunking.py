@@ -57,13 +57,26 @@ if TYPE_CHECKING:
     from logflume.source import Source
 
 __all__ = [
-    "OVERFLOW_STREAM_SUFFIX", "EventStreams", "MultilinePattern", "RecordChunker", "SourceBusy", "StreamLedger",
+    "OVERFLOW_STREAM_SUFFIX", "EventStreams", "MultilinePattern", "RecordBlock", "RecordChunker", "SourceBusy",
+    "StreamLedger",
     "pump",
 ]
 
 log = logging.getLogger("logflume.source")
 
 Record = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class RecordBlock:
+    """Records already joined, as a bulk parser (a compiled source path) hands them over: ``data`` holds
+    them back to back, ``ends`` the end of each within it."""
+
+    data: Buffer
+    ends: list[int]
+
+    def __len__(self) -> int:
+        return len(self.ends)
 
 #: Stream used once ``max_streams`` distinct streams exist (hostile senders
 #: could otherwise create a stream, and its buffers, per message).
@@ -665,7 +678,7 @@ class EventStreams:
                 self._send(chunks)
 
     def deliver_now(
-        self, batches: Sequence[tuple[str, Sequence[Record]]], lock_timeout: float | None = None,
+        self, batches: Sequence[tuple[str, Sequence[Record] | RecordBlock]], lock_timeout: float | None = None,
     ) -> int:
         """Deliver these records now, with whatever their streams had pending; returns bytes delivered.
 
@@ -677,6 +690,9 @@ class EventStreams:
         try:
             chunks: list[Chunk] = []
             for stream, records in batches:
+                if isinstance(records, RecordBlock):
+                    chunks += self._append_block(stream, records.data, records.ends)
+                    continue
                 for record in records:
                     chunks += self._append(stream, record, ())
             for stream in dict.fromkeys(s for s, _ in batches):

@@ -112,7 +112,9 @@ def _source(kind: str, port: int, settings: dict[str, str] | None = None) -> dic
         base = {"type": "syslog", "tcp": f"127.0.0.1:{port}", "stream": "syslog:{host}"}
     else:
         base = {"type": kind, "listen": f"127.0.0.1:{port}"}
-    return {**base, **({"flush_interval": "200ms"} if settings is None else settings)}
+    if settings is None:  # the http source has no flush_interval: it commits each request's records
+        settings = {} if kind == "http" else {"flush_interval": "200ms"}
+    return {**base, **settings}
 
 
 def _agent_config(opts: LogflumeOptions, work: Path, source: dict[str, str], cport: int, mport: int) -> dict:

@@ -38,7 +38,7 @@ from agent.sources.forward.protocol import (
     packed_records,
     pong,
 )
-from logflume.chunking import CAUGHT_UP_FLUSH, OVERFLOW_STREAM_SUFFIX, EventStreams
+from logflume.chunking import CAUGHT_UP_FLUSH, OVERFLOW_STREAM_SUFFIX, EventStreams, RecordBlock
 from logflume.errors import ChannelClosed, ConfigError
 from logflume.settings import Duration, HostPort, Int, Optional, Secret, Setting, Size, Str
 from logflume.source import Source, SourceOutput
@@ -227,8 +227,7 @@ class ForwardSource(Source):
                 if ends:
                     self.streams.add_blocks([(stream, records, ends)])
                 return
-            view = memoryview(records)
-            self.streams.deliver_now([(stream, [view[a:b] for a, b in zip([0, *ends][:-1], ends, strict=True)])])
+            self.streams.deliver_now([(stream, RecordBlock(records, ends))])
         elif msg.chunk_id is None:
             for t, record in msg.events:
                 pending.append((stream, event_json(t, record, time_key) + b"\n", ()))

@@ -15,6 +15,10 @@ channel is durable):
 
 ``GET /health`` answers ``200 ok`` for load balancers.
 
+Bodies are cut into lines, and NDJSON lines checked, by the compiled ``_lines.c`` where it was built
+(``LOGFLUME_PURE_PYTHON=1`` turns it off); what it does not take goes line by line through orjson and
+``json.loads``, which decide.
+
 It runs on the shared :class:`~logflume.wire.server.TcpServer` (TLS,
 connection caps, handshake deadline); the token is checked before a byte of
 the body is read (also before ``100 Continue``), and a request's headers
@@ -28,6 +32,7 @@ from __future__ import annotations
 import hmac
 import io
 import json
+import os
 import socket
 import threading
 import time
@@ -37,7 +42,7 @@ from typing import ClassVar
 
 import orjson
 
-from logflume.chunking import OVERFLOW_STREAM_SUFFIX, EventStreams, SourceBusy
+from logflume.chunking import OVERFLOW_STREAM_SUFFIX, EventStreams, Record, RecordBlock, SourceBusy
 from logflume.errors import ChannelClosed, ChannelFull, ConfigError
 from logflume.settings import Duration, Enum, HostPort, Int, ListOf, Optional, Secret, Setting, Size, Str
 from logflume.source import Source, SourceOutput
@@ -50,6 +55,13 @@ from logflume.wire.server import (
     refuse_exposed,
     server_for,
 )
+
+try:
+    from agent.sources.http._lines import split_lines
+except ImportError:  # built without a C compiler: split_records does it line by line
+    split_lines = None
+if os.environ.get("LOGFLUME_PURE_PYTHON") == "1":
+    split_lines = None
 
 STREAM_MAX = 256
 #: A refused body (413) up to this size is read and dropped, so the client sees the answer.
@@ -169,16 +181,22 @@ class HttpSource(Source):
             data = d.unused_data
         return bytes(out)
 
-    def split_records(self, body: bytes) -> list[memoryview]:
-        """Records as views of ``body`` (each with its ``\\n``); NDJSON lines are validated.
+    def split_records(self, body: bytes) -> RecordBlock | list[memoryview]:
+        """Records (each with its ``\\n``) of ``body``; NDJSON lines are validated.
 
-        orjson checks a line first (several times faster); a line it refuses is decided by the
-        standard library, so the lines accepted are exactly those ``json.loads`` accepts (NaN,
-        a byte order mark and lone surrogates included) and blank lines are skipped.
+        The compiled splitter takes a body whose every line is strict JSON (or any body, for the
+        lines format) at once.  Otherwise each line goes to orjson and, where it refuses, to the
+        standard library, so the lines accepted are exactly those orjson or ``json.loads`` accepts
+        (NaN, a byte order mark and lone surrogates included) and blank lines are skipped.
         """
+        ndjson = self.config.format == "ndjson"
+        if split_lines is not None and body:
+            data = body if body.endswith(b"\n") else body + b"\n"
+            ends = split_lines(data, ndjson)
+            if ends is not None:
+                return RecordBlock(data, ends)
         mv = memoryview(body)
         out: list[memoryview] = []
-        ndjson = self.config.format == "ndjson"
         start = 0
         lineno = 0
         n = len(body)
@@ -199,6 +217,8 @@ class HttpSource(Source):
                         json.loads(stripped)
                     except ValueError as exc:
                         raise BadRequest(400, f"line {lineno}: not JSON: {exc}") from None
+                    except RecursionError:  # json.loads recurses per level: a hostile line must not kill the request
+                        raise BadRequest(400, f"line {lineno}: nested too deeply") from None
             if nl < 0:
                 out.append(memoryview(bytes(line) + b"\n"))
             else:
@@ -206,10 +226,11 @@ class HttpSource(Source):
             start = end + 1
         return out
 
-    def accept(self, stream: str, records: list[memoryview]) -> None:
+    def accept(self, stream: str, records: RecordBlock | list[Record]) -> None:
         """Commit the records; raises SourceBusy/ChannelFull when the channel stays full."""
         self.records_in.inc(len(records))
-        self.metrics.bytes_in.inc(sum(len(r) for r in records))
+        nbytes = len(records.data) if isinstance(records, RecordBlock) else sum(len(r) for r in records)
+        self.metrics.bytes_in.inc(nbytes)
         self.streams.deliver_now([(stream, records)], lock_timeout=self.config.full_wait)
 
 

@@ -210,7 +210,29 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {r['contender']} | {r['events']:,} | {r['connections']} | {r['events_s']:,.0f} | "
                      f"{r['lines_lost']} | {r['cpu_s_per_million']:.1f} | {rss} | "
                      f"{r.get('loadavg_1m_before', float('nan')):.1f} |")
+    goals = targets(rows)
+    if goals:
+        lines += ["", "Targets of issue 20 (small events ≥ rsyslog, measured in this run):", *goals]
     return "\n".join(lines)
+
+
+#: The rows held to the target: the sources as installed (the pure-Python row is the before).
+TARGET_CASES = ("logflume", "logflume-forward", "logflume-http")
+
+
+def targets(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per logflume source: its events/s against rsyslog's in the same run, met or missed."""
+    peer = next((r for r in rows if r.get("case") == "rsyslog" and "error" not in r), None)
+    if peer is None:
+        return []
+    out = []
+    for r in rows:
+        if r.get("case") in TARGET_CASES and "error" not in r:
+            ratio = r["events_s"] / peer["events_s"]
+            ok = ratio >= 1 and not r["lines_lost"]
+            out.append(f"- {r['contender']}: {r['events_s']:,.0f} events/s, {ratio:.2f}× rsyslog "
+                       f"({peer['events_s']:,.0f}), lost {r['lines_lost']}: {'met' if ok else 'MISSED'}")
+    return out
 
 
 def run_event_cases(work: Path, events: int, python: str, env: dict[str, str], conns: int = 4) -> dict[str, Any]:

@@ -108,6 +108,9 @@ def test_small_event_and_latency_cases_run_and_verify(tmp_path: Path) -> None:
         assert fast["p99_s"] < 1.0, fast  # a line is at the collector well within a second
     md = (tmp_path / "results" / "latest.md").read_text()
     assert "Small events" in md and "Latency at a fixed rate" in md
+    if "rsyslog" in peers:  # each source as installed is held to rsyslog's rate, met or missed
+        for case in ("logflume", "logflume-forward", "logflume-http"):
+            assert f"- {events[case]['contender']}: " in md and "× rsyslog" in md, case
 
 
 def test_a_contender_faster_than_the_limit_marks_the_run_invalid(tmp_path: Path) -> None:

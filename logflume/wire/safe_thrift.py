@@ -395,6 +395,7 @@ def _binary_field_reader(ttype: int, sub: Any) -> Any:
 def _list_reader(etype: int, esub: Any) -> Any:
     ewire, elem = _wire_type(etype), _binary_field_reader(etype, esub)
     elem_cost = SLOT_COST + _value_cost(ewire)
+    fixed = {_rd_i64: ("q", 8), _rd_i32: ("i", 4)}.get(elem)  # unpacked all at once, not one call each
 
     def read(r: BinaryReader, depth: int) -> list:
         if depth > MAX_DEPTH:
@@ -408,6 +409,12 @@ def _list_reader(etype: int, esub: Any) -> Any:
         r.charge(CONTAINER_COST + n * elem_cost)
         if ewire == TType.STRUCT:
             return [r.read_struct(esub, depth + 1) for _ in range(n)]
+        if fixed is not None:  # a chunk's record_ends: one i64 per record
+            p, size = r.pos, n * fixed[1]
+            if p + size > r.end:
+                raise _short(r)
+            r.pos = p + size
+            return list(struct.unpack_from(f">{n}{fixed[0]}", r.data, p))
         return [elem(r, depth + 1) for _ in range(n)]
 
     return read

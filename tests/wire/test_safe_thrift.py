@@ -141,3 +141,19 @@ def test_decoded_memory_is_bounded_by_the_input_size():
     batch = Batch(version=1, token=None, sender="a", chunks=headers)
     raw = encode_message("deliver", TMessageType.CALL, 1, Service.deliver_args(batch=batch))
     assert len(decode_call(raw, Service)[3].batch.chunks) == 2000
+
+
+@settings(max_examples=200, deadline=None)
+@given(ends=st.lists(st.integers(-(1 << 63), (1 << 63) - 1), max_size=300), cut=st.integers(1, 64))
+def test_a_list_of_i64_is_read_whole_and_refused_when_cut(ends, cut):
+    """record_ends (one i64 per record) are unpacked in one call: the same values, and a list cut short is
+    a DecodeError, not a shorter list."""
+    h = ChunkHeader(source="s", stream="t", datatype="Raw", tags={}, seq_id=1, epoch="e", record_ends=ends,
+                    timestamp=0, flags=[], length=1, wire_length=1, compression=0)
+    raw = encode_message("deliver", TMessageType.CALL, 1, Service.deliver_args(
+        batch=Batch(version=1, token=None, sender="x", chunks=[h])))
+    _, _, _, args = decode_call(raw, Service)
+    assert args.batch.chunks[0].record_ends == ends
+    start = raw.index(struct.pack(">BhBi", 15, 7, 10, len(ends))) + 8  # the list's first element
+    with pytest.raises(DecodeError):
+        decode_call(raw[:start + max(0, 8 * len(ends) - cut)], Service)

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from agent.agent import Agent  # noqa: E402
+from bench.e2e.small_events import http_request  # noqa: E402
 from logflume.component import Context  # noqa: E402
 from logflume.metrics import Metrics  # noqa: E402
 from logflume.topology import build_topology  # noqa: E402
@@ -46,20 +47,7 @@ s.shutdown(socket.SHUT_WR)
 s.recv(1)
 s.close()
 """
-#: An HTTP client as Vector's or Fluent Bit's http outputs are: one keep-alive connection, a POST of
-#: BATCH_LINES NDJSON lines at a time, the next one sent after the answer.
-HTTP_SENDER = """
-import http.client, sys
-lines = open(sys.argv[3], "rb").read().splitlines(keepends=True)
-batch = int(sys.argv[4])
-conn = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=60)
-for i in range(0, len(lines), batch):
-    conn.request("POST", "/app.web", body=b"".join(lines[i:i + batch]))
-    r = conn.getresponse()
-    r.read()
-    assert r.status == 200, r.status
-conn.close()
-"""
+#: Events per Forward message and per HTTP POST (sent by bench.e2e.small_events' lean client).
 BATCH_LINES = 1000
 
 
@@ -94,15 +82,17 @@ def packed_forward_payload(n: int) -> bytes:
 
 
 def ndjson_payload(n: int) -> bytes:
+    """POSTs of BATCH_LINES NDJSON lines, ready to send."""
     one = b'{"message":"%s","n":%d}\n'
     pad = MESSAGE_SIZE - len(one % (b"", 0))
-    return b"".join(one % (b"x" * (pad - len(str(i))), i) for i in range(n))
+    lines = [one % (b"x" * (pad - len(str(i))), i) for i in range(n)]
+    return b"".join(http_request(b"".join(lines[i:i + BATCH_LINES])) for i in range(0, n, BATCH_LINES))
 
 
 def send(port: int, payload_file: str, http: bool = False) -> subprocess.Popen:
-    if http:
-        return subprocess.Popen([sys.executable, "-c", HTTP_SENDER, "127.0.0.1", str(port), payload_file,
-                                 str(BATCH_LINES)])
+    if http:  # a POST at a time, each after the last one's answer
+        return subprocess.Popen([sys.executable, "-m", "bench.e2e.small_events", "send-http", str(port), payload_file],
+                                cwd=REPO)
     return subprocess.Popen([sys.executable, "-c", SENDER, "127.0.0.1", str(port), payload_file])
 
 

@@ -63,13 +63,17 @@ def write_records(syslog_file: Path, path: Path, kind: str) -> None:
         for i in range(0, len(lines), BATCH):
             batch = [{"message": line.decode()} for line in lines[i:i + BATCH]]
             if kind == "http":  # whole requests, so that the sender only sends them and reads the answers
-                body = b"".join(json.dumps(r).encode() + b"\n" for r in batch)
-                f.write(b"POST /web HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\n"
-                        b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                f.write(http_request(b"".join(json.dumps(r).encode() + b"\n" for r in batch)))
             else:
                 stamp = msgpack.ExtType(0, struct.pack(">II", 1764039845, 0))
                 packed = b"".join(msgpack.packb([stamp, r], use_bin_type=True) for r in batch)
                 f.write(msgpack.packb(["syslog.web", packed], use_bin_type=True))
+
+
+def http_request(body: bytes) -> bytes:
+    """A POST of ``body`` as NDJSON, ready to send (what :func:`send_http` sends)."""
+    return (b"POST /web HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
 def send(port: int, files: list[str]) -> None:

@@ -5,9 +5,10 @@ being framed, channel segments read back) is its own mapping and goes back to th
 glibc's own rule raises the threshold each time such a mapping is freed, up to 32 MiB; after that a
 partial chunk (a rotated file's last one, a chunk cut by ``flush_interval``) comes from the heap, where
 a freed block below the top cannot be returned. Measured 2026-12-07 (``python -m bench --variants
-single,rotate --only logflume --sync off``, file renamed every 0.25 s, alternating rounds): the agent's
-peak RSS was 172-223 MiB with glibc's rule, past its 2 x chunk_size + 64 MiB = 192 MiB in four rows of
-fourteen, and 173-175 MiB in every row with the threshold fixed, at the same throughput within noise.
+rotate --only logflume --sync off``, file renamed every 0.25 s, alternating rounds): the agent's peak
+RSS was 173-247 MiB with glibc's rule, past its 2 x chunk_size + 64 MiB = 192 MiB in 7 rows of 21, and
+173-175 MiB in all 34 rows with the threshold fixed, at the same throughput within noise
+(docs/benchmarks.md).
 Setting the threshold also stops glibc's dynamic trim threshold. ``MALLOC_MMAP_THRESHOLD_`` in the
 environment is the operator's choice and is left alone; ``LOGFLUME_MALLOPT=off`` keeps glibc's rule.
 

@@ -666,16 +666,16 @@ class EventStreams:
             if chunks:
                 self._send(chunks)
 
-    def add_blocks(self, blocks: Iterable[tuple[str, Buffer, list[int]]]) -> None:
-        """``add_many`` for records already joined: (stream, records, their ends within records) each.
+    def add_blocks(self, blocks: Iterable[tuple[str, RecordBlock]]) -> None:
+        """``add_many`` for records already joined, a block per stream.
 
-        A bulk parser (the syslog source's compiled scanner) hands over a whole read's records per
-        stream at once; chunks are still cut at ``chunk_size`` on record boundaries.
+        A bulk parser (a compiled source path) hands over a whole read's records per stream at once;
+        chunks are still cut at ``chunk_size`` on record boundaries.
         """
         with self.lock:
             chunks: list[Chunk] = []
-            for stream, records, ends in blocks:
-                chunks += self._append_block(stream, records, ends)
+            for stream, block in blocks:
+                chunks += self._append_block(stream, block.data, block.ends)
             if self._pending_bytes > self.buffer_limit:
                 chunks += self._cut_all()
             if chunks:

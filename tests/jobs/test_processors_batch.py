@@ -243,19 +243,6 @@ def test_syslog_batch_of_a_sliced_array_with_nulls(batch_path: str) -> None:
     assert batch.reasons.to_pylist()[1] is not None  # the null record: the per-record path's reason
 
 
-def test_the_syslog_demux_pass_is_built_where_a_compiler_is() -> None:
-    import importlib
-    import shutil
-    import sysconfig
-
-    if shutil.which((sysconfig.get_config_var("CC") or "cc").split()[0]) is None:
-        pytest.skip("no C compiler on this machine")
-    try:
-        importlib.import_module("jobs.processors._columns")
-    except ImportError as exc:
-        pytest.fail(f"jobs/processors/_columns.c was not built (pip install -e . builds it): {exc}")
-
-
 def test_syslog_year_from_each_records_chunk() -> None:
     """RFC 3164 years come from each record's own chunk: a December line read in January is last year's."""
     both("syslog", SYSLOG, read=JAN)

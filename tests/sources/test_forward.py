@@ -257,3 +257,21 @@ def test_event_json_falls_back_for_what_orjson_refuses():
     assert event_json(1.0, {1: "a", None: 2}, None) == b'{"1":"a","null":2}'
     assert event_json(1.0, {"n": 1 << 70}, None) == b'{"n":%d}' % (1 << 70)
     assert event_json(1.0, {"v": float("nan")}, None) == b'{"v":null}'  # JSON has no NaN
+
+
+def test_a_map_keyed_by_an_array_drops_the_connection_as_bad_input(tmp_path):
+    """msgpack raises TypeError (unhashable key), not ValueError: it must count as a protocol error like
+    any other bad input, in a message and in packed entries alike, and keep what came before it."""
+    port = free_port()
+    with pipeline(tmp_path, forward(port)) as agent:
+        sink = agent.sinks["out"]
+        good = msgpack.packb(["app.ok", 1, {"i": 1}])
+        for bad in (b"\x93\xa3tag\x01\x81\x91\x01\x02",  # [tag, 1, {[1]: 2}]
+                    msgpack.packb(["app.bad", b"\x92\x01\x81\x91\x01\x02"], use_bin_type=True)):
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(good + bad)
+                s.settimeout(10)
+                assert s.recv(1) == b"", "the connection is dropped"
+        wait_for(lambda: metric(agent, "protocol_errors") == 2, 10)
+        wait_for(lambda: len(sink.records()) >= 2, 10)
+        assert [json.loads(r)["i"] for r in sink.records()] == [1, 1]

@@ -15,6 +15,7 @@ from logflume.errors import ConfigError
 from logflume.topology import build_topology
 from tests.conftest import free_port, wait_for
 from tests.sources.pipeline import metric, pipeline
+from tests.sources.test_http_lines import ODD_LINES
 
 pytestmark = pytest.mark.timeout(120)
 AUTH = {"Authorization": "Bearer s3cret"}
@@ -165,19 +166,13 @@ def test_config_error(tmp_path):
         build_topology(raw, "agent.yaml", Context(data_dir=tmp_path))
 
 
-#: Lines at the edges of what JSON parsers accept: the source keeps exactly what ``json.loads`` keeps.
-EDGE_LINES = [b'{"a":1}', b' {"a": [1, 2.5e-7, null, true]} \r', b"NaN", b"Infinity", b"\xef\xbb\xbf{}",
-              b'{"s":"\\ud800"}', b"123456789012345678901234567890", b'"just a string"', b"\x0b{}\x0c",
-              b'{"a":1', b"{'a':1}", b'{"a":"\xff"}', b"[1,]", b"   ", b""]
-
-
 def test_ndjson_lines_are_kept_exactly_when_the_standard_library_parses_them(tmp_path):
     """orjson checks first, json.loads decides what it refuses: one POST per edge line, answered as before."""
     port = free_port()
     with pipeline(tmp_path, http_source(port)) as agent:
         sink = agent.sinks["out"]
         expected = []
-        for line in EDGE_LINES:
+        for line in ODD_LINES:
             try:
                 json.loads(line.strip())
                 ok = True

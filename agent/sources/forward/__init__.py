@@ -38,7 +38,7 @@ from agent.sources.forward.protocol import (
     packed_records,
     pong,
 )
-from logflume.chunking import CAUGHT_UP_FLUSH, OVERFLOW_STREAM_SUFFIX, EventStreams, RecordBlock
+from logflume.chunking import CAUGHT_UP_FLUSH, OVERFLOW_STREAM_SUFFIX, EventStreams
 from logflume.errors import ChannelClosed, ConfigError
 from logflume.settings import Duration, HostPort, Int, Optional, Secret, Setting, Size, Str
 from logflume.source import Source, SourceOutput
@@ -155,7 +155,7 @@ class ForwardSource(Source):
                 self._buffer(pending)
             except ChannelClosed:
                 raise ConnectionClosing("shutting down") from None
-            except (ProtocolError, ValueError, msgpack.UnpackException) as exc:
+            except (ProtocolError, ValueError, TypeError, msgpack.UnpackException) as exc:
                 # BufferFull, ExtraData, FormatError, StackError and over-long lengths all land here.
                 self._buffer(pending)  # what came before the bad bytes is kept
                 self.protocol_errors.inc()
@@ -220,14 +220,13 @@ class ForwardSource(Source):
         block = packed_records(msg, time_key, budget)
         if block is not None:
             self._buffer(pending)  # keep the order of the connection's events
-            records, ends = block
-            self.events.inc(len(ends))
-            self.metrics.bytes_in.inc(len(records))
+            self.events.inc(len(block))
+            self.metrics.bytes_in.inc(len(block.data))
             if msg.chunk_id is None:
-                if ends:
-                    self.streams.add_blocks([(stream, records, ends)])
+                if block:
+                    self.streams.add_blocks([(stream, block)])
                 return
-            self.streams.deliver_now([(stream, RecordBlock(records, ends))])
+            self.streams.deliver_now([(stream, block)])
         elif msg.chunk_id is None:
             for t, record in msg.events:
                 pending.append((stream, event_json(t, record, time_key) + b"\n", ()))

@@ -33,7 +33,10 @@ typedef struct {
     Py_ssize_t budget; /* arrays and maps still allowed */
 } In;
 
+/* Output written straight into a bytes object (resized as it grows, cut to length at the end), so that
+ * the records are not copied once more into the bytes Python gets. */
 typedef struct {
+    PyObject *obj;
     char *buf;
     Py_ssize_t len, cap;
 } Out;
@@ -44,10 +47,13 @@ static int out_grow(Out *o, Py_ssize_t need) {
     Py_ssize_t cap = o->cap ? o->cap : 4096;
     while (cap < o->len + need)
         cap *= 2;
-    char *b = PyMem_Realloc(o->buf, (size_t)cap);
-    if (!b)
+    if (o->obj == NULL)
+        o->obj = PyBytes_FromStringAndSize(NULL, cap);
+    else if (_PyBytes_Resize(&o->obj, cap) < 0)
+        o->obj = NULL; /* _PyBytes_Resize freed it */
+    if (o->obj == NULL)
         return -1;
-    o->buf = b;
+    o->buf = PyBytes_AS_STRING(o->obj);
     o->cap = cap;
     return 0;
 }
@@ -193,6 +199,52 @@ static int read_event_time(In *in, double *t) {
 
 static int put_value(In *in, Out *o, int depth);
 
+/* Past the next value without writing it (an entry's time metadata and elements past [time, record],
+ * which the Python path decodes and drops; a record's values while looking for time_key).  Arrays and
+ * maps are charged to the budget as the Python path's hooks charge them; a map key that is an array or
+ * a map (unhashable: the Python path fails) is not taken. */
+static int skip_value(In *in, int depth) {
+    if (depth > MAX_DEPTH || need(in, 1))
+        return FALLBACK;
+    const unsigned char *p = in->p;
+    unsigned char t = p[0];
+    if ((t >= 0x80 && t <= 0x9f) || (t >= 0xdc && t <= 0xdf)) {
+        char kind;
+        uint32_t n;
+        int r = read_container(in, &kind, &n);
+        for (uint32_t i = 0; r == OK && i < n; i++) {
+            if (kind == 'm') {
+                unsigned char k = need(in, 1) == OK ? *in->p : 0x90;
+                if ((k >= 0x80 && k <= 0x9f) || (k >= 0xdc && k <= 0xdf))
+                    return FALLBACK;
+                r = skip_value(in, depth + 1);
+            }
+            if (r == OK)
+                r = skip_value(in, depth + 1);
+        }
+        return r;
+    }
+    Py_ssize_t size; /* bytes of the whole value */
+    if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3) size = 1;
+    else if (t >= 0xa0 && t <= 0xbf) size = 1 + (t & 0x1f);
+    else if (t == 0xcc || t == 0xd0) size = 2;
+    else if (t == 0xcd || t == 0xd1) size = 3;
+    else if (t == 0xce || t == 0xd2 || t == 0xca) size = 5;
+    else if (t == 0xcf || t == 0xd3 || t == 0xcb) size = 9;
+    else if (t >= 0xd4 && t <= 0xd8) size = 2 + (1 << (t - 0xd4)); /* fixext: type byte and 1-16 bytes */
+    else if (t == 0xd9 || t == 0xc4) { if (need(in, 2)) return FALLBACK; size = 2 + (Py_ssize_t)p[1]; }
+    else if (t == 0xda || t == 0xc5) { if (need(in, 3)) return FALLBACK; size = 3 + (Py_ssize_t)be(p + 1, 2); }
+    else if (t == 0xdb || t == 0xc6) { if (need(in, 5)) return FALLBACK; size = 5 + (Py_ssize_t)be(p + 1, 4); }
+    else if (t == 0xc7) { if (need(in, 2)) return FALLBACK; size = 3 + (Py_ssize_t)p[1]; }
+    else if (t == 0xc8) { if (need(in, 3)) return FALLBACK; size = 4 + (Py_ssize_t)be(p + 1, 2); }
+    else if (t == 0xc9) { if (need(in, 5)) return FALLBACK; size = 6 + (Py_ssize_t)be(p + 1, 4); }
+    else return FALLBACK; /* 0xc1: never used */
+    if (need(in, size))
+        return FALLBACK;
+    in->p += size;
+    return OK;
+}
+
 /* A map's entries as a JSON object's members (after its header): keys must be distinct strings.
  * first: no member was written before them (else each is preceded by a comma). */
 static int put_members(In *in, Out *o, uint32_t n, int depth, int first) {
@@ -316,12 +368,8 @@ static int put_time(In *in, Out *o, int depth) {
         if (n == 0)
             return FALLBACK;
         r = put_time(in, o, depth + 1);
-        if (r != OK)
-            return r;
-        Out sink = {NULL, 0, 0}; /* the metadata is decoded (and charged) by the Python path too */
         for (uint32_t i = 1; i < n && r == OK; i++)
-            r = put_value(in, &sink, 1);
-        PyMem_Free(sink.buf);
+            r = skip_value(in, 1); /* the metadata: decoded and dropped by the Python path */
         return r;
     }
     double et;
@@ -336,6 +384,7 @@ static PyObject *transcode(PyObject *self, PyObject *args) {
     Py_buffer data;
     PyObject *time_key_obj;
     Py_ssize_t budget;
+    (void)self;
     if (!PyArg_ParseTuple(args, "y*On", &data, &time_key_obj, &budget))
         return NULL;
     const char *time_key = NULL;
@@ -348,10 +397,10 @@ static PyObject *transcode(PyObject *self, PyObject *args) {
         }
     }
     In in = {(const unsigned char *)data.buf, (const unsigned char *)data.buf + data.len, budget};
-    Out o = {NULL, 0, 0};
+    Out o = {NULL, NULL, 0, 0};
     PyObject *ends = PyList_New(0);
     int r = ends ? OK : ERR;
-    Out tbuf = {NULL, 0, 0};
+    Out tbuf = {NULL, NULL, 0, 0};
     while (r == OK && in.p < in.end) {
         char kind;
         uint32_t n;
@@ -380,8 +429,7 @@ static PyObject *transcode(PyObject *self, PyObject *args) {
         int has_time_key = 0;
         if (time_key) {
             if (is_map) {
-                In scan = in; /* look for time_key among the top-level keys without writing */
-                Out sink = {NULL, 0, 0};
+                In scan = in; /* look for time_key among the top-level keys, skipping their values */
                 scan.budget = PY_SSIZE_T_MAX;
                 for (uint32_t i = 0; i < nkeys && r == OK && !has_time_key; i++) {
                     const unsigned char *k;
@@ -389,12 +437,9 @@ static PyObject *transcode(PyObject *self, PyObject *args) {
                     r = read_str(&scan, &k, &kl);
                     if (r == OK && kl == time_key_len && memcmp(k, time_key, (size_t)kl) == 0)
                         has_time_key = 1;
-                    else if (r == OK) {
-                        sink.len = 0;
-                        r = put_value(&scan, &sink, 1);
-                    }
+                    else if (r == OK)
+                        r = skip_value(&scan, 1);
                 }
-                PyMem_Free(sink.buf);
                 if (r != OK)
                     break;
             } else
@@ -417,10 +462,8 @@ static PyObject *transcode(PyObject *self, PyObject *args) {
         if (r != OK)
             break;
         /* Elements past [time, record] are decoded (and charged) by the Python path, then ignored. */
-        Out sink = {NULL, 0, 0};
         for (uint32_t i = 2; i < n && r == OK; i++)
-            r = put_value(&in, &sink, 1);
-        PyMem_Free(sink.buf);
+            r = skip_value(&in, 1);
         if (r != OK)
             break;
         if (out_put(&o, "}\n", 2) < 0) { r = ERR; break; }
@@ -432,10 +475,10 @@ static PyObject *transcode(PyObject *self, PyObject *args) {
         }
         Py_DECREF(end);
     }
-    PyMem_Free(tbuf.buf);
+    Py_XDECREF(tbuf.obj);
     PyBuffer_Release(&data);
     if (r != OK) {
-        PyMem_Free(o.buf);
+        Py_XDECREF(o.obj);
         Py_XDECREF(ends);
         if (r == ERR) {
             if (!PyErr_Occurred())
@@ -444,8 +487,11 @@ static PyObject *transcode(PyObject *self, PyObject *args) {
         }
         Py_RETURN_NONE;
     }
-    PyObject *records = PyBytes_FromStringAndSize(o.buf ? o.buf : "", o.len);
-    PyMem_Free(o.buf);
+    PyObject *records = o.obj;
+    if (records == NULL)
+        records = PyBytes_FromStringAndSize("", 0);
+    else if (_PyBytes_Resize(&records, o.len) < 0)
+        records = NULL;
     if (!records) {
         Py_DECREF(ends);
         return NULL;
@@ -463,6 +509,7 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_packed",
-                                    "The forward source's compiled fast path (see _packed.c).", -1, methods};
+                                    "The forward source's compiled fast path (see _packed.c).", -1, methods,
+                                    NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__packed(void) { return PyModule_Create(&module); }

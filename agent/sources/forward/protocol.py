@@ -38,6 +38,8 @@ from typing import Any
 import msgpack
 import orjson
 
+from logflume.chunking import RecordBlock
+
 try:
     from agent.sources.forward._packed import transcode
 except ImportError:  # built without a C compiler: msgpack and orjson do it, event by event
@@ -158,7 +160,7 @@ def _entries(blob: bytes, max_size: int, budget: Budget) -> Iterator[tuple[float
             if not isinstance(entry, (list, tuple)) or len(entry) < 2:
                 raise ProtocolError("packed entry is not [time, record]")
             yield _time(entry[0]), entry[1]
-    except (ValueError, msgpack.UnpackException) as exc:
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:  # TypeError: a map keyed by an array
         if isinstance(exc, ProtocolError):
             raise
         raise ProtocolError(f"bad packed entries: {exc}") from None
@@ -204,15 +206,16 @@ def decode_message(obj: Any, max_size: int, budget: Budget) -> ForwardMessage:
     return ForwardMessage(tag, events, option)
 
 
-def packed_records(msg: ForwardMessage, time_key: str | None, budget: Budget) -> tuple[bytes, list[int]] | None:
+def packed_records(msg: ForwardMessage, time_key: str | None, budget: Budget) -> RecordBlock | None:
     """A PackedForward message's events as the JSON lines :func:`event_json` makes, each with its
-    newline, in one block, and the end of each line in it: the compiled transcoder (``_packed.c``) does
+    newline, in one block: the compiled transcoder (``_packed.c``) does
     the whole message at once.  None where it was not built, for the other modes, and for a message it
     does not take (malformed, over the container budget, or holding values only the Python path
     encodes): then ``msg.events`` gives the events (or raises the ProtocolError)."""
     if msg.packed is None or transcode is None:
         return None
-    return transcode(msg.packed, time_key, budget.limit - budget.used)
+    out = transcode(msg.packed, time_key, budget.limit - budget.used)
+    return None if out is None else RecordBlock(*out)
 
 
 def _jsonable(value: Any) -> Any:

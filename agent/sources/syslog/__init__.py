@@ -27,7 +27,7 @@ from typing import ClassVar
 
 from agent.sources.syslog.framing import FrameDecoder, Group, Messages, parse_header, scan_datagrams, scan_tcp
 from logflume.chunk import FLAG_TRUNCATED
-from logflume.chunking import CAUGHT_UP_FLUSH, OVERFLOW_STREAM_SUFFIX, EventStreams
+from logflume.chunking import CAUGHT_UP_FLUSH, OVERFLOW_STREAM_SUFFIX, EventStreams, RecordBlock
 from logflume.errors import ChannelClosed, ConfigError, StartupError
 from logflume.settings import Duration, HostPort, Int, Optional, Setting, Size, Str
 from logflume.source import Source, SourceOutput
@@ -237,7 +237,7 @@ class SyslogSource(Source):
             return
         self.messages.inc(messages)
         self.metrics.bytes_in.inc(nbytes)
-        self.streams.add_blocks([(self._stream_of(values, transport, peer), records, ends)
+        self.streams.add_blocks([(self._stream_of(values, transport, peer), RecordBlock(records, ends))
                                  for values, records, ends in groups])
 
     def _take_read(self, decoder: FrameDecoder, data: bytearray, n: int, transport: str, peer: str) -> None:

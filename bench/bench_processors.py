@@ -1,9 +1,10 @@
 """MB per CPU second of each built-in batch processor alone, on the lines ``bench_jobs.py`` generates.
 
 Demux's end-to-end figure mixes datatypes, record cutting and the Parquet writer; this one isolates
-the parsing.  For the syslog and access processors it runs, in the same process and on the same
-batches, the compiled pass (``jobs/processors/_columns.c``), the Arrow-kernel path that runs where
-that is not built, and the per-record path (``process()`` per record) as the baseline.
+the parsing.  For each processor it runs, in the same process and on the same batches, the
+compiled pass (``jobs/processors/_columns.c``), the Arrow path that runs where that is not built
+(compute kernels; Arrow's JSON reader for json), and the per-record path (``process()`` per
+record) as the baseline.
 
     .venv/bin/python bench/bench_processors.py [--mb 32] [--rounds 3]
 """
@@ -58,6 +59,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per contender (default 3)")
     args = ap.parse_args()
     import jobs.processors.access as access_module
+    import jobs.processors.json as json_module
     import jobs.processors.syslog as syslog_module
 
     compiled = syslog_module._compiled
@@ -71,24 +73,19 @@ def main() -> None:
         ctx = RecordContext("h", "/s", "e", 0, kind, T0)
         contexts = [BatchContext.of_chunk(ctx, list(range(len(b)))) for b in batches]
         proc = build_processor(name)
-        module = {"syslog": syslog_module, "access": access_module}.get(name)
+        module = {"syslog": syslog_module, "access": access_module, "json": json_module}[name]
         contenders: list[tuple[str, bool, object]] = []
-        if module is not None:
-            if compiled is not None:
-                contenders.append(("compiled pass", False, compiled))
-            contenders.append(("Arrow kernels", False, None))
-        else:
-            contenders.append(("batch path", False, None))
+        if compiled is not None:
+            contenders.append(("compiled pass", False, compiled))
+        contenders.append(("Arrow reader" if name == "json" else "Arrow kernels", False, None))
         contenders.append(("per record (baseline)", True, None))
         best: dict[str, float] = {}
         for _ in range(args.rounds):
             for label, per_record, pass_ in contenders:
-                if module is not None:
-                    module._compiled = pass_
+                module._compiled = pass_
                 secs = run(proc, batches, contexts, per_record)
                 best[label] = min(best.get(label, float("inf")), secs)
-        if module is not None:
-            module._compiled = compiled
+        module._compiled = compiled
         base = nbytes / 1e6 / best["per record (baseline)"]
         for label, *_ in contenders:
             mbs = nbytes / 1e6 / best[label]

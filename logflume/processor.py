@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
 
 #: How demux writes a field value as JSON text (one encoder for every record: json.dumps builds one per call).
+#: The reason of a record one of whose values fits no column type (the batch decides the types).
+NOT_FITTING = "field does not fit its column"
 encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
 
@@ -185,7 +187,7 @@ class Processor(Component):
                     try:
                         rows_to_batch([row], schema)
                     except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
-                        rows[i], reasons[i] = None, f"field does not fit its column: {exc}"
+                        rows[i], reasons[i] = None, f"{NOT_FITTING}: {exc}"
             batch = rows_to_batch(rows, schema)
         return ParsedBatch(batch, pa.array(reasons, pa.string()))
 
@@ -229,7 +231,17 @@ def flatten_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     if mixed:
         rows = [{k: (encode_json(v) if k in mixed and v is not None and not isinstance(v, str) else v)
                  for k, v in r.items()} for r in rows]
+    floats = {k for k, ts in kinds.items() if ts == {int, float}}
+    if floats:  # Arrow refuses an int past 2**53 in a float column: round it as float() does
+        rows = [{k: (_as_float(v) if k in floats and type(v) is int else v) for k, v in r.items()} for r in rows]
     return rows
+
+
+def _as_float(value: int) -> float | int:
+    try:
+        return float(value)
+    except OverflowError:  # past the largest float: stays an int, and its row fails as not fitting its column
+        return value
 
 
 def _as_text(value: Any) -> Any:

@@ -646,10 +646,521 @@ done:
     return result;
 }
 
+/* ---- json: one flat JSON object per record -> columns inferred over the batch ----
+ *
+ * Takes a record when json.loads gives a dict of scalars for it and this pass can give the same values:
+ * JSON whitespace around one object; members whose values are strings, int64 integers, floats (parsed
+ * by Python's own PyOS_string_to_double), true, false or null; strict UTF-8, no control character in a
+ * string, no lone surrogate, no duplicate key.  Anything else (nested values, big integers, NaN and
+ * Infinity, bad JSON) is left to the per-record path.  A column's type is inferred as rows_to_batch
+ * infers it: int64, float64 (ints and floats), bool, string, null; a column whose values disagree
+ * holds JSON text (strings as they are; numbers and booleans as json.dumps writes them).
+ */
+
+#define J_MAX_MEMBERS 256 /* members of one record taken */
+#define J_MAX_COLUMNS 256 /* columns of one batch */
+#define J_SLOTS 512       /* hash slots of the column table (twice the columns) */
+
+enum { JK_NULL = 1, JK_BOOL = 2, JK_INT = 4, JK_FLOAT = 8, JK_STR = 16 };
+
+typedef struct {
+    char *name;
+    Py_ssize_t name_len;
+    uint8_t *kind;   /* per row: 0 absent, else one JK_ */
+    int64_t *value;  /* per row: int, bool, double bits, or a string's length */
+    char *data;      /* strings in row order */
+    Py_ssize_t len, cap;
+    Py_ssize_t last_row; /* the last row with this key: a second one in that row is a duplicate */
+    int kinds;
+} JCol;
+
+typedef struct {
+    Py_ssize_t n;
+    JCol cols[J_MAX_COLUMNS];
+    int ncols;
+    int slots[J_SLOTS]; /* column index + 1, 0 empty */
+} JTable;
+
+/* One member of the record being read, before it is committed. */
+typedef struct {
+    const char *key;
+    Py_ssize_t key_len;
+    int col;   /* -1 until looked up */
+    int kind;
+    int64_t value;
+    const char *str; /* JK_STR: the unescaped text */
+} JMember;
+
+typedef struct {
+    uchar *p, *e;
+    char *scratch; /* unescaped strings of the record: never longer than the record */
+    Py_ssize_t used;
+} JReader;
+
+static inline void j_ws(JReader *r) {
+    while (r->p < r->e && (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' || *r->p == '\r')) r->p++;
+}
+
+static int hex4(uchar *p, unsigned *v) {
+    unsigned x = 0;
+    for (int k = 0; k < 4; k++) {
+        unsigned char c = p[k];
+        x <<= 4;
+        if (c >= '0' && c <= '9') x |= c - '0';
+        else if (c >= 'a' && c <= 'f') x |= c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F') x |= c - 'A' + 10;
+        else return 0;
+    }
+    *v = x;
+    return 1;
+}
+
+/* A string at r->p == '"': its text (into scratch when it has escapes, else a span of the record). */
+static int j_string(JReader *r, const char **out, Py_ssize_t *out_len) {
+    uchar *start = ++r->p, *q = start;
+    while (q < r->e && *q != '"' && *q != '\\' && *q >= 0x20) q++;
+    if (q >= r->e || *q < 0x20) return 0;
+    if (*q == '"') {
+        if (!valid_utf8(start, q - start)) return 0;
+        *out = (const char *)start;
+        *out_len = q - start;
+        r->p = q + 1;
+        return 1;
+    }
+    char *o = r->scratch + r->used, *o0 = o;
+    memcpy(o, start, (size_t)(q - start));
+    o += q - start;
+    while (q < r->e && *q != '"') {
+        unsigned char c = *q;
+        if (c < 0x20) return 0;
+        if (c != '\\') {
+            *o++ = (char)c;
+            q++;
+            continue;
+        }
+        if (q + 1 >= r->e) return 0;
+        c = q[1];
+        q += 2;
+        switch (c) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '/': *o++ = '/'; break;
+        case 'b': *o++ = '\b'; break;
+        case 'f': *o++ = '\f'; break;
+        case 'n': *o++ = '\n'; break;
+        case 'r': *o++ = '\r'; break;
+        case 't': *o++ = '\t'; break;
+        case 'u': {
+            unsigned u, lo;
+            if (r->e - q < 4 || !hex4(q, &u)) return 0;
+            q += 4;
+            if (u >= 0xDC00 && u <= 0xDFFF) return 0; /* a lone low surrogate */
+            if (u >= 0xD800 && u <= 0xDBFF) {
+                if (r->e - q < 6 || q[0] != '\\' || q[1] != 'u' || !hex4(q + 2, &lo) || lo < 0xDC00 || lo > 0xDFFF)
+                    return 0; /* a lone high surrogate */
+                q += 6;
+                u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            if (u < 0x80) *o++ = (char)u;
+            else if (u < 0x800) {
+                *o++ = (char)(0xC0 | (u >> 6));
+                *o++ = (char)(0x80 | (u & 0x3F));
+            } else if (u < 0x10000) {
+                *o++ = (char)(0xE0 | (u >> 12));
+                *o++ = (char)(0x80 | ((u >> 6) & 0x3F));
+                *o++ = (char)(0x80 | (u & 0x3F));
+            } else {
+                *o++ = (char)(0xF0 | (u >> 18));
+                *o++ = (char)(0x80 | ((u >> 12) & 0x3F));
+                *o++ = (char)(0x80 | ((u >> 6) & 0x3F));
+                *o++ = (char)(0x80 | (u & 0x3F));
+            }
+            break;
+        }
+        default: return 0;
+        }
+    }
+    if (q >= r->e || !valid_utf8((uchar *)o0, o - o0)) return 0;
+    *out = o0;
+    *out_len = o - o0;
+    r->used += o - o0;
+    r->p = q + 1;
+    return 1;
+}
+
+/* A number at r->p: int64 (JK_INT) or double (JK_FLOAT), by the grammar json.loads reads. */
+static int j_number(JReader *r, JMember *m) {
+    uchar *s = r->p, *q = s;
+    int neg = 0;
+    if (q < r->e && *q == '-') {
+        neg = 1;
+        q++;
+    }
+    if (q >= r->e || !is_digit(*q)) return 0;
+    uchar *digits = q;
+    if (*q == '0') q++;
+    else while (q < r->e && is_digit(*q)) q++;
+    uchar *int_end = q;
+    int is_float = 0;
+    if (q < r->e && *q == '.') {
+        q++;
+        if (q >= r->e || !is_digit(*q)) return 0;
+        while (q < r->e && is_digit(*q)) q++;
+        is_float = 1;
+    }
+    if (q < r->e && (*q == 'e' || *q == 'E')) {
+        q++;
+        if (q < r->e && (*q == '+' || *q == '-')) q++;
+        if (q >= r->e || !is_digit(*q)) return 0;
+        while (q < r->e && is_digit(*q)) q++;
+        is_float = 1;
+    }
+    if (q >= r->e) return 0; /* an object's number is followed by at least its closing brace */
+    if (!is_float) {
+        if (int_end - digits > 18) return 0; /* may not fit int64: the per-record path decides */
+        int64_t v = 0;
+        for (uchar *d = digits; d < int_end; d++) v = v * 10 + (*d - '0');
+        m->kind = JK_INT;
+        m->value = neg ? -v : v;
+    } else {
+        char buf[64];
+        if (q - s >= (Py_ssize_t)sizeof buf) return 0;
+        memcpy(buf, s, (size_t)(q - s));
+        buf[q - s] = 0;
+        char *end;
+        double d = PyOS_string_to_double(buf, &end, NULL);
+        if (end != buf + (q - s)) {
+            PyErr_Clear();
+            return 0;
+        }
+        m->kind = JK_FLOAT;
+        memcpy(&m->value, &d, sizeof d);
+    }
+    r->p = q;
+    return 1;
+}
+
+static int j_literal(JReader *r, const char *word, Py_ssize_t n) {
+    if (r->e - r->p < n || memcmp(r->p, word, (size_t)n) != 0) return 0;
+    r->p += n;
+    return 1;
+}
+
+/* One record: members into m (count into *count); 1 when it is one flat object this pass takes. */
+static int j_object(JReader *r, JMember *m, int *count) {
+    int k = 0;
+    j_ws(r);
+    if (r->p >= r->e || *r->p != '{') return 0;
+    r->p++;
+    j_ws(r);
+    if (r->p < r->e && *r->p == '}') {
+        r->p++;
+    } else {
+        for (;;) {
+            if (k == J_MAX_MEMBERS || r->p >= r->e || *r->p != '"') return 0;
+            JMember *x = &m[k++];
+            if (!j_string(r, &x->key, &x->key_len)) return 0;
+            x->col = -1;
+            j_ws(r);
+            if (r->p >= r->e || *r->p != ':') return 0;
+            r->p++;
+            j_ws(r);
+            if (r->p >= r->e) return 0;
+            switch (*r->p) {
+            case '"':
+                x->kind = JK_STR;
+                if (!j_string(r, &x->str, &x->value)) return 0;
+                break;
+            case 't': x->kind = JK_BOOL; x->value = 1; if (!j_literal(r, "true", 4)) return 0; break;
+            case 'f': x->kind = JK_BOOL; x->value = 0; if (!j_literal(r, "false", 5)) return 0; break;
+            case 'n': x->kind = JK_NULL; x->value = 0; if (!j_literal(r, "null", 4)) return 0; break;
+            default:
+                if (!j_number(r, x)) return 0;
+            }
+            j_ws(r);
+            if (r->p < r->e && *r->p == ',') {
+                r->p++;
+                j_ws(r);
+                continue;
+            }
+            if (r->p < r->e && *r->p == '}') {
+                r->p++;
+                break;
+            }
+            return 0;
+        }
+    }
+    j_ws(r);
+    *count = k;
+    return r->p == r->e;
+}
+
+static uint32_t j_hash(const char *p, Py_ssize_t n) {
+    uint32_t h = 2166136261u;
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 16777619u;
+    return h;
+}
+
+/* The slot holding key, or the empty slot where it would go. */
+static int j_slot(JTable *t, const char *key, Py_ssize_t n) {
+    uint32_t i = j_hash(key, n) & (J_SLOTS - 1);
+    for (;;) {
+        int c = t->slots[i];
+        if (c == 0) return (int)i;
+        JCol *col = &t->cols[c - 1];
+        if (col->name_len == n && memcmp(col->name, key, (size_t)n) == 0) return (int)i;
+        i = (i + 1) & (J_SLOTS - 1);
+    }
+}
+
+static int j_new_column(JTable *t, int slot, const char *key, Py_ssize_t n) {
+    JCol *c = &t->cols[t->ncols];
+    memset(c, 0, sizeof *c);
+    c->name = PyMem_Malloc((size_t)n + 1);
+    c->kind = PyMem_Calloc((size_t)t->n + 1, 1);
+    c->value = PyMem_Malloc(((size_t)t->n + 1) * sizeof(int64_t));
+    c->cap = 256;
+    c->data = PyMem_Malloc((size_t)c->cap);
+    if (!c->name || !c->kind || !c->value || !c->data) {
+        PyMem_Free(c->name);
+        PyMem_Free(c->kind);
+        PyMem_Free(c->value);
+        PyMem_Free(c->data);
+        return -1;
+    }
+    memcpy(c->name, key, (size_t)n);
+    c->name_len = n;
+    c->last_row = -1;
+    t->slots[slot] = ++t->ncols;
+    return t->ncols - 1;
+}
+
+/* Commit record i's members; 0 (nothing written) on a duplicate key or past J_MAX_COLUMNS, -1 on no memory.
+ * A declined record may leave last_row == i on some columns: harmless, rows come in order. */
+static int j_commit(JTable *t, Py_ssize_t i, JMember *m, int count) {
+    int fresh = 0;
+    for (int k = 0; k < count; k++) {
+        int c = t->slots[j_slot(t, m[k].key, m[k].key_len)];
+        if (c) {
+            if (t->cols[c - 1].last_row == i) return 0;
+            t->cols[c - 1].last_row = i;
+            m[k].col = c - 1;
+            continue;
+        }
+        for (int j = 0; j < k; j++)
+            if (m[j].col < 0 && m[j].key_len == m[k].key_len && memcmp(m[j].key, m[k].key, (size_t)m[k].key_len) == 0)
+                return 0;
+        fresh++;
+    }
+    if (t->ncols + fresh > J_MAX_COLUMNS) return 0;
+    for (int k = 0; k < count; k++) {
+        if (m[k].col < 0) {
+            m[k].col = j_new_column(t, j_slot(t, m[k].key, m[k].key_len), m[k].key, m[k].key_len);
+            if (m[k].col < 0) return -1;
+        }
+        JCol *c = &t->cols[m[k].col];
+        c->kind[i] = (uint8_t)m[k].kind;
+        c->kinds |= m[k].kind;
+        c->value[i] = m[k].value;
+        if (m[k].kind == JK_STR) {
+            if (c->len + m[k].value > c->cap) {
+                Py_ssize_t cap = c->cap;
+                while (cap < c->len + m[k].value) cap *= 2;
+                char *data = PyMem_Realloc(c->data, (size_t)cap);
+                if (data == NULL) return -1;
+                c->data = data;
+                c->cap = cap;
+            }
+            memcpy(c->data + c->len, m[k].str, (size_t)m[k].value);
+            c->len += m[k].value;
+        }
+    }
+    return 1;
+}
+
+/* A bytes object of n bytes to be filled (NULL with an exception set). */
+static PyObject *j_bytes(Py_ssize_t n, char **p) {
+    PyObject *b = PyBytes_FromStringAndSize(NULL, n);
+    if (b) *p = PyBytes_AS_STRING(b);
+    return b;
+}
+
+/* Column c as (name, type, buffers): type "null", "int64", "double", "bool" or "string". */
+static PyObject *j_column(JCol *c, Py_ssize_t n) {
+    int kinds = c->kinds & ~JK_NULL;
+    Py_ssize_t vbytes = (n + 7) / 8;
+    char *valid, *values, *offs;
+    PyObject *v = NULL, *x = NULL, *o = NULL, *d = NULL, *out = NULL;
+    if (kinds == 0) return Py_BuildValue("(y#s())", c->name, c->name_len, "null");
+    if ((v = j_bytes(vbytes, &valid)) == NULL) return NULL;
+    memset(valid, 0, (size_t)vbytes);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (c->kind[i] > JK_NULL) valid[i >> 3] |= (char)(1u << (i & 7));
+    if (kinds == JK_INT || kinds == JK_FLOAT || kinds == (JK_INT | JK_FLOAT)) {
+        if ((x = j_bytes(n * 8, &values)) == NULL) goto done;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int64_t bits = c->kind[i] > JK_NULL ? c->value[i] : 0;
+            if (kinds != JK_INT && c->kind[i] == JK_INT) {
+                double dv = (double)c->value[i];
+                memcpy(&bits, &dv, sizeof bits);
+            }
+            memcpy(values + i * 8, &bits, 8);
+        }
+        out = Py_BuildValue("(y#s(NN))", c->name, c->name_len, kinds == JK_INT ? "int64" : "double", v, x);
+        v = x = NULL;
+    } else if (kinds == JK_BOOL) {
+        if ((x = j_bytes(vbytes, &values)) == NULL) goto done;
+        memset(values, 0, (size_t)vbytes);
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (c->kind[i] == JK_BOOL && c->value[i]) values[i >> 3] |= (char)(1u << (i & 7));
+        out = Py_BuildValue("(y#s(NN))", c->name, c->name_len, "bool", v, x);
+        v = x = NULL;
+    } else {
+        /* strings, or JSON text of a mixed column: first the size, then the text */
+        Py_ssize_t total = 0, at = 0;
+        char num[32];
+        for (Py_ssize_t i = 0; i < n; i++) {
+            switch (c->kind[i]) {
+            case JK_STR: total += c->value[i]; break;
+            case JK_BOOL: total += c->value[i] ? 4 : 5; break;
+            case JK_INT: total += snprintf(num, sizeof num, "%lld", (long long)c->value[i]); break;
+            case JK_FLOAT: total += 32; break; /* repr of a double: at most 24 characters */
+            }
+        }
+        if (total > INT32_MAX) {
+            PyErr_SetString(PyExc_OverflowError, "a JSON column of more than 2 GiB");
+            goto done;
+        }
+        if ((o = j_bytes((n + 1) * 4, &offs)) == NULL) goto done;
+        char *buf = PyMem_Malloc((size_t)total + 1);
+        if (buf == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        const char *src = c->data;
+        int32_t off = 0;
+        memcpy(offs, &off, 4);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int64_t val = c->value[i];
+            switch (c->kind[i]) {
+            case JK_STR:
+                memcpy(buf + at, src, (size_t)val);
+                src += val;
+                at += val;
+                break;
+            case JK_BOOL:
+                memcpy(buf + at, val ? "true" : "false", val ? 4 : 5);
+                at += val ? 4 : 5;
+                break;
+            case JK_INT: at += snprintf(buf + at, 32, "%lld", (long long)val); break;
+            case JK_FLOAT: {
+                double dv;
+                memcpy(&dv, &val, sizeof dv);
+                const char *special = dv != dv ? "NaN" : dv > 1.7976931348623157e308 ? "Infinity"
+                                    : dv < -1.7976931348623157e308 ? "-Infinity" : NULL;
+                if (special) {
+                    memcpy(buf + at, special, strlen(special));
+                    at += (Py_ssize_t)strlen(special);
+                } else {
+                    char *r = PyOS_double_to_string(dv, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+                    if (r == NULL) {
+                        PyMem_Free(buf);
+                        goto done;
+                    }
+                    size_t rn = strlen(r);
+                    memcpy(buf + at, r, rn);
+                    at += (Py_ssize_t)rn;
+                    PyMem_Free(r);
+                }
+                break;
+            }
+            }
+            off = (int32_t)at;
+            memcpy(offs + (i + 1) * 4, &off, 4);
+        }
+        d = PyBytes_FromStringAndSize(buf, at);
+        PyMem_Free(buf);
+        if (d == NULL) goto done;
+        out = Py_BuildValue("(y#s(NNN))", c->name, c->name_len, "string", v, o, d);
+        v = o = d = NULL;
+    }
+done:
+    Py_XDECREF(v);
+    Py_XDECREF(x);
+    Py_XDECREF(o);
+    Py_XDECREF(d);
+    return out;
+}
+
+static PyObject *parse_json(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *validity_obj;
+    Records recs;
+    if (!PyArg_ParseTuple(args, "Oy*y*nn", &validity_obj, &recs.offsets, &recs.data, &recs.offset, &recs.n))
+        return NULL;
+    Py_ssize_t n = recs.n;
+    PyObject *result = NULL, *taken = NULL, *columns = NULL;
+    JTable *t = NULL;
+    JMember *members = NULL;
+    char *scratch = NULL, *kinds;
+    if (records_open(&recs, validity_obj) < 0) goto done;
+    t = PyMem_Calloc(1, sizeof *t);
+    members = PyMem_Malloc(J_MAX_MEMBERS * sizeof *members);
+    Py_ssize_t longest = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uchar *p;
+        Py_ssize_t len;
+        if (records_get(&recs, i, &p, &len) && len > longest) longest = len;
+    }
+    scratch = PyMem_Malloc((size_t)longest + 1);
+    if (t == NULL || members == NULL || scratch == NULL || (taken = j_bytes(n, &kinds)) == NULL) goto nomem;
+    t->n = n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uchar *p;
+        Py_ssize_t len;
+        int count = 0, ok = 0;
+        if (records_get(&recs, i, &p, &len)) {
+            JReader r = {p, p + len, scratch, 0};
+            if (j_object(&r, members, &count)) {
+                ok = j_commit(t, i, members, count);
+                if (ok < 0) goto nomem;
+            }
+        }
+        kinds[i] = (char)ok;
+    }
+    if ((columns = PyList_New(t->ncols)) == NULL) goto done;
+    for (int c = 0; c < t->ncols; c++) {
+        PyObject *col = j_column(&t->cols[c], n);
+        if (col == NULL) goto done;
+        PyList_SET_ITEM(columns, c, col);
+    }
+    result = Py_BuildValue("(OO)", taken, columns);
+    goto done;
+nomem:
+    if (!PyErr_Occurred()) PyErr_NoMemory();
+done:
+    Py_XDECREF(taken);
+    Py_XDECREF(columns);
+    if (t)
+        for (int c = 0; c < t->ncols; c++) {
+            PyMem_Free(t->cols[c].name);
+            PyMem_Free(t->cols[c].kind);
+            PyMem_Free(t->cols[c].value);
+            PyMem_Free(t->cols[c].data);
+        }
+    PyMem_Free(t);
+    PyMem_Free(members);
+    PyMem_Free(scratch);
+    records_close(&recs);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"access", parse_access, METH_VARARGS,
      "access(validity, offsets, data, offset, n) -> (kind, remote_addr, ident, user, time, request, method, path, "
      "protocol, status, bytes, referer, user_agent, extra)"},
+    {"json", parse_json, METH_VARARGS,
+     "json(validity, offsets, data, offset, n) -> (taken, [(name, type, buffers), ...])"},
     {"syslog", parse_syslog, METH_VARARGS,
      "syslog(validity, offsets, data, offset, n, read_ms, read_offset, require_pri) -> (kind, format, facility, "
      "severity, time, host, app, pid, msgid, message)"},

@@ -1,22 +1,31 @@
 """json: JSON Lines, one object per record; its keys become the record's fields.
 
-The batch path parses every record that looks like one flat JSON object with
-Arrow's JSON reader in one call; records it cannot take (nested values, big
-integers, duplicate keys, text that is not an object) go through the
-per-record code.  Columns are inferred per batch: a column whose values are of
-different JSON types becomes JSON text, as in the per-record path.
+The batch path parses every record that is one flat JSON object in one
+compiled pass (``_columns.c``), or where that is not built with Arrow's JSON
+reader in one call; records it cannot take (nested values, big integers,
+duplicate keys, text that is not an object) go through the per-record code.
+Columns are inferred per batch: a column whose values are of different JSON
+types becomes JSON text, as in the per-record path.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from logflume.processor import BatchContext, ParsedBatch, ParseError, Processor, RecordContext
+from logflume.processor import NOT_FITTING, BatchContext, ParsedBatch, ParseError, Processor, RecordContext
 from logflume.settings import Setting, Str
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+try:  # built by pip install from _columns.c; without a C compiler Arrow's JSON reader does the batch path
+    from jobs.processors import _columns as _compiled
+except ImportError:
+    _compiled = None
+if os.environ.get("LOGFLUME_PURE_PYTHON") == "1":  # to compare the two batch paths
+    _compiled = None
 
 #: Records the reader is given: one object on one line, no number it would round to a float.
 _CANDIDATE = r"^[ \t\r]*\{[^\n]*\}[ \t\r]*\z"
@@ -59,6 +68,8 @@ class JsonProcessor(Processor):
 
         if self.config.field:
             return self.process_each(records, where)
+        if _compiled is not None:
+            return self._compiled_batch(records, where)
         n = len(records)
         text, bad = decode(records)
         cand = pc.and_(pc.match_substring_regex(text, _CANDIDATE),
@@ -78,6 +89,21 @@ class JsonProcessor(Processor):
             table = table.take(pc.sort_indices(fast_rows))
             fast_rows = pc.take(fast_rows, pc.sort_indices(fast_rows))
         return _merge(self, records, where, table, fast)
+
+    def _compiled_batch(self, records: pa.Array, where: BatchContext) -> ParsedBatch:
+        """Flat objects in one pass over the bytes (``_columns.json``), the other records per record."""
+        import pyarrow as pa
+
+        n = len(records)
+        validity, offsets, data = records.buffers()[:3]
+        taken, columns = _compiled.json(validity, offsets, data if data is not None else b"", records.offset, n)
+        types = {"null": pa.null(), "int64": pa.int64(), "double": pa.float64(), "bool": pa.bool_(),
+                 "string": pa.string()}
+        table = pa.table({name.decode(): pa.Array.from_buffers(types[kind], n, [pa.py_buffer(b) for b in buffers]
+                                                               or [None])
+                          for name, kind, buffers in columns})
+        fast = pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(taken)]).cast(pa.bool_())
+        return _merge(self, records, where, table, None if fast.true_count == n else fast)
 
     def _parse(self, text: pa.Array, idx: pa.Array, tables: list[pa.Table], taken: list[pa.Array]) -> None:
         """Parse ``text[idx]`` in one reader call; on failure halve it, down to :data:`_BISECT_MIN` records."""
@@ -145,7 +171,8 @@ def _merge(proc: JsonProcessor, records: pa.Array, where: BatchContext, table: p
 
     Columns are those of the reader (minus nested ones) then new ones from the
     per-record rows; a column typed differently on the two sides becomes a
-    float column (int and float) or JSON text.
+    float column (int and float) or JSON text.  ``table`` has a row per
+    record of ``fast`` or one per record.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -164,44 +191,53 @@ def _merge(proc: JsonProcessor, records: pa.Array, where: BatchContext, table: p
     slow_mask = pc.invert(fast)
     idx = pc.indices_nonzero(slow_mask)
     part = proc.process_each(records.take(idx), where.take(idx))
+    if pc.any(pc.starts_with(part.reasons, NOT_FITTING)).as_py():
+        return proc.process_each(records, where)  # whether a value fits depends on the whole batch's columns
     slow_cols = {name: part.fields.column(name) for name in part.fields.schema.names}
     names = list(dict.fromkeys([*fast_cols, *slow_cols]))
+    reasons = pc.replace_with_mask(pa.nulls(n, pa.string()), slow_mask, part.reasons)
     cols = []
+    rows: list[dict[str, Any] | None] = []
     for name in names:
         f, s = fast_cols.get(name), slow_cols.get(name)
         if f is None:
             f = pa.nulls(n - len(idx), s.type)
         if s is None:
             s = pa.nulls(len(idx), f.type)
-        f, s = _common_type(f, s)
-        cols.append(pc.replace_with_mask(scatter(f, fast, n), slow_mask, s))
-    reasons = pc.replace_with_mask(pa.nulls(n, pa.string()), slow_mask, part.reasons)
+        common = _common_type(f.type, s.type)
+        if common is None:  # the two sides disagree: JSON text, from each row's own value
+            if not rows:
+                rows = _rows(proc, records, where, reasons)
+            cols.append(pa.array([_json_text(r.get(name)) if r else None for r in rows], pa.string()))
+        else:
+            f, s = f.cast(common, safe=False), s.cast(common, safe=False)  # an int as float() rounds it
+            cols.append(pc.replace_with_mask(scatter(f, fast, n), slow_mask, s))
     if not cols:
         return ParsedBatch(pa.RecordBatch.from_struct_array(pa.array([{}] * n, pa.struct([]))), reasons)
     return ParsedBatch(pa.RecordBatch.from_arrays(cols, names=names), reasons)
 
 
-def _common_type(a: pa.Array, b: pa.Array) -> tuple[pa.Array, pa.Array]:
+def _common_type(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+    """The type both sides of a column fit (null fits any; int and float fit float), or None."""
     import pyarrow as pa
 
-    if a.type == b.type:
-        return a, b
-    if pa.types.is_null(a.type):
-        return a.cast(b.type), b
-    if pa.types.is_null(b.type):
-        return a, b.cast(a.type)
+    if a == b or pa.types.is_null(b):
+        return a
+    if pa.types.is_null(a):
+        return b
     numeric = (pa.int64(), pa.float64())
-    if a.type in numeric and b.type in numeric:
-        return a.cast(pa.float64()), b.cast(pa.float64())
-    return _as_json_text(a), _as_json_text(b)
+    return pa.float64() if a in numeric and b in numeric else None
 
 
-def _as_json_text(values: pa.Array) -> pa.Array:
-    """Values of a mixed column as JSON text (strings stay as they are, as in the per-record path)."""
-    import pyarrow as pa
+def _rows(proc: JsonProcessor, records: pa.Array, where: BatchContext, reasons: pa.Array) -> list[dict | None]:
+    """Each record's fields as ``process`` gives them (None where it has a reason): for the rare mixed
+    column, whose text needs each value's own JSON type (``1`` against ``1.0``), which columns lost."""
+    return [proc.process(raw, ctx) if why is None else None
+            for raw, ctx, why in zip(records.to_pylist(), where.records(), reasons.to_pylist(), strict=True)]
 
+
+def _json_text(value: Any) -> str | None:
+    """A value of a mixed column as the per-record path writes it: strings as they are, the rest as JSON."""
     from logflume.processor import encode_json
 
-    if pa.types.is_string(values.type):
-        return values
-    return pa.array([None if v is None else encode_json(v) for v in values.to_pylist()], pa.string())
+    return value if value is None or isinstance(value, str) else encode_json(value)

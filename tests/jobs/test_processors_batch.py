@@ -109,7 +109,9 @@ def normal(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def same_value(got: Any, want: Any) -> bool:
-    if got == want and type(got) is type(want) or (isinstance(want, int) and isinstance(got, float) and got == want):
+    if got == want and type(got) is type(want) or got != got and want != want:  # NaN is not NaN
+        return True
+    if isinstance(want, int) and isinstance(got, float) and got == want:
         return True
     if not isinstance(got, str) or isinstance(want, str):
         return False
@@ -159,16 +161,17 @@ def test_batch_equals_per_record(kind: str, lines: list[bytes], settings: dict) 
 
 @pytest.fixture(params=["compiled", "arrow-kernels"])
 def batch_path(request, monkeypatch) -> str:
-    """The syslog and access processors' two batch paths: their compiled pass (_columns.c) and the Arrow
-    kernels that run where it is not built."""
+    """The syslog, access and json processors' two batch paths: their compiled pass (_columns.c) and the
+    Arrow kernels (Arrow's JSON reader) that run where it is not built."""
     import jobs.processors.access as access
+    import jobs.processors.json as json_processor
     import jobs.processors.syslog as syslog
 
     if request.param == "compiled" and syslog._compiled is None:
         pytest.skip("jobs/processors/_columns.c is not built")
     if request.param == "arrow-kernels":
-        monkeypatch.setattr(syslog, "_compiled", None)
-        monkeypatch.setattr(access, "_compiled", None)
+        for module in (syslog, access, json_processor):
+            monkeypatch.setattr(module, "_compiled", None)
     return request.param
 
 
@@ -200,6 +203,61 @@ def test_access_batch_paths_equal_per_record_on_generated_lines(batch_path: str,
 @pytest.mark.parametrize("read", [READ, JAN])
 def test_syslog_batch_paths_equal_per_record(batch_path: str, settings: dict, read: int) -> None:
     both("syslog", SYSLOG, read=read, **settings)
+
+
+def test_json_batch_paths_equal_per_record(batch_path: str) -> None:
+    both("json", JSON)
+
+
+_JSON_EDGES = [
+    b'{"a": 1}', b'{"a": "x"}', b'{"a": true}', b'{"a": 2.5}', b'{"a": null}', b'{"a": 1e400}', b'{"a": -0}',
+    b'{"a": -0.0}', b'{"a": 123456789012345678}', b'{"a": 1234567890123456789}', b'{"a": 9007199254740993}',
+    b'{"a": 0.1, "b": 1E+2, "c": 5e-324}', b'{"a": 01}', b'{"a": 1.}', b'{"a": .5}', b'{"a": -}', b'{"a": +1}',
+    b'{"a": Infinity}', b'{"a": NaN}', rb'{"a": "\ud83d"}', rb'{"a": "\udc00x"}', rb'{"a": "\u00e9\n\/\b"}',
+    rb'{"a": "\x"}', rb'{"a": "tab\there"}', b'{"a": "raw\ttab"}', rb'{"a": "\u00"}', rb'{"\u0061": 2}',
+    rb'{"a": 1, "\u0061": 2}', b'{"a": 1,}', b'{,}', b'{"a" 1}', b'{"a": 1} x', b'\t{"a": 1}\r ', b' {} ',
+    b'{"a": "\xed\xa0\x80"}', b'{"a": "caf\xc3\xa9"}', b'{"": 1}', b'{"a": [1]}', b'{"a": {}}',
+    b'\xef\xbb\xbf{"a": 1}', b'{"a": 1}\x00', rb'{"a\u0000b": "\u0000"}', rb'{"a": "\ud83d\ude00"}',
+    rb'{"a": "\uD83D\uDE00", "b": "\\"}', b'{"a": 1, "b": 2, "a": 3}', b'{"a":1}\n', b'{"a":"\x7f"}',
+]
+
+
+@pytest.mark.parametrize("lines", [_JSON_EDGES, _JSON_EDGES[::-1], [b'{"a": 1}', b'{"a": 2}', b'{"a": 2.5}'],
+                                   [b'{"a": true}', b'{"a": 1}'], [b'{"a": 0.1}', b'{"a": "x"}', b'{"a": 1e400}']])
+def test_json_batch_is_the_per_record_batch(batch_path: str, lines: list[bytes]) -> None:
+    """Column by column, values and types: the batch path infers each column over the batch as the
+    per-record path does (int and float as float, a mixed column as JSON text)."""
+    exact("json", lines)
+
+
+def exact(kind: str, lines: list[bytes]) -> None:
+    proc = build_processor(kind)
+    where = BatchContext.of_chunk(RecordContext("h", "/s", "e", 0, "T", READ), list(range(len(lines))))
+    records = pa.array(lines, pa.binary())
+    got, want = proc.process_batch(records, where), proc.process_each(records, where)
+    assert got.reasons.to_pylist() == want.reasons.to_pylist()
+    assert sorted(got.fields.schema.names) == sorted(want.fields.schema.names)
+    for name in want.fields.schema.names:
+        g, w = got.fields.column(name), want.fields.column(name)
+        assert g.type == w.type, name
+        assert [repr(v) for v in g.to_pylist()] == [repr(v) for v in w.to_pylist()], name  # -0.0 is not 0.0
+
+
+_JSON_KEYS = st.sampled_from(["a", "b", "\u00e9", "c d", "", "\ud800"])
+_JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-(2 ** 63), 2 ** 63 - 1),
+                         st.integers(-(10 ** 20), 10 ** 20), st.floats(allow_nan=False),
+                         st.text(max_size=8), st.sampled_from([[1], {"x": 1}]))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.one_of(
+    st.dictionaries(_JSON_KEYS, _JSON_VALUES, max_size=4).map(
+        lambda d: json.dumps(d, ensure_ascii=False).encode("utf-8", "surrogatepass")),
+    st.dictionaries(_JSON_KEYS, _JSON_VALUES, max_size=4).map(
+        lambda d: json.dumps(d, separators=(",", ":")).encode()),
+    st.sampled_from(_JSON_EDGES), st.binary(max_size=20)), min_size=1, max_size=25))
+def test_json_batch_paths_equal_per_record_on_generated_records(batch_path: str, rows: list[bytes]) -> None:
+    exact("json", rows)
 
 
 _NS = st.sampled_from(["a", "web-1", "x.y", "-", "\u00e9t\u00e9", "[", "]", ":", "a[1]", "a[]", "1", "\x1c"])

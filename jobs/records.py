@@ -12,6 +12,7 @@ in sink-file format, to ``_errors/_chunks/``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,13 @@ from jobs.setaside import ERRORS_DIR, Rejected, SetAsideFile
 from logflume.chunk import FLAG_SPLIT, Chunk
 from logflume.errors import ConfigError
 from logflume.processor import ParseError, Processor, RecordContext, build_processor
+
+try:  # built by pip install from _records.c; without a C compiler Arrow kernels cut the records
+    from jobs import _records as _compiled
+except ImportError:
+    _compiled = None
+if os.environ.get("LOGFLUME_PURE_PYTHON") == "1":  # to compare the two ways of cutting
+    _compiled = None
 
 ERRORS = ERRORS_DIR
 #: Where demux sets aside whole chunks with unusable metadata (never a datatype directory: those never start
@@ -231,10 +239,27 @@ def chunk_records(chunks: list[Chunk]) -> tuple[Any, Any, Any]:
     """Every record of ``chunks`` without its ``\\n``/``\\r\\n``, as ``raw_records`` cuts them, columnar.
 
     Returns (records: binary array, chunk: int32 index of each record's chunk,
-    offsets: int64 stream offset of each record).  Chunks without record ends
-    that end in a newline (nearly all) are cut by one Arrow kernel; the others
-    by their record spans.
+    offsets: int64 stream offset of each record), in chunk order.  One
+    compiled pass (``_records.c``) where it is built, else Arrow kernels.
     """
+    import pyarrow as pa
+
+    if _compiled is not None:
+        try:
+            offsets, data, chunk, offset = _compiled.cut([c.data for c in chunks], [c.record_ends for c in chunks],
+                                                         [c.start for c in chunks])
+        except OverflowError:  # over 2 GiB of records in one batch: the kernels make several arrays
+            return _kernel_chunk_records(chunks)
+        n = len(chunk) // 4
+        return (pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)]),
+                pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(chunk)]),
+                pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(offset)]))
+    return _kernel_chunk_records(chunks)
+
+
+def _kernel_chunk_records(chunks: list[Chunk]) -> tuple[Any, Any, Any]:
+    """:func:`chunk_records` by Arrow kernels: chunks without record ends that end in a newline (nearly
+    all) are split by one kernel, the others by their record spans; records in chunk order."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -277,7 +302,9 @@ def chunk_records(chunks: list[Chunk]) -> tuple[Any, Any, Any]:
         return pa.array([], pa.binary()), pa.array([], pa.int32()), pa.array([], pa.int64())
     if len(parts) == 1:
         return parts[0]
-    return tuple(pa.concat_arrays([p[k] for p in parts]) for k in range(3))
+    records, chunk_of, offsets = (pa.concat_arrays([p[k] for p in parts]) for k in range(3))
+    order = pc.sort_indices(pa.table({"c": chunk_of, "o": offsets}), [("c", "ascending"), ("o", "ascending")])
+    return records.take(order), chunk_of.take(order), offsets.take(order)
 
 
 def _running(sizes: list[int]) -> list[int]:

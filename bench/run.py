@@ -1,6 +1,6 @@
 """End-to-end benchmark: logflume against the physical limit, rsyslog and syslog-ng, in one run.
 
-    python -m bench [--size-mb 1024] [--only limit,logflume,rsyslog,syslog-ng,fanin,events,latency,udp]
+    python -m bench [--size-mb 1024] [--only limit,logflume,rsyslog,syslog-ng,fanin,events,latency,udp,udp-rate]
                     [--variants single,multi,rotate] [--limit-runs 3] [--tap off,on]
 
 Every contender moves the same generated log lines (``bench/e2e/generator.py``) from files on
@@ -35,12 +35,13 @@ from bench.e2e.report import machine, write_results
 from bench.e2e.settle import settle
 from bench.e2e.small_events import run_event_cases, syslog_latency_cases
 from bench.e2e.udp_burst import run_udp_cases
+from bench.e2e.udp_rate import run_udp_rate_cases
 from bench.e2e.variants import make_variants
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 CONTENDERS = ("limit", "logflume", "rsyslog", "syslog-ng", "fanin")
-CASES = ("events", "latency", "udp")
+CASES = ("events", "latency", "udp", "udp-rate")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -77,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="runs of the limit per variant, interleaved with the contenders (default 3)")
     ap.add_argument("--udp-datagrams", type=int, default=2000, help="UDP burst case: datagrams per burst")
     ap.add_argument("--udp-rounds", type=int, default=3, help="UDP burst case: bursts per contender")
+    ap.add_argument("--udp-rate-seconds", type=float, default=2.0,
+                    help="UDP sustained-rate case: seconds each offered rate is sent")
     ap.add_argument("--work-dir", default=str(BENCH / "work"), help="scratch space (inputs are cached here)")
     ap.add_argument("--results-dir", default=str(BENCH / "results"), help="where latest.md/latest.json go")
     ap.add_argument("--no-setup", action="store_true", help="do not run setup_peers.sh when a peer is missing")
@@ -239,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: UDP bursts of {args.udp_datagrams:,} datagrams, {args.udp_rounds} rounds", flush=True)
         extra["udp"] = run_udp_cases(work, args.udp_datagrams, args.udp_rounds, python, env)
         tables += extra["udp"]["tables"]
+    if "udp-rate" in args.only:
+        print(f"bench: UDP sustained rate, {args.udp_rate_seconds:g} s per offered rate", flush=True)
+        extra["udp-rate"] = run_udp_rate_cases(work, args.udp_rate_seconds, python, env)
+        tables += extra["udp-rate"]["tables"]
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),

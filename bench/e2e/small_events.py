@@ -126,9 +126,11 @@ def _each(one: Callable[[str], None], files: list[str]) -> None:
 
 
 def _source(kind: str, port: int, settings: dict[str, str] | None = None) -> dict[str, str]:
-    """The agent's source of ``kind`` (syslog, forward, http) listening on ``port``."""
+    """The agent's source of ``kind`` (syslog, syslog-udp, forward, http) listening on ``port``."""
     if kind == "syslog":
         base = {"type": "syslog", "tcp": f"127.0.0.1:{port}", "stream": "syslog:{host}"}
+    elif kind == "syslog-udp":
+        base = {"type": "syslog", "udp": f"127.0.0.1:{port}", "stream": "syslog:{host}"}
     else:
         base = {"type": kind, "listen": f"127.0.0.1:{port}"}
     if settings is None:  # the http source has no flush_interval: it commits each request's records
@@ -183,11 +185,16 @@ def _pipeline(work: Path, python: str, env: dict[str, str], kind: str = "syslog"
     clear_dir(work)
     opts = LogflumeOptions(channel="memory", sync="every_batch")
     sport, cport, mport = free_port(), free_port(), free_port()
+    listening = port_open
+    if kind == "syslog-udp":
+        from bench.e2e.udp_burst import udp_bound, udp_free_port
+
+        sport, listening = udp_free_port(), udp_bound
     group = ProcGroup()
     root = work / "collector" / "sink"
     try:
         start_logflume(group, opts, work, _agent_config(opts, work, _source(kind, sport, settings), cport, mport),
-                       cport, mport, python, env, ready=(lambda: port_open(sport), f"the agent's {kind} port"))
+                       cport, mport, python, env, ready=(lambda: listening(sport), f"the agent's {kind} port"))
         yield group, sport, lambda: [p for p in root.rglob("*") if p.is_file()]
     finally:
         group.stop_all(10)

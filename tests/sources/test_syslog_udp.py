@@ -6,6 +6,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -70,3 +71,49 @@ def test_burst_on_loopback_loses_nothing_at_the_default(tmp_path):
         assert records == payloads
         assert metric(agent, "messages_in") == sent
         assert metric(agent, "dropped_messages") == 0
+
+
+def _recv_datagrams():
+    from agent.sources.syslog import framing
+
+    if framing.recv_datagrams is None:
+        pytest.skip("agent/sources/syslog/_scan.c is not built")
+    return framing.recv_datagrams
+
+
+@pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_recv_datagrams_takes_waiting_datagrams_in_runs_of_one_sender(family, host):
+    """One recvmmsg: at most a slot count, whole datagrams (up to 64 KiB), runs per sender as recvfrom names it."""
+    recv = _recv_datagrams()
+    try:
+        rx = socket.socket(family, socket.SOCK_DGRAM)
+        rx.bind((host, 0))
+    except OSError:
+        pytest.skip(f"no {host} on this machine")
+    with rx, socket.socket(family, socket.SOCK_DGRAM) as a, socket.socket(family, socket.SOCK_DGRAM) as b:
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        a.bind((host, 0))
+        b.bind((host, 0))
+        port = rx.getsockname()[1]
+        sent = [(a, b"a1"), (a, b"a2"), (b, b"b1"), (a, b""), (a, b"x" * 60000)] + [(b, b"n%d" % i) for i in range(70)]
+        by_a = {data: s is a for s, data in sent}
+        for s, data in sent:
+            s.sendto(data, (host, port))
+        rx.setblocking(False)
+        peer_a = a.getsockname()[0]
+        wait_for(lambda: rx.recv(1, socket.MSG_PEEK) is not None, timeout=10)
+        scratch = bytearray(4 * 65535)
+        got = []
+        while len(got) < len(sent):
+            runs = recv(rx.fileno(), scratch, 65535, 1000)
+            assert runs, "datagrams sent were not received"
+            assert sum(len(ds) for _, ds in runs) <= 4  # no more than the scratch's slots
+            got += [(peer, d) for peer, ds in runs for d in ds]
+            assert all(len({by_a[d] for d in ds}) == 1 for _, ds in runs)  # a run is one sender's
+        assert [d for _, d in got] == [data for _, data in sent]
+        assert {peer for peer, _ in got} == {peer_a} == {b.getsockname()[0]}  # both senders on one host
+        t0 = time.monotonic()
+        assert recv(rx.fileno(), scratch, 65535, 200) == []  # nothing waiting: [] after the timeout
+        assert 0.15 < time.monotonic() - t0 < 5
+        with pytest.raises(ValueError):
+            recv(rx.fileno(), bytearray(10), 65535, 0)

@@ -12,7 +12,8 @@ RFC 3164 message (only the first few hundred bytes are looked at).
 
 :data:`scan_tcp` is the compiled fast path (``_scan.c``): it frames, parses and groups a whole
 receive buffer's messages by their stream fields at once, with the same results as the two above;
-:data:`scan_datagrams` does the same for a batch of UDP datagrams.  Both are ``None`` where the
+:data:`scan_datagrams` does the same for a batch of UDP datagrams, and :data:`recv_datagrams` takes
+such a batch off the socket in one system call.  All are ``None`` where the
 extension could not be built (no C compiler at install) or when ``LOGFLUME_PURE_PYTHON=1`` is set
 (to compare).
 """
@@ -36,14 +37,18 @@ ScanTCP = Callable[[Buffer, int, int, int, tuple[str, ...]], tuple[int, list[Gro
 #: scan_datagrams(datagrams, start, max_message_size, fields) -> (stop, groups, messages, nbytes)
 ScanDatagrams = Callable[[list[bytes], int, int, tuple[str, ...]], tuple[int, list[Group], int, int]]
 
+#: recv_datagrams(fd, scratch, slot, timeout_ms) -> [(peer, [datagram, ...]), ...]: one recvmmsg
+RecvDatagrams = Callable[[int, bytearray, int, int], list[tuple[str, list[bytes]]]]
+
 scan_tcp: ScanTCP | None
 scan_datagrams: ScanDatagrams | None
+recv_datagrams: RecvDatagrams | None
 try:
-    from agent.sources.syslog._scan import scan_datagrams, scan_tcp
+    from agent.sources.syslog._scan import recv_datagrams, scan_datagrams, scan_tcp
 except ImportError:  # built without a C compiler: FrameDecoder and parse_header do it all
-    scan_tcp = scan_datagrams = None
+    scan_tcp = scan_datagrams = recv_datagrams = None
 if os.environ.get("LOGFLUME_PURE_PYTHON") == "1":
-    scan_tcp = scan_datagrams = None
+    scan_tcp = scan_datagrams = recv_datagrams = None
 
 MAX_LENGTH_DIGITS = 10
 

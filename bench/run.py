@@ -35,6 +35,7 @@ from bench.e2e.report import machine, write_results
 from bench.e2e.settle import settle
 from bench.e2e.small_events import run_event_cases, syslog_latency_cases
 from bench.e2e.udp_burst import run_udp_cases
+from bench.e2e.udp_rate import RATES as UDP_RATES
 from bench.e2e.udp_rate import run_udp_rate_cases
 from bench.e2e.variants import make_variants
 
@@ -80,6 +81,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--udp-rounds", type=int, default=3, help="UDP burst case: bursts per contender")
     ap.add_argument("--udp-rate-seconds", type=float, default=2.0,
                     help="UDP sustained-rate case: seconds each offered rate is sent")
+    ap.add_argument("--udp-rates", type=lambda v: tuple(int(x) for x in v.split(",")), default=UDP_RATES,
+                    help="UDP sustained-rate case: offered rates, datagrams a second, comma-separated "
+                         f"(default {','.join(map(str, UDP_RATES))})")
     ap.add_argument("--work-dir", default=str(BENCH / "work"), help="scratch space (inputs are cached here)")
     ap.add_argument("--results-dir", default=str(BENCH / "results"), help="where latest.md/latest.json go")
     ap.add_argument("--no-setup", action="store_true", help="do not run setup_peers.sh when a peer is missing")
@@ -244,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         tables += extra["udp"]["tables"]
     if "udp-rate" in args.only:
         print(f"bench: UDP sustained rate, {args.udp_rate_seconds:g} s per offered rate", flush=True)
-        extra["udp-rate"] = run_udp_rate_cases(work, args.udp_rate_seconds, python, env)
+        extra["udp-rate"] = run_udp_rate_cases(work, args.udp_rate_seconds, python, env, args.udp_rates)
         tables += extra["udp-rate"]["tables"]
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -99,11 +99,11 @@ def _settle(watcher: ArrivalWatcher, quiet: float = 1.0, timeout: float = 30.0) 
 
 
 def _ladder(name: str, port: int, far: Callable[[], Iterable[Path]], python: str, env: dict[str, str],
-            seconds: float) -> dict[str, Any]:
-    total = sum(int(r * seconds) for r in RATES)
+            seconds: float, rates: tuple[int, ...]) -> dict[str, Any]:
+    total = sum(int(r * seconds) for r in rates)
     watcher = ArrivalWatcher(far, total)
     steps, first = [], 0
-    for rate in RATES:
+    for rate in rates:
         n = int(rate * seconds)
         base = watcher.count
         out = subprocess.run([python, "-m", "bench.e2e.udp_rate", "send", str(port), str(rate), str(seconds),
@@ -119,14 +119,15 @@ def _ladder(name: str, port: int, far: Callable[[], Iterable[Path]], python: str
             "rcvbuf_bytes": kernel_rcvbuf(port)}
 
 
-def run_logflume_udp_rate(work: Path, seconds: float, python: str, env: dict[str, str]) -> dict[str, Any]:
+def run_logflume_udp_rate(work: Path, seconds: float, python: str, env: dict[str, str],
+                          rates: tuple[int, ...] = RATES) -> dict[str, Any]:
     with _pipeline(work, python, env, "syslog-udp") as (_group, port, far):
         return _ladder("logflume (syslog source over UDP, memory channel, sync on)", port, far, python, env,
-                       seconds)
+                       seconds, rates)
 
 
 def run_peer_udp_rate(peer: Peer, work: Path, seconds: float, python: str, env: dict[str, str],
-                      udp_opts: str = "", label: str = "defaults") -> dict[str, Any]:
+                      rates: tuple[int, ...], udp_opts: str = "", label: str = "defaults") -> dict[str, Any]:
     clear_dir(work)
     port = udp_free_port()
     out = work / "received.log"
@@ -143,7 +144,7 @@ def run_peer_udp_rate(peer: Peer, work: Path, seconds: float, python: str, env: 
                     work / "receiver.out", env=peer.env())
         wait_until(lambda: udp_bound(port), 20, f"{peer.name} UDP port", group)
         time.sleep(0.5)
-        return _ladder(f"{peer.name} ({label}, writing a file)", port, lambda: [out], python, env, seconds)
+        return _ladder(f"{peer.name} ({label}, writing a file)", port, lambda: [out], python, env, seconds, rates)
     finally:
         group.stop_all(10)
 
@@ -183,17 +184,18 @@ def _lossy(row: dict[str, Any]) -> bool:
     return any(s["sent"] - s["received"] > LOSS_OK * s["sent"] for s in row["steps"])
 
 
-def run_udp_rate_cases(work: Path, seconds: float, python: str, env: dict[str, str]) -> dict[str, Any]:
+def run_udp_rate_cases(work: Path, seconds: float, python: str, env: dict[str, str],
+                       rates: tuple[int, ...] = RATES) -> dict[str, Any]:
     run = work / "run-udp-rate"
     cases: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-        ("logflume", lambda: run_logflume_udp_rate(run, seconds, python, env))]
+        ("logflume", lambda: run_logflume_udp_rate(run, seconds, python, env, rates))]
     for name, cls in PEERS.items():
         peer = cls()
         if peer.available() is None:
-            cases.append((name, lambda p=peer: run_peer_udp_rate(p, run, seconds, python, env)))
+            cases.append((name, lambda p=peer: run_peer_udp_rate(p, run, seconds, python, env, rates)))
             if isinstance(peer, Rsyslog):  # the receive buffer logflume asks for by default, as the burst case
                 cases.append(("rsyslog 8m", lambda p=peer: run_peer_udp_rate(
-                    p, run, seconds, python, env, 'rcvbufSize="8m"', 'rcvbufSize="8m"')))
+                    p, run, seconds, python, env, rates, 'rcvbufSize="8m"', 'rcvbufSize="8m"')))
     rows = run_settled(cases, "udp-rate", lambda row: f"{row['events_s']:,.0f} events/s without loss",
                        errors=(RuntimeError, TimeoutError, OSError, ValueError, subprocess.SubprocessError))
     return {"rows": rows, "tables": [markdown(rows)]}

@@ -169,6 +169,22 @@ def test_udp_burst_case_reports_loss_and_the_granted_buffer(tmp_path: Path) -> N
     assert "UDP bursts" in (tmp_path / "results" / "latest.md").read_text()
 
 
+@pytest.mark.timeout(200)
+def test_udp_rate_case_counts_each_step_at_the_far_end(tmp_path: Path) -> None:
+    proc = _bench(["--only", "udp-rate", "--udp-rates", "2000", "--udp-rate-seconds", "0.5"], tmp_path, 180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "results" / "latest.json").read_text())
+    rows = {r["case"]: r for r in doc["udp-rate"]["rows"]}
+    ours = rows["logflume"]
+    assert "error" not in ours, ours
+    [step] = ours["steps"]
+    assert step["sent"] == 1000 and step["received"] == 1000  # through agent, collector and store, by number
+    assert ours["events_s"] == step["sent_rate"] > 0
+    if Rsyslog().available() is None:
+        assert rows["rsyslog"]["steps"][0]["received"] == 1000
+    assert "UDP sustained rate" in (tmp_path / "results" / "latest.md").read_text()
+
+
 def test_bad_arguments_are_refused_clearly(tmp_path: Path) -> None:
     proc = _bench(["--only", "limit,bogus"], tmp_path, 60)
     assert proc.returncode == 2

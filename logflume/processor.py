@@ -41,9 +41,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
-#: How demux writes a field value as JSON text (one encoder for every record: json.dumps builds one per call).
 #: The reason of a record one of whose values fits no column type (the batch decides the types).
 NOT_FITTING = "field does not fit its column"
+#: How demux writes a field value as JSON text (one encoder for every record: json.dumps builds one per call).
 encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
 

@@ -10,8 +10,9 @@
  * Each takes the common forms its processor's Arrow-kernel batch path takes (valid UTF-8; syslog: no
  * structured data, `Z`/`±hh:mm` times, no byte-order mark; access: no backslash, common or combined
  * format), gives them the fields the per-record path gives, and leaves every other record (kind 0,
- * all fields null) to the per-record path.  tests/jobs/test_processors_batch.py holds the three
- * paths of each to the same output.
+ * all fields null) to the per-record path.  json(validity, offsets, data, offset, n) reads flat JSON
+ * objects into columns it infers over the batch (see its section below).  tests/jobs/test_processors_batch.py
+ * holds the three paths of each to the same output.
  *
  * Why C: the Arrow-kernel paths chain twenty to forty generic kernels, each a pass over its column
  * (13 MB per CPU second for syslog, 48 for access); one pass over the bytes does the work once.

@@ -191,8 +191,9 @@ def _merge(proc: JsonProcessor, records: pa.Array, where: BatchContext, table: p
         return ParsedBatch(pa.RecordBatch.from_pydict(fast_cols), pa.nulls(n, pa.string()))
     slow_mask = pc.invert(fast)
     idx = pc.indices_nonzero(slow_mask)
-    part = proc.process_each(records.take(idx), where.take(idx))
-    if _fits_only_in_a_mixed_column(proc, records.take(idx), where.take(idx), part.reasons):
+    slow_records, slow_where = records.take(idx), where.take(idx)
+    part = proc.process_each(slow_records, slow_where)
+    if _fits_only_in_a_mixed_column(proc, slow_records, slow_where, part.reasons):
         return proc.process_each(records, where)  # whether it fits depends on the whole batch's columns
     slow_cols = {name: part.fields.column(name) for name in part.fields.schema.names}
     names = list(dict.fromkeys([*fast_cols, *slow_cols]))
@@ -222,6 +223,10 @@ def _fits_only_in_a_mixed_column(proc: JsonProcessor, records: pa.Array, where: 
                                  reasons: pa.Array) -> bool:
     """Whether a record that did not fit its column holds an integer past int64: a mixed column (JSON
     text) takes it, so the column's other rows, parsed apart from it, decide."""
+    import pyarrow.compute as pc
+
+    if not pc.any(pc.starts_with(reasons, NOT_FITTING)).as_py():
+        return False
     for raw, ctx, why in zip(records.to_pylist(), where.records(), reasons.to_pylist(), strict=True):
         if why is not None and why.startswith(NOT_FITTING):
             if any(type(v) is int and not -(2 ** 63) <= v < 2 ** 63 for v in proc.process(raw, ctx).values()):

@@ -178,10 +178,13 @@ def test_udp_rate_case_counts_each_step_at_the_far_end(tmp_path: Path) -> None:
     ours = rows["logflume"]
     assert "error" not in ours, ours
     [step] = ours["steps"]
-    assert step["sent"] == 1000 and step["received"] == 1000  # through agent, collector and store, by number
-    assert ours["events_s"] == step["sent_rate"] > 0
+    assert step["sent"] == 1000 and 0 < step["received"] <= 1000  # through agent, collector, store, by number
+    with open("/proc/sys/net/core/rmem_max") as f:
+        granted = 2 * min(8 << 20, int(f.read()))
+    if granted >= 1000 * 2048:  # the whole step fits the socket's buffer: nothing may be lost
+        assert step["received"] == 1000 and ours["events_s"] == step["sent_rate"] > 0, ours
     if Rsyslog().available() is None:
-        assert rows["rsyslog"]["steps"][0]["received"] == 1000
+        assert 0 < rows["rsyslog"]["steps"][0]["received"] <= 1000
     assert "UDP sustained rate" in (tmp_path / "results" / "latest.md").read_text()
 
 

@@ -62,15 +62,19 @@ class JsonProcessor(Processor):
         return obj
 
     def process_batch(self, records: pa.Array, where: BatchContext) -> ParsedBatch:
+        if self.config.field:
+            return self.process_each(records, where)
+        if _compiled is not None:
+            return self._compiled_batch(records, where)
+        return self._reader_batch(records, where)
+
+    def _reader_batch(self, records: pa.Array, where: BatchContext) -> ParsedBatch:
+        """Flat objects through Arrow's JSON reader, halving on refusal; the other records per record."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         from jobs.processors.columns import decode
 
-        if self.config.field:
-            return self.process_each(records, where)
-        if _compiled is not None:
-            return self._compiled_batch(records, where)
         n = len(records)
         text, bad = decode(records)
         cand = pc.and_(pc.match_substring_regex(text, _CANDIDATE),
@@ -97,7 +101,10 @@ class JsonProcessor(Processor):
 
         n = len(records)
         validity, offsets, data = records.buffers()[:3]
-        taken, columns = _compiled.json(validity, offsets, data if data is not None else b"", records.offset, n)
+        try:
+            taken, columns = _compiled.json(validity, offsets, data if data is not None else b"", records.offset, n)
+        except OverflowError:  # a column of over 2 GiB of text: the reader's path makes several arrays
+            return self._reader_batch(records, where)
         types = {"null": pa.null(), "int64": pa.int64(), "double": pa.float64(), "bool": pa.bool_(),
                  "string": pa.string()}
         table = pa.table({name.decode(): pa.Array.from_buffers(types[kind], n, [pa.py_buffer(b) for b in buffers]

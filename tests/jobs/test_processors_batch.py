@@ -385,3 +385,18 @@ def test_access_usual_shapes_skip_the_capturing_patterns() -> None:
     where = BatchContext.of_chunk(RecordContext("h", "/s", "e", 0, "T", READ), list(range(len(lines))))
     batch = proc.process_batch(pa.array(lines, pa.binary()), where)
     assert batch.reasons.null_count == len(lines) and taken == [1]
+
+
+def test_json_batch_too_big_for_the_compiled_pass_takes_the_reader_path(monkeypatch) -> None:
+    """Over 2 GiB of text in one column, the compiled pass refuses (OverflowError): Arrow's reader does the batch."""
+    import jobs.processors.json as json_processor
+
+    if json_processor._compiled is None:
+        pytest.skip("jobs/processors/_columns.c is not built")
+
+    class TooBig:
+        def json(self, *args: Any) -> Any:
+            raise OverflowError("a JSON column of more than 2 GiB")
+
+    monkeypatch.setattr(json_processor, "_compiled", TooBig())
+    exact("json", [b'{"a": 1, "b": "x"}', b'{"a": 2.5}', b"not json"])

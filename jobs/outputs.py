@@ -159,7 +159,7 @@ def _rows(table: Any) -> list[dict[str, Any]]:
     """Rows without null fields (as the per-record JSON output had them), provenance kept."""
     import pyarrow as pa
 
-    # the provenance dictionary arrays as plain strings first: to_pylist of a dictionary array is 25x slower
+    # the provenance dictionary arrays as plain strings first: to_pylist of a dictionary array is ~23x slower
     plain = pa.schema([f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in table.schema])
     return [{k: v for k, v in r.items() if v is not None or k.startswith("_")} for r in table.cast(plain).to_pylist()]
 

@@ -133,7 +133,8 @@ def run_logflume_udp(work: Path, n: int, rounds: int, python: str, env: dict[str
         group.stop_all(10)
 
 
-def run_peer_udp(peer: Peer, work: Path, n: int, rounds: int, udp_opts: str, label: str) -> dict[str, Any]:
+def start_peer_udp(peer: Peer, work: Path, udp_opts: str, group: ProcGroup) -> tuple[int, Path]:
+    """Start ``peer``'s UDP receiver (writing one line per datagram) in ``group``; (its port, its file)."""
     clear_dir(work)
     port = udp_free_port()
     out = work / "received.log"
@@ -144,19 +145,24 @@ def run_peer_udp(peer: Peer, work: Path, n: int, rounds: int, udp_opts: str, lab
                                                     "UDP_OPTS": udp_opts})
     else:
         conf = render("syslog-ng-udp-receiver.conf", {"PORT": str(port), "OUT": str(out), "UDP_OPTS": udp_opts})
-    cmd = peer._cmd(work, conf, "receiver")  # type: ignore[attr-defined]
+    group.start(f"{peer.name}-receiver", peer._cmd(work, conf, "receiver"),  # type: ignore[attr-defined]
+                work / "receiver.out", env=peer.env())
+    wait_until(lambda: udp_bound(port), 20, f"{peer.name} UDP port", group)
+    time.sleep(0.5)
+    return port, out
+
+
+def run_peer_udp(peer: Peer, work: Path, n: int, rounds: int, udp_opts: str, label: str) -> dict[str, Any]:
     group = ProcGroup()
-
-    def count() -> int:
-        try:
-            return sum(1 for line in out.read_bytes().splitlines() if b"burst" in line)
-        except FileNotFoundError:
-            return 0
-
     try:
-        group.start(f"{peer.name}-receiver", cmd, work / "receiver.out", env=peer.env())
-        wait_until(lambda: udp_bound(port), 20, f"{peer.name} UDP port", group)
-        time.sleep(0.5)
+        port, out = start_peer_udp(peer, work, udp_opts, group)
+
+        def count() -> int:
+            try:
+                return sum(1 for line in out.read_bytes().splitlines() if b"burst" in line)
+            except FileNotFoundError:
+                return 0
+
         return _bursts(f"{peer.name} ({label})", port, count, n, rounds)
     finally:
         group.stop_all(10)

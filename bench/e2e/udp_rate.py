@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.e2e.latency import ArrivalWatcher
-from bench.e2e.measure import ProcGroup, wait_until
-from bench.e2e.peers import PEERS, Peer, Rsyslog, render
+from bench.e2e.measure import ProcGroup
+from bench.e2e.peers import PEERS, Peer, Rsyslog
 from bench.e2e.settle import run_settled
 from bench.e2e.small_events import _pipeline, syslog_message
-from bench.e2e.udp_burst import kernel_rcvbuf, udp_bound, udp_free_port
-from bench.e2e.variants import clear_dir
+from bench.e2e.udp_burst import kernel_rcvbuf, start_peer_udp
 
 #: Offered rates, datagrams a second, in the order tried.
 RATES = (25_000, 50_000, 100_000, 150_000, 200_000, 250_000, 300_000, 400_000, 500_000, 600_000, 800_000)
@@ -128,22 +127,9 @@ def run_logflume_udp_rate(work: Path, seconds: float, python: str, env: dict[str
 
 def run_peer_udp_rate(peer: Peer, work: Path, seconds: float, python: str, env: dict[str, str],
                       rates: tuple[int, ...], udp_opts: str = "", label: str = "defaults") -> dict[str, Any]:
-    clear_dir(work)
-    port = udp_free_port()
-    out = work / "received.log"
-    d = work / "receiver"
-    d.mkdir()
-    if isinstance(peer, Rsyslog):
-        conf = render("rsyslog-udp-receiver.conf", {"WORK": str(d), "PORT": str(port), "OUT": str(out),
-                                                    "UDP_OPTS": udp_opts})
-    else:
-        conf = render("syslog-ng-udp-receiver.conf", {"PORT": str(port), "OUT": str(out), "UDP_OPTS": udp_opts})
     group = ProcGroup()
     try:
-        group.start(f"{peer.name}-receiver", peer._cmd(work, conf, "receiver"),  # type: ignore[attr-defined]
-                    work / "receiver.out", env=peer.env())
-        wait_until(lambda: udp_bound(port), 20, f"{peer.name} UDP port", group)
-        time.sleep(0.5)
+        port, out = start_peer_udp(peer, work, udp_opts, group)
         return _ladder(f"{peer.name} ({label}, writing a file)", port, lambda: [out], python, env, seconds, rates)
     finally:
         group.stop_all(10)

@@ -27,6 +27,7 @@ from hicc.records import Query, RecordSearch, SearchError
 from hicc.timeseries import TimeSeries
 from logflume import __version__
 from logflume.settings import Invalid, parse_duration
+from logflume.stopflag import StopFlag, serve_until
 
 log = logging.getLogger("logflume.hicc")
 
@@ -172,7 +173,8 @@ class ConsoleServer(ThreadingHTTPServer):
         super().__init__((host, port), _Handler)
         if ssl_context is not None:
             self.socket = ssl_context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
-        self._worker = threading.Thread(target=self.serve_forever, name="hicc-http", daemon=True)
+        self._stop = StopFlag()
+        self._worker = threading.Thread(target=serve_until, args=(self, self._stop), name="hicc-http", daemon=True)
 
     def start(self) -> None:
         self._worker.start()
@@ -199,5 +201,7 @@ class ConsoleServer(ThreadingHTTPServer):
             self._slots.release()
 
     def close(self) -> None:
-        self.shutdown()
+        self._stop.set()
+        if self._worker.is_alive():
+            self._worker.join(timeout=10)
         self.server_close()

@@ -42,6 +42,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from logflume import __version__
 from logflume.secrets import check_secret, is_loopback
 from logflume.settings import Invalid, parse_duration
+from logflume.stopflag import StopFlag, serve_until
 
 log = logging.getLogger("logflume.status")
 
@@ -498,9 +499,10 @@ class StatusServer(ThreadingHTTPServer):
         self.tap_token = tap_token
         self.taps = TapHub()
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self._stop = threading.Event()
+        self._stop = StopFlag()
         super().__init__((host, port), _Handler)
-        self._workers = [threading.Thread(target=self.serve_forever, name="status-http", daemon=True),
+        self._workers = [threading.Thread(target=serve_until, args=(self, self._stop), name="status-http",
+                                          daemon=True),
                          threading.Thread(target=self._sample_loop, name="status-sampler", daemon=True)]
         for t in self._workers:
             t.start()
@@ -536,7 +538,7 @@ class StatusServer(ThreadingHTTPServer):
 
     def close(self) -> None:
         self._stop.set()
-        self.shutdown()
+        self._workers[0].join(timeout=10)
         self.server_close()
 
 

@@ -56,11 +56,12 @@ class Connection:
             if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
                 return True
             left = end - time.monotonic()
+            waits = [self.sock, stopping] if hasattr(stopping, "fileno") else [self.sock]  # a StopFlag wakes it
             try:
-                ready, _, _ = select.select([self.sock], [], [], min(max(left, 0.0), POLL_INTERVAL))
+                ready, _, _ = select.select(waits, [], [], min(max(left, 0.0), POLL_INTERVAL))
             except (OSError, ValueError):
                 return False
-            if ready:
+            if self.sock in ready:
                 return True
             if left <= 0 or (stopping is not None and stopping.is_set()):
                 return False

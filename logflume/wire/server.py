@@ -14,6 +14,8 @@ A reset, timed-out or half-handshaken connection is logged in one line, never
 with a traceback.  Graceful stop (SIGTERM): ``stop_accepting()`` closes the
 listener; idle connections notice the stop flag and close; a connection in the
 middle of a frame finishes it (and its ack) first.  ``join(timeout)`` waits.
+The flag is a :class:`~logflume.stopflag.StopFlag`: the accept loop and every
+idle wait select on it beside their socket, so a stop is seen at once.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any, Protocol
 
 from logflume.errors import ChannelClosed, ConfigError, StartupError
 from logflume.settings import Bool, Duration, Int, Obj, Optional, Setting, Str
+from logflume.stopflag import StopFlag
 from logflume.wire.connection import Connection
 from logflume.wire.tls import server_context
 
@@ -77,7 +80,7 @@ class TcpServer:
         self.wait_first_byte = wait_first_byte
         self.on_refuse = on_refuse
         self.log = log or logging.getLogger(f"logflume.wire.{endpoint.name}")
-        self.stopping = threading.Event()
+        self.stopping = StopFlag()
         self.refused = 0
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
@@ -123,6 +126,9 @@ class TcpServer:
         assert self._listener is not None
         while not self.stopping.is_set():
             try:
+                ready, _, _ = select.select([self._listener, self.stopping], [], [], POLL)
+                if self._listener not in ready:
+                    continue
                 sock, addr = self._listener.accept()
             except TimeoutError:
                 continue
@@ -223,7 +229,7 @@ class TcpServer:
                 left = deadline - time.monotonic()
                 if left <= 0 or self.stopping.is_set():
                     raise TimeoutError(f"TLS handshake not complete within {self.handshake_timeout:.0f}s")
-                select.select(*wait, [], min(left, POLL))
+                select.select([*wait[0], self.stopping], wait[1], [], min(left, POLL))
         except BaseException:
             _close(tls)
             raise

@@ -362,3 +362,28 @@ def test_admission_reserves_the_inflated_size_before_reading_the_body(wire_serve
     assert client.deliver([chunk(1, b"z" * (1 << 20))]).ok
     client.close()
     assert len(reserved) == 1 and reserved[0] > 1 << 20  # compressed body plus the 1 MiB it inflates to
+
+
+def test_a_stop_reaches_idle_connections_and_the_accept_loop_at_once(monkeypatch):
+    """Idle waits and the accept loop select on the server's StopFlag: a graceful stop does not wait out
+    a poll interval (it did: every daemon stop paid up to 0.2 s; with polls of 30 s here, 30 s)."""
+    import logflume.wire.connection as connection_mod
+    import logflume.wire.server as server_mod
+
+    monkeypatch.setattr(server_mod, "POLL", 30.0)
+    monkeypatch.setattr(connection_mod, "POLL_INTERVAL", 30.0)
+    srv = TcpServer(WireEndpoint(lambda chunks: None, server_name="c", max_frame_size=1 << 20, idle_timeout=300.0),
+                    "127.0.0.1", 0)
+    srv.start()
+    client = WireClient(*srv.address)
+    assert client.deliver([chunk(1, b"a\n")]).ok  # handshaken, now idle between frames
+    silent = socket.create_connection(srv.address)  # not a byte sent: waiting for its first one
+    try:
+        t = time.monotonic()
+        srv.stop_accepting()
+        assert srv.join(20.0)
+        assert time.monotonic() - t < 10  # 30 s and more without the flag's pipe; generous for a loaded machine
+    finally:
+        silent.close()
+        client.close()
+        srv.stop(timeout=2.0)

@@ -43,7 +43,7 @@ from logflume.sequencefile import SequenceFileError, SequenceFileReader, Sequenc
 from logflume.settings import Duration, Enum, Int, Optional, Setting, Size, Str
 from logflume.sink import Sink
 from sinks.naming import FINAL, INPROGRESS, datatype_dir, final_name, inprogress_name, safe_collector_name
-from sinks.storage import STORE_SETTINGS, RemoteFiles, StoreFiles, check_storage_options
+from sinks.storage import STORE_SETTINGS, LocalFiles, RemoteFiles, StoreFiles, check_storage_options
 
 #: Header metadata of every sink file: who wrote it and which layout its records follow.
 FORMAT_VERSION = "1"
@@ -148,6 +148,9 @@ class SeqFileSink(Sink):
         "sync": Setting(Enum("every_batch", "interval", "none"), "every_batch",
                         "every_batch: flush+fsync before each ack; interval: every sync_period; none: at roll"),
         "sync_period": Setting(Duration(), "1s", "With sync: interval, how often to flush and fsync"),
+        "direct_io": Setting(Enum("auto", "on", "off"), "auto",
+                             "Write local files with O_DIRECT (not through the page cache) where the file system "
+                             "allows; auto: when sync is every_batch, where every byte is fsynced at once anyway"),
         "compression": Setting(Enum("NONE", "RECORD", "BLOCK"), "NONE", "SequenceFile compression"),
         "codec": Setting(Optional(Enum("deflate", "gzip", "lz4", "snappy")), None,
                          "Codec for RECORD/BLOCK (default deflate): DefaultCodec, GzipCodec, Lz4Codec, SnappyCodec"),
@@ -439,7 +442,7 @@ class SeqFileSink(Sink):
         assert disk is not None
         rel = self._free_name(key)
         disk.makedirs(rel.rpartition("/")[0])
-        f = disk.create(inprogress_name(rel))
+        f = disk.create(inprogress_name(rel), direct=self._direct(disk))
         try:
             writer = SequenceFileWriter(f, compression=self.config.compression, codec=self.codec,
                                         metadata=self.metadata, block_size=self.config.block_size)
@@ -454,6 +457,11 @@ class SeqFileSink(Sink):
         of = self._open[key] = _OpenFile(f, writer, rel, opened=now, last_sync=now)
         self._m_open.set(len(self._open))
         return of
+
+    def _direct(self, disk: LocalFiles) -> bool:
+        """Whether new files on ``disk`` are written with O_DIRECT (local disks only; see ``direct_io``)."""
+        mode = self.config.direct_io
+        return disk.local and (mode == "on" or (mode == "auto" and self.config.sync == "every_batch"))
 
     def _last_sync(self) -> float:
         """When the least recently synced dirty file was synced (now if none is dirty)."""

@@ -29,6 +29,7 @@ import fsspec
 from logflume.errors import ConfigError
 from logflume.settings import AnyValue, Duration, Enum, MapOf, Optional, Setting, Str
 from logflume.statefile import STATE_FILE_MODE, make_state_dir
+from sinks.direct_file import DirectBuffer, open_direct
 from sinks.naming import inprogress_name
 
 #: Remote protocols whose open files take partial flushes (the hflush equivalent): written in place.
@@ -169,6 +170,7 @@ class LocalFiles:
     def __init__(self, root: str, private: bool = False) -> None:
         self.root = root
         self.private = private
+        self._stage: DirectBuffer | None = None  # made by the first direct create
 
     def path(self, rel: str) -> str:
         return f"{self.root}/{rel}"
@@ -180,9 +182,17 @@ class LocalFiles:
         else:
             os.makedirs(path, exist_ok=True)
 
-    def create(self, rel: str) -> Any:
+    def create(self, rel: str, direct: bool = False) -> Any:
+        """A new file open for writing; with ``direct``, written with ``O_DIRECT`` where the file system allows
+        (see ``sinks/direct_file.py``), else through the page cache."""
         mode = STATE_FILE_MODE if self.private else 0o666
         fd = os.open(self.path(rel), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        if direct:
+            if self._stage is None:
+                self._stage = DirectBuffer()
+            f = open_direct(fd, self._stage)
+            if f is not None:
+                return f
         return os.fdopen(fd, "wb")  # buffered: big writes go straight from the caller's buffer
 
     def sync(self, f: Any, rel: str, new_name: bool) -> None:
@@ -258,7 +268,8 @@ class RemoteFiles(LocalFiles):
                 self._made.clear()
             self._made.add(rel)
 
-    def create(self, rel: str) -> Any:
+    def create(self, rel: str, direct: bool = False) -> Any:
+        """A new remote file open for writing (``direct`` is for local disks and ignored here)."""
         ftp = getattr(self.fs, "ftp", None)
         if ftp is not None:
             return SftpWriter(ftp.open(self.path(rel), "wb"))

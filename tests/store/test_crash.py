@@ -18,9 +18,10 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.mark.parametrize("settings", [
-    {"roll_size": "200KiB"},
+    {"roll_size": "200KiB"},  # sync every_batch: written with O_DIRECT (direct_io auto)
+    {"roll_size": "200KiB", "direct_io": "off"},
     {"roll_size": "8KiB", "compression": "BLOCK", "codec": "deflate"},
-], ids=["none", "block-deflate"])
+], ids=["none", "none-page-cache", "block-deflate"])
 def test_sigkill_mid_file_then_restart_recovers_every_acked_chunk(tmp_path: Path, settings: dict) -> None:
     root = tmp_path / "store"
     cfg = {"type": "seqfile", "agent_name": "coll1", "data_dir": str(tmp_path / "state"),

@@ -1,0 +1,107 @@
+"""sinks/direct_file.py: files appended with O_DIRECT hold exactly the bytes written, at every flush."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+import sinks.direct_file as direct_file
+from logflume.component import Context
+from logflume.sequencefile import SequenceFileReader
+from sinks.direct_file import BLOCK, DirectBuffer, DirectFile, open_direct
+from sinks.naming import inprogress_name
+from sinks.seqfile import SeqFileSink
+from sinks.storage import LocalFiles
+from tests.store.conftest import ChunkMaker, make_sink
+
+
+def _direct(path: Path, stage: DirectBuffer) -> DirectFile:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    f = open_direct(fd, stage)
+    assert f is not None, "this file system refuses O_DIRECT"
+    assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
+    return f
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_writes_and_flushes_leave_exactly_the_bytes_written(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    stage = DirectBuffer(4 * BLOCK)  # small, so that writes span several rounds of the staging buffer
+    f = _direct(tmp_path / "f", stage)
+    written = bytearray()
+    for _ in range(300):
+        n = rng.choice([0, 1, 17, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 5, 9 * BLOCK + 123, rng.randrange(40_000)])
+        data = rng.randbytes(n)
+        assert f.write(memoryview(data)) == n
+        written += data
+        assert f.tell() == len(written)
+        if rng.random() < 0.3:
+            f.flush()
+            assert (tmp_path / "f").read_bytes() == written  # no padding left, nothing missing
+    f.close()
+    f.close()  # twice: a no-op
+    assert (tmp_path / "f").read_bytes() == written
+
+
+def test_two_files_sharing_one_staging_buffer_keep_their_own_tails(tmp_path: Path) -> None:
+    stage = DirectBuffer(2 * BLOCK)
+    a, b = _direct(tmp_path / "a", stage), _direct(tmp_path / "b", stage)
+    for i in range(50):
+        a.write(bytes([65 + i % 26]) * (i * 97))
+        b.write(bytes([97 + i % 26]) * (i * 131 + 1))
+    a.close()
+    b.close()
+    assert (tmp_path / "a").read_bytes() == b"".join(bytes([65 + i % 26]) * (i * 97) for i in range(50))
+    assert (tmp_path / "b").read_bytes() == b"".join(bytes([97 + i % 26]) * (i * 131 + 1) for i in range(50))
+
+
+def test_where_o_direct_is_refused_the_file_is_written_through_the_page_cache(tmp_path: Path, monkeypatch) -> None:
+    real = fcntl.fcntl
+
+    def refusing(fd, cmd, arg=0):  # what a file system without O_DIRECT answers
+        if cmd == fcntl.F_SETFL and arg & os.O_DIRECT:
+            raise OSError(22, "Invalid argument")
+        return real(fd, cmd, arg)
+
+    monkeypatch.setattr(direct_file.fcntl, "fcntl", refusing)
+    files = LocalFiles(str(tmp_path))
+    f = files.create("x", direct=True)
+    assert not isinstance(f, DirectFile)
+    f.write(b"abc")
+    f.close()
+    assert (tmp_path / "x").read_bytes() == b"abc"
+
+
+@pytest.mark.parametrize(("settings", "direct"), [
+    ({}, True),  # sync every_batch (the default) and direct_io auto
+    ({"sync": "none"}, False),
+    ({"sync": "none", "direct_io": "on"}, True),
+    ({"direct_io": "off"}, False),
+])
+def test_the_seqfile_store_writes_with_o_direct_when_it_fsyncs_every_batch(tmp_path: Path, settings: dict,
+                                                                           direct: bool) -> None:
+    context = Context(agent_name="coll1", data_dir=tmp_path / "state")
+    sink = make_sink(SeqFileSink, "store", {"url": str(tmp_path / "store"), **settings}, context)
+    sink.start()
+    maker = ChunkMaker(size=10_000)
+    sent = []
+    try:
+        for _ in range(20):
+            batch = maker.batch(7)
+            sink.deliver(batch)
+            sent += [(c.stream, c.seq_id, bytes(c.data)) for c in batch]
+        (of,) = sink._open.values()
+        assert isinstance(of.file, DirectFile) is direct
+        if direct and sink.config.sync == "every_batch":  # every acked byte is on the file: a reader sees it all
+            with open(tmp_path / "store" / inprogress_name(of.rel), "rb") as r:
+                assert len(list(SequenceFileReader(r).iter_chunks())) == len(sent)
+    finally:
+        sink.stop()
+    (final,) = (tmp_path / "store").rglob("*.seq")
+    with open(final, "rb") as r:
+        got = [(c.stream, c.seq_id, bytes(c.data)) for c in SequenceFileReader(r).iter_chunks()]
+    assert got == sent

@@ -59,6 +59,7 @@ class DirectFile:
         self._stage = stage
         self._pos = 0  # file offset of the first byte of the tail: always a multiple of BLOCK
         self._tail = bytearray()  # bytes past the last whole block written (fewer than BLOCK)
+        self._failed = False  # a write failed part-way: where the tail belongs is no longer known
         self.closed = False
 
     def fileno(self) -> int:
@@ -68,6 +69,8 @@ class DirectFile:
         return self._pos + len(self._tail)
 
     def write(self, data: Any) -> int:
+        if self._failed:
+            raise OSError("an earlier write to this file failed")
         src = memoryview(data).cast("B")
         n = len(src)
         if len(self._tail) + n < BLOCK:  # a small write (a record header): no disk write yet
@@ -75,28 +78,39 @@ class DirectFile:
             return n
         stage = self._stage
         with stage.lock:
-            buf, size = stage.view, len(stage.view)
-            fill = len(self._tail)
-            buf[:fill] = self._tail
-            i = 0
-            while i < n:
-                k = min(n - i, size - fill)
-                buf[fill:fill + k] = src[i:i + k]
-                fill += k
-                i += k
-                whole = fill - fill % BLOCK
-                if fill == size or i == n:
-                    self._pwrite(buf[:whole])
-                    rest = fill - whole
-                    buf[:rest] = buf[whole:fill]
-                    fill = rest
-            self._tail = bytearray(buf[:fill])
+            try:
+                self._write_staged(src)
+            except BaseException:
+                self._failed = True
+                raise
         return n
+
+    def _write_staged(self, src: memoryview) -> None:
+        """Tail + ``src`` through the staging buffer: whole blocks to the file, the rest kept as the tail."""
+        n = len(src)
+        buf, size = self._stage.view, len(self._stage.view)
+        fill = len(self._tail)
+        buf[:fill] = self._tail
+        i = 0
+        while i < n:
+            k = min(n - i, size - fill)
+            buf[fill:fill + k] = src[i:i + k]
+            fill += k
+            i += k
+            whole = fill - fill % BLOCK
+            if fill == size or i == n:
+                self._pwrite(buf[:whole])
+                rest = fill - whole
+                buf[:rest] = buf[whole:fill]
+                fill = rest
+        self._tail = bytearray(buf[:fill])
 
     def flush(self) -> None:
         """Put every byte written so far on the file (the last block padded, then the file cut to length)."""
         if self.closed or not self._tail:
             return
+        if self._failed:
+            raise OSError("an earlier write to this file failed")
         stage = self._stage
         with stage.lock:
             fill = len(self._tail)
@@ -109,7 +123,8 @@ class DirectFile:
         if self.closed:
             return
         try:
-            self.flush()
+            if not self._failed:  # after a failed write nothing more is written: recovery cuts the torn record
+                self.flush()
         finally:
             self.closed = True
             os.close(self._fd)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import fcntl
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from sinks.direct_file import BLOCK, DirectBuffer, DirectFile, open_direct
 from sinks.naming import inprogress_name
 from sinks.seqfile import SeqFileSink
 from sinks.storage import LocalFiles
+from tests.conftest import REPO
 from tests.store.conftest import ChunkMaker, make_sink
 
 
@@ -105,3 +108,38 @@ def test_the_seqfile_store_writes_with_o_direct_when_it_fsyncs_every_batch(tmp_p
     with open(final, "rb") as r:
         got = [(c.stream, c.seq_id, bytes(c.data)) for c in SequenceFileReader(r).iter_chunks()]
     assert got == sent
+
+
+FAILING_WRITE = """
+import os, resource, signal, sys
+from sinks.direct_file import BLOCK, DirectBuffer, open_direct
+
+path, data_path = sys.argv[1], sys.argv[2]
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
+resource.setrlimit(resource.RLIMIT_FSIZE, (5 * BLOCK, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+data = os.urandom(12 * BLOCK + 10)
+open(data_path, "wb").write(data[:5 * BLOCK])  # what the file may hold: a prefix of the bytes written
+f = open_direct(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), DirectBuffer(2 * BLOCK))
+f.write(data[:2 * BLOCK + 10])
+f.flush()
+try:
+    f.write(data[2 * BLOCK + 10:])  # one round of the staging buffer fits, the next passes the limit
+except OSError as exc:
+    print("failed:", exc.errno)
+try:
+    f.write(b"x" * 10)
+except OSError:
+    print("refused")
+f.close()
+"""
+
+
+def test_after_a_failed_write_nothing_more_is_written(tmp_path: Path) -> None:
+    """The tail it held belonged before the blocks written since: closing used to write it at the new end."""
+    done = subprocess.run([sys.executable, "-c", FAILING_WRITE, str(tmp_path / "f"), str(tmp_path / "data")],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["failed: 27", "refused"]  # EFBIG
+    got, data = (tmp_path / "f").read_bytes(), (tmp_path / "data").read_bytes()
+    assert len(got) >= 2 * BLOCK + 10
+    assert got == data[:len(got)]

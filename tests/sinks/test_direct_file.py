@@ -50,6 +50,31 @@ def test_random_writes_and_flushes_leave_exactly_the_bytes_written(tmp_path: Pat
     assert (tmp_path / "f").read_bytes() == written
 
 
+def test_a_reader_never_sees_the_file_longer_than_what_was_written(tmp_path: Path, monkeypatch) -> None:
+    """The tail used to be written zero-padded to a whole block and truncated back: between the two calls a
+    reader following the file (the latency bench's) saw zeros past the end, and lost the line written there."""
+    written = [0]
+    sizes: list[tuple[int, int]] = []
+    real_pwrite = os.pwrite
+
+    def watched(fd, data, offset):
+        k = real_pwrite(fd, data, offset)
+        sizes.append((os.fstat(fd).st_size, written[0]))
+        return k
+
+    monkeypatch.setattr(direct_file.os, "pwrite", watched)
+    f = _direct(tmp_path / "f", DirectBuffer(2 * BLOCK))
+    rng = random.Random(7)
+    for _ in range(100):
+        data = rng.randbytes(rng.choice([10, BLOCK + 3, 5 * BLOCK + 1]))
+        written[0] += len(data)
+        f.write(data)
+        f.flush()
+    f.close()
+    assert sizes and all(size <= logical for size, logical in sizes)
+    assert (tmp_path / "f").stat().st_size == written[0]
+
+
 def test_two_files_sharing_one_staging_buffer_keep_their_own_tails(tmp_path: Path) -> None:
     stage = DirectBuffer(2 * BLOCK)
     a, b = _direct(tmp_path / "a", stage), _direct(tmp_path / "b", stage)

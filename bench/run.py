@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quiet-flush", default="0s",
                     help="tail source quiet_flush values, comma-separated: each logflume contender runs once per "
                          "value (default 0s: off, its default)")
+    ap.add_argument("--direct-io", default="auto",
+                    help="collector store direct_io values (auto, on, off), comma-separated: each logflume "
+                         "contender runs once per value (default auto: O_DIRECT with sync on)")
     ap.add_argument("--rotate-seconds", type=float, default=0.25,
                     help="rotation variant: rename the file and create a new one this often (default 0.25)")
     ap.add_argument("--rotate-rate-mb", type=float, default=0.0,
@@ -112,6 +115,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.latency_flush = [x for x in args.latency_flush.split(",") if x]
     args.quiet_flush = [x for x in args.quiet_flush.split(",") if x] or ["0s"]
     args.caught_up_flush = [x for x in args.caught_up_flush.split(",") if x] or ["20ms"]
+    args.direct_io = [x for x in args.direct_io.split(",") if x] or ["auto"]
+    for d in args.direct_io:
+        if d not in ("auto", "on", "off"):
+            ap.error(f"--direct-io: unknown {d!r}; expected auto, on or off")
     return args
 
 
@@ -141,9 +148,9 @@ def ensure_peers(wanted: list[str], allow_setup: bool) -> None:
 def logflume_options(args: argparse.Namespace) -> list[LogflumeOptions]:
     return [LogflumeOptions(channel=c, sync="every_batch" if s == "on" else "none",
                             chunk_size=args.chunk_size_mb << 20, flush_interval=args.flush_interval, tap=t == "on",
-                            quiet_flush=q, caught_up_flush=u)
+                            quiet_flush=q, caught_up_flush=u, direct_io=d)
             for c in args.channels for s in args.sync for t in args.tap for q in args.quiet_flush
-            for u in args.caught_up_flush]
+            for u in args.caught_up_flush for d in args.direct_io]
 
 
 def interleave(contenders: list, limit: Callable[[int], Any], runs: int) -> list:

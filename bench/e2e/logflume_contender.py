@@ -45,12 +45,15 @@ class LogflumeOptions:
     quiet_flush: str = "0s"
     #: Run with ``logflume tap`` attached to the tail source (records sampled), to measure what tapping costs.
     tap: bool = False
+    #: The collector store's direct_io ("auto", its default: O_DIRECT with sync every_batch; "on"; "off").
+    direct_io: str = "auto"
 
     @property
     def name(self) -> str:
         return (f"logflume-{self.channel}-sync{'on' if self.sync != 'none' else 'off'}"
                 + ("-tapped" if self.tap else "") + (f"-quiet{self.quiet_flush}" if self.quiet_flush != "0s" else "")
-                + (f"-caughtup{self.caught_up_flush}" if self.caught_up_flush != "20ms" else ""))
+                + (f"-caughtup{self.caught_up_flush}" if self.caught_up_flush != "20ms" else "")
+                + (f"-direct{self.direct_io}" if self.direct_io != "auto" else ""))
 
     @property
     def tail_label(self) -> str:
@@ -84,7 +87,8 @@ def collector_config(opts: LogflumeOptions, work: Path, port: int) -> dict:
     return {
         "collector": {"name": "bench-collector", "listen": f"127.0.0.1:{port}", "data_dir": str(work / "collector"),
                       "log_level": "WARNING"},
-        "store": {"type": "seqfile", "url": str(work / "collector" / "sink"), "sync": opts.sync},
+        "store": {"type": "seqfile", "url": str(work / "collector" / "sink"), "sync": opts.sync,
+                  "direct_io": opts.direct_io},
     }
 
 

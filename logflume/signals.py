@@ -20,6 +20,8 @@ import signal
 import time
 from types import FrameType
 
+from logflume.stopflag import drain
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -86,8 +88,4 @@ class DaemonSignals:
                 time.sleep(poll)
                 continue
             select.select([self._wake], [], [], poll)  # a byte arrives before the handler has run
-            try:
-                while os.read(self._wake, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+            drain(self._wake)

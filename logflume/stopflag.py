@@ -38,11 +38,16 @@ class StopFlag(threading.Event):
 
     def clear(self) -> None:
         super().clear()
-        try:
-            while os.read(self._r, 4096):
-                pass
-        except BlockingIOError:
+        drain(self._r)
+
+
+def drain(fd: int) -> None:
+    """Read a non-blocking pipe empty (a wakeup pipe: what was in it does not matter, only that it was)."""
+    try:
+        while os.read(fd, 4096):
             pass
+    except BlockingIOError:
+        pass
 
 
 def _close_fds(*fds: int) -> None:

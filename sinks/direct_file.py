@@ -64,9 +64,6 @@ class DirectFile:
     def fileno(self) -> int:
         return self._fd
 
-    def tell(self) -> int:
-        return self._pos + len(self._tail)
-
     def write(self, data: Any) -> int:
         if self._failed:
             raise OSError("an earlier write to this file failed")
@@ -99,6 +96,7 @@ class DirectFile:
             whole = fill - fill % BLOCK
             if fill == size or i == n:
                 self._pwrite(buf[:whole])
+                self._pos += whole
                 rest = fill - whole
                 buf[:rest] = buf[whole:fill]
                 fill = rest
@@ -121,12 +119,7 @@ class DirectFile:
         flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
         fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
         try:
-            done = 0
-            while done < len(self._tail):
-                k = os.pwrite(self._fd, memoryview(self._tail)[done:], self._pos + done)
-                if k <= 0:
-                    raise OSError(f"pwrite wrote {k} bytes")
-                done += k
+            self._pwrite(memoryview(self._tail))
         finally:
             fcntl.fcntl(self._fd, fcntl.F_SETFL, flags)
 
@@ -140,18 +133,11 @@ class DirectFile:
             self.closed = True
             os.close(self._fd)
 
-    def __enter__(self) -> DirectFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _pwrite(self, view: memoryview) -> None:
-        """Write ``view`` (whole blocks) at the tail's offset and move the offset past it."""
-        pos, done = self._pos, 0
+        """Write all of ``view`` at the tail's offset (``pwrite`` may write less than asked)."""
+        done = 0
         while done < len(view):
-            k = os.pwrite(self._fd, view[done:], pos + done)
+            k = os.pwrite(self._fd, view[done:], self._pos + done)
             if k <= 0:
                 raise OSError(f"pwrite wrote {k} bytes")
             done += k
-        self._pos += done

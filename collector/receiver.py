@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 
@@ -41,6 +41,9 @@ TRY_LATER_DELAY = 1.0
 #: Most bytes the writer hands the store in one group-committed call.
 GROUP_BYTES = 64 * 1024 * 1024
 
+#: Called on the writer thread with a batch once it is stored.
+Stored = Callable[[Sequence[Chunk]], None]
+
 
 class StoreWriter:
     """Serializes calls to the store; ``deliver`` blocks until the batch is durable (or raises)."""
@@ -53,7 +56,7 @@ class StoreWriter:
         self.pending_bytes = 0
         self._pending_by_peer: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._queue: queue.Queue[tuple[list[Chunk], int, Future] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[list[Chunk], int, Future, Stored | None] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._metrics = metrics
         self.try_laters = 0
@@ -97,11 +100,20 @@ class StoreWriter:
                 else:
                     del self._pending_by_peer[peer]
 
+    def submit(self, chunks: Sequence[Chunk], on_stored: Stored | None = None) -> Future[None]:
+        """Hand chunks to the writer thread: the future completes once the store has them durably (or fails).
+
+        ``on_stored(chunks)`` runs on the writer thread once they are stored, before the future
+        completes; the future itself keeps no reference to the chunks, so their buffers can be
+        reused as soon as the store is done with them.
+        """
+        fut: Future[None] = Future()
+        self._queue.put((list(chunks), sum(len(c.data) for c in chunks), fut, on_stored))
+        return fut
+
     def write(self, chunks: Sequence[Chunk]) -> None:
-        """Hand chunks to the writer thread; returns once the store has them durably (or raises its error)."""
-        fut: Future = Future()
-        self._queue.put((list(chunks), sum(len(c.data) for c in chunks), fut))
-        fut.result()
+        """``submit`` and wait: returns once the store has the chunks durably (or raises its error)."""
+        self.submit(chunks).result()
 
     def deliver(self, chunks: Sequence[Chunk]) -> None:
         """``reserve`` + ``write``: for endpoints whose batch size is only known once decoded (Scribe, Flume)."""
@@ -125,15 +137,21 @@ class StoreWriter:
                     break
                 group.append(nxt)
                 size += nxt[1]
-            chunks = [c for chunks, _, _ in group for c in chunks]
+            chunks = [c for chunks, _, _, _ in group for c in chunks]
             try:
                 self.store.deliver(chunks)
             except BaseException as exc:  # every waiter learns the outcome
-                for _, _, fut in group:
+                for _, _, fut, _ in group:
                     fut.set_exception(exc)
             else:
-                for _, _, fut in group:
+                for batch, _, fut, on_stored in group:
+                    if on_stored is not None:
+                        try:
+                            on_stored(batch)
+                        except Exception:  # counting must not turn a stored batch into a failed one
+                            log.exception("after storing a batch")
                     fut.set_result(None)
+                del batch  # no view of a receive buffer may outlive its store
             del chunks, group, item
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -165,10 +183,10 @@ class Collector:
         self.writer.deliver(chunks)
         self._count(chunks)
 
-    def _write(self, chunks: Sequence[Chunk]) -> None:
-        """logflume batches: admitted by the endpoint through ``writer.reserve`` before their bodies were read."""
-        self.writer.write(chunks)
-        self._count(chunks)
+    def _submit(self, chunks: Sequence[Chunk]) -> Future[None]:
+        """logflume batches: admitted by the endpoint through ``writer.reserve`` before their bodies were read;
+        the endpoint reads the sender's next frame while the writer stores this one."""
+        return self.writer.submit(chunks, self._count)
 
     def start(self) -> None:
         """Start store, writer and listeners; StartupError (after cleaning up) if any cannot start."""
@@ -182,7 +200,7 @@ class Collector:
             self.writer.start()
             auth = self.config.authenticator
             wire = WireEndpoint(
-                self._write, reserve=self.writer.reserve, pool=BufferPool(cfg.max_pending_bytes),
+                self._submit, reserve=self.writer.reserve, pool=BufferPool(cfg.max_pending_bytes),
                 server_name=cfg.name, max_frame_size=cfg.max_frame_size,
                 idle_timeout=cfg.idle_timeout, frame_timeout=cfg.frame_timeout,
                 progress_timeout=cfg.progress_timeout, authenticator=auth,

@@ -11,6 +11,7 @@ never copied here; metadata travels beside them.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 import time
@@ -58,6 +59,30 @@ MAX_TAG_VALUE_LEN = 1024
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]*\Z")
 _TAG_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+=/-]*\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _newline_before(data: Buffer, lo: int, hi: int) -> int:
+    """Position after the last newline in ``data[lo:hi]``; 0 if there is none."""
+    if isinstance(data, (bytes, bytearray)):
+        return data.rfind(b"\n", lo, hi) + 1
+    view = memoryview(data)
+    window = 64 * 1024
+    while hi > lo:  # a memoryview has no rfind: look back window by window (records are rarely long)
+        start = max(lo, hi - window)
+        at = bytes(view[start:hi]).rfind(b"\n")
+        if at >= 0:
+            return start + at + 1
+        hi = start
+        window *= 4
+    return 0
+
+
+def _newline_after(data: Buffer, lo: int, hi: int) -> int:
+    """Position after the first newline in ``data[lo:hi]``; 0 if there is none."""
+    if isinstance(data, (bytes, bytearray)):
+        return data.find(b"\n", lo, hi) + 1
+    m = _NEWLINE.search(data, lo, hi)
+    return m.end() if m else 0
 
 
 def now_ms() -> int:
@@ -224,6 +249,61 @@ class Chunk:
             prev = m.end()
         if prev < n:
             yield prev, n
+
+    def cut(self, limit: int) -> list[Chunk]:
+        """This chunk as consecutive chunks of at most ``limit`` bytes each, cut after records (views, no copy).
+
+        Each piece is a chunk of its own (its ``seq_id`` is its end in the stream), so
+        every hop and archive treat it like any other; together they are this chunk.
+        A record longer than ``limit`` stays whole in a piece of its own.  A chunk with
+        flags other than ``partial`` (a piece of a split record, a truncated record)
+        is not cut: only the whole chunk says which of its records the flag is about.
+        """
+        n = len(self.data)
+        if n <= limit or any(f != FLAG_PARTIAL for f in self.flags):
+            return [self]
+        cuts = self._cuts(limit)
+        if not cuts:
+            return [self]
+        view = memoryview(self.data)
+        pieces: list[Chunk] = []
+        start = self.start
+        ends = self.record_ends
+        prev = 0
+        for end in [*cuts, n]:
+            record_ends = None
+            if ends is not None:
+                lo, hi = bisect.bisect_right(ends, prev), bisect.bisect_right(ends, end)
+                record_ends = [e - prev for e in ends[lo:hi]]
+            pieces.append(Chunk(
+                source=self.source, stream=self.stream, datatype=self.datatype, seq_id=start + end,
+                epoch=self.epoch, data=view[prev:end], tags=dict(self.tags), record_ends=record_ends,
+                timestamp=self.timestamp, flags=list(self.flags) if end == n else [], sender=self.sender,
+            ))
+            prev = end
+        return pieces
+
+    def _cuts(self, limit: int) -> list[int]:
+        """Positions (after a record) where :meth:`cut` cuts: as few pieces as ``limit`` allows, of about equal size."""
+        n = len(self.data)
+        if self.record_ends is not None:
+            ends = [e for e in self.record_ends if e < n]
+        else:  # newline-terminated records: only the newlines near each cut matter
+            ends = None
+        step = -(-n // -(-n // limit))  # pieces of about equal size: no small last piece
+        cuts: list[int] = []
+        pos = 0
+        while n - pos > limit:
+            if ends is not None:
+                i = bisect.bisect_right(ends, pos + step) - 1
+                end = ends[i] if i >= 0 and ends[i] > pos else next((e for e in ends if e > pos), 0)
+            else:
+                end = _newline_before(self.data, pos, pos + step) or _newline_after(self.data, pos + step, n)
+            if not end or end >= n:
+                break
+            cuts.append(end)
+            pos = end
+        return cuts
 
     def records(self) -> Iterator[memoryview]:
         """Each record as a zero-copy view (delimiters included)."""

@@ -36,6 +36,7 @@ import random
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,7 @@ from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_a
 
 from logflume.chunk import Chunk, runs_within
 from logflume.errors import ConfigError, DeliveryError, TryLater
-from logflume.settings import Duration, Enum, HostPort, ListOf, Obj, Optional, Secret, Setting, Str
+from logflume.settings import Duration, Enum, HostPort, Int, ListOf, Obj, Optional, Secret, Setting, Size, Str
 from logflume.sink import Sink
 from logflume.statefile import make_state_dir, write_atomic
 from logflume.wire.client import RefusedError, WireClient
@@ -110,6 +111,11 @@ class CollectorSink(Sink):
         "compression": Setting(Enum("none", "zstd", "lz4"), "none", "Compress chunk bodies on the wire"),
         "tls": Setting(Optional(Obj(TLS_SETTINGS)), None, "TLS to the collectors (null: plain TCP)"),
         "token": Setting(Optional(Secret()), None, "Auth token the collectors expect"),
+        "frame_bytes": Setting(Size(min=64 * 1024), "16MiB",
+                               "Largest frame sent; bigger chunks are cut after records into several frames"),
+        "frames_in_flight": Setting(Int(min=1, max=16), 2,
+                                    "Frames sent before the first is answered (the collector stores one while it "
+                                    "receives the next; 1: wait for each answer)"),
     }
 
     def configure(self) -> None:
@@ -274,34 +280,29 @@ class CollectorSink(Sink):
             raise DeliveryError("sink stopping")
 
     def _send(self, target: _Collector, chunks: Sequence[Chunk]) -> None:
-        """Deliver to one collector (split to fit its frame limit); _Failed with cool-down on any failure."""
+        """Deliver to one collector; _Failed with cool-down on any failure.
+
+        The batch goes as frames of at most ``frame_bytes`` (chunks cut after records where
+        they are bigger), up to ``frames_in_flight`` of them sent before the first is
+        answered: the collector stores one frame while it receives the next.  The batch is
+        delivered once every frame was answered OK; a frame answered otherwise is handled
+        once the frames behind it are answered (those answered OK are stored, and a retry
+        of the batch sends them again, which archive de-duplicates).
+        """
         client = target.client
         try:
             if client.conn is None:
                 client.connect()
-            for group in runs_within(chunks, max(client.max_frame_size - HEADER_ROOM, 1)):
-                ack = client.deliver(group)
-                while ack.status == Status.REFUSED and ack.chunk is not None:
-                    group = list(group)
-                    self.quarantine(group.pop(ack.chunk), f"collector {target.address} refused it: {ack.reason}")
-                    if not group:
-                        break
-                    ack = client.deliver(group)
-                if not group:
-                    continue
-                if ack.status == Status.REFUSED:
-                    target.cool_until = time.monotonic() + self.config.cooldown
-                    self.metrics.errors.inc()
-                    self.log.error("collector %s refused the batch: %s", target.address, ack.reason)
-                    raise _Failed(target.address, f"REFUSED ({ack.reason})")
-                if ack.status == Status.TRY_LATER:
-                    target.cool_until = time.monotonic() + max(ack.delay, 0.05)
-                    self.metrics.counter("try_later", "Batches a collector answered TRY_LATER").inc()
-                    raise _Failed(target.address, f"TRY_LATER ({ack.reason})", ack.delay)
-                if ack.status != Status.OK:
-                    target.cool_until = time.monotonic() + self.config.cooldown
-                    self.log.warning("collector %s answered ERROR: %s", target.address, ack.reason)
-                    raise _Failed(target.address, f"ERROR ({ack.reason})")
+            limit = max(min(self.config.frame_bytes, client.max_frame_size - HEADER_ROOM), 1)
+            frames = runs_within([piece for c in chunks for piece in c.cut(limit)], limit)
+            sent: deque[Sequence[Chunk]] = deque()
+            for frame in frames:
+                if len(sent) >= self.config.frames_in_flight:
+                    self._answered(target, sent)
+                client.send(frame)
+                sent.append(frame)
+            while sent:
+                self._answered(target, sent)
         except RefusedError as exc:
             target.cool_until = time.monotonic() + self.config.cooldown
             self.metrics.errors.inc()
@@ -312,3 +313,34 @@ class CollectorSink(Sink):
             target.cool_until = time.monotonic() + self.config.cooldown
             self.log.warning("%s; cooling down for %.1fs", exc, self.config.cooldown)
             raise _Failed(target.address, str(exc)) from None
+
+    def _answered(self, target: _Collector, sent: deque[Sequence[Chunk]]) -> None:
+        """Read the answer to the oldest frame in ``sent``; anything but OK is handled as for a lone frame."""
+        client = target.client
+        oldest = sent.popleft()
+        first = client.ack(len(oldest))
+        if first.ok:
+            return
+        later = [(g, client.ack(len(g))) for g in sent]  # the connection is quiet again once these are read
+        sent.clear()
+        for group, ack in [(oldest, first), *later]:
+            while ack.status == Status.REFUSED and ack.chunk is not None:
+                group = list(group)
+                self.quarantine(group.pop(ack.chunk), f"collector {target.address} refused it: {ack.reason}")
+                if not group:
+                    break
+                ack = client.deliver(group)
+            if not group or ack.ok:
+                continue
+            if ack.status == Status.REFUSED:
+                target.cool_until = time.monotonic() + self.config.cooldown
+                self.metrics.errors.inc()
+                self.log.error("collector %s refused the batch: %s", target.address, ack.reason)
+                raise _Failed(target.address, f"REFUSED ({ack.reason})")
+            if ack.status == Status.TRY_LATER:
+                target.cool_until = time.monotonic() + max(ack.delay, 0.05)
+                self.metrics.counter("try_later", "Batches a collector answered TRY_LATER").inc()
+                raise _Failed(target.address, f"TRY_LATER ({ack.reason})", ack.delay)
+            target.cool_until = time.monotonic() + self.config.cooldown
+            self.log.warning("collector %s answered ERROR: %s", target.address, ack.reason)
+            raise _Failed(target.address, f"ERROR ({ack.reason})")

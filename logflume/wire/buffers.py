@@ -13,6 +13,12 @@ from __future__ import annotations
 import threading
 
 
+def rounded(n: int) -> int:
+    """``n`` rounded up by at most 1/16 (and to a whole page): bodies of about one size then share a buffer."""
+    step = max(4096, 1 << max(n.bit_length() - 5, 0))
+    return -(-n // step) * step
+
+
 def _exported(buf: bytearray) -> bool:
     """True while a memoryview of ``buf`` is alive (a bytearray cannot resize then)."""
     try:
@@ -39,7 +45,7 @@ class BufferPool:
                 self._free.remove(buf)
                 return buf
         self.allocated += 1
-        return bytearray(n)
+        return bytearray(rounded(n))
 
     def put(self, buf: bytearray) -> None:
         """Return a buffer; kept for reuse if nobody holds a view of it and the idle cap allows."""

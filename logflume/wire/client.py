@@ -3,7 +3,9 @@
 ``connect()`` dials, wraps TLS and does the ``ping`` handshake (version and
 token are checked before any data moves).  ``deliver(chunks)`` writes the
 frame header and then each chunk's buffer as is (``sendall`` of the chunk's
-own ``bytes``/``memoryview``: no joining, no copy) and waits for the ack.
+own ``bytes``/``memoryview``: no joining, no copy) and waits for the ack;
+``send`` and ``ack`` do the two halves, for a sender that keeps a batch on the
+way while it waits.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class WireClient:
         self.conn: Connection | None = None
         self.max_frame_size = 0
         self.server = ""
+        self.in_flight = 0
         self._seq = itertools.count(1)
 
     @property
@@ -137,7 +140,16 @@ class WireClient:
 
     def deliver(self, chunks: Sequence[Chunk]) -> AckResult:
         """Send one batch and return the collector's answer; DeliveryError when the connection fails."""
-        if self.conn is not None and self.conn.wait_readable(0):
+        self.send(chunks)
+        return self.ack(len(chunks))
+
+    def send(self, chunks: Sequence[Chunk]) -> None:
+        """Send one batch without waiting for its answer (``ack`` reads the answers, in the order sent).
+
+        The collector reads the next batch while it stores this one, so a sender that has more
+        keeps one batch on the way while it waits (``in_flight`` counts the unanswered ones).
+        """
+        if self.conn is not None and not self.in_flight and self.conn.wait_readable(0):
             self.close()  # the collector closed an idle connection (or sent junk): start afresh
         if self.conn is None:
             self.connect()
@@ -149,8 +161,13 @@ class WireClient:
                 f"batch of {size} bytes exceeds collector {self.address}'s max_frame_size {self.max_frame_size}"
             )
         self._send([head, *bodies])
+        self.in_flight += 1
+
+    def ack(self, nchunks: int) -> AckResult:
+        """The answer to the oldest batch sent and not answered yet (of ``nchunks`` chunks)."""
         ack = self._read_reply("deliver")
-        index = ack.chunk if isinstance(ack.chunk, int) and 0 <= ack.chunk < len(chunks) else None
+        self.in_flight -= 1
+        index = ack.chunk if isinstance(ack.chunk, int) and 0 <= ack.chunk < nchunks else None
         result = AckResult(int(ack.status), max(0, int(ack.delay_ms or 0)) / 1000.0, ack.reason or "", index)
         if result.status == Status.ERROR and "authentication" in result.reason:
             self.close()
@@ -158,6 +175,7 @@ class WireClient:
         return result
 
     def close(self) -> None:
+        self.in_flight = 0  # their answers are lost with the connection
         if self.conn is not None:
             self.conn.close()
             self.conn = None

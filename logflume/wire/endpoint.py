@@ -21,7 +21,15 @@ arriving: a peer that sends nothing for ``progress_timeout`` loses its
 connection and its reservation.  An admitted body is read with ``recv_into``
 straight into a buffer from the server's :class:`BufferPool` and handed on as
 ``memoryview`` slices: a 64 MiB body is written into memory once.  The views
-are valid until ``deliver`` returns; the buffer is then reused.
+are valid until the batch is stored; the buffer is then reused.
+
+``deliver`` either stores the chunks before it returns, or returns a
+:class:`~concurrent.futures.Future` that completes once they are stored (the
+collector's store writer).  With a future, the connection reads the sender's
+next frame while the store writes this one (at most ``IN_FLIGHT`` batches per
+connection): receiving and writing overlap instead of taking turns.  Replies
+still go out in frame order, each only once its batch is durable, and as soon
+as the sender has nothing more on the way.
 """
 
 from __future__ import annotations
@@ -29,14 +37,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Any
 
 from thriftpy2.thrift import TMessageType
 
 from logflume.chunk import Chunk
 from logflume.errors import TryLater
+from logflume.stopflag import StopFlag
 from logflume.wire.buffers import BufferPool
 from logflume.wire.connection import Connection, PeerClosed, Timeout, frame_deadline
 from logflume.wire.identity import Authenticator, Identity, certificate_names, sanitize
@@ -55,12 +66,33 @@ from logflume.wire.protocol import (
     validate_batch,
 )
 
-Deliver = Callable[[Sequence[Chunk]], None]
+#: Stores chunks: returns once they are stored, or returns a Future that completes once they are.
+Deliver = Callable[[Sequence[Chunk]], "Future[None] | None"]
 Reserve = Callable[[int, str], AbstractContextManager[object]]
 #: Largest frame accepted before the handshake (a ping with a token is a few hundred bytes).
 MAX_HELLO = 8 * 1024
 #: Piece size when reading a body: each piece must arrive within ``progress_timeout``.
 PIECE = 1024 * 1024
+#: Batches of one connection being stored at once: the next frame is read while the store writes one.
+IN_FLIGHT = 2
+
+
+class _Answer:
+    """A frame's reply, maybe still waiting for its batch to be stored; replies leave in frame order."""
+
+    __slots__ = ("name", "seqid", "result", "stored", "release", "who", "peer")
+
+    def __init__(self, name: str, seqid: int, result: Any = None, *, stored: Future | None = None,
+                 release: ExitStack | None = None, who: str = "", peer: str = "") -> None:
+        self.name, self.seqid, self.result = name, seqid, result
+        self.stored = stored  # the store's outcome, for a batch handed on and not yet stored
+        self.release = release  # the batch's admission and receive buffer, freed once it is stored
+        self.who, self.peer = who, peer
+
+    @property
+    def ready(self) -> bool:
+        """True when the reply can go out without waiting for the store."""
+        return self.stored is None or self.stored.done()
 
 
 class WireEndpoint:
@@ -95,29 +127,74 @@ class WireEndpoint:
 
     def serve(self, conn: Connection, stopping: threading.Event) -> None:
         identity: list[Identity] = []  # set by a successful ping; nothing but a ping is read before
-        while conn.wait_readable(self.idle_timeout, stopping):
-            try:
-                if not self._one_frame(conn, identity):
+        answers: deque[_Answer] = deque()  # frames read and not yet answered, oldest first
+        stored = StopFlag()  # set whenever a batch of this connection has been stored
+        try:
+            while True:
+                stored.clear()
+                while answers and answers[0].ready:
+                    self._send_answer(conn, answers.popleft())
+                if answers:
+                    if len(answers) >= IN_FLIGHT or stopping.is_set():
+                        self._send_answer(conn, answers.popleft())  # waits for the store
+                        continue
+                    if not conn.wait_readable(self.frame_timeout, stored):
+                        continue  # a batch was stored (or nothing came for a while): answer what is ready
+                elif not conn.wait_readable(self.idle_timeout, stopping):
+                    break
+                try:
+                    if not self._one_frame(conn, identity, answers, stored):
+                        return
+                except PeerClosed:
                     return
-            except PeerClosed:
-                return
-            except Timeout as exc:
-                self.log.warning("closing %s: %s", conn.peer, exc)
-                return
-            except ProtocolError as exc:
-                self.log.warning("closing %s: protocol error: %s", conn.peer, exc)
-                return
-            except OSError as exc:
-                self.log.info("connection %s: %s", conn.peer, exc)
-                return
-        if not stopping.is_set():
-            self.log.info("closing %s: idle for %.0fs", conn.peer, self.idle_timeout)
+                except Timeout as exc:
+                    self.log.warning("closing %s: %s", conn.peer, exc)
+                    return
+                except ProtocolError as exc:
+                    self.log.warning("closing %s: protocol error: %s", conn.peer, exc)
+                    return
+                except OSError as exc:
+                    self.log.info("connection %s: %s", conn.peer, exc)
+                    return
+            if not stopping.is_set():
+                self.log.info("closing %s: idle for %.0fs", conn.peer, self.idle_timeout)
+        finally:
+            # Batches handed on are stored whatever happens to the connection; their buffers are reused
+            # only after that.  The answers go out if the connection still takes them.
+            while answers:
+                try:
+                    self._send_answer(conn, answers.popleft())
+                except OSError:
+                    self._settle_all(answers)
 
-    def _reply(self, conn: Connection, name: str, seqid: int, result: object) -> None:
-        conn.sendall(encode_reply(name, seqid, result), timeout=self.frame_timeout)
+    def _settle_all(self, answers: deque[_Answer]) -> None:
+        while answers:
+            self._outcome(answers.popleft())
 
-    def _one_frame(self, conn: Connection, identity: list[Identity]) -> bool:
-        """Read, handle and answer one frame; False when the connection must close."""
+    def _outcome(self, answer: _Answer) -> Any:
+        """The reply of ``answer``, waiting until its batch is stored; frees what the batch held."""
+        if answer.stored is None:
+            return answer.result
+        try:
+            answer.stored.result()
+        except TryLater as exc:
+            return Ack(status=Status.TRY_LATER, delay_ms=int(exc.delay * 1000), reason=str(exc))
+        except Exception as exc:
+            self.log.error("batch from %s (%s) not stored: %s", answer.who, answer.peer, exc)
+            return Ack(status=Status.ERROR, delay_ms=0, reason=f"store failed: {exc}")
+        finally:
+            answer.stored = None
+            if answer.release is not None:
+                answer.release.close()
+        return Ack(status=Status.OK, delay_ms=0, reason="")
+
+    def _send_answer(self, conn: Connection, answer: _Answer) -> None:
+        result = self._outcome(answer)
+        conn.sendall(encode_reply(answer.name, answer.seqid, result), timeout=self.frame_timeout)
+
+    def _one_frame(self, conn: Connection, identity: list[Identity], answers: deque[_Answer],
+                   stored: StopFlag) -> bool:
+        """Read and handle one frame, queueing its answer; False when the connection must close."""
         deadline = frame_deadline(PREFIX.size, self.frame_timeout)
         prefix = conn.read_exact(PREFIX.size, deadline)
         header_len, body_len = unpack_prefix(prefix, self.max_frame_size)
@@ -130,33 +207,44 @@ class WireEndpoint:
             raise ProtocolError(f"expected a ping handshake first, got {sanitize(method_name(header), 64)!r}")
         name, _mtype, seqid, args = decode_message(header, expect_type=TMessageType.CALL)
         if name == "ping":
-            return self._hello(conn, args.hello, body_len, seqid, identity)
+            welcome = self._hello(conn, args.hello, body_len, identity)
+            answers.append(_Answer("ping", seqid, welcome))
+            return welcome.status == Status.OK
         batch = args.batch
         need = validate_batch(batch, body_len, self.max_frame_size)
         who = identity[0]
         if batch.version != PROTOCOL_VERSION:
             reason = f"protocol version {batch.version} not supported (collector speaks {PROTOCOL_VERSION})"
             self.log.warning("refusing %s (%s): %s", who.name, conn.peer, reason)
-            self._reply(conn, "deliver", seqid, Ack(status=Status.ERROR, delay_ms=0, reason=reason))
+            answers.append(_Answer("deliver", seqid, Ack(status=Status.ERROR, delay_ms=0, reason=reason)))
             return False
         for h in batch.chunks:
             refusal = who.refusal(h.source if type(h.source) is str else str(h.source))
             if refusal is not None:
                 self.log.warning("refusing batch from %s (%s): %s", who.name, conn.peer, refusal)
                 self._discard(conn, body_len, deadline)
-                self._reply(conn, "deliver", seqid, Ack(status=Status.REFUSED, delay_ms=0, reason=refusal))
+                answers.append(_Answer("deliver", seqid, Ack(status=Status.REFUSED, delay_ms=0, reason=refusal)))
                 return True
+        held = ExitStack()  # the admission, then the receive buffer: held until the batch is stored
         try:
-            with self.reserve(need, who.name):  # per identity; with no credentials that is the peer's address
-                ack = self._receive_and_deliver(conn, batch, body_len, deadline, who)
+            held.enter_context(self.reserve(need, who.name))  # per identity; without credentials the address
         except TryLater as exc:
             self._discard(conn, body_len, deadline)
-            ack = Ack(status=Status.TRY_LATER, delay_ms=int(exc.delay * 1000), reason=str(exc))
-        self._reply(conn, "deliver", seqid, ack)
+            answers.append(_Answer("deliver", seqid, Ack(status=Status.TRY_LATER, delay_ms=int(exc.delay * 1000),
+                                                         reason=str(exc))))
+            return True
+        try:
+            answer = self._receive_and_deliver(conn, batch, body_len, deadline, who, seqid, held)
+        except BaseException:
+            held.close()
+            raise
+        if answer.stored is not None:
+            answer.stored.add_done_callback(lambda _: stored.set())
+        answers.append(answer)
         return True
 
-    def _hello(self, conn: Connection, hello: Any, body_len: int, seqid: int, identity: list[Identity]) -> bool:
-        """Answer a ping: Welcome OK and the connection's identity, or ERROR with the reason (and close)."""
+    def _hello(self, conn: Connection, hello: Any, body_len: int, identity: list[Identity]) -> Any:
+        """The answer to a ping: Welcome OK and the connection's identity, or ERROR with the reason (then close)."""
         if body_len:
             raise ProtocolError("ping frame carries a body")
         if hello is None:
@@ -173,11 +261,10 @@ class WireEndpoint:
             self.log.debug("%s (%s) authenticated as %s", sender, conn.peer, result.name)
         else:
             self.log.warning("refusing %s (%s): %s", sender, conn.peer, result)
-        self._reply(conn, "ping", seqid, Welcome(
+        return Welcome(
             status=Status.OK if ok else Status.ERROR, version=PROTOCOL_VERSION, server=self.server_name,
             max_frame_size=self.max_frame_size, reason="" if ok else str(result),
-        ))
-        return ok
+        )
 
     def _read_body(self, conn: Connection, body: memoryview, deadline: float) -> None:
         """Fill ``body`` piece by piece; a piece that does not arrive within ``progress_timeout`` ends the frame."""
@@ -185,42 +272,46 @@ class WireEndpoint:
             conn.read_into(body[pos:pos + PIECE], min(deadline, time.monotonic() + self.progress_timeout))
 
     def _receive_and_deliver(self, conn: Connection, batch: Any, body_len: int, deadline: float,
-                             who: Identity) -> Any:
+                             who: Identity, seqid: int, held: ExitStack) -> _Answer:
+        """Read the body into a pooled buffer and hand the chunks on; ``held`` frees the buffer once stored."""
         buf = self.pool.get(body_len)
+        held.callback(self.pool.put, buf)  # after every view of it is gone, or the pool drops it
+        body = memoryview(buf)[:body_len]
+        self._read_body(conn, body, deadline)
+        chunks: list[Chunk] = []
+        piece: Any = None
+        c: Chunk | None = None
+        pos = 0
+        for i, h in enumerate(batch.chunks):
+            piece = body[pos:pos + h.wire_length]
+            pos += h.wire_length
+            if h.compression not in (None, Compression.NONE):
+                piece = decompress(piece, h.compression, h.length)
+            c = chunk_from_header(h, piece)
+            c.sender = who.name
+            refusal = c.metadata_error()
+            if refusal is not None:
+                del chunks, piece, body, c
+                held.close()
+                reason = f"chunk {i}: metadata refused: {refusal}"
+                self.log.warning("refusing batch from %s (%s): %s", who.name, conn.peer, reason)
+                return _Answer("deliver", seqid, Ack(status=Status.REFUSED, delay_ms=0, reason=reason, chunk=i))
+            chunks.append(c)
+        del piece, body, c  # only ``chunks`` holds views now, and only until the store has them
+        answer = _Answer("deliver", seqid, who=who.name, peer=conn.peer, release=held)
+        stored: Future[None] = Future()
         try:
-            body = memoryview(buf)[:body_len]
-            self._read_body(conn, body, deadline)
-            chunks: list[Chunk] = []
-            piece: Any = None
-            c: Chunk | None = None
-            pos = 0
-            for i, h in enumerate(batch.chunks):
-                piece = body[pos:pos + h.wire_length]
-                pos += h.wire_length
-                if h.compression not in (None, Compression.NONE):
-                    piece = decompress(piece, h.compression, h.length)
-                c = chunk_from_header(h, piece)
-                c.sender = who.name
-                refusal = c.metadata_error()
-                if refusal is not None:
-                    del chunks, piece, body, c
-                    reason = f"chunk {i}: metadata refused: {refusal}"
-                    self.log.warning("refusing batch from %s (%s): %s", who.name, conn.peer, reason)
-                    return Ack(status=Status.REFUSED, delay_ms=0, reason=reason, chunk=i)
-                chunks.append(c)
-            del piece, body, c  # only ``chunks`` may hold views now; dropped below so the buffer is reused
-            try:
-                self.deliver(chunks)
-            except TryLater as exc:
-                return Ack(status=Status.TRY_LATER, delay_ms=int(exc.delay * 1000), reason=str(exc))
-            except Exception as exc:
-                self.log.error("batch from %s (%s) not stored: %s", who.name, conn.peer, exc)
-                return Ack(status=Status.ERROR, delay_ms=0, reason=f"store failed: {exc}")
-            finally:
-                del chunks  # release the views so the buffer can be reused
-            return Ack(status=Status.OK, delay_ms=0, reason="")
-        finally:
-            self.pool.put(buf)
+            outcome = self.deliver(chunks)
+        except BaseException as exc:  # stored (or not) right here: the same outcome as a future's
+            stored.set_exception(exc)
+        else:
+            if outcome is None:
+                stored.set_result(None)
+            else:
+                stored = outcome
+        del chunks  # the store's own reference is dropped once it wrote them: then the buffer is reused
+        answer.stored = stored
+        return answer
 
     def _discard(self, conn: Connection, nbytes: int, deadline: float) -> None:
         """Read and drop a refused body in 1 MiB pieces, keeping the connection in step."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from logflume.chunk import Chunk
@@ -125,3 +127,40 @@ def test_collectors_file_parsing(tmp_path):
     sink = make_sink(tmp_path, collectors_file=str(listing))
     assert sink.writes() == ["tcp:127.0.0.1:5"]
     sink.stop()
+
+
+def test_big_chunks_go_as_frames_cut_after_lines(tmp_path, wire_server):
+    srv, rec = wire_server()
+    sink = make_sink(tmp_path, collectors=[addr(srv)], frame_bytes="64KiB", frames_in_flight=3)
+    data = b"".join(b"%06d %s\n" % (i, b"z" * (i % 90)) for i in range(20_000))
+    big = Chunk(source="a", stream="s", datatype="Raw", seq_id=len(data), epoch="e", data=bytearray(data))
+    sink.deliver([big])
+    sink.stop()
+    assert len(rec.chunks) == -(-len(data) // (64 * 1024))  # as few frames as 64 KiB allows
+    assert b"".join(bytes(c.data) for c in rec.chunks) == data
+    assert [c.seq_id for c in rec.chunks] == sorted(c.seq_id for c in rec.chunks) and rec.chunks[-1].seq_id == len(data)
+    assert all(bytes(c.data).endswith(b"\n") and len(c) <= 64 * 1024 for c in rec.chunks)
+
+
+def test_a_frame_answered_try_later_fails_the_batch_after_the_frames_behind_it(tmp_path, wire_server):
+    srv, rec = wire_server()
+    calls = []
+
+    def third_is_refused(chunks):
+        calls.append(len(chunks))
+        if len(calls) == 3:
+            raise TryLater("full", 0.5)
+
+    rec.hook = third_is_refused
+    sink = make_sink(tmp_path, collectors=[addr(srv)], frame_bytes="64KiB")
+    data = b"".join(b"%07d\n" % i for i in range(60_000))  # 480 KB: 8 frames
+    big = Chunk(source="a", stream="s", datatype="Raw", seq_id=len(data), epoch="e", data=data)
+    with pytest.raises(TryLater, match="full"):
+        sink.deliver([big])
+    stored = len(rec.chunks)
+    assert 2 <= stored < 8  # frames before (and the one behind) the refused one are stored; the batch is not
+    time.sleep(0.6)  # the collector asked for 0.5 s
+    sink.deliver([big])  # the retry sends the whole batch again on the same connection, in step
+    sink.stop()
+    assert len(rec.chunks) == stored + 8
+    assert b"".join(bytes(c.data) for c in rec.chunks[stored:]) == data

@@ -62,3 +62,33 @@ def test_the_operators_environment_and_the_opt_in_are_respected():
     assert int(_run("cli", LOGFLUME_MALLOPT="off")[-1]) < 4 << 10  # glibc's own rule, as asked
     assert _run("direct", LOGFLUME_MALLOPT="1")[0] == "reuse"
     assert int(_run("direct", LOGFLUME_MALLOPT="1")[-1]) < 4 << 10  # recycled by the heap, as asked
+
+
+READS = textwrap.dedent("""
+    import os, resource, sys
+    from logflume.allocator import configure_allocator
+
+    print(configure_allocator())
+    path = sys.argv[1]
+    with open(path, "wb") as f:
+        f.write(b"x" * (1 << 20))
+    fd = os.open(path, os.O_RDONLY)
+    data = os.pread(fd, 1 << 20, 0)
+    del data
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(100):
+        data = os.pread(fd, 1 << 20, 0)  # what a tail does: read a block, feed it, drop it
+        del data
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+""")
+
+
+def test_read_blocks_reuse_the_heap_instead_of_faulting_in_fresh_pages(tmp_path):
+    """A 1 MiB read block freed at the top of the heap stays there for the next read (the trim threshold):
+    trimmed at glibc's 128 KiB, each read faulted its 256 pages in again."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("LOGFLUME_MALLOPT", "MALLOC_MMAP_THRESHOLD_")}
+    out = subprocess.run([sys.executable, "-c", READS, str(tmp_path / "block")], capture_output=True, text=True,
+                         timeout=60, env=environ, check=True).stdout.split()
+    assert out[0] == "bounded"
+    assert int(out[1]) < 100 * 256 // 10, f"{out[1]} page faults in 100 reads of 1 MiB"
+

@@ -662,3 +662,20 @@ def test_kill_9_with_concurrent_producer_and_consumer_loses_nothing(tmp_path):
         # What we saw is now the truth: chunks present were committed, the rest are gone for good.
         put_ok = set(got)
         taken_ok = set()
+
+
+def test_records_keep_zlibs_crc32_so_logs_written_before_isal_replay():
+    """The log's checksum is ISA-L's CRC32 (6x faster); its values must be zlib's, or an agent upgraded with
+    chunks in its channel would find every record "corrupted"."""
+    import zlib
+
+    from agent.channels.filelog import records
+
+    assert records.crc32 is not zlib.crc32  # the fast one is in use (isal is a dependency)
+    meta, data = b'{"source":"h"}', os.urandom(3 << 20)
+    tail = records._TAIL.pack(records.OP_PUT, 7, len(meta), len(data), 0)
+    by_zlib = zlib.crc32(tail, zlib.crc32(data, zlib.crc32(meta)))  # a record as the zlib build wrote it
+    segment = records.MAGIC + by_zlib.to_bytes(4, "little") + tail + meta + data
+    rec = records.parse_at(segment, 0)
+    assert (rec.op, rec.txid, rec.data_len) == (records.OP_PUT, 7, len(data))
+    assert records.header(records.OP_PUT, 7, len(meta), len(data), 0, records.body_crc(meta, data)) == segment[:40]

@@ -15,11 +15,10 @@ renamed over the old one, so a crash leaves either the old or the new one.
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.channels.filelog.records import LogCorrupted
+from agent.channels.filelog.records import LogCorrupted, crc32
 from logflume.statefile import write_atomic
 
 MAGIC = b"LFCP"
@@ -56,7 +55,7 @@ class Checkpoint:
             parts.append(_TX.pack(txid, len(entries)))
             parts.extend(ENTRY.pack(*e) for e in entries)
         body = b"".join(parts)
-        return body + _CRC.pack(zlib.crc32(body))
+        return body + _CRC.pack(crc32(body))
 
     @classmethod
     def decode(cls, raw: bytes, where: str, check_crc: bool = True) -> Checkpoint:
@@ -68,7 +67,7 @@ class Checkpoint:
         if len(raw) < _HEAD.size + _CRC.size:
             raise bad(f"checkpoint too short ({len(raw)} bytes)")
         (crc,) = _CRC.unpack_from(raw, len(raw) - _CRC.size)
-        if check_crc and zlib.crc32(memoryview(raw)[:-_CRC.size]) != crc:
+        if check_crc and crc32(memoryview(raw)[:-_CRC.size]) != crc:
             raise bad("checkpoint checksum mismatch")
         magic, version, next_txid, seg, off, n_queue, n_open = _HEAD.unpack_from(raw)
         if magic != MAGIC or version != VERSION:

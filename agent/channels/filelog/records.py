@@ -21,6 +21,10 @@ the disk.  Ops:
 * ``ROLLBACK``: forgets ``txid``'s puts (advisory; a PUT never committed is
   discarded on reopen anyway).
 
+Every record is checksummed twice (when put, and when read back), so the
+CRC32 is ISA-L's (``isal``), which gives zlib's values at 8 GB/s instead of
+1.3; zlib's own is the fallback.
+
 Nothing here copies chunk data: records are written as a list of buffers
 (header, meta, data) and read back by mapping the segment's pages (big
 records) or straight into fresh buffers (small ones).
@@ -31,12 +35,16 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from logflume.chunk import Buffer
 from logflume.errors import StartupError
+
+try:  # ISA-L's CRC32: the same checksum as zlib's, 6x faster (8 against 50 ms for 64 MiB here)
+    from isal.isal_zlib import crc32
+except ImportError:  # pragma: no cover - no isal wheel for this platform
+    from zlib import crc32
 
 MAGIC = b"LFR1"
 HEADER = struct.Struct("<4sIB3xQIQQ")
@@ -86,13 +94,13 @@ class Record:
 
 def body_crc(meta: Buffer, data: Buffer = b"") -> int:
     """CRC32 of meta and data: the costly part, computed before taking the log's lock."""
-    crc = zlib.crc32(meta)
-    return zlib.crc32(data, crc) if len(data) else crc
+    crc = crc32(meta)
+    return crc32(data, crc) if len(data) else crc
 
 
 def header(op: int, txid: int, meta_len: int, data_len: int, synced: int, crc_of_body: int) -> bytes:
     tail = _TAIL.pack(op, txid, meta_len, data_len, synced)
-    return MAGIC + struct.pack("<I", zlib.crc32(tail, crc_of_body)) + tail
+    return MAGIC + struct.pack("<I", crc32(tail, crc_of_body)) + tail
 
 
 def record_size(meta_len: int, data_len: int) -> int:
@@ -115,8 +123,8 @@ def parse_at(buf, offset: int) -> Record:
     if end > size:
         raise BadRecord(f"record of {end - offset} bytes runs past the end of the segment ({size - offset} left)")
     with memoryview(buf) as view:
-        actual = zlib.crc32(view[meta_at:end])
-        actual = zlib.crc32(view[offset + 8:meta_at], actual)
+        actual = crc32(view[meta_at:end])
+        actual = crc32(view[offset + 8:meta_at], actual)
         body = bytes(view[meta_at:data_at]) if op == OP_COMMIT else b""
     if actual != crc:
         raise BadRecord(f"checksum mismatch (stored {crc:#010x}, computed {actual:#010x})")
@@ -183,7 +191,7 @@ def read_put(fd: int, offset: int, meta_len: int, data_len: int) -> tuple[bytes,
     if magic != MAGIC or op != OP_PUT or m_len != meta_len or d_len != data_len:
         raise BadRecord(f"header does not match the index (magic {bytes(magic)!r}, op {op}, "
                         f"meta {m_len}/{meta_len}, data {d_len}/{data_len})")
-    actual = zlib.crc32(memoryview(head)[8:], body_crc(meta, data))
+    actual = crc32(memoryview(head)[8:], body_crc(meta, data))
     if actual != crc:
         raise BadRecord(f"checksum mismatch (stored {crc:#010x}, computed {actual:#010x})")
     return meta, data

@@ -137,6 +137,7 @@ class StoreWriter:
                     break
                 group.append(nxt)
                 size += nxt[1]
+            nxt = None  # a leftover reference would keep the last batch's receive buffer viewed
             chunks = [c for chunks, _, _, _ in group for c in chunks]
             try:
                 self.store.deliver(chunks)

@@ -126,38 +126,17 @@ class WireEndpoint:
         self.pool = pool or BufferPool(max_idle_bytes=max_frame_size)
 
     def serve(self, conn: Connection, stopping: threading.Event) -> None:
-        identity: list[Identity] = []  # set by a successful ping; nothing but a ping is read before
         answers: deque[_Answer] = deque()  # frames read and not yet answered, oldest first
-        stored = StopFlag()  # set whenever a batch of this connection has been stored
         try:
-            while True:
-                stored.clear()
-                while answers and answers[0].ready:
-                    self._send_answer(conn, answers.popleft())
-                if answers:
-                    if len(answers) >= IN_FLIGHT or stopping.is_set():
-                        self._send_answer(conn, answers.popleft())  # waits for the store
-                        continue
-                    if not conn.wait_readable(self.frame_timeout, stored):
-                        continue  # a batch was stored (or nothing came for a while): answer what is ready
-                elif not conn.wait_readable(self.idle_timeout, stopping):
-                    break
-                try:
-                    if not self._one_frame(conn, identity, answers, stored):
-                        return
-                except PeerClosed:
-                    return
-                except Timeout as exc:
-                    self.log.warning("closing %s: %s", conn.peer, exc)
-                    return
-                except ProtocolError as exc:
-                    self.log.warning("closing %s: protocol error: %s", conn.peer, exc)
-                    return
-                except OSError as exc:
-                    self.log.info("connection %s: %s", conn.peer, exc)
-                    return
-            if not stopping.is_set():
-                self.log.info("closing %s: idle for %.0fs", conn.peer, self.idle_timeout)
+            self._serve_frames(conn, stopping, answers)
+        except PeerClosed:
+            pass
+        except Timeout as exc:
+            self.log.warning("closing %s: %s", conn.peer, exc)
+        except ProtocolError as exc:
+            self.log.warning("closing %s: protocol error: %s", conn.peer, exc)
+        except OSError as exc:
+            self.log.info("connection %s: %s", conn.peer, exc)
         finally:
             # Batches handed on are stored whatever happens to the connection; their buffers are reused
             # only after that.  The answers go out if the connection still takes them.
@@ -166,6 +145,26 @@ class WireEndpoint:
                     self._send_answer(conn, answers.popleft())
                 except OSError:
                     self._settle_all(answers)
+
+    def _serve_frames(self, conn: Connection, stopping: threading.Event, answers: deque[_Answer]) -> None:
+        identity: list[Identity] = []  # set by a successful ping; nothing but a ping is read before
+        stored = StopFlag()  # set whenever a batch of this connection has been stored
+        while True:
+            stored.clear()
+            while answers and answers[0].ready:
+                self._send_answer(conn, answers.popleft())
+            if answers:
+                if len(answers) >= IN_FLIGHT or stopping.is_set():
+                    self._send_answer(conn, answers.popleft())  # waits for the store
+                    continue
+                if not conn.wait_readable(self.frame_timeout, stored):
+                    continue  # a batch was stored (or nothing came for a while): answer what is ready
+            elif not conn.wait_readable(self.idle_timeout, stopping):
+                if not stopping.is_set():
+                    self.log.info("closing %s: idle for %.0fs", conn.peer, self.idle_timeout)
+                return
+            if not self._one_frame(conn, identity, answers, stored):
+                return
 
     def _settle_all(self, answers: deque[_Answer]) -> None:
         while answers:

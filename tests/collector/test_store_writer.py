@@ -97,3 +97,32 @@ def test_store_errors_reach_every_waiter():
     w.stop()
     assert len(errors) == 4 and all("disk gone" in str(e) for e in errors)
     assert w.pending_bytes == 0
+
+
+def test_no_view_of_a_receive_buffer_outlives_its_store():
+    """The endpoint reuses a receive buffer only when no view of it is left once the batch is stored; a
+    leftover reference in the writer's grouping loop kept the last grouped batch's buffer viewed until the
+    next batch came, so the pool made a new buffer (and faulted it in) every time."""
+    from logflume.wire.buffers import _exported
+
+    gate, entered = threading.Event(), threading.Event()
+
+    class Gated(SlowStore):
+        def deliver(self, chunks):
+            entered.set()
+            gate.wait(10)
+            super().deliver(chunks)
+
+    w = StoreWriter(Gated(), max_pending_bytes=1 << 20)
+    w.start()
+    buffers = [bytearray(b"y" * 100) for _ in range(3)]
+    futures = [w.submit([Chunk("a", "s", "Raw", 100, "e", memoryview(buffers[0]))])]
+    assert entered.wait(10)  # the first is being stored: the next two queue up and are grouped
+    futures += [w.submit([Chunk("a", "s", "Raw", 100, "e", memoryview(b))]) for b in buffers[1:]]
+    gate.set()
+    for f in futures:
+        f.result(10)
+    stored = [f for f in futures if f.done()]
+    assert len(stored) == 3 and w.store.calls == [1, 2]
+    assert not any(_exported(b) for b in buffers)
+    w.stop()

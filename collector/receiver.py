@@ -7,8 +7,9 @@ Every listener (logflume, and optionally Scribe and Flume) hands its chunks to
 :class:`StoreWriter`, the single thread that calls the store (the Scribe way:
 the store need not be thread-safe).  Batches that arrive while the store is
 busy are written together in one ``store.deliver`` (group commit: one sync for
-many agents).  A listener thread waits for its batch's outcome and only then
-answers OK.  While more than ``max_pending_bytes`` wait for the store, new
+many agents).  A listener answers OK only once its batch's outcome is known;
+a logflume connection reads the sender's next frame meanwhile (``submit``
+returns a future; logflume/wire/endpoint.py).  While more than ``max_pending_bytes`` wait for the store, new
 batches are answered TRY_LATER: the agents keep them in their channels.
 """
 

@@ -97,3 +97,14 @@ def test_a_connection_holds_at_most_in_flight_batches_and_buffers_come_back(late
         assert client.ack(1).ok
     assert [b[0][0][:1] for b in store.batches] == [bytes([65 + i]) for i in range(n)]
     assert pool.allocated <= IN_FLIGHT  # each buffer went back to the pool once its batch was stored
+
+
+def test_bodies_of_about_one_size_share_one_receive_buffer():
+    """Frames cut from chunks differ by a few bytes; an exact-size buffer fitted none of the longer ones,
+    so every such frame made (and faulted in) a new 16 MiB buffer."""
+    pool = BufferPool(max_idle_bytes=64 << 20)
+    first = pool.get((16 << 20) - 300)
+    pool.put(first)
+    again = pool.get((16 << 20) - 100)
+    assert again is first and pool.allocated == 1
+    assert len(pool.get(1000)) == 4096 and len(pool.get((64 << 20) + 17)) <= (64 << 20) * 17 // 16

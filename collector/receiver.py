@@ -122,39 +122,53 @@ class StoreWriter:
             self.write(chunks)
 
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            group = [item]
-            size = item[1]
-            while size < GROUP_BYTES:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                group.append(nxt)
-                size += nxt[1]
-            nxt = None  # a leftover reference would keep the last batch's receive buffer viewed
-            chunks = [c for chunks, _, _, _ in group for c in chunks]
+        while self._store_next_group():
+            pass
+
+    def _store_next_group(self) -> bool:
+        """Store what is queued (up to GROUP_BYTES) in one call, then tell each waiter; False at the stop mark.
+
+        The waiters learn the outcome only once nothing here refers to their batches: a chunk's view
+        of a receive buffer still alive when the endpoint returns the buffer makes its pool drop it.
+        """
+        item = self._queue.get()
+        if item is None:
+            return False
+        group = [item]
+        size = item[1]
+        while size < GROUP_BYTES:
             try:
-                self.store.deliver(chunks)
-            except BaseException as exc:  # every waiter learns the outcome
-                for _, _, fut, _ in group:
-                    fut.set_exception(exc)
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)
+                break
+            group.append(item)
+            size += item[1]
+        futures = [fut for _, _, fut, _ in group]
+        error = self._store(group)
+        del group, item
+        for fut in futures:
+            if error is None:
+                fut.set_result(None)
             else:
-                for batch, _, fut, on_stored in group:
-                    if on_stored is not None:
-                        try:
-                            on_stored(batch)
-                        except Exception:  # counting must not turn a stored batch into a failed one
-                            log.exception("after storing a batch")
-                    fut.set_result(None)
-                del batch  # no view of a receive buffer may outlive its store
-            del chunks, group, item
+                fut.set_exception(error)
+        return True
+
+    def _store(self, group: list[tuple[list[Chunk], int, Future, Stored | None]]) -> BaseException | None:
+        """One ``store.deliver`` for the group and each batch's ``on_stored``; the store's error, if any."""
+        try:
+            self.store.deliver([c for chunks, _, _, _ in group for c in chunks])
+        except BaseException as exc:  # every waiter learns it
+            return exc
+        for batch, _, _, on_stored in group:
+            if on_stored is not None:
+                try:
+                    on_stored(batch)
+                except Exception:  # counting must not turn a stored batch into a failed one
+                    log.exception("after storing a batch")
+        return None
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish what is queued, then end the thread."""

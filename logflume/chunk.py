@@ -285,18 +285,14 @@ class Chunk:
 
     def _cuts(self, limit: int) -> list[int]:
         """Positions (after a record) where :meth:`cut` cuts: as few pieces as ``limit`` allows, of about equal size."""
-        n = len(self.data)
-        if self.record_ends is not None:
-            ends = [e for e in self.record_ends if e < n]
-        else:  # newline-terminated records: only the newlines near each cut matter
-            ends = None
+        n, ends = len(self.data), self.record_ends  # no record_ends: newline-terminated records
         step = -(-n // -(-n // limit))  # pieces of about equal size: no small last piece
         cuts: list[int] = []
         pos = 0
         while n - pos > limit:
             if ends is not None:
-                i = bisect.bisect_right(ends, pos + step) - 1
-                end = ends[i] if i >= 0 and ends[i] > pos else next((e for e in ends if e > pos), 0)
+                i = bisect.bisect_right(ends, pos + step)  # the last end within step, else the first after it
+                end = ends[i - 1] if i and ends[i - 1] > pos else (ends[i] if i < len(ends) else 0)
             else:
                 end = _newline_before(self.data, pos, pos + step) or _newline_after(self.data, pos + step, n)
             if not end or end >= n:

@@ -143,8 +143,9 @@ class WireEndpoint:
             while answers:
                 try:
                     self._send_answer(conn, answers.popleft())
-                except OSError:
-                    self._settle_all(answers)
+                except OSError:  # the peer is gone: only wait for the stores
+                    while answers:
+                        self._outcome(answers.popleft())
 
     def _serve_frames(self, conn: Connection, stopping: threading.Event, answers: deque[_Answer]) -> None:
         identity: list[Identity] = []  # set by a successful ping; nothing but a ping is read before
@@ -165,10 +166,6 @@ class WireEndpoint:
                 return
             if not self._one_frame(conn, identity, answers, stored):
                 return
-
-    def _settle_all(self, answers: deque[_Answer]) -> None:
-        while answers:
-            self._outcome(answers.popleft())
 
     def _outcome(self, answer: _Answer) -> Any:
         """The reply of ``answer``, waiting until its batch is stored; frees what the batch held."""

@@ -105,6 +105,9 @@ def test_cut_leaves_a_long_record_whole_and_does_not_cut_flagged_or_small_chunks
     pieces = c.cut(1000)
     _pieces_tile(c, pieces)
     assert [len(p) for p in pieces] == [2, 5001, 20]
+    ends = [2, 5003] + [5003 + 2 * (k + 1) for k in range(10)]
+    delimited = Chunk("h", "s", "Raw", len(data), "e", data, record_ends=ends)  # the same records by record_ends
+    assert [len(p) for p in delimited.cut(1000)] == [2, 5001, 20]
     split = Chunk("h", "s", "Raw", len(data), "e", data, flags=[FLAG_SPLIT])
     assert split.cut(1000) == [split]  # the flag is about the whole chunk's last record
     assert c.cut(len(data)) == [c]

@@ -159,6 +159,8 @@ def test_a_frame_answered_try_later_fails_the_batch_after_the_frames_behind_it(t
         sink.deliver([big])
     stored = len(rec.chunks)
     assert 2 <= stored < 8  # frames before (and the one behind) the refused one are stored; the batch is not
+    (target,) = sink._collectors.values()
+    assert target.client.in_flight == 0  # the answers behind the refused frame were read: the connection is in step
     time.sleep(0.6)  # the collector asked for 0.5 s
     sink.deliver([big])  # the retry sends the whole batch again on the same connection, in step
     sink.stop()

@@ -37,6 +37,7 @@ import itertools
 import json
 import logging
 import math
+import mmap
 import operator
 import os
 import re
@@ -49,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from logflume.chunk import FLAG_PARTIAL, FLAG_SPLIT, Buffer, Chunk, now_ms
+from logflume.chunkbuffers import CHUNK_BUFFERS, REUSE_FROM, SLACK, ChunkBuffers, PooledBuffer
 from logflume.errors import ChannelClosed
 from logflume.settings import Duration, Setting
 from logflume.statefile import write_atomic
@@ -152,6 +154,7 @@ class RecordChunker:
         partial_timeout: float = 5.0,
         quiet_flush: float = 0.0,
         caught_up_flush: float = 0.0,
+        buffers: ChunkBuffers | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size: expected at least 1 byte, got {chunk_size}")
@@ -174,7 +177,12 @@ class RecordChunker:
         #: Only the plain newline case may leave ``record_ends`` out (design.md).
         self.track_ends = self.delimiter != b"\n" or multiline is not None
         self._offset = start_offset
-        self._buf = bytearray()
+        # The bytes fed and not yet sent are _buf[:_n]: a growing bytearray, or the mapping of a pooled buffer
+        # (_pooled) once they pass REUSE_FROM and a pooled buffer is free (chunk sizes of 2 x REUSE_FROM or more).
+        self._buf: bytearray | mmap.mmap = bytearray()
+        self._n = 0
+        self._pooled: PooledBuffer | None = None
+        self._buffers = (buffers if buffers is not None else CHUNK_BUFFERS) if chunk_size >= 2 * REUSE_FROM else None
         # Record ends (positions in _buf) known so far; in fast mode only the last one.
         self._ends: list[int] = []
         self._last_end = 0  # fast mode: position after the last delimiter in _buf
@@ -195,21 +203,28 @@ class RecordChunker:
     @property
     def pending_bytes(self) -> int:
         """Bytes fed but not yet emitted."""
-        return len(self._buf)
+        return self._n
+
+    @property
+    def held_bytes(self) -> int:
+        """Memory this chunker holds: its pending bytes, or more while it writes into a pooled buffer whose pages
+        are in place past them (what a source bounding its memory must count)."""
+        pooled = self._pooled
+        return self._n if pooled is None else max(self._n, pooled.written)
 
     def feed(self, data: Buffer, now: float) -> list[Chunk]:
         """Add bytes; returns the chunks that reached ``chunk_size``."""
         if not len(data):
             return []
-        if not self._buf:
+        if not self._n:
             self._first_unsent_at = now
         self._last_fed_at = now
-        self._buf += data
+        self._append(data)
         self._find_records()
         out: list[Chunk] = []
         # Strictly more than chunk_size: a buffer of exactly chunk_size may still be one whole
         # record whose end is not known yet; cutting it now would flag it split for good.
-        while len(self._buf) > self.chunk_size:
+        while self._n > self.chunk_size:
             out.append(self._cut_full())
         return out
 
@@ -222,7 +237,7 @@ class RecordChunker:
         not), while a reader that is behind (never caught up) keeps filling ``chunk_size`` chunks: low latency
         when the input is slow, big chunks under load.
         """
-        if not self._buf:
+        if not self._n:
             return []
         if self._last_fed_at is not None and now - self._last_fed_at >= self.partial_timeout:
             return self._drain()
@@ -239,7 +254,7 @@ class RecordChunker:
         if end <= 0:
             return []
         chunk = self._cut(end, split=False, partial=False)
-        if self._buf:
+        if self._n:
             self._first_unsent_at = now
         return [chunk]
 
@@ -250,7 +265,7 @@ class RecordChunker:
     def next_deadline(self, caught_up: bool = False) -> float | None:
         """Clock time at which :meth:`poll` (given the same ``caught_up``) will next have something to do
         (None: nothing held)."""
-        if not self._buf:
+        if not self._n:
             return None
         times = []
         if self._last_fed_at is not None:
@@ -277,23 +292,23 @@ class RecordChunker:
     # -- record boundaries --------------------------------------------------------------------
 
     def _find_records(self) -> None:
-        buf, d = self._buf, self._delimiter_len()
+        buf, n, d = self._buf, self._n, self._delimiter_len()
         if not self.track_ends:
-            pos = buf.rfind(b"\n", self._scan)
+            pos = buf.rfind(b"\n", self._scan, n)
             if pos >= 0:
                 self._last_end = pos + 1
-            self._scan = len(buf)
+            self._scan = n
             return
         if self.multiline is None:
             delim, pos = self.delimiter, self._scan
             while True:
-                hit = buf.find(delim, pos)
+                hit = buf.find(delim, pos, n)
                 if hit < 0:
                     break
                 pos = hit + d
                 self._ends.append(pos)
             # A delimiter may straddle what has arrived and what comes next.
-            self._scan = max(pos, len(buf) - d + 1)
+            self._scan = max(pos, n - d + 1)
             return
         self._classify_lines()
 
@@ -302,9 +317,9 @@ class RecordChunker:
         assert ml is not None
         view = memoryview(buf)
         try:
-            pos = self._scan
+            pos, n = self._scan, self._n
             while True:
-                hit = buf.find(delim, pos)
+                hit = buf.find(delim, pos, n)
                 if hit < 0:
                     break
                 start, line_end = self._line_start, hit + d
@@ -321,7 +336,7 @@ class RecordChunker:
                 elif not continues:
                     self._ends.append(line_end)
                     self._rec_start = line_end
-            self._scan = max(pos, len(buf) - d + 1)
+            self._scan = max(pos, n - d + 1)
         finally:
             view.release()
 
@@ -352,35 +367,74 @@ class RecordChunker:
         """Everything held, in chunks of at most ``chunk_size`` (the last maybe a partial record)."""
         out: list[Chunk] = []
         ml = self.multiline
-        if ml is not None and ml.match == "after" and self._line_start < len(self._buf):
+        if ml is not None and ml.match == "after" and self._line_start < self._n:
             # The last line has no delimiter yet, so _classify_lines never saw it: it may start a record.
             start = self._line_start
             with memoryview(self._buf) as view:
-                continues = ml.continues(view[start:])
+                continues = ml.continues(view[start:self._n])
             if not continues and start > self._rec_start:  # at 0 the last cut already ended the record before
                 self._ends.append(start)
                 self._rec_start = start
-            self._line_start = self._scan = len(self._buf)
-        while len(self._buf) > self.chunk_size:
+            self._line_start = self._scan = self._n
+        while self._n > self.chunk_size:
             out.append(self._cut_full())
-        if self._buf:
-            end = len(self._buf)
-            partial = not self._buf.endswith(self.delimiter)
+        if self._n:
+            end = self._n
+            d = self._delimiter_len()
+            partial = end < d or self._buf[end - d:end] != self.delimiter
             if self.track_ends and (not self._ends or self._ends[-1] != end):
                 self._ends.append(end)  # the held record (open multiline record or partial) ends here
             out.append(self._cut(end, split=False, partial=partial))
         self._rec_start = self._line_start = self._scan = 0
         return out
 
+    def _append(self, data: Buffer) -> None:
+        """Add ``data`` after the bytes held; past ``REUSE_FROM`` they move into a pooled buffer as soon as one is
+        free (also midway: a freed buffer must not stay resident beside plain memory growing to a chunk)."""
+        n = self._n
+        need = n + len(data)
+        pooled = self._pooled
+        if pooled is None and self._buffers is not None and REUSE_FROM <= need <= self.chunk_size + SLACK:
+            pooled = self._buffers.take(self.chunk_size + SLACK, self)
+            if pooled is not None:
+                with memoryview(self._buf) as view:
+                    pooled.mem[:n] = view[:n]
+                pooled.wrote(n)
+                self._buf, self._pooled = pooled.mem, pooled
+        if pooled is None:
+            self._buf += data  # type: ignore[operator]  # a bytearray while not pooled
+        elif need <= len(pooled):
+            if need > pooled.written:
+                self._buffers.sweep(keep=0)  # type: ignore[union-attr]  # pooled implies _buffers
+            pooled.mem[n:need] = data
+            pooled.wrote(need)
+        else:  # more than the slack past chunk_size in one feed: go on in plain memory
+            with memoryview(pooled.mem) as view:
+                self._buf = bytearray(view[:n])
+            self._buf += data
+            self._pooled = None
+            pooled.cut_at(0)
+        self._n = need
+
     def _cut(self, end: int, *, split: bool, partial: bool) -> Chunk:
-        buf = self._buf
-        if end >= len(buf):
-            rest = bytearray()
+        buf, n, pooled = self._buf, self._n, self._pooled
+        data: Buffer
+        if pooled is not None:  # the chunk is a view of the pooled buffer, which comes back once it is gone
+            with memoryview(buf) as view:
+                rest = bytearray(view[end:n])
+            data = memoryview(buf)[:end]
+            self._pooled = None
+            pooled.cut_at(end)
+            assert self._buffers is not None
+            self._buffers.sweep()
+        elif end >= n:
+            data, rest = buf, bytearray()
         else:
             with memoryview(buf) as view:
                 rest = bytearray(view[end:])
-            del buf[end:]
-        self._buf = buf_next = rest
+            del buf[end:]  # type: ignore[arg-type]  # a bytearray while not pooled
+            data = buf
+        self._buf, self._n = rest, n - end
         record_ends: list[int] | None = None
         if self.track_ends:
             i = bisect.bisect_right(self._ends, end)
@@ -397,7 +451,7 @@ class RecordChunker:
         if partial:
             flags.append(FLAG_PARTIAL)
         self._offset += end
-        if not buf_next:
+        if not rest:
             self._first_unsent_at = None
         return Chunk(
             source=self.source,
@@ -405,7 +459,7 @@ class RecordChunker:
             datatype=self.datatype,
             seq_id=self._offset,
             epoch=self.epoch,
-            data=buf,
+            data=data,
             tags=dict(self.tags),
             record_ends=record_ends,
             flags=flags,

@@ -230,6 +230,35 @@ def test_max_buffered_bounds_bytes_held_across_files(tmp_path, running):
         assert lines(0, 400, tag=f"f{i}-").startswith(tight.stream_bytes(log))
 
 
+def test_a_reused_chunk_buffer_counts_at_its_size_against_max_buffered(tmp_path, running, monkeypatch):
+    """A file's chunker that moved into a reused 8 MiB buffer holds 8 MiB of memory however few bytes it has: with
+    a second file read beside it, max_buffered (8 MiB) makes its records leave early.  Counted by bytes (4.5 +
+    3 MiB), nothing would leave before flush_interval (10 minutes) while the agent held 8 + 3 MiB: the bench's
+    rotation rows went past the agent's memory bound that way (199-232 MiB against 192)."""
+    from logflume import chunking
+    from logflume.chunkbuffers import ChunkBuffers
+
+    pool = ChunkBuffers()
+    monkeypatch.setattr(chunking, "CHUNK_BUFFERS", pool)
+    filler = chunking.RecordChunker(source="h", stream="s", datatype="Raw", tags={}, epoch="e", chunk_size=8 << 20)
+    for _ in range(9):
+        for c in filler.feed(lines(0, 50_000)[:1 << 20], 0.0):
+            del c  # a full chunk cut and dropped: its buffer is free, 8 MiB of it in place
+    assert pool.count == 1 and filler.pending_bytes < 2 << 20
+    del filler
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_bytes(lines(0, 300_000)[:9 << 19])  # 4.5 MiB: past the 4 MiB where a chunker takes a pooled buffer
+    b.write_bytes(lines(300_000, 450_000)[:3 << 20])
+    r = running(tmp_path, {"paths": [str(tmp_path / "*.log")], **FAST, "flush_interval": "10m",
+                           "partial_timeout": "10m", "quiet_flush": "0s", "caught_up_flush": "0s",
+                           "chunk_size": "8MiB", "max_buffered": "8MiB"})
+    wait_for(lambda: r.stream_bytes(a) == _complete(a.read_bytes()), timeout=30,
+             message="a.log's records sent early: its reused buffer counted at 8 MiB")
+    assert pool.reused >= 1
+    held = sum(tf.chunker.held_bytes for tf in r.source.files.values())
+    assert held <= 8 << 20
+
+
 def test_a_delivered_chunk_is_not_kept_while_the_next_file_is_read(tmp_path):
     """Ten files read in one round into an output that lets go of what it takes (the file channel writes a
     chunk and drops it): the source's peak memory stays near max_buffered.  A reference kept to the last

@@ -374,7 +374,7 @@ class TailSource(FileFinder, ThreadedSource):
         finished: list[TailedFile] = []
         total = 0
         batch_bytes = 0
-        held = sum(tf.chunker.pending_bytes for tf in self.files.values())  # read, not yet cut into chunks
+        held = sum(tf.chunker.held_bytes for tf in self.files.values())  # read, not yet cut into chunks
         waiting = [tf for tf in self.files.values() if tf.fd is None and tf.wants_read]
         waiting.sort(key=lambda t: t.last_active)
         order = [tf for tf in self.files.values() if tf.fd is not None] + waiting
@@ -387,7 +387,7 @@ class TailSource(FileFinder, ThreadedSource):
                     if had_slot:
                         tf.wants_read = False  # not at its path any more: the next scan decides
                     continue
-            before = tf.chunker.pending_bytes
+            before, held_before = tf.chunker.pending_bytes, tf.chunker.held_bytes
             # Just enough to complete this file's next chunk, within what the byte limit has left.
             room = min(cfg.chunk_size - before, self.max_buffered - held - batch_bytes)
             try:
@@ -407,7 +407,7 @@ class TailSource(FileFinder, ThreadedSource):
                 self._lag_gauge(tf).set(tf.lag)
             if done:
                 finished.append(tf)
-            held += tf.chunker.pending_bytes - before
+            held += tf.chunker.held_bytes - held_before
             batch += result.chunks
             batch_bytes += sum(len(c) for c in result.chunks)
             # Only the batch may hold the chunks: a result kept until the next file's read would keep a
@@ -440,15 +440,15 @@ class TailSource(FileFinder, ThreadedSource):
         Without it every followed file could hold nearly a chunk while waiting to fill one
         (10 busy files: 10 x chunk_size of memory).  Returns the bytes still held.
         """
-        for tf in sorted(self.files.values(), key=lambda f: f.chunker.pending_bytes, reverse=True):
+        for tf in sorted(self.files.values(), key=lambda f: f.chunker.held_bytes, reverse=True):
             if held <= self.max_buffered // 2 or not tf.chunker.pending_bytes:
                 break
-            before = tf.chunker.pending_bytes
+            before = tf.chunker.held_bytes
             due = tf.chunker.flush_complete(now)
             if due:
                 batch += due
                 touched.append(tf)
-                held -= before - tf.chunker.pending_bytes
+                held -= before - tf.chunker.held_bytes
         return held
 
     def _deliver(self, chunks: Sequence[Chunk], touched: list[TailedFile]) -> None:

@@ -21,7 +21,8 @@ CPU s/GB, the agent's peak RSS 169-177 -> 178-182 MiB (docs/benchmarks.md, "Read
 buffers: the tail read path alone doubles (``bench/bench_tail.py``: 1895 MiB/s against 894 MiB/s here)
 and end to end (``python -m bench``, 10 files, alternating runs) it gave 742-767 MB/s and 0.9 CPU s/GB
 against 692-701 MB/s and 1.3-1.4, but the agent's peak RSS went from 174 MiB to 235 MiB, past the
-bound the agent promises.
+bound the agent promises. (Measured before chunks of 8 MiB or more were built in pooled buffers,
+logflume/chunkbuffers.py, which reuses their pages within that bound under any policy.)
 """
 
 from __future__ import annotations

@@ -23,7 +23,10 @@ record still missing its delimiter at the end is flagged ``partial``
 
 :class:`RecordChunker` holds the bytes fed but not yet sent in one growing
 ``bytearray``.  When a chunk is cut, that bytearray itself becomes the chunk's
-data (no copy); only the unsent remainder is copied into a fresh buffer.  With
+data (no copy); only the unsent remainder is copied into a fresh buffer.  Past
+4 MiB (with a ``chunk_size`` of 8 MiB or more) the bytes move into a pooled
+buffer instead, one a chunk already gone was built in (logflume/chunkbuffers.py),
+and the chunk is a ``memoryview`` of it: no fresh pages per chunk.  With
 the plain ``\\n`` delimiter it never looks at individual records (it only
 finds the last newline), which keeps the common case fast.  Times given to it
 are the caller's clock (``time.monotonic()``); they only decide when

@@ -2,7 +2,7 @@
 
 Why: a chunker that grows a fresh 64 MiB buffer for every chunk faults in 16,384 fresh pages per
 chunk. On the benchmark machine faulting in 1 GiB of fresh pages costs about 1 s of kernel time, the
-largest cost of the tail path (docs/benchmarks.md, "Chunk buffers reused"). A :class:`ChunkBuffers`
+largest cost of the tail path (docs/benchmarks.md, "Chunk buffers reused within the bound"). A :class:`ChunkBuffers`
 pool keeps the buffers of cut chunks and lends one again, pages already in place, once nothing views
 its chunk any more.
 
@@ -12,7 +12,10 @@ Bounded so that the agent's memory bound (2 x chunk_size + 64 MiB) still holds:
 * a buffer keeps resident only the pages of the chunk cut from it: cutting a chunk shorter than what
   was written into the buffer before gives the pages past it back (``MADV_DONTNEED``), so a small chunk
   (a flush, a rotated file's last one) does not pin a big buffer while the channel counts its bytes;
-* of the buffers whose chunk is gone, one is kept for the next chunk; the others are unmapped.
+* of the buffers whose chunk is gone, one is kept for the next chunk and the others are unmapped;
+  none is kept while a chunker writes into pages not yet faulted in;
+* a source bounding its memory counts a chunker's buffer at its resident size
+  (``RecordChunker.held_bytes``), not at the bytes it holds so far.
 
 A buffer is free when nothing but the pool refers to its mapping: every view of it (the chunk's
 ``memoryview`` and any slice or export of it, in any thread) holds a reference to the mapping, so
@@ -66,12 +69,13 @@ class PooledBuffer:
             self.written = end
 
     def cut_at(self, end: int) -> None:
-        """The chunk is ``mem[:end]``, its writer is done: the pages past it that were written before are given back."""
-        self.writer = None
+        """The chunk is ``mem[:end]``, its writer is done: the pages past it that were written before are given back
+        (before the buffer can be seen free: another chunker may take it at once)."""
         keep = _page_up(end)
         if self.written - keep >= GIVE_BACK_FROM:
             self.mem.madvise(mmap.MADV_DONTNEED, keep, self.written - keep)
             self.written = keep
+        self.writer = None
 
 
 class ChunkBuffers:

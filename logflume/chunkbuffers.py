@@ -85,7 +85,7 @@ class ChunkBuffers:
         self.max_buffers = max_buffers
         self._buffers: list[PooledBuffer] = []
         self._lock = threading.Lock()
-        self.reused = 0  # buffers lent again (tests and benchmarks)
+        self.reused = 0  # buffers lent again (for tests)
 
     def take(self, size: int, writer: object) -> PooledBuffer | None:
         """A buffer of at least ``size`` bytes: a free one (the most written, so the fewest pages to fault in),

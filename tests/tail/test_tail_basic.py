@@ -234,7 +234,7 @@ def test_a_reused_chunk_buffer_counts_at_its_size_against_max_buffered(tmp_path,
     """A file's chunker that moved into a reused 8 MiB buffer holds 8 MiB of memory however few bytes it has: with
     a second file read beside it, max_buffered (8 MiB) makes its records leave early.  Counted by bytes (4.5 +
     3 MiB), nothing would leave before flush_interval (10 minutes) while the agent held 8 + 3 MiB: the bench's
-    rotation rows went past the agent's memory bound that way (199-232 MiB against 192)."""
+    rotation rows went past the agent's memory bound that way (199-200 MiB against 192)."""
     from logflume import chunking
     from logflume.chunkbuffers import ChunkBuffers
 
